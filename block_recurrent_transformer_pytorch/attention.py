@@ -1,0 +1,92 @@
+"""The attention kernel: scaled dot-product attention through torch SDPA, or a plain reference.
+
+Queries have ``heads`` heads; keys and values may have fewer (``kv_heads``, grouped-query
+attention; the seed uses a single shared key/value head). Causal attention is aligned to the
+lower right: query i of n attends to keys 0..m-n+i of m, so a block's queries see all of its
+memories and the block up to themselves. On CUDA with fp16/bf16 and no key mask this runs the
+flash kernel (``causal_lower_right`` dispatches to it); a key mask (only after a per-row reset of
+memories) needs a dense mask and the memory-efficient kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention.bias import causal_lower_right
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
+                        key_mask: Optional[Tensor] = None) -> Tensor:
+    """Softmax attention written out: the definition the SDPA path is tested against.
+
+    q (b, h, n, d); k, v (b, kv_heads, m, d); key_mask (b, m), True where a key may be attended.
+    """
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = torch.einsum("bhid,bhjd->bhij", q, k) * scale
+    allowed = _allowed(q.shape[-2], k.shape[-2], causal, key_mask, q.device)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return torch.einsum("bhij,bhjd->bhid", scores.softmax(dim=-1), v)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
+                   key_mask: Optional[Tensor] = None) -> Tensor:
+    """The same function through F.scaled_dot_product_attention (flash kernel where it can run)."""
+    gqa = q.shape[1] != k.shape[1]
+    n, m = q.shape[-2], k.shape[-2]
+    if key_mask is not None:
+        mask = _allowed(n, m, causal, key_mask, q.device)
+    elif causal and n > 1:
+        mask = causal_lower_right(n, m)
+    else:
+        mask = None  # a single query, or no causality: every key is visible
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+def _allowed(n: int, m: int, causal: bool, key_mask: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
+    """Boolean (b or 1, 1, n, m) mask of the keys each query may attend, or None for all."""
+    allowed = None
+    if causal:
+        allowed = torch.ones(n, m, dtype=torch.bool, device=device).tril(m - n)
+    if key_mask is not None:
+        key_mask = key_mask[:, None, None, :]
+        allowed = key_mask if allowed is None else allowed & key_mask
+    return allowed
+
+
+class QKNorm(nn.Module):
+    """qk-rmsnorm: unit-normalise queries and keys, learned per-dimension gains, fixed temperature."""
+
+    def __init__(self, dim_head: int, scale: float) -> None:
+        super().__init__()
+        self.q_gain = nn.Parameter(torch.ones(dim_head))
+        self.k_gain = nn.Parameter(torch.ones(dim_head))
+        self.scale = scale
+
+    def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        q = F.normalize(q, dim=-1) * self.q_gain.to(q.dtype)
+        k = F.normalize(k, dim=-1) * self.k_gain.to(k.dtype)
+        return q, k
+
+
+class Attend(nn.Module):
+    """Optional qk-norm, then attention by the chosen kernel. Holds no projections."""
+
+    def __init__(self, dim_head: int, *, qk_rmsnorm: bool, qk_rmsnorm_scale: float, use_flash_attn: bool) -> None:
+        super().__init__()
+        self.qk_norm = QKNorm(dim_head, qk_rmsnorm_scale) if qk_rmsnorm else None
+        self.scale = qk_rmsnorm_scale if qk_rmsnorm else dim_head ** -0.5
+        self.kernel = sdpa_attention if use_flash_attn else reference_attention
+
+    def normalize(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Apply qk-norm (identity when off); done before rotary positions."""
+        return self.qk_norm(q, k) if self.qk_norm is not None else (q, k)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
+                key_mask: Optional[Tensor] = None) -> Tensor:
+        """Attend q over k/v that are already normalised (see ``normalize``) and positioned."""
+        return self.kernel(q, k, v, causal=causal, scale=self.scale, key_mask=key_mask)

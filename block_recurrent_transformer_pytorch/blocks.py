@@ -1,0 +1,74 @@
+"""One transformer layer: pre-norm attention over [memories | block] (+ state reads), then a GEGLU FFN."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .attention import Attend
+from .config import BlockRecurrentConfig
+from .positions import apply_rotary
+
+
+class FeedForward(nn.Module):
+    """Pre-norm GEGLU feed-forward (hidden width 2/3 * mult * dim, as in the seed)."""
+
+    def __init__(self, dim: int, mult: float) -> None:
+        super().__init__()
+        hidden = int(dim * mult * 2 / 3)
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.proj_in = nn.Linear(dim, hidden * 2, bias=False)
+        self.proj_out = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, gate = self.proj_in(self.norm(x)).chunk(2, dim=-1)
+        return self.proj_out(x * F.gelu(gate))
+
+
+class AttentionBlock(nn.Module):
+    """Causal multi-head attention of a block's tokens over its memories and itself.
+
+    Keys/values come from ``kv_heads`` shared heads (one in the seed). ``num_state_reads`` is how
+    many recurrent states this layer reads; their outputs widen the output projection's input.
+    """
+
+    def __init__(self, config: BlockRecurrentConfig, *, qk_rmsnorm: bool, num_state_reads: int) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.dim_head = config.heads, config.kv_heads, config.dim_head
+        inner = config.heads * config.dim_head
+        self.norm = nn.LayerNorm(config.dim, bias=False)
+        # one fused projection for queries, keys and values
+        self.to_qkv = nn.Linear(config.dim, inner + 2 * config.kv_heads * config.dim_head, bias=False)
+        self.attend = Attend(config.dim_head, qk_rmsnorm=qk_rmsnorm, qk_rmsnorm_scale=config.qk_rmsnorm_scale,
+                             use_flash_attn=config.use_flash_attn)
+        self.to_out = nn.Linear(inner * (1 + num_state_reads), config.dim, bias=False)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Pre-norm x (b, n, dim) and project: (x_normed, q (b, h, n, d), raw k, raw v (b, kv_heads, n, d))."""
+        x_normed = self.norm(x)
+        q, kv = self.to_qkv(x_normed).split((self.heads * self.dim_head, 2 * self.kv_heads * self.dim_head), dim=-1)
+        q = rearrange(q, "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(kv, "b n (t h d) -> t b h n d", t=2, h=self.kv_heads)
+        return x_normed, q, k, v
+
+    def position(self, q: Tensor, k: Tensor, rotary: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """qk-norm then rotary/xpos. ``rotary`` tables cover the keys; the queries are the last positions."""
+        q, k = self.attend.normalize(q, k)
+        cos, sin, scale = rotary
+        n = q.shape[-2]
+        q = apply_rotary(q, cos[-n:], sin[-n:], scale[-n:])
+        k = apply_rotary(k, cos, sin, scale.reciprocal())
+        return q, k
+
+    def attend_block(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Optional[Tensor]) -> Tensor:
+        """Positioned queries over positioned keys, causal aligned lower-right: (b, n, heads * d)."""
+        out = self.attend(q, k, v, causal=True, key_mask=key_mask)
+        return rearrange(out, "b h n d -> b n (h d)")
+
+    def output(self, attn_out: Tensor, state_reads: list[Tensor]) -> Tensor:
+        """Concatenate the state reads to the attention output and project back to dim."""
+        return self.to_out(torch.cat((attn_out, *state_reads), dim=-1) if state_reads else attn_out)

@@ -1,0 +1,135 @@
+"""The model's hyperparameters, validated once, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional, Sequence
+
+GATE_TYPES = ("fixed", "lstm")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _layers_tuple(name: str, value: object, depth: int) -> tuple[int, ...]:
+    """Normalise a sequence of 1-based layer numbers and check it is within 1..depth, unique."""
+    if _is_int(value):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of layer numbers (ints), got {value!r}")
+    layers = tuple(value)
+    if not all(_is_int(layer) for layer in layers):
+        raise TypeError(f"{name} must contain only ints, got {layers!r}")
+    if not all(1 <= layer <= depth for layer in layers):
+        raise ValueError(f"{name} must lie in 1..depth={depth} (layers are numbered from 1), got {layers!r}")
+    return layers
+
+
+@dataclass
+class BlockRecurrentConfig:
+    """Every hyperparameter of a BlockRecurrentTransformer; the seed package's names and defaults.
+
+    Layers are numbered from 1. ``recurrent_layers`` are the layers that hold (write) a recurrent
+    state; ``read_recurrent_layers[i]`` is the layer that reads the state written by
+    ``recurrent_layers[i]`` (by default the same layer; it may be lower, never higher).
+    """
+
+    num_tokens: int
+    dim: int
+    depth: int
+    dim_head: int = 64
+    heads: int = 8
+    kv_heads: int = 1
+    all_layers_qk_rmsnorm: bool = False
+    qk_rmsnorm_scale: float = 8.0
+    ff_mult: float = 4
+    max_seq_len: int = 1024
+    block_width: int = 512
+    recurrent_layers: Optional[Sequence[int]] = None
+    read_recurrent_layers: Optional[Sequence[int]] = None
+    num_state_vectors: Optional[int] = None
+    gate_type: Literal["fixed", "lstm"] = "fixed"
+    ignore_index: int = -100
+    use_flash_attn: bool = False
+    use_compressed_mem: bool = False
+    compressed_mem_factor: int = 4
+    xpos_scale_base: int = 512
+    rotary_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        for name in ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len",
+                     "block_width", "compressed_mem_factor", "xpos_scale_base"):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+            if value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value}")
+        for name in ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.ff_mult, (int, float)) or self.ff_mult <= 0:
+            raise ValueError(f"ff_mult must be a positive number, got {self.ff_mult!r}")
+        if self.heads % self.kv_heads != 0:
+            raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
+        if self.max_seq_len % self.block_width != 0:
+            raise ValueError(
+                f"max_seq_len ({self.max_seq_len}) must be divisible by block_width ({self.block_width})"
+            )
+        if self.gate_type not in GATE_TYPES:
+            raise ValueError(f"gate_type must be one of {GATE_TYPES}, got {self.gate_type!r}")
+        if self.use_compressed_mem:
+            if self.compressed_mem_factor < 2 or self.block_width % self.compressed_mem_factor != 0:
+                raise ValueError(
+                    f"compressed_mem_factor must be >= 2 and divide block_width ({self.block_width}), "
+                    f"got {self.compressed_mem_factor}"
+                )
+            if self.block_width % 2 != 0:
+                raise ValueError(f"block_width must be even with use_compressed_mem, got {self.block_width}")
+
+        if self.num_state_vectors is None:
+            self.num_state_vectors = self.block_width
+        if not _is_int(self.num_state_vectors) or self.num_state_vectors < 1:
+            raise ValueError(f"num_state_vectors must be a positive int, got {self.num_state_vectors!r}")
+
+        # the seed's default: one recurrent layer in the middle of the network
+        write = (max(self.depth // 2, 1),) if self.recurrent_layers is None else self.recurrent_layers
+        write = _layers_tuple("recurrent_layers", write, self.depth)
+        if len(set(write)) != len(write):
+            raise ValueError(f"recurrent_layers must not repeat a layer, got {write!r}")
+        read = write if self.read_recurrent_layers is None else self.read_recurrent_layers
+        read = _layers_tuple("read_recurrent_layers", read, self.depth)
+        if len(read) != len(write):
+            raise ValueError(
+                f"read_recurrent_layers needs one read layer per recurrent layer {write!r}, got {read!r}"
+            )
+        for read_layer, write_layer in zip(read, write):
+            if read_layer > write_layer:
+                raise ValueError(
+                    f"read_recurrent_layers: layer {read_layer} cannot read the state written by layer "
+                    f"{write_layer}: a state is read at or below the layer that writes it"
+                )
+        self.recurrent_layers, self.read_recurrent_layers = write, read
+
+    # derived sizes, named once so that every module agrees on them
+
+    @property
+    def xl_mem_len(self) -> int:
+        """XL memory: the keys/values of the previous block."""
+        return self.block_width
+
+    @property
+    def compressed_mem_len(self) -> int:
+        """Compressed memory entries kept (the seed's choice: half a block)."""
+        return self.block_width // 2 if self.use_compressed_mem else 0
+
+    def qk_rmsnorm(self, layer: int) -> bool:
+        """Recurrent layers always normalise queries and keys; others only if asked to."""
+        return self.all_layers_qk_rmsnorm or layer in self.recurrent_layers
+
+    def to_dict(self) -> dict:
+        """Plain constructor arguments, for checkpoints."""
+        d = asdict(self)
+        d["recurrent_layers"] = list(d["recurrent_layers"])
+        d["read_recurrent_layers"] = list(d["read_recurrent_layers"])
+        return d

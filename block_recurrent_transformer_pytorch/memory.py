@@ -1,0 +1,158 @@
+"""Transformer-XL and compressed memories: per-layer FIFOs of past keys/values.
+
+Every layer keeps the raw (un-normalised, un-rotated) keys/values of the previous block (the XL
+memory). With compressed memory on, the block pushed out of the XL memory is compressed by a
+strided convolution (``compressed_mem_factor`` keys become one) into a second FIFO of half a block,
+as in the Compressive Transformer and the seed. A block's queries attend to
+[compressed | XL | block], oldest first.
+
+Rows of a batch can start a new document at any call (``reset``): their older entries stay in
+the tensors (all rows share one length) but are masked out of attention until pushed out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from .config import BlockRecurrentConfig
+
+
+@dataclass
+class Memories:
+    """The memories of every layer, as returned by and passed back to the model.
+
+    xl:         (depth, 2, batch, kv_heads, xl_len, dim_head)   keys [.., 0, ..] and values [.., 1, ..]
+    compressed: (depth, 2, batch, kv_heads, compressed_len, dim_head), or None when compression is off
+    blocks_since_reset: (batch,) full blocks pushed since each row's last reset, while some row's
+        memory still holds entries from before its reset; None when every entry is valid.
+    blocks_until_valid: pushes until no row holds pre-reset entries (then the mask is dropped).
+    """
+
+    xl: Tensor
+    compressed: Optional[Tensor] = None
+    blocks_since_reset: Optional[Tensor] = None
+    blocks_until_valid: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.xl.shape[2]
+
+    @property
+    def device(self) -> torch.device:
+        return self.xl.device
+
+    def keys_values(self) -> Tensor:
+        """(depth, 2, batch, kv_heads, M, dim_head): [compressed | XL] of every layer."""
+        return self.xl if self.compressed is None else torch.cat((self.compressed, self.xl), dim=-2)
+
+    def detach(self) -> "Memories":
+        """Cut the autograd graph (memories are carried between segments without gradient)."""
+        return replace(self, xl=self.xl.detach(),
+                       compressed=None if self.compressed is None else self.compressed.detach())
+
+    def reset(self, rows: Tensor, config: BlockRecurrentConfig) -> "Memories":
+        """Forget everything in the rows where ``rows`` (bool, (batch,)) is True."""
+        since = self.blocks_since_reset
+        if since is None:
+            since = torch.full_like(rows, _blocks_to_refill(config), dtype=torch.long)
+        since = torch.where(rows, torch.zeros_like(since), since)
+        return replace(self, blocks_since_reset=since, blocks_until_valid=_blocks_to_refill(config))
+
+    def key_mask(self, config: BlockRecurrentConfig, block_len: int) -> Optional[Tensor]:
+        """(batch, M + block_len) bool, True where a key belongs to the row's current document.
+
+        None when every key does (the common case: no mask, so the flash kernel can run).
+        """
+        if self.blocks_since_reset is None:
+            return None
+        since = self.blocks_since_reset[:, None]
+        xl_len = self.xl.shape[-2]
+        valid_xl = (since * config.block_width).clamp(max=xl_len)
+        parts = [torch.arange(xl_len, device=self.device) >= xl_len - valid_xl]
+        if self.compressed is not None:
+            comp_len = self.compressed.shape[-2]
+            per_block = config.block_width // config.compressed_mem_factor
+            valid_comp = ((since - config.xl_mem_len // config.block_width) * per_block).clamp(0, comp_len)
+            parts.insert(0, torch.arange(comp_len, device=self.device) >= comp_len - valid_comp)
+        block = torch.ones(since.shape[0], block_len, dtype=torch.bool, device=self.device)
+        return torch.cat((*parts, block), dim=-1)
+
+
+def _blocks_to_refill(config: BlockRecurrentConfig) -> int:
+    """Full blocks that must be pushed after a reset before no pre-reset entry is left."""
+    blocks = config.xl_mem_len // config.block_width
+    if config.use_compressed_mem:
+        blocks += math.ceil(config.compressed_mem_len / (config.block_width // config.compressed_mem_factor))
+    return blocks
+
+
+def empty_memories(config: BlockRecurrentConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Memories:
+    """Memories holding nothing yet (zero-length FIFOs)."""
+    shape = (config.depth, 2, batch, config.kv_heads, 0, config.dim_head)
+    compressed = torch.empty(shape, device=device, dtype=dtype) if config.use_compressed_mem else None
+    return Memories(xl=torch.empty(shape, device=device, dtype=dtype), compressed=compressed)
+
+
+class MemoryCompressor(nn.Module):
+    """Strided 1-d convolution over time, separately per layer, key/value and head."""
+
+    def __init__(self, config: BlockRecurrentConfig) -> None:
+        super().__init__()
+        self.groups = config.depth * 2 * config.kv_heads
+        channels = self.groups * config.dim_head
+        factor = config.compressed_mem_factor
+        self.conv = nn.Conv1d(channels, channels, factor, stride=factor, groups=self.groups)
+
+    def forward(self, kv: Tensor) -> Tensor:
+        """(depth, 2, b, kv_heads, n, d) -> (depth, 2, b, kv_heads, n // factor, d)."""
+        depth, two, _, heads, _, _ = kv.shape
+        x = rearrange(kv, "l t b h n d -> b (l t h d) n")
+        x = self.conv(x)
+        return rearrange(x, "b (l t h d) n -> l t b h n d", l=depth, t=two, h=heads).to(kv.dtype)
+
+
+def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
+         compressor: Optional[MemoryCompressor]) -> Memories:
+    """Append one full block of keys/values (depth, 2, b, kv_heads, block_width, d) to the FIFOs."""
+    xl = torch.cat((memories.xl, new_kv), dim=-2)
+    evicted, xl = xl[..., :-config.xl_mem_len, :], xl[..., -config.xl_mem_len:, :]
+    compressed = memories.compressed
+    if compressor is not None and evicted.shape[-2] > 0:
+        compressed = torch.cat((compressed, compressor(evicted)), dim=-2)[..., -config.compressed_mem_len:, :]
+    since, until = memories.blocks_since_reset, memories.blocks_until_valid
+    if since is not None:
+        since, until = since + 1, until - 1
+        if until == 0:
+            since = None
+    return Memories(xl=xl, compressed=compressed, blocks_since_reset=since, blocks_until_valid=until)
+
+
+def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, device: torch.device) -> Memories:
+    """Raise a clear error unless ``memories`` is what this model returned for this batch."""
+    if not isinstance(memories, Memories):
+        raise TypeError(
+            f"xl_memories must be the Memories object the model returned (or None), got {type(memories).__name__}"
+        )
+    expected = (config.depth, 2, batch, config.kv_heads)
+    for name, t, capacity in (("xl", memories.xl, config.xl_mem_len),
+                              ("compressed", memories.compressed, config.compressed_mem_len)):
+        if t is None:
+            if name == "compressed" and config.use_compressed_mem:
+                raise ValueError("xl_memories has no compressed memory but the model uses compressed memory")
+            continue
+        if name == "compressed" and not config.use_compressed_mem:
+            raise ValueError("xl_memories holds compressed memory but the model does not use compressed memory")
+        if t.ndim != 6 or tuple(t.shape[:4]) != expected or t.shape[-1] != config.dim_head or t.shape[-2] > capacity:
+            raise ValueError(
+                f"xl_memories.{name} must have shape (depth={config.depth}, 2, batch={batch}, "
+                f"kv_heads={config.kv_heads}, length<={capacity}, dim_head={config.dim_head}), got {tuple(t.shape)}"
+            )
+        if t.device != device:
+            raise ValueError(f"xl_memories.{name} is on {t.device}, the input is on {device}")
+    return memories

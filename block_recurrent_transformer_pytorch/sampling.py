@@ -1,0 +1,52 @@
+"""Choosing the next token from logits: greedy, temperature, top-k, top-p (nucleus)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def check_sampling(vocab: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                   filter_thres: Optional[float]) -> None:
+    """Raise a clear error for sampling arguments outside their ranges."""
+    if not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= vocab):
+        raise ValueError(f"top_k must be an int in 1..{vocab} (num_tokens) or None, got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    if filter_thres is not None and (not isinstance(filter_thres, (int, float)) or not 0 <= filter_thres < 1):
+        raise ValueError(f"filter_thres must be in [0, 1) or None, got {filter_thres!r}")
+
+
+def sample(logits: Tensor, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+           filter_thres: Optional[float] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Sample one token per row of logits (b, vocab) -> (b,).
+
+    temperature 0 is greedy (argmax). ``filter_thres`` is the seed's top-k: keep the top
+    ceil((1 - filter_thres) * vocab) logits. top_k and top_p filters apply after it.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    vocab = logits.shape[-1]
+    keep = vocab
+    if filter_thres is not None:
+        keep = min(keep, max(1, math.ceil((1 - filter_thres) * vocab)))
+    if top_k is not None:
+        keep = min(keep, top_k)
+    if keep < vocab:
+        kth = logits.topk(keep, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # drop a token when the tokens before it already cover top_p; the top token always stays
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

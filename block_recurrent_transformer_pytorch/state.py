@@ -1,0 +1,129 @@
+"""The recurrent state of one recurrent layer: S state vectors read and written once per block.
+
+Per block (Hutchins et al. 2022, "skip" configuration):
+  read:  the block's tokens cross-attend to the state as it was before this block (causal); the
+         result is concatenated with the tokens' self-attention output before the layer's output
+         projection.
+  write: the state attends to itself and cross-attends to the block's keys/values; the two
+         outputs are projected and gated into the new state.
+The state's keys/values serve both the tokens' read and the state's self-attention; the block's
+keys/values serve both token self-attention and the state's cross-attention. Queries are never
+shared. Learned state position ids are added after the state's pre-norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from .attention import Attend
+from .config import BlockRecurrentConfig
+
+
+@dataclass
+class StateView:
+    """What a read computes from the state and the write reuses (the seed caches the same)."""
+
+    state: Tensor   # (b, S, dim) the state before this block
+    normed: Tensor  # (b, S, dim) pre-normed state plus position ids
+    k: Tensor       # (b, kv_heads, S, dim_head)
+    v: Tensor
+
+
+class FixedGate(nn.Module):
+    """s' = s * g + z * (1 - g), g = sigmoid(b) per channel: a learned moving average."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(dim) * 0.1)
+
+    def forward(self, state: Tensor, update: Tensor) -> Tensor:
+        g = self.bias.sigmoid().to(update.dtype)
+        return state * g + update * (1 - g)
+
+
+class LSTMGate(nn.Module):
+    """s' = s * f + z * i, f = sigmoid(W_f z + b_f + 1), i = sigmoid(W_i z + b_i - 1): biased to remember."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.forget = nn.Linear(dim, dim)
+        self.input = nn.Linear(dim, dim)
+
+    def forward(self, state: Tensor, update: Tensor) -> Tensor:
+        forget = torch.sigmoid(self.forget(update) + 1)
+        write = torch.sigmoid(self.input(update) - 1)
+        return state * forget + update * write
+
+
+class RecurrentState(nn.Module):
+    """Parameters and the read/write computations of one layer's recurrent state."""
+
+    def __init__(self, config: BlockRecurrentConfig) -> None:
+        super().__init__()
+        dim, heads, dim_head, kv_heads = config.dim, config.heads, config.dim_head, config.kv_heads
+        self.heads, self.kv_heads, self.dim_head = heads, kv_heads, dim_head
+        num_states = config.num_state_vectors
+
+        self.init_state = nn.Parameter(torch.randn(num_states, dim) * 0.1)
+        # added after a layer norm, hence unit variance
+        self.state_ids = nn.Parameter(torch.randn(num_states, dim))
+        self.norm = nn.LayerNorm(dim, bias=False)
+
+        self.to_read_q = nn.Linear(dim, heads * dim_head, bias=False)        # token queries -> state
+        self.to_write_q = nn.Linear(dim, 2 * heads * dim_head, bias=False)   # state queries: self, -> tokens
+        self.to_kv = nn.Linear(dim, 2 * kv_heads * dim_head, bias=False)     # state keys/values, shared
+        self.to_update = nn.Linear(2 * heads * dim_head, dim, bias=False)
+
+        attend = dict(qk_rmsnorm=True, qk_rmsnorm_scale=config.qk_rmsnorm_scale, use_flash_attn=config.use_flash_attn)
+        self.read_attend = Attend(dim_head, **attend)
+        self.self_attend = Attend(dim_head, **attend)
+        self.cross_attend = Attend(dim_head, **attend)
+        self.gate = FixedGate(dim) if config.gate_type == "fixed" else LSTMGate(dim)
+
+    def initial(self, batch: int) -> Tensor:
+        """The learned initial state for a batch, (batch, S, dim)."""
+        return self.init_state.expand(batch, -1, -1)
+
+    def view(self, state: Tensor) -> StateView:
+        """Normalise the state, add its position ids and project its keys/values."""
+        normed = self.norm(state) + self.state_ids.to(state.dtype)
+        k, v = rearrange(self.to_kv(normed), "b s (t h d) -> t b h s d", t=2, h=self.kv_heads)
+        return StateView(state, normed, k, v)
+
+    def read(self, x_normed: Tensor, view: StateView) -> Tensor:
+        """Tokens (b, n, dim), already pre-normed, attend to the state: (b, n, heads * dim_head)."""
+        q = rearrange(self.to_read_q(x_normed), "b n (h d) -> b h n d", h=self.heads)
+        q, k = self.read_attend.normalize(q, view.k)
+        out = self.read_attend(q, k, view.v)
+        return rearrange(out, "b h n d -> b n (h d)")
+
+    def write(self, view: StateView, block_k: Tensor, block_v: Tensor) -> Tensor:
+        """The next state from this block's raw keys/values (b, kv_heads, n, dim_head)."""
+        q_self, q_cross = rearrange(self.to_write_q(view.normed), "b s (t h d) -> t b h s d", t=2, h=self.heads)
+        q_self, k_self = self.self_attend.normalize(q_self, view.k)
+        self_out = self.self_attend(q_self, k_self, view.v)
+        q_cross, k_cross = self.cross_attend.normalize(q_cross, block_k)
+        cross_out = self.cross_attend(q_cross, k_cross, block_v)
+        update = self.to_update(rearrange(torch.cat((self_out, cross_out), dim=-1), "b h s d -> b s (h d)"))
+        return self.gate(view.state, update)
+
+
+def check_states(states: object, config: BlockRecurrentConfig, batch: int, device: torch.device) -> list[Tensor]:
+    """Raise a clear error unless ``states`` is one (batch, S, dim) tensor per recurrent layer."""
+    if not isinstance(states, (list, tuple)) or not all(isinstance(s, Tensor) for s in states):
+        raise TypeError(f"states must be a list of tensors (one per recurrent layer) or None, got {type(states).__name__}")
+    if len(states) != len(config.recurrent_layers):
+        raise ValueError(
+            f"states must hold one tensor per recurrent layer {config.recurrent_layers}, got {len(states)}"
+        )
+    expected = (batch, config.num_state_vectors, config.dim)
+    for i, s in enumerate(states):
+        if tuple(s.shape) != expected:
+            raise ValueError(f"states[{i}] must have shape {expected} (batch, num_state_vectors, dim), got {tuple(s.shape)}")
+        if s.device != device:
+            raise ValueError(f"states[{i}] is on {s.device}, the input is on {device}")
+    return list(states)

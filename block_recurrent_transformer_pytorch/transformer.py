@@ -1,0 +1,242 @@
+"""BlockRecurrentTransformer: tokens processed block by block through layers of attention over
+[memories | block], with recurrent states read and written once per block."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from beartype import beartype
+from torch import Tensor, nn
+
+from .blocks import AttentionBlock, FeedForward
+from .config import BlockRecurrentConfig
+from .generation import generate
+from .memory import MemoryCompressor, Memories, check_memories, empty_memories, push
+from .positions import RotaryEmbedding
+from .state import RecurrentState, StateView, check_states
+
+States = list[Tensor]
+
+
+class BlockRecurrentTransformer(nn.Module):
+    """The Block-Recurrent Transformer (Hutchins et al. 2022) with the seed package's constructor.
+
+    ``model(x)`` returns ``(logits, memories, states)``; pass ``memories`` and ``states`` back to
+    continue the same sequences. With ``return_loss=True`` the input carries one extra token and
+    the mean cross-entropy replaces the logits.
+    """
+
+    @beartype
+    def __init__(
+        self,
+        *,
+        num_tokens: int,
+        dim: int,
+        depth: int,
+        dim_head: int = 64,
+        heads: int = 8,
+        kv_heads: int = 1,
+        all_layers_qk_rmsnorm: bool = False,
+        ff_mult: Union[int, float] = 4,
+        max_seq_len: int = 1024,
+        block_width: int = 512,
+        recurrent_layers: Optional[Sequence[int]] = None,
+        read_recurrent_layers: Optional[Sequence[int]] = None,
+        num_state_vectors: Optional[int] = None,
+        gate_type: str = "fixed",
+        ignore_index: int = -100,
+        use_flash_attn: bool = False,
+        use_compressed_mem: bool = False,
+        compressed_mem_factor: int = 4,
+        qk_rmsnorm_scale: float = 8.0,
+        xpos_scale_base: int = 512,
+        rotary_theta: float = 10000.0,
+    ) -> None:
+        super().__init__()
+        config = BlockRecurrentConfig(
+            num_tokens=num_tokens, dim=dim, depth=depth, dim_head=dim_head, heads=heads, kv_heads=kv_heads,
+            all_layers_qk_rmsnorm=all_layers_qk_rmsnorm, ff_mult=ff_mult, max_seq_len=max_seq_len,
+            block_width=block_width, recurrent_layers=recurrent_layers, read_recurrent_layers=read_recurrent_layers,
+            num_state_vectors=num_state_vectors, gate_type=gate_type, ignore_index=ignore_index,
+            use_flash_attn=use_flash_attn, use_compressed_mem=use_compressed_mem,
+            compressed_mem_factor=compressed_mem_factor, qk_rmsnorm_scale=qk_rmsnorm_scale,
+            xpos_scale_base=xpos_scale_base, rotary_theta=rotary_theta,
+        )
+        self.config = config
+        self.max_seq_len, self.block_width = config.max_seq_len, config.block_width
+
+        # which recurrent state (by index into recurrent_layers) each layer reads and writes
+        self.reads_at = {layer: [i for i, r in enumerate(config.read_recurrent_layers) if r == layer]
+                         for layer in range(1, depth + 1)}
+        self.writes_at = {w: i for i, w in enumerate(config.recurrent_layers)}
+
+        self.token_emb = nn.Embedding(num_tokens, dim)
+        self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base)
+        self.layers = nn.ModuleList(
+            nn.ModuleList([
+                AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer])),
+                FeedForward(dim, ff_mult),
+            ])
+            for layer in range(1, depth + 1)
+        )
+        self.states = nn.ModuleList(RecurrentState(config) for _ in config.recurrent_layers)
+        self.compressor = MemoryCompressor(config) if use_compressed_mem else None
+        self.norm_out = nn.LayerNorm(dim, bias=False)
+        self.to_logits = nn.Linear(dim, num_tokens, bias=False)
+
+    @classmethod
+    def from_config(cls, config: Union[BlockRecurrentConfig, dict]) -> "BlockRecurrentTransformer":
+        """Build a model from a config (or its ``to_dict()``), e.g. from a checkpoint."""
+        return cls(**(config.to_dict() if isinstance(config, BlockRecurrentConfig) else config))
+
+    @property
+    def device(self) -> torch.device:
+        return self.token_emb.weight.device
+
+    # ---- memories and states -----------------------------------------------------------------
+
+    def initial_states(self, batch: int) -> States:
+        """The learned initial state of every recurrent layer, (batch, S, dim) each."""
+        return [s.initial(batch) for s in self.states]
+
+    def prepare(self, batch: int, xl_memories: Optional[Memories], states: Optional[Sequence[Tensor]],
+                reset: Optional[Tensor], dtype: torch.dtype) -> tuple[Memories, States]:
+        """Check what the caller passed in, fill in defaults and apply a per-row reset."""
+        device = self.device
+        if xl_memories is None or (isinstance(xl_memories, (list, tuple)) and len(xl_memories) == 0):
+            memories = empty_memories(self.config, batch, device, dtype)
+        else:
+            memories = check_memories(xl_memories, self.config, batch, device)
+        if states is None or (isinstance(states, (list, tuple)) and len(states) == 0):
+            states = self.initial_states(batch)
+        else:
+            states = check_states(states, self.config, batch, device)
+        if reset is not None:
+            if not isinstance(reset, Tensor) or reset.dtype != torch.bool or tuple(reset.shape) != (batch,):
+                raise ValueError(f"reset must be a bool tensor of shape (batch={batch},), got {reset!r}")
+            reset = reset.to(device)
+            memories = memories.reset(reset, self.config)
+            states = [torch.where(reset[:, None, None], init, s) for init, s in zip(self.initial_states(batch), states)]
+        return memories, states
+
+    def check_tokens(self, x: Tensor, name: str = "x") -> None:
+        """Raise a clear error unless x is a (batch, length) tensor of token ids in [0, num_tokens)."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(x).__name__}")
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}")
+        if x.ndim != 2:
+            raise ValueError(f"{name} must have shape (batch, length), got {tuple(x.shape)}")
+        if x.device != self.device:
+            raise ValueError(f"{name} is on {x.device}, the model is on {self.device}")
+        if x.numel() and not torch.compiler.is_compiling():
+            low, high = int(x.min()), int(x.max())
+            if low < 0 or high >= self.config.num_tokens:
+                raise ValueError(
+                    f"{name} holds token ids in [{low}, {high}]; allowed are 0..{self.config.num_tokens - 1} (num_tokens)"
+                )
+
+    @torch.no_grad()
+    def generate(self, prime: Tensor, length: Optional[int] = None, xl_memories: Optional[Memories] = None,
+                 states: Optional[Sequence[Tensor]] = None, temperature: float = 1.0,
+                 filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 eos_token: Optional[int] = None, return_memories_and_states: bool = False):
+        """Sample ``length - prime_len`` new tokens after prime (b, prime_len); returns only the new ones.
+
+        ``length`` counts the prime (seed semantics; default max_seq_len + 1) and may be any size.
+        temperature 0 is greedy. The memories and states passed in are never modified.
+        """
+        length = self.max_seq_len + 1 if length is None else length
+        return generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
+                        filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
+                        return_memories_and_states=return_memories_and_states)
+
+    # ---- the computation ---------------------------------------------------------------------
+
+    def forward_block(self, h: Tensor, memories: Memories, states: States) -> tuple[Tensor, Memories, States]:
+        """Run one block of embeddings h (b, n <= block_width, dim) through every layer.
+
+        Returns the block's final hidden states and, when the block is full, the memories with the
+        block pushed and the states written by it; a partial block commits nothing.
+        """
+        n = h.shape[1]
+        full = n == self.block_width
+        memory_kv = memories.keys_values()
+        m = memory_kv.shape[-2]
+        rotary = self.rotary(torch.arange(-m, n, device=h.device))
+        key_mask = memories.key_mask(self.config, n)
+
+        views: dict[int, StateView] = {}
+        next_states = list(states)
+        block_kv = []
+        for index, (attn, ff) in enumerate(self.layers):
+            layer = index + 1
+            x_normed, q, k, v = attn.project(h)
+            block_kv.append(torch.stack((k, v)))
+            keys = torch.cat((memory_kv[index, 0].to(k.dtype), k), dim=-2)
+            values = torch.cat((memory_kv[index, 1].to(v.dtype), v), dim=-2)
+            q, keys = attn.position(q, keys, rotary)
+            out = attn.attend_block(q, keys, values, key_mask)
+
+            reads = []
+            for i in self.reads_at[layer]:
+                views[i] = self.states[i].view(states[i])
+                reads.append(self.states[i].read(x_normed, views[i]))
+            h = h + attn.output(out, reads)
+
+            if full and layer in self.writes_at:
+                i = self.writes_at[layer]
+                next_states[i] = self.states[i].write(views[i], k, v)
+            h = h + ff(h)
+
+        if not full:
+            return h, memories, states
+        return h, push(memories, torch.stack(block_kv), self.config, self.compressor), next_states
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Final norm and projection to token logits."""
+        return self.to_logits(self.norm_out(h))
+
+    def forward(
+        self,
+        x: Tensor,
+        return_loss: bool = False,
+        xl_memories: Optional[Memories] = None,
+        states: Optional[Sequence[Tensor]] = None,
+        reset: Optional[Tensor] = None,
+    ) -> tuple[Tensor, Memories, States]:
+        """Process x (batch, n <= max_seq_len) block by block.
+
+        xl_memories / states: what a previous call returned (None or [] to start afresh).
+        reset: optional bool (batch,): rows that start a new document here, whose memories and
+            states are cleared first.
+        Returns (logits (b, n, num_tokens) or the mean loss, memories, states), memories and states
+        detached. Only full blocks are committed to them; a trailing partial block is not.
+        """
+        self.check_tokens(x)
+        if return_loss:
+            if x.shape[1] < 2:
+                raise ValueError(f"with return_loss=True, x needs at least 2 tokens, got {x.shape[1]}")
+            x, labels = x[:, :-1], x[:, 1:]
+        if x.shape[1] > self.max_seq_len:
+            raise ValueError(
+                f"x has {x.shape[1]} tokens{' (after the loss shift)' if return_loss else ''}; "
+                f"at most max_seq_len={self.max_seq_len} are allowed per call: pass longer sequences "
+                f"segment by segment with the returned memories and states, or use RecurrentTrainerWrapper"
+            )
+        h = self.token_emb(x)
+        memories, states = self.prepare(x.shape[0], xl_memories, states, reset, h.dtype)
+
+        outputs = []
+        for block in h.split(self.block_width, dim=1):
+            block, memories, states = self.forward_block(block, memories, states)
+            outputs.append(block)
+        logits = self.logits(torch.cat(outputs, dim=1))
+
+        memories, states = memories.detach(), [s.detach() for s in states]
+        if not return_loss:
+            return logits, memories, states
+        loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index)
+        return loss, memories, states

@@ -1,0 +1,66 @@
+"""RecurrentTrainerWrapper: a long sequence segment by segment, memories and states carried."""
+
+from __future__ import annotations
+
+import random
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .generation import generate
+from .memory import Memories
+from .transformer import BlockRecurrentTransformer
+
+
+class RecurrentTrainerWrapper(nn.Module):
+    """Mean loss over (b, k * max_seq_len + 1) tokens, processed as k segments of max_seq_len.
+
+    Between segments, memories and states are carried detached (truncated backprop through time).
+    In training, ``xl_memories_dropout`` / ``state_dropout`` are the chances that a segment starts
+    with no memories / with the initial states (the seed's regulariser).
+    """
+
+    def __init__(self, transformer: BlockRecurrentTransformer, xl_memories_dropout: float = 0.0,
+                 state_dropout: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(transformer, BlockRecurrentTransformer):
+            raise TypeError(f"transformer must be a BlockRecurrentTransformer, got {type(transformer).__name__}")
+        for name, p in (("xl_memories_dropout", xl_memories_dropout), ("state_dropout", state_dropout)):
+            if not isinstance(p, (int, float)) or not 0 <= p <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+        self.transformer = transformer
+        self.seq_len = transformer.max_seq_len
+        self.xl_memories_dropout, self.state_dropout = xl_memories_dropout, state_dropout
+
+    def forward(self, x: Tensor, return_memories_and_states: bool = False, xl_memories: Optional[Memories] = None,
+                states: Optional[list[Tensor]] = None):
+        """Mean loss over the segments (and the final memories and states if asked)."""
+        if not isinstance(x, Tensor) or x.ndim != 2:
+            raise ValueError(f"x must be a (batch, k * max_seq_len + 1) tensor, got {getattr(x, 'shape', x)!r}")
+        total = x.shape[1]
+        if total < self.seq_len + 1 or (total - 1) % self.seq_len != 0:
+            raise ValueError(
+                f"x has {total} tokens per row; the wrapper needs k * max_seq_len + 1 = "
+                f"k * {self.seq_len} + 1 for some k >= 1 (one extra token for the last target)"
+            )
+        segments = (total - 1) // self.seq_len
+        loss = 0.0
+        for i in range(segments):
+            if self.training and random.random() < self.xl_memories_dropout:
+                xl_memories = None
+            if self.training and random.random() < self.state_dropout:
+                states = None
+            start = i * self.seq_len
+            segment_loss, xl_memories, states = self.transformer(
+                x[:, start:start + self.seq_len + 1], return_loss=True, xl_memories=xl_memories, states=states
+            )
+            loss = loss + segment_loss / segments
+        if return_memories_and_states:
+            return loss, xl_memories, states
+        return loss
+
+    @torch.no_grad()
+    def generate(self, prime: Tensor, length: int, **kwargs) -> Tensor:
+        """New tokens (b, length - prime_len) after prime, of any length; see ``generation.generate``."""
+        return self.transformer.generate(prime, length, **kwargs)
