@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional, Sequence
 
+from beartype import BeartypeConf, beartype
+
+# Type-check public constructors; a wrong type raises a TypeError naming the argument and value.
+typechecked = beartype(conf=BeartypeConf(violation_type=TypeError))
+
 GATE_TYPES = ("fixed", "lstm")
 
 

@@ -58,6 +58,8 @@ class Memories:
 
     def reset(self, rows: Tensor, config: BlockRecurrentConfig) -> "Memories":
         """Forget everything in the rows where ``rows`` (bool, (batch,)) is True."""
+        if not bool(rows.any()):  # one host sync per call with a reset, never per block
+            return self
         since = self.blocks_since_reset
         if since is None:
             since = torch.full_like(rows, _blocks_to_refill(config), dtype=torch.long)

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
 from torch import Tensor, nn
 
 from .blocks import AttentionBlock, FeedForward
-from .config import BlockRecurrentConfig
+from .config import BlockRecurrentConfig, typechecked
 from .generation import generate
 from .memory import MemoryCompressor, Memories, check_memories, empty_memories, push
 from .positions import RotaryEmbedding
@@ -28,7 +28,7 @@ class BlockRecurrentTransformer(nn.Module):
     the mean cross-entropy replaces the logits.
     """
 
-    @beartype
+    @typechecked
     def __init__(
         self,
         *,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .generation import generate
+from .config import typechecked
 from .memory import Memories
 from .transformer import BlockRecurrentTransformer
 
@@ -21,11 +21,10 @@ class RecurrentTrainerWrapper(nn.Module):
     with no memories / with the initial states (the seed's regulariser).
     """
 
-    def __init__(self, transformer: BlockRecurrentTransformer, xl_memories_dropout: float = 0.0,
-                 state_dropout: float = 0.0) -> None:
+    @typechecked
+    def __init__(self, transformer: BlockRecurrentTransformer, xl_memories_dropout: Union[int, float] = 0.0,
+                 state_dropout: Union[int, float] = 0.0) -> None:
         super().__init__()
-        if not isinstance(transformer, BlockRecurrentTransformer):
-            raise TypeError(f"transformer must be a BlockRecurrentTransformer, got {type(transformer).__name__}")
         for name, p in (("xl_memories_dropout", xl_memories_dropout), ("state_dropout", state_dropout)):
             if not isinstance(p, (int, float)) or not 0 <= p <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")

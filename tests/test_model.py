@@ -1,0 +1,189 @@
+"""The model computes what the paper's Block-Recurrent Transformer computes: shapes, causality,
+equivalence of chunked and whole runs, the recurrent state doing real work, gradients, resets."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, Memories, RecurrentTrainerWrapper
+
+from .helpers import VOCAB, run_segments, small_model, tokens
+
+
+def test_seed_usage_runs_unchanged():
+    model = BlockRecurrentTransformer(num_tokens=20000, dim=64, depth=6, dim_head=16, heads=8, max_seq_len=128,
+                                      block_width=64, num_state_vectors=64, recurrent_layers=(4,),
+                                      use_compressed_mem=False, compressed_mem_factor=4, use_flash_attn=True)
+    seq = torch.randint(0, 20000, (1, 128))
+    out, mems1, states1 = model(seq)
+    out, mems2, states2 = model(seq, xl_memories=mems1, states=states1)
+    assert out.shape == (1, 128, 20000)
+    assert isinstance(mems2, Memories) and mems2.xl.shape == (6, 2, 1, 1, 64, 16)
+    assert len(states2) == 1 and states2[0].shape == (1, 64, 64)
+    assert not torch.equal(states1[0], states2[0])
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_shapes_short_and_ragged_sequences(compressed):
+    model = small_model(use_compressed_mem=compressed, recurrent_layers=[1, 3], read_recurrent_layers=[1, 2])
+    for length in (1, 5, 8, 13, 16):
+        logits, memories, states = model(tokens(2, length))
+        assert logits.shape == (2, length, VOCAB)
+        # only full blocks are committed to the memories
+        assert memories.xl.shape[-2] == (8 if length >= 8 else 0)
+        assert [s.shape for s in states] == [(2, 6, 32)] * 2
+    if compressed:
+        _, memories, _ = run_segments(model, tokens(2, 48), 16)
+        assert memories.compressed.shape == (3, 2, 2, 1, 4, 8)  # half a block, factor 4
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_causality_across_blocks_and_segments(compressed):
+    model = small_model(max_seq_len=32, use_compressed_mem=compressed, recurrent_layers=(1, 3),
+                        read_recurrent_layers=(1, 2))
+    x = tokens(1, 64)
+    reference, _, _ = run_segments(model, x, 32)
+    for t in (0, 7, 8, 20, 31, 32, 45):
+        changed = x.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % VOCAB
+        logits, _, _ = run_segments(model, changed, 32)
+        torch.testing.assert_close(logits[:, :t + 1], reference[:, :t + 1], rtol=0, atol=0)
+        assert not torch.allclose(logits[:, t + 1:], reference[:, t + 1:])
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("flash", [False, True])
+def test_whole_run_equals_segment_by_segment(compressed, flash):
+    whole = small_model(max_seq_len=64, use_compressed_mem=compressed, use_flash_attn=flash,
+                        recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
+    chunked = small_model(max_seq_len=16, use_compressed_mem=compressed, use_flash_attn=flash,
+                          recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
+    chunked.load_state_dict(whole.state_dict())
+    x = tokens(2, 64)
+    expected, mem_a, states_a = whole(x)
+    got, mem_b, states_b = run_segments(chunked, x, 16)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mem_b.keys_values(), mem_a.keys_values(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(states_a, states_b):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_sdpa_path_equals_reference_path():
+    reference = small_model(use_compressed_mem=True, use_flash_attn=False, kv_heads=2)
+    fast = small_model(use_compressed_mem=True, use_flash_attn=True, kv_heads=2)
+    fast.load_state_dict(reference.state_dict())
+    x = tokens(2, 48)
+    torch.testing.assert_close(run_segments(fast, x, 16)[0], run_segments(reference, x, 16)[0], rtol=1e-5, atol=1e-5)
+
+
+def _block_three_logits(model, x):
+    return model(x)[0][:, 16:]
+
+
+@pytest.mark.parametrize("gate_type", ["fixed", "lstm"])
+def test_state_carries_information_beyond_the_xl_memory(gate_type):
+    """Depth 1, three blocks: block 3 attends to block 2 only; block 1 reaches it via the state alone."""
+    model = small_model(depth=1, max_seq_len=24, recurrent_layers=(1,), gate_type=gate_type)
+    x = tokens(1, 24)
+    changed = x.clone()
+    changed[:, :8] = (changed[:, :8] + 1) % VOCAB
+    assert not torch.allclose(_block_three_logits(model, x), _block_three_logits(model, changed))
+
+
+def test_without_recurrence_block_one_cannot_reach_block_three():
+    model = small_model(depth=1, max_seq_len=24, recurrent_layers=())
+    x = tokens(1, 24)
+    changed = x.clone()
+    changed[:, :8] = (changed[:, :8] + 1) % VOCAB
+    torch.testing.assert_close(_block_three_logits(model, x), _block_three_logits(model, changed), rtol=0, atol=0)
+
+
+def test_state_passed_in_changes_the_output():
+    model = small_model()
+    x = tokens(1, 16)
+    _, _, states = model(tokens(1, 16, seed=5))
+    fresh, _, _ = model(x)
+    carried, _, _ = model(x, states=states)
+    assert not torch.allclose(fresh, carried)
+
+
+def test_state_is_updated_per_block_not_per_segment():
+    model = small_model()
+    x = tokens(1, 16)
+    _, _, after_two_blocks = model(x)
+    _, _, after_first = model(x[:, :8])
+    _, _, after_second = model(x[:, 8:], states=after_first, xl_memories=model(x[:, :8])[1])
+    assert not torch.allclose(after_first[0], after_two_blocks[0])
+    torch.testing.assert_close(after_second[0], after_two_blocks[0], rtol=1e-5, atol=1e-5)
+    # a partial block is read but not committed
+    _, _, after_partial = model(x[:, :12])
+    torch.testing.assert_close(after_partial[0], after_first[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("gate_type", ["fixed", "lstm"])
+def test_gradients_reach_every_parameter(gate_type):
+    model = small_model(use_compressed_mem=True, gate_type=gate_type, recurrent_layers=(2, 3),
+                        read_recurrent_layers=(1, 3)).train()
+    wrapper = RecurrentTrainerWrapper(model)
+    wrapper(tokens(2, 33)).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_reset_rows_start_afresh_and_leave_other_rows_alone():
+    """Row 0 starts a new document at segment 3 of 5; compressed memory keeps old entries for a while."""
+    model = small_model(use_compressed_mem=True, recurrent_layers=(1, 2))
+    x = tokens(2, 80)
+    segments = x.split(16, dim=1)
+    memories = states = None
+    outputs = []
+    for i, seg in enumerate(segments):
+        reset = torch.tensor([i == 2, False])
+        logits, memories, states = model(seg, xl_memories=memories, states=states, reset=reset)
+        outputs.append(logits)
+    got = torch.cat(outputs, dim=1)
+    continued, _, _ = run_segments(model, x[1:], 16)
+    fresh, _, _ = run_segments(model, x[:1, 32:], 16)
+    torch.testing.assert_close(got[1:], continued, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[:1, 32:], fresh, rtol=1e-5, atol=1e-5)
+    assert memories.blocks_since_reset is None  # every pre-reset entry has been pushed out
+
+
+def test_state_dict_round_trip():
+    model = small_model(use_compressed_mem=True)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    restored = small_model(seed=123, use_compressed_mem=True)
+    restored.load_state_dict(torch.load(buffer))
+    x = tokens(2, 16)
+    torch.testing.assert_close(restored(x)[0], model(x)[0], rtol=0, atol=0)
+    rebuilt = BlockRecurrentTransformer.from_config(model.config.to_dict())
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt(x)[0], model(x)[0], rtol=0, atol=0)
+
+
+def test_wrapper_loss_matches_segment_losses():
+    model = small_model()
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.5, state_dropout=0.5).eval()
+    x = tokens(2, 33)
+    loss_a, memories, states = model(x[:, :17], return_loss=True)
+    loss_b, _, _ = model(x[:, 16:], return_loss=True, xl_memories=memories, states=states)
+    torch.testing.assert_close(wrapper(x), (loss_a + loss_b) / 2)
+
+
+def test_generate_leaves_callers_memories_and_states_untouched():
+    model = small_model(use_compressed_mem=True)
+    _, memories, states = model(tokens(1, 16))
+    saved = (memories.keys_values().clone(), [s.clone() for s in states])
+    new = model.generate(tokens(1, 3), 30, xl_memories=memories, states=states)
+    assert new.shape == (1, 27)
+    torch.testing.assert_close(memories.keys_values(), saved[0], rtol=0, atol=0)
+    for s, before in zip(states, saved[1]):
+        torch.testing.assert_close(s, before, rtol=0, atol=0)
+    wrapper_new = RecurrentTrainerWrapper(model).generate(tokens(1, 3), 40, xl_memories=memories, states=states)
+    assert wrapper_new.shape == (1, 37)
+    torch.testing.assert_close(memories.keys_values(), saved[0], rtol=0, atol=0)
