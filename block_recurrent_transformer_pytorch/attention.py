@@ -67,10 +67,11 @@ class QKNorm(nn.Module):
         self.k_gain = nn.Parameter(torch.ones(dim_head))
         self.scale = scale
 
+    def normalize_keys(self, k: Tensor) -> Tensor:
+        return F.normalize(k, dim=-1) * self.k_gain.to(k.dtype)
+
     def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        q = F.normalize(q, dim=-1) * self.q_gain.to(q.dtype)
-        k = F.normalize(k, dim=-1) * self.k_gain.to(k.dtype)
-        return q, k
+        return F.normalize(q, dim=-1) * self.q_gain.to(q.dtype), self.normalize_keys(k)
 
 
 class Attend(nn.Module):

@@ -56,13 +56,17 @@ class AttentionBlock(nn.Module):
         return x_normed, q, k, v
 
     def position(self, q: Tensor, k: Tensor, rotary: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        """qk-norm then rotary/xpos. ``rotary`` tables cover the keys; the queries are the last positions."""
+        """qk-norm then rotary/xpos for queries and keys of the same tokens (tables cover them)."""
         q, k = self.attend.normalize(q, k)
         cos, sin, scale = rotary
-        n = q.shape[-2]
-        q = apply_rotary(q, cos[-n:], sin[-n:], scale[-n:])
-        k = apply_rotary(k, cos, sin, scale.reciprocal())
-        return q, k
+        return apply_rotary(q, cos, sin, scale), apply_rotary(k, cos, sin, scale.reciprocal())
+
+    def position_keys(self, k: Tensor, rotary: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """qk-norm then rotary/xpos for keys alone (the memories)."""
+        if self.attend.qk_norm is not None:
+            k = self.attend.qk_norm.normalize_keys(k)
+        cos, sin, scale = rotary
+        return apply_rotary(k, cos, sin, scale.reciprocal())
 
     def attend_block(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Optional[Tensor]) -> Tensor:
         """Positioned queries over positioned keys, causal aligned lower-right: (b, n, heads * d)."""

@@ -1,8 +1,12 @@
 """Autoregressive generation of any length, with memories and states carried across blocks.
 
-``ReferenceDecoder`` is the slow, obviously-correct path: it keeps the memories and states of the
-last block boundary and re-runs the current, partial block for every new token — exactly what the
-full forward computes at that position.
+Two decoders share one interface, ``append(tokens) -> next-token logits``:
+- ``CachedDecoder`` (the default) prefills the prompt in one pass, then costs one token's work per
+  step through a static key/value cache (see cache.py);
+- ``ReferenceDecoder`` is the slow, obviously-correct path the cached one is tested against: it
+  keeps the memories and states of the last block boundary and re-runs the current, partial
+  block for every new token — exactly what the full forward computes at that position.
+GPU memory is constant in the generated length: the cache holds one block and its memories.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .cache import DecodeCache
 from .memory import Memories
 from .sampling import check_sampling, sample
 
@@ -39,13 +44,36 @@ class ReferenceDecoder:
         return model.logits(last[:, -1])
 
 
+class CachedDecoder:
+    """Next-token logits from a static cache: prefill in one pass, then one token per step."""
+
+    def __init__(self, model: "BlockRecurrentTransformer", memories: Memories, states: list[Tensor]) -> None:
+        self.model, self.memories, self.states = model, memories, states
+        self.cache = DecodeCache(model, memories.batch_size, memories.device, model.token_emb.weight.dtype)
+        self.cache.begin_block(memories, states)
+
+    def append(self, tokens: Tensor) -> Tensor:
+        """Feed tokens (b, t); return the logits (b, vocab) after the last of them."""
+        model, width = self.model, self.model.block_width
+        while tokens.shape[1] > 0:
+            n = min(width - self.cache.length, tokens.shape[1])
+            chunk, tokens = tokens[:, :n], tokens[:, n:]
+            last, self.memories, self.states = model.forward_block(
+                model.token_emb(chunk), self.memories, self.states, cache=self.cache
+            )
+            if self.cache.length == width:  # the block is full and committed: start the next one
+                self.cache.begin_block(self.memories, self.states)
+        return model.logits(last[:, -1])
+
+
 def stream(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, *, xl_memories: Optional[Memories] = None,
            states: Optional[Sequence[Tensor]] = None, temperature: float = 1.0, filter_thres: Optional[float] = 0.9,
            top_k: Optional[int] = None, top_p: Optional[float] = None, eos_token: Optional[int] = None,
-           generator: Optional[torch.Generator] = None) -> Iterator[Tensor]:
+           generator: Optional[torch.Generator] = None, use_cache: bool = True) -> Iterator[Tensor]:
     """Yield (b,) new tokens one step at a time. Rows that produced ``eos_token`` then yield it again.
 
-    The caller's memories and states are read, never modified.
+    The caller's memories and states are read, never modified. ``use_cache=False`` decodes by the
+    reference path (same tokens, much slower).
     """
     model.check_tokens(prime, "prime")
     if prime.shape[1] < 1:
@@ -54,7 +82,7 @@ def stream(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, *, x
     if eos_token is not None and not 0 <= eos_token < model.config.num_tokens:
         raise ValueError(f"eos_token must be a token id in 0..{model.config.num_tokens - 1}, got {eos_token}")
     memories, states = model.prepare(prime.shape[0], xl_memories, states, None, model.token_emb.weight.dtype)
-    decoder = ReferenceDecoder(model, memories, states)
+    decoder = (CachedDecoder if use_cache else ReferenceDecoder)(model, memories, states)
     logits = decoder.append(prime)
     done = torch.zeros(prime.shape[0], dtype=torch.bool, device=prime.device)
     for step in range(num_new):
@@ -81,6 +109,6 @@ def generate(model: "BlockRecurrentTransformer", prime: Tensor, length: int,
         return new
     memories, states = model.prepare(prime.shape[0], kwargs.get("xl_memories"), kwargs.get("states"), None,
                                      model.token_emb.weight.dtype)
-    decoder = ReferenceDecoder(model, memories, states)
+    decoder = CachedDecoder(model, memories, states)
     decoder.append(torch.cat((prime, new), dim=1))
     return new, decoder.memories, decoder.states

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Optional, Union
 
 import torch
@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import AttentionBlock, FeedForward
+from .cache import DecodeCache
 from .config import BlockRecurrentConfig, typechecked
-from .generation import generate
+from .generation import generate, stream
 from .memory import MemoryCompressor, Memories, check_memories, empty_memories, push
 from .positions import RotaryEmbedding
 from .state import RecurrentState, StateView, check_states
@@ -142,58 +143,88 @@ class BlockRecurrentTransformer(nn.Module):
     def generate(self, prime: Tensor, length: Optional[int] = None, xl_memories: Optional[Memories] = None,
                  states: Optional[Sequence[Tensor]] = None, temperature: float = 1.0,
                  filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 eos_token: Optional[int] = None, return_memories_and_states: bool = False):
+                 eos_token: Optional[int] = None, return_memories_and_states: bool = False,
+                 use_cache: bool = True):
         """Sample ``length - prime_len`` new tokens after prime (b, prime_len); returns only the new ones.
 
         ``length`` counts the prime (seed semantics; default max_seq_len + 1) and may be any size.
-        temperature 0 is greedy. The memories and states passed in are never modified.
+        temperature 0 is greedy; top_k / top_p filter after the seed's ``filter_thres`` top-k
+        (pass filter_thres=None to disable it); rows that emit ``eos_token`` keep emitting it.
+        ``use_cache=False`` decodes by the slow reference path. The memories and states passed in
+        are never modified.
         """
         length = self.max_seq_len + 1 if length is None else length
         return generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
                         filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
-                        return_memories_and_states=return_memories_and_states)
+                        return_memories_and_states=return_memories_and_states, use_cache=use_cache)
+
+    @torch.no_grad()
+    def stream(self, prime: Tensor, max_new_tokens: int, **kwargs) -> Iterator[Tensor]:
+        """Yield the next token of every row, (b,), as each is sampled; kwargs as for ``generate``."""
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        yield from stream(self, prime, max_new_tokens, **kwargs)
 
     # ---- the computation ---------------------------------------------------------------------
 
-    def forward_block(self, h: Tensor, memories: Memories, states: States) -> tuple[Tensor, Memories, States]:
-        """Run one block of embeddings h (b, n <= block_width, dim) through every layer.
+    def positioned_memory(self, memories: Memories, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+        """Every layer's memory keys (qk-normed, rotated to positions -M..-1) and values."""
+        memory_kv = memories.keys_values().to(dtype)
+        m = memory_kv.shape[-2]
+        rotary = self.rotary(torch.arange(-m, 0, device=memory_kv.device))
+        return [(attn.position_keys(memory_kv[i, 0], rotary), memory_kv[i, 1])
+                for i, (attn, _) in enumerate(self.layers)]
 
-        Returns the block's final hidden states and, when the block is full, the memories with the
-        block pushed and the states written by it; a partial block commits nothing.
+    def forward_block(self, h: Tensor, memories: Memories, states: States,
+                      cache: Optional[DecodeCache] = None) -> tuple[Tensor, Memories, States]:
+        """Run embeddings h (b, n, dim) of one block through every layer.
+
+        Without a cache, h is a block from its start (n <= block_width). With a cache, h continues
+        the block held in the cache (decoding), whose keys/values it extends. Returns the final
+        hidden states and, when the block is now full, the memories with the block pushed and the
+        states written by it; a partial block commits nothing.
         """
         n = h.shape[1]
-        full = n == self.block_width
-        memory_kv = memories.keys_values()
-        m = memory_kv.shape[-2]
-        rotary = self.rotary(torch.arange(-m, n, device=h.device))
-        key_mask = memories.key_mask(self.config, n)
+        start = 0 if cache is None else cache.length
+        full = start + n == self.block_width
+        rotary = self.rotary(torch.arange(start, start + n, device=h.device))
+        key_mask = memories.key_mask(self.config, start + n)
+        memory = self.positioned_memory(memories, h.dtype) if cache is None else None
+        views: dict[int, StateView] = {} if cache is None else cache.views
 
-        views: dict[int, StateView] = {}
         next_states = list(states)
         block_kv = []
         for index, (attn, ff) in enumerate(self.layers):
             layer = index + 1
             x_normed, q, k, v = attn.project(h)
-            block_kv.append(torch.stack((k, v)))
-            keys = torch.cat((memory_kv[index, 0].to(k.dtype), k), dim=-2)
-            values = torch.cat((memory_kv[index, 1].to(v.dtype), v), dim=-2)
-            q, keys = attn.position(q, keys, rotary)
+            q, k_positioned = attn.position(q, k, rotary)
+            if cache is None:
+                block_kv.append(torch.stack((k, v)))
+                keys = torch.cat((memory[index][0], k_positioned), dim=-2)
+                values = torch.cat((memory[index][1], v), dim=-2)
+            else:
+                keys, values = cache.extend(index, k_positioned, k, v)
             out = attn.attend_block(q, keys, values, key_mask)
 
             reads = []
             for i in self.reads_at[layer]:
-                views[i] = self.states[i].view(states[i])
+                if cache is None:
+                    views[i] = self.states[i].view(states[i])
                 reads.append(self.states[i].read(x_normed, views[i]))
             h = h + attn.output(out, reads)
 
             if full and layer in self.writes_at:
                 i = self.writes_at[layer]
-                next_states[i] = self.states[i].write(views[i], k, v)
+                block_k, block_v = (k, v) if cache is None else cache.block_kv[index]
+                next_states[i] = self.states[i].write(views[i], block_k, block_v)
             h = h + ff(h)
 
+        if cache is not None:
+            cache.length += n
         if not full:
             return h, memories, states
-        return h, push(memories, torch.stack(block_kv), self.config, self.compressor), next_states
+        block_kv = torch.stack(block_kv) if cache is None else cache.block_kv
+        return h, push(memories, block_kv, self.config, self.compressor), next_states
 
     def logits(self, h: Tensor) -> Tensor:
         """Final norm and projection to token logits."""

@@ -1,0 +1,121 @@
+"""Cached generation computes exactly what the full forward computes, token by token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper
+from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
+
+from .helpers import VOCAB, run_segments, small_model, tokens
+
+# two recurrent layers, one read below its write layer
+RECURRENT = dict(recurrent_layers=(2, 3), read_recurrent_layers=(1, 3))
+
+
+@pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("prefill", [1, 5, 8, 11])
+def test_every_step_equals_the_full_forward(decoder_cls, compressed, prefill):
+    """44 tokens: five block boundaries and two segment boundaries (blocks of 8, segments of 16)."""
+    model = small_model(use_compressed_mem=compressed, **RECURRENT)
+    x = tokens(2, 44)
+    expected, _, _ = run_segments(model, x, 16)
+    memories, states = model.prepare(2, None, None, None, torch.float32)
+    decoder = decoder_cls(model, memories, states)
+    with torch.no_grad():
+        got = [decoder.append(x[:, :prefill])]
+        got += [decoder.append(x[:, t:t + 1]) for t in range(prefill, 44)]
+    torch.testing.assert_close(torch.stack(got, dim=1), expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_continues_from_passed_memories_and_states():
+    model = small_model(use_compressed_mem=True, **RECURRENT)
+    x = tokens(1, 40)
+    expected, _, _ = run_segments(model, x, 16)
+    _, memories, states = run_segments(model, x[:, :16], 16)
+    decoder = CachedDecoder(model, memories, states)
+    with torch.no_grad():
+        got = torch.stack([decoder.append(x[:, t:t + 1]) for t in range(16, 40)], dim=1)
+    torch.testing.assert_close(got, expected[:, 16:], rtol=1e-5, atol=1e-5)
+
+
+def _greedy_by_recompute(model, prime, num_new):
+    seq = prime
+    for _ in range(num_new):
+        logits, _, _ = run_segments(model, seq, 16)
+        seq = torch.cat((seq, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    return seq[:, prime.shape[1]:]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_greedy_cached_equals_greedy_full_recompute(compressed):
+    model = small_model(use_compressed_mem=compressed, **RECURRENT)
+    prime = tokens(2, 5)
+    cached = model.generate(prime, 45, temperature=0)
+    assert cached.shape == (2, 40)
+    torch.testing.assert_close(cached, _greedy_by_recompute(model, prime, 40), rtol=0, atol=0)
+    torch.testing.assert_close(model.generate(prime, 45, temperature=0, use_cache=False), cached, rtol=0, atol=0)
+
+
+def test_batch_rows_are_independent():
+    model = small_model(use_compressed_mem=True, **RECURRENT)
+    prime = tokens(3, 6)
+    together = model.generate(prime, 30, temperature=0)
+    for row in range(3):
+        alone = model.generate(prime[row:row + 1], 30, temperature=0)
+        torch.testing.assert_close(together[row:row + 1], alone, rtol=0, atol=0)
+
+
+def test_sampling_filters_and_stream():
+    model = small_model()
+    prime = tokens(2, 4)
+    greedy = model.generate(prime, 20, temperature=0)
+    torch.testing.assert_close(model.generate(prime, 20, top_k=1, filter_thres=None), greedy, rtol=0, atol=0)
+    torch.testing.assert_close(model.generate(prime, 20, top_p=1e-6), greedy, rtol=0, atol=0)
+    streamed = torch.stack(list(model.stream(prime, 16, temperature=0)), dim=1)
+    torch.testing.assert_close(streamed, greedy, rtol=0, atol=0)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = torch.stack(list(model.stream(prime, 16, generator=g1)), dim=1)
+    b = torch.stack(list(model.stream(prime, 16, generator=g2)), dim=1)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_eos_token_ends_a_row():
+    model = small_model()
+    prime = tokens(2, 4)
+    greedy = model.generate(prime, 24, temperature=0)
+    eos = int(greedy[0, 3])
+    out = model.generate(prime, 24, temperature=0, eos_token=eos)
+    first = int((out[0] == eos).nonzero()[0])
+    assert first <= 3 and (out[0, first:] == eos).all()
+    torch.testing.assert_close(out[0, :first], greedy[0, :first], rtol=0, atol=0)
+
+
+def test_returned_memories_continue_the_sequence():
+    model = small_model(use_compressed_mem=True)
+    prime = tokens(1, 5)
+    new, memories, states = model.generate(prime, 37, temperature=0, return_memories_and_states=True)
+    full = torch.cat((prime, new), dim=1)
+    _, expected_memories, expected_states = run_segments(model, full[:, :32], 16)
+    torch.testing.assert_close(memories.keys_values(), expected_memories.keys_values(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(states[0], expected_states[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(length=4), r"length.*> prime length 4"),
+    (dict(length=3), r"length.*> prime length 4"),
+    (dict(length=10, temperature=-1.0), "temperature must be a number >= 0"),
+    (dict(length=10, top_p=0.0), r"top_p must be in \(0, 1\]"),
+    (dict(length=10, top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(length=10, top_k=0), rf"top_k must be an int in 1..{VOCAB}"),
+    (dict(length=10, filter_thres=1.0), r"filter_thres must be in \[0, 1\)"),
+    (dict(length=10, eos_token=VOCAB), "eos_token must be a token id"),
+])
+def test_bad_sampling_arguments(kwargs, pattern):
+    model = small_model()
+    with pytest.raises(ValueError, match=pattern):
+        model.generate(tokens(1, 4), **kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        RecurrentTrainerWrapper(model).generate(tokens(1, 4), **kwargs)
