@@ -36,6 +36,9 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale:
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
                    key_mask: Optional[Tensor] = None) -> Tensor:
     """The same function through F.scaled_dot_product_attention (flash kernel where it can run)."""
+    # autocast does not reach SDPA through a CausalBias mask, so give q, k, v one dtype here
+    dtype = torch.get_autocast_dtype(q.device.type) if torch.is_autocast_enabled(q.device.type) else v.dtype
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     gqa = q.shape[1] != k.shape[1]
     n, m = q.shape[-2], k.shape[-2]
     if key_mask is not None:
@@ -67,11 +70,16 @@ class QKNorm(nn.Module):
         self.k_gain = nn.Parameter(torch.ones(dim_head))
         self.scale = scale
 
+    @staticmethod
+    def _unit(t: Tensor, gain: Tensor) -> Tensor:
+        # autocast runs the norm in fp32; return the input's dtype
+        return (F.normalize(t, dim=-1) * gain).to(t.dtype)
+
     def normalize_keys(self, k: Tensor) -> Tensor:
-        return F.normalize(k, dim=-1) * self.k_gain.to(k.dtype)
+        return self._unit(k, self.k_gain)
 
     def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        return F.normalize(q, dim=-1) * self.q_gain.to(q.dtype), self.normalize_keys(k)
+        return self._unit(q, self.q_gain), self._unit(k, self.k_gain)
 
 
 class Attend(nn.Module):

@@ -41,9 +41,10 @@ class DecodeCache:
 
     def begin_block(self, memories: Memories, states: list[Tensor]) -> None:
         """Load the memories and state views that the next block attends to."""
-        memory = self.model.positioned_memory(memories, self.keys.dtype)
-        self.memory_len = memory[0][0].shape[-2]
-        for index, (k, v) in enumerate(memory):
+        rotary, memory_kv = self.model.memory_rotary(memories), memories.keys_values()
+        self.memory_len = memory_kv.shape[-2]
+        for index in range(len(self.model.layers)):
+            k, v = self.model.positioned_memory(memory_kv, index, rotary, self.keys.dtype)
             self.keys[index, :, :, :self.memory_len] = k
             self.values[index, :, :, :self.memory_len] = v
         self.views = {i: state.view(states[i]) for i, state in enumerate(self.model.states)}

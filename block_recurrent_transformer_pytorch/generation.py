@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cache import DecodeCache
 from .memory import Memories
@@ -49,11 +50,23 @@ class CachedDecoder:
 
     def __init__(self, model: "BlockRecurrentTransformer", memories: Memories, states: list[Tensor]) -> None:
         self.model, self.memories, self.states = model, memories, states
-        self.cache = DecodeCache(model, memories.batch_size, memories.device, model.token_emb.weight.dtype)
+        device = memories.device
+        # under autocast, keep the cache in the autocast dtype: attention would cast it every step
+        dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+                 else model.token_emb.weight.dtype)
+        self.cache = DecodeCache(model, memories.batch_size, device, dtype)
         self.cache.begin_block(memories, states)
+
+    # cuDNN's attention builds an execution plan for every new key length (tens of ms each) and
+    # decoding meets a new key length at every step: leave it out, flash serves these shapes.
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
     def append(self, tokens: Tensor) -> Tensor:
         """Feed tokens (b, t); return the logits (b, vocab) after the last of them."""
+        with sdpa_kernel(self.backends):
+            return self._append(tokens)
+
+    def _append(self, tokens: Tensor) -> Tensor:
         model, width = self.model, self.model.block_width
         while tokens.shape[1] > 0:
             n = min(width - self.cache.length, tokens.shape[1])

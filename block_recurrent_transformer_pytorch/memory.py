@@ -49,7 +49,9 @@ class Memories:
 
     def keys_values(self) -> Tensor:
         """(depth, 2, batch, kv_heads, M, dim_head): [compressed | XL] of every layer."""
-        return self.xl if self.compressed is None else torch.cat((self.compressed, self.xl), dim=-2)
+        if self.compressed is None:
+            return self.xl
+        return torch.cat((self.compressed.to(self.xl.dtype), self.xl), dim=-2)
 
     def detach(self) -> "Memories":
         """Cut the autograd graph (memories are carried between segments without gradient)."""

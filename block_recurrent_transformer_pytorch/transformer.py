@@ -167,13 +167,17 @@ class BlockRecurrentTransformer(nn.Module):
 
     # ---- the computation ---------------------------------------------------------------------
 
-    def positioned_memory(self, memories: Memories, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-        """Every layer's memory keys (qk-normed, rotated to positions -M..-1) and values."""
-        memory_kv = memories.keys_values().to(dtype)
-        m = memory_kv.shape[-2]
-        rotary = self.rotary(torch.arange(-m, 0, device=memory_kv.device))
-        return [(attn.position_keys(memory_kv[i, 0], rotary), memory_kv[i, 1])
-                for i, (attn, _) in enumerate(self.layers)]
+    def positioned_memory(self, memory_kv: Tensor, index: int, rotary: tuple[Tensor, Tensor, Tensor],
+                          dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Layer ``index``'s memory keys (from ``Memories.keys_values()``), qk-normed and rotated by
+        ``rotary`` (positions -M..-1), and its values."""
+        memory_kv = memory_kv[index].to(dtype)
+        return self.layers[index][0].position_keys(memory_kv[0], rotary), memory_kv[1]
+
+    def memory_rotary(self, memories: Memories) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotary tables for the memories' positions -M..-1."""
+        m = memories.xl.shape[-2] + (0 if memories.compressed is None else memories.compressed.shape[-2])
+        return self.rotary(torch.arange(-m, 0, device=memories.device))
 
     def forward_block(self, h: Tensor, memories: Memories, states: States,
                       cache: Optional[DecodeCache] = None) -> tuple[Tensor, Memories, States]:
@@ -189,7 +193,8 @@ class BlockRecurrentTransformer(nn.Module):
         full = start + n == self.block_width
         rotary = self.rotary(torch.arange(start, start + n, device=h.device))
         key_mask = memories.key_mask(self.config, start + n)
-        memory = self.positioned_memory(memories, h.dtype) if cache is None else None
+        if cache is None:
+            memory_kv, memory_rotary = memories.keys_values(), self.memory_rotary(memories)
         views: dict[int, StateView] = {} if cache is None else cache.views
 
         next_states = list(states)
@@ -200,8 +205,9 @@ class BlockRecurrentTransformer(nn.Module):
             q, k_positioned = attn.position(q, k, rotary)
             if cache is None:
                 block_kv.append(torch.stack((k, v)))
-                keys = torch.cat((memory[index][0], k_positioned), dim=-2)
-                values = torch.cat((memory[index][1], v), dim=-2)
+                memory_k, memory_v = self.positioned_memory(memory_kv, index, memory_rotary, k.dtype)
+                keys = torch.cat((memory_k, k_positioned), dim=-2)
+                values = torch.cat((memory_v, v), dim=-2)
             else:
                 keys, values = cache.extend(index, k_positioned, k, v)
             out = attn.attend_block(q, keys, values, key_mask)

@@ -1,0 +1,66 @@
+"""On a CUDA GPU (H100/H200; not in CI): the flash kernel really serves every attention in bf16.
+
+Run with ``pytest -m gpu tests`` on a GPU machine. Restricting SDPA to the flash backend makes any
+call that flash cannot serve (a dense mask, an unsupported shape) raise instead of silently
+falling back, so a passing run proves the flash kernel ran.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
+
+pytestmark = pytest.mark.gpu
+
+SEED_CONFIG = dict(num_tokens=256, dim=512, depth=6, dim_head=64, heads=8, max_seq_len=1024, block_width=512,
+                   num_state_vectors=512, recurrent_layers=(4,), use_flash_attn=True)
+
+
+def _model(**overrides) -> BlockRecurrentTransformer:
+    torch.manual_seed(0)
+    return BlockRecurrentTransformer(**{**SEED_CONFIG, **overrides}).cuda()
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_flash_backend_serves_training_and_matches_math(compressed):
+    model = _model(use_compressed_mem=compressed)
+    wrapper = RecurrentTrainerWrapper(model)
+    x = torch.randint(0, 256, (2, 3 * 1024 + 1), device="cuda")
+    results = {}
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH):
+        model.zero_grad(set_to_none=True)
+        with sdpa_kernel(backend), torch.autocast("cuda", dtype=torch.bfloat16):
+            loss, memories, _ = wrapper(x, return_memories_and_states=True)
+        loss.backward()
+        results[backend] = (loss.detach(), model.token_emb.weight.grad.clone(), memories.keys_values())
+    flash, math = results[SDPBackend.FLASH_ATTENTION], results[SDPBackend.MATH]
+    assert _relative_error(flash[0], math[0]) < 1e-2
+    assert _relative_error(flash[1], math[1]) < 5e-2
+    assert _relative_error(flash[2], math[2]) < 2e-2
+
+
+def test_flash_backend_serves_cached_generation():
+    model = _model(use_compressed_mem=True).eval()
+    prime = torch.randint(0, 256, (2, 100), device="cuda")
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
+        new = model.generate(prime, 1200, temperature=0)
+    assert new.shape == (2, 1100)
+
+
+def test_bf16_flash_matches_fp32_reference():
+    model = _model()
+    reference = _model(use_flash_attn=False)
+    reference.load_state_dict(model.state_dict())
+    x = torch.randint(0, 256, (2, 1024), device="cuda")
+    with torch.no_grad():
+        expected, _, _ = reference(x)
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
+            got, _, _ = model(x)
+    assert _relative_error(got, expected) < 2e-2
