@@ -48,5 +48,7 @@ def sample(logits: Tensor, temperature: float = 1.0, top_k: Optional[int] = None
         drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
+    # sample without a host sync: argmax of p / E with E ~ Exp(1) draws from p (as gpt-fast does)
     probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    noise = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / noise).argmax(dim=-1)

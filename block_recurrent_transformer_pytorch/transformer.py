@@ -133,7 +133,7 @@ class BlockRecurrentTransformer(nn.Module):
         if x.device != self.device:
             raise ValueError(f"{name} is on {x.device}, the model is on {self.device}")
         if x.numel() and not torch.compiler.is_compiling():
-            low, high = int(x.min()), int(x.max())
+            low, high = torch.stack(torch.aminmax(x)).tolist()  # one host sync
             if low < 0 or high >= self.config.num_tokens:
                 raise ValueError(
                     f"{name} holds token ids in [{low}, {high}]; allowed are 0..{self.config.num_tokens - 1} (num_tokens)"
@@ -253,6 +253,12 @@ class BlockRecurrentTransformer(nn.Module):
         detached. Only full blocks are committed to them; a trailing partial block is not.
         """
         self.check_tokens(x)
+        return self.run_segment(x, return_loss, xl_memories, states, reset)
+
+    def run_segment(self, x: Tensor, return_loss: bool = False, xl_memories: Optional[Memories] = None,
+                    states: Optional[Sequence[Tensor]] = None,
+                    reset: Optional[Tensor] = None) -> tuple[Tensor, Memories, States]:
+        """``forward`` for token ids already checked by ``check_tokens`` (one host sync saved per call)."""
         if return_loss:
             if x.shape[1] < 2:
                 raise ValueError(f"with return_loss=True, x needs at least 2 tokens, got {x.shape[1]}")

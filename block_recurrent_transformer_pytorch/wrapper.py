@@ -43,6 +43,7 @@ class RecurrentTrainerWrapper(nn.Module):
                 f"x has {total} tokens per row; the wrapper needs k * max_seq_len + 1 = "
                 f"k * {self.seq_len} + 1 for some k >= 1 (one extra token for the last target)"
             )
+        self.transformer.check_tokens(x)
         segments = (total - 1) // self.seq_len
         loss = 0.0
         for i in range(segments):
@@ -51,7 +52,7 @@ class RecurrentTrainerWrapper(nn.Module):
             if self.training and random.random() < self.state_dropout:
                 states = None
             start = i * self.seq_len
-            segment_loss, xl_memories, states = self.transformer(
+            segment_loss, xl_memories, states = self.transformer.run_segment(
                 x[:, start:start + self.seq_len + 1], return_loss=True, xl_memories=xl_memories, states=states
             )
             loss = loss + segment_loss / segments
