@@ -4,7 +4,7 @@ Queries have ``heads`` heads; keys and values may have fewer (``kv_heads``, grou
 attention; the seed uses a single shared key/value head). Causal attention is aligned to the
 lower right: query i of n attends to keys 0..m-n+i of m, so a block's queries see all of its
 memories and the block up to themselves. On CUDA with fp16/bf16 and no key mask this runs the
-flash kernel (``causal_lower_right`` dispatches to it); a key mask (only after a per-row reset of
+flash kernel with no mask tensor; a key mask (only after a per-row reset of
 memories) needs a dense mask and the memory-efficient kernel.
 """
 
@@ -15,7 +15,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention.bias import causal_lower_right
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
@@ -36,18 +35,19 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale:
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
                    key_mask: Optional[Tensor] = None) -> Tensor:
     """The same function through F.scaled_dot_product_attention (flash kernel where it can run)."""
-    # autocast does not reach SDPA through a CausalBias mask, so give q, k, v one dtype here
-    dtype = torch.get_autocast_dtype(q.device.type) if torch.is_autocast_enabled(q.device.type) else v.dtype
-    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     gqa = q.shape[1] != k.shape[1]
     n, m = q.shape[-2], k.shape[-2]
     if key_mask is not None:
         mask = _allowed(n, m, causal, key_mask, q.device)
-    elif causal and n > 1:
-        mask = causal_lower_right(n, m)
-    else:
-        mask = None  # a single query, or no causality: every key is visible
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    if not causal or n == 1:  # every key is visible
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+    # SDPA's is_causal aligns top-left when n < m. Left-pad the queries to m so that the causal
+    # mask is square (top-left == lower-right) and keep the last n outputs: the flash kernel takes
+    # it with no mask tensor, and torch.compile traces it (it does not trace CausalBias).
+    q = F.pad(q, (0, 0, m - n, 0))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    return out[..., m - n:, :]
 
 
 def _allowed(n: int, m: int, causal: bool, key_mask: Optional[Tensor], device: torch.device) -> Optional[Tensor]:

@@ -252,13 +252,7 @@ class BlockRecurrentTransformer(nn.Module):
         Returns (logits (b, n, num_tokens) or the mean loss, memories, states), memories and states
         detached. Only full blocks are committed to them; a trailing partial block is not.
         """
-        self.check_tokens(x)
-        return self.run_segment(x, return_loss, xl_memories, states, reset)
-
-    def run_segment(self, x: Tensor, return_loss: bool = False, xl_memories: Optional[Memories] = None,
-                    states: Optional[Sequence[Tensor]] = None,
-                    reset: Optional[Tensor] = None) -> tuple[Tensor, Memories, States]:
-        """``forward`` for token ids already checked by ``check_tokens`` (one host sync saved per call)."""
+        self.check_tokens(x)  # skipped inside torch.compile: it needs a host sync
         if return_loss:
             if x.shape[1] < 2:
                 raise ValueError(f"with return_loss=True, x needs at least 2 tokens, got {x.shape[1]}")

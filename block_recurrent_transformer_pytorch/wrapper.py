@@ -43,7 +43,6 @@ class RecurrentTrainerWrapper(nn.Module):
                 f"x has {total} tokens per row; the wrapper needs k * max_seq_len + 1 = "
                 f"k * {self.seq_len} + 1 for some k >= 1 (one extra token for the last target)"
             )
-        self.transformer.check_tokens(x)
         segments = (total - 1) // self.seq_len
         loss = 0.0
         for i in range(segments):
@@ -52,7 +51,7 @@ class RecurrentTrainerWrapper(nn.Module):
             if self.training and random.random() < self.state_dropout:
                 states = None
             start = i * self.seq_len
-            segment_loss, xl_memories, states = self.transformer.run_segment(
+            segment_loss, xl_memories, states = self.transformer(
                 x[:, start:start + self.seq_len + 1], return_loss=True, xl_memories=xl_memories, states=states
             )
             loss = loss + segment_loss / segments

@@ -187,3 +187,18 @@ def test_generate_leaves_callers_memories_and_states_untouched():
     wrapper_new = RecurrentTrainerWrapper(model).generate(tokens(1, 3), 40, xl_memories=memories, states=states)
     assert wrapper_new.shape == (1, 37)
     torch.testing.assert_close(memories.keys_values(), saved[0], rtol=0, atol=0)
+
+
+def test_compiles_without_graph_breaks():
+    """torch.compile(fullgraph=True) traces a whole segment: every block, layer and state update."""
+    model = small_model(use_compressed_mem=True, use_flash_attn=True, **dict(recurrent_layers=(2, 3),
+                                                                             read_recurrent_layers=(1, 3)))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = tokens(2, 33)
+    loss_a, memories, states = compiled(x[:, :17], return_loss=True)
+    loss_b, _, _ = compiled(x[:, 16:], return_loss=True, xl_memories=memories, states=states)
+    ref_a, ref_memories, ref_states = model(x[:, :17], return_loss=True)
+    ref_b, _, _ = model(x[:, 16:], return_loss=True, xl_memories=ref_memories, states=ref_states)
+    torch.testing.assert_close(torch.stack((loss_a, loss_b)), torch.stack((ref_a, ref_b)), rtol=1e-5, atol=1e-5)
+    (loss_a + loss_b).backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -1,0 +1,335 @@
+"""train.py on CPU with a tiny model and a tiny corpus: learning, exact resume, exact evaluation,
+the enwik8 download, clear data errors, atomic checkpoints and gradient sync across processes."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import io
+import json
+import math
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import threading
+import zipfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
+
+REPO = Path(__file__).resolve().parents[1]
+
+# a model small enough for a CPU test, with every part live: 2 blocks per segment, 2 segments per sample
+TINY = dict(dim=32, depth=2, heads=2, dim_head=16, max_seq_len=32, block_width=16, num_state_vectors=8,
+            recurrent_layers=(2,), seq_len=64, batch_size=4, grad_accum=2, learning_rate=3e-3, min_lr=3e-4,
+            warmup_steps=2, log_interval=2, eval_batches=2, eval_streams=3, eval_interval=0,
+            sample_interval=0, checkpoint_interval=0, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def corpus(path: Path, size: int = 20_000) -> Path:
+    """A learnable byte file: a sentence repeated, with a counter so it is not purely periodic."""
+    text = b"".join(b"the quick brown fox %d jumps over the lazy dog. " % (i % 7) for i in range(size // 40 + 1))
+    path.write_bytes(text[:size])
+    return path
+
+
+def tiny(tmp_path: Path, name: str = "run", **overrides) -> train.TrainConfig:
+    """A tiny config training on a corpus in tmp_path, writing to tmp_path / name."""
+    data = tmp_path / "corpus.txt"
+    if not data.exists():
+        corpus(data)
+    return train.TrainConfig(**{**TINY, "data": str(data), "out_dir": str(tmp_path / name), **overrides})
+
+
+def flags(cfg: train.TrainConfig) -> list[str]:
+    """Command-line flags that reproduce cfg."""
+    argv = []
+    for key, value in asdict(cfg).items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, tuple):
+            argv += [flag, *map(str, value)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def records(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / train.METRICS).read_text().splitlines()]
+
+
+# ---- training -------------------------------------------------------------------------------------
+
+
+def test_short_run_learns_and_writes_its_outputs(tmp_path, capsys):
+    cfg = tiny(tmp_path, max_steps=24, eval_interval=12, sample_interval=12, sample_length=8, prime_length=8)
+    model = train.train(cfg)
+    out = Path(cfg.out_dir)
+    log = records(out)
+    trained = [r["bpc"] for r in log if r["kind"] == "train"]
+    assert trained[-1] < 0.6 * trained[0], trained
+    val = [r["bpc"] for r in log if r["kind"] == "val"]
+    assert len(val) == 2 and val[-1] < val[0]
+
+    # the final pass over the whole splits: better than the untrained model, and logged
+    _, (_, val_data, test_data) = train.load_splits(cfg)
+    torch.manual_seed(cfg.seed)
+    untrained, _ = train.evaluate(train.build_model(cfg), val_data, cfg.eval_streams)
+    final = {r["kind"]: r for r in log if r["kind"].endswith("_full")}
+    assert final["val_full"]["bpc"] < untrained - 2
+    assert final["val_full"]["bytes"] == len(val_data) - 1 and final["test_full"]["bytes"] == len(test_data) - 1
+    assert final["val_full"]["bpc"] == train.evaluate(model, val_data, cfg.eval_streams)[0]
+
+    printed = capsys.readouterr().out
+    assert "--- sample at step 12 ---" in printed and "test: " in printed
+    assert (out / train.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = train.load_checkpoint(out / train.CHECKPOINT)
+    assert ckpt["step"] == 24 and ckpt["model_config"] == model.config.to_dict()
+    assert ckpt["train_config"] == asdict(cfg)
+    assert json.loads((out / "config.json").read_text())["model"]["dim"] == 32
+
+
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    # dropout on memories and states draws python random numbers: resume must restore them too
+    common = dict(max_steps=6, xl_memories_dropout=0.5, state_dropout=0.5, eval_interval=2, sample_interval=3,
+                  sample_length=4, prime_length=4)
+    train.train(tiny(tmp_path, "whole", **common))
+    stopped = tiny(tmp_path, "parts", stop_at_step=3, **common)
+    train.train(stopped)
+    assert train.load_checkpoint(Path(stopped.out_dir) / train.CHECKPOINT)["step"] == 3
+    # `--resume` alone continues with the saved flags
+    assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
+
+    whole = train.load_checkpoint(tmp_path / "whole" / train.CHECKPOINT)
+    parts = train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)
+    assert whole["step"] == parts["step"] == 6
+    assert whole["model"].keys() == parts["model"].keys()
+    for name, weight in whole["model"].items():
+        assert torch.equal(weight, parts["model"][name]), name
+    for a, b in zip(whole["optimizer"]["state"].values(), parts["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # the log of the resumed run holds each step once
+    steps = [r["step"] for r in records(tmp_path / "parts") if r["kind"] == "train"]
+    assert steps == [2, 4, 6]
+
+
+def test_a_fresh_run_refuses_to_overwrite_a_checkpoint(tmp_path, capsys):
+    cfg = tiny(tmp_path, max_steps=1)
+    train.train(cfg)
+    before = (Path(cfg.out_dir) / train.CHECKPOINT).read_bytes()
+    assert train.main(flags(cfg)) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert (Path(cfg.out_dir) / train.CHECKPOINT).read_bytes() == before
+
+
+# ---- evaluation -----------------------------------------------------------------------------------
+
+
+def reference_nats(model: BlockRecurrentTransformer, tokens: torch.Tensor) -> float:
+    """Summed next-byte loss of one stream, batch 1, from the logits, memories and states carried."""
+    total, memories, states = 0.0, None, None
+    for start in range(0, len(tokens) - 1, model.max_seq_len):
+        chunk = tokens[start:start + model.max_seq_len + 1].long()[None]
+        logits, memories, states = model(chunk[:, :-1], xl_memories=memories, states=states)
+        total += F.cross_entropy(logits[0].double(), chunk[0, 1:], reduction="sum").item()
+    return total
+
+
+def test_evaluate_scores_every_byte_once_whatever_the_batching():
+    torch.manual_seed(0)
+    model = train.build_model(train.TrainConfig(**{**TINY, "data": "unused"})).eval()
+    data = torch.randint(0, 256, (1000,), dtype=torch.uint8)
+    # 999 predictions in 4 streams: 3 left for a head stream, and 249 per stream = 7 segments of 32 + 25
+    bpc, count = train.evaluate(model, data, streams=4)
+    assert count == 999
+    length, head = divmod(999, 4)
+    pieces = [data[:head + 1]] + [data[head + i * length:head + (i + 1) * length + 1] for i in range(4)]
+    expected = sum(reference_nats(model, piece) for piece in pieces) / 999 / math.log(2)
+    assert bpc == pytest.approx(expected, rel=1e-5)
+    assert train.evaluate(model, data, streams=1)[0] == pytest.approx(reference_nats(model, data) / 999 / math.log(2),
+                                                                      rel=1e-5)
+
+
+def test_eval_only_of_a_checkpoint_is_repeatable(tmp_path):
+    cfg = tiny(tmp_path, max_steps=2)
+    train.train(cfg)
+    ckpt = train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)
+    model = BlockRecurrentTransformer.from_config(ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    _, (_, _, test_data) = train.load_splits(cfg)
+    first, second = (train.evaluate(model, test_data, cfg.eval_streams)[0] for _ in range(2))
+    assert first == second
+
+    # the command line, as a user runs it; the checkpoint's flags are used
+    done = subprocess.run([sys.executable, "train.py", "--eval-only", "--out-dir", cfg.out_dir], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"test: {first:.4f} bpc over all {len(test_data) - 1:,} predicted bytes (step 2)" in done.stdout
+    logged = [r for r in records(Path(cfg.out_dir)) if r["kind"] == "test_full"]
+    assert len(logged) == 2 and logged[-1]["bpc"] == pytest.approx(first, rel=1e-6)
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def zip_server(tmp_path):
+    """A loopback HTTP server over tmp_path / 'served' holding enwik8.zip (1000 bytes unpacked); yields its URL."""
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = bytes(range(256)) * 3 + b"x" * 232
+    with zipfile.ZipFile(served / "enwik8.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("enwik8", payload)
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/enwik8.zip", payload
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_download_keeps_a_complete_zip_of_the_right_size(tmp_path, zip_server):
+    url, payload = zip_server
+    data_dir = tmp_path / "data"
+    assert train.load_enwik8(data_dir, url, expected_size=len(payload)) == payload
+    assert sorted(p.name for p in data_dir.iterdir()) == ["enwik8.zip"]
+    # the next run reads the local copy, without the server
+    assert train.load_enwik8(data_dir, "http://127.0.0.1:9/nowhere", expected_size=len(payload)) == payload
+
+
+def test_download_of_the_wrong_size_leaves_nothing(tmp_path, zip_server):
+    url, payload = zip_server
+    data_dir = tmp_path / "data"
+    with pytest.raises(train.TrainError, match=f"unpacked to {len(payload):,} bytes; enwik8 is exactly 1,001"):
+        train.load_enwik8(data_dir, url, expected_size=len(payload) + 1)
+    assert list(data_dir.iterdir()) == []
+
+
+def test_no_network_fails_clearly_and_leaves_nothing(tmp_path, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data_dir, out_dir = tmp_path / "data", tmp_path / "run"
+    argv = flags(replace(tiny(tmp_path), data=None, out_dir=str(out_dir)))
+    assert train.main(argv + ["--data-dir", str(data_dir), "--enwik8-url", f"http://127.0.0.1:{port}/enwik8.zip"]) == 1
+    err = capsys.readouterr().err
+    assert f"could not download enwik8 from http://127.0.0.1:{port}/enwik8.zip" in err
+    assert f"put enwik8.zip (or the unpacked enwik8, or enwik8.gz) in {data_dir.resolve()}/" in err
+    assert list(data_dir.iterdir()) == [] and not out_dir.exists()
+
+
+def test_local_enwik8_of_the_wrong_size_is_refused(tmp_path):
+    (tmp_path / "enwik8").write_bytes(b"abc")
+    with pytest.raises(train.TrainError, match="holds 3 bytes, enwik8 is exactly 100,000,000"):
+        train.load_enwik8(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_unusable_data_path_is_a_clear_error(tmp_path, capsys, kind):
+    path = tmp_path / "nothing-here.txt"
+    if kind == "directory":
+        path.mkdir()
+    cfg = tiny(tmp_path)
+    assert train.main(flags(replace(cfg, data=str(path)))) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and "Traceback" not in err
+    assert not Path(cfg.out_dir).exists()
+
+
+def test_gz_and_zip_corpora_read_like_the_raw_file(tmp_path):
+    raw = corpus(tmp_path / "c.txt", 5000).read_bytes()
+    (tmp_path / "c.gz").write_bytes(gzip.compress(raw))
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as archive:
+        archive.writestr("c.txt", raw)
+    assert train.read_bytes(tmp_path / "c.gz") == train.read_bytes(tmp_path / "c.zip") == raw
+    assert [len(s) for s in train.split_bytes(raw)] == [4500, 250, 250]
+    assert [len(s) for s in train.split_bytes(bytes(100_000_000))] == [90_000_000, 5_000_000, 5_000_000]
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, max_steps=3, checkpoint_interval=1)
+    real_save, calls = torch.save, []
+
+    def save_then_crash(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 2:
+            return real_save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        f.write(buffer.getvalue()[: buffer.tell() // 2])  # half the bytes are on disk, then the "power cut"
+        raise RuntimeError("simulated crash mid-save")
+
+    monkeypatch.setattr(torch, "save", save_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train(cfg)
+    monkeypatch.undo()
+
+    out = Path(cfg.out_dir)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("ckpt")) == ["ckpt.pt"]
+    assert train.load_checkpoint(out / train.CHECKPOINT)["step"] == 1
+    train.train(replace(cfg, resume=True))
+    assert train.load_checkpoint(out / train.CHECKPOINT)["step"] == 3
+
+
+# ---- several processes ---------------------------------------------------------------------------
+
+
+def _ddp_worker(rank: int, port: int, cfg: train.TrainConfig, result: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    model = train.train(cfg)
+    torch.save(model.state_dict(), f"{result}.{rank}")
+
+
+def test_two_processes_keep_identical_weights(tmp_path):
+    # each rank samples different batches: only all-reduced gradients keep the weights equal
+    cfg = tiny(tmp_path, max_steps=3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = str(tmp_path / "weights")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_ddp_worker, args=(rank, port, cfg, result)) for rank in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=180)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+    rank0, rank1 = (torch.load(f"{result}.{r}", weights_only=True) for r in range(2))
+    torch.manual_seed(cfg.seed)
+    initial = train.build_model(cfg).state_dict()
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert not all(torch.equal(rank0[k], initial[k]) for k in rank0)
+    ckpt = train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])

@@ -1,0 +1,747 @@
+"""Train a Block-Recurrent Transformer on enwik8 (or any file of bytes) and report bits per character.
+
+    python train.py                          # enwik8 with the seed's setup, on one GPU (or, slowly, CPU)
+    torchrun --nproc_per_node 8 train.py     # the same on 8 GPUs: the global batch grows 8x
+    python train.py --resume                 # continue runs/enwik8/ckpt.pt exactly where it stopped
+    python train.py --eval-only              # full validation and test bpc of runs/enwik8/ckpt.pt
+    python train.py --help                   # every hyperparameter has a flag
+
+enwik8 is read from data/enwik8, data/enwik8.zip or data/enwik8.gz and downloaded from the Hutter
+prize page when none of them is there (data/README.md). The standard split is used: the first 90M
+bytes train, the next 5M validate, the last 5M test. Results are bits per character (bpc): the
+mean next-byte cross-entropy in nats divided by ln 2, over every byte of a split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import sys
+import time
+import urllib.request
+import zipfile
+import zlib
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import matplotlib
+
+matplotlib.use("Agg")  # write PNGs without a display (servers, clusters)
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper  # noqa: E402
+
+ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
+ENWIK8_BYTES = 100_000_000
+CHECKPOINT = "ckpt.pt"
+METRICS = "metrics.jsonl"
+PLOT = "bpc.png"
+
+
+def _opt(default: Any, help: str, choices: Optional[tuple[str, ...]] = None, metavar: Optional[str] = None) -> Any:
+    """A config field with its command-line help text (and allowed values or a name for its value)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on.
+
+    The model, batch and dropout defaults are the seed package's enwik8 setup (and its 1e-4 rate);
+    the optimisation adds AdamW, warmup then cosine decay, and gradient clipping.
+    """
+
+    # data and files
+    data: Optional[str] = _opt(None, "train on this file of bytes instead of enwik8, split 90/5/5 by "
+                                     "fraction (a .gz or single-member .zip is unpacked)", metavar="PATH")
+    data_dir: str = _opt("data", "where enwik8 is looked for and downloaded to", metavar="DIR")
+    enwik8_url: str = _opt(ENWIK8_URL, "where enwik8.zip is downloaded from when data-dir has no copy", metavar="URL")
+    out_dir: str = _opt("runs/enwik8", "checkpoint, metrics.jsonl and bpc.png go here", metavar="DIR")
+    # model (byte-level: 256 tokens)
+    num_tokens: int = _opt(256, "vocabulary size (bytes)")
+    dim: int = _opt(512, "model width")
+    depth: int = _opt(6, "number of layers")
+    heads: int = _opt(8, "query heads")
+    dim_head: int = _opt(64, "width of a head")
+    kv_heads: int = _opt(1, "key/value heads (1: multi-query, as in the seed)")
+    ff_mult: float = _opt(4.0, "feed-forward expansion")
+    max_seq_len: int = _opt(1024, "tokens per segment (one forward call); memories and states carry across")
+    block_width: int = _opt(512, "tokens per block: the unit of attention and of state updates")
+    num_state_vectors: int = _opt(512, "recurrent state vectors per recurrent layer")
+    recurrent_layers: tuple[int, ...] = _opt((4,), "layers (numbered from 1) that hold a recurrent state")
+    read_recurrent_layers: Optional[tuple[int, ...]] = _opt(None, "layer reading each state (default: its own)")
+    gate_type: str = _opt("fixed", "state gate", choices=("fixed", "lstm"))
+    all_layers_qk_rmsnorm: bool = _opt(False, "qk-rmsnorm in every layer, not only recurrent ones")
+    use_compressed_mem: bool = _opt(False, "also keep compressed memories of older blocks")
+    compressed_mem_factor: int = _opt(4, "compression factor of compressed memories")
+    use_flash_attn: bool = _opt(True, "attention through torch SDPA (flash kernel on CUDA with bf16)")
+    qk_rmsnorm_scale: float = _opt(8.0, "attention temperature where queries and keys are rms-normalised")
+    xpos_scale_base: int = _opt(512, "xpos length scale of the rotary positions")
+    rotary_theta: float = _opt(10000.0, "rotary embedding base")
+    xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without memories")
+    state_dropout: float = _opt(0.1, "chance a training segment starts from the initial states")
+    # optimisation; one step = batch_size * grad_accum * world_size samples of seq_len tokens
+    seq_len: int = _opt(2048, "tokens per training sample, a multiple of max-seq-len (segments per sample)")
+    batch_size: int = _opt(4, "samples per micro-batch, per GPU")
+    grad_accum: int = _opt(4, "micro-batches accumulated per optimizer step")
+    max_steps: int = _opt(100_000, "optimizer steps; also the length of the cosine schedule")
+    learning_rate: float = _opt(1e-4, "peak learning rate (the seed's constant rate)")
+    min_lr: float = _opt(1e-5, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _opt(1000, "steps of linear warmup")
+    weight_decay: float = _opt(0.1, "AdamW decoupled weight decay of linear and embedding weights")
+    beta1: float = _opt(0.9, "AdamW beta1")
+    beta2: float = _opt(0.95, "AdamW beta2")
+    grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")
+    # evaluation, logging, checkpoints (an interval of 0 turns the thing off)
+    eval_interval: int = _opt(100, "steps between validation estimates")
+    eval_batches: int = _opt(8, "random validation batches per estimate (the same ones every time)")
+    eval_streams: int = _opt(4, "contiguous streams the final full val/test pass runs in parallel")
+    log_interval: int = _opt(10, "steps between train-loss records")
+    checkpoint_interval: int = _opt(1000, "steps between checkpoints (one is also written at the end)")
+    sample_interval: int = _opt(500, "steps between printed samples")
+    prime_length: int = _opt(128, "bytes of validation text that prime a sample")
+    sample_length: int = _opt(512, "new bytes generated per sample")
+    temperature: float = _opt(1.0, "sampling temperature (0: greedy)")
+    filter_thres: float = _opt(0.9, "sample from the top (1 - filter_thres) of the vocabulary")
+    # system
+    seed: int = _opt(1337, "seed of initialisation, data sampling and dropout (rank r uses seed + r)")
+    device: str = _opt("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
+    amp: bool = _opt(True, "bf16 autocast on CUDA (no effect on CPU)")
+    compile: bool = _opt(False, "torch.compile the model")
+    resume: bool = _opt(False, "continue the checkpoint in out-dir (its config, changed only by flags you pass)")
+    eval_only: bool = _opt(False, "only evaluate the checkpoint in out-dir on the whole val and test splits")
+    stop_at_step: Optional[int] = _opt(None, "stop with a checkpoint after this step, keeping the max-steps "
+                                            "schedule (for job time limits; continue with --resume)")
+
+    def __post_init__(self) -> None:
+        positive = ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "eval_streams",
+                    "log_interval", "prime_length", "sample_length")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.seq_len % self.max_seq_len != 0:
+            raise TrainError(f"--seq-len ({self.seq_len}) must be a multiple of --max-seq-len ({self.max_seq_len}): "
+                             f"a sample is processed as whole segments")
+        if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
+            raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
+
+
+class TrainError(Exception):
+    """A problem the user can fix (missing data, no checkpoint, bad flag): reported without a traceback."""
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """The flags given on the command line (only those: resume needs to know what was passed)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     argument_default=argparse.SUPPRESS)
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        kind, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        if get_origin(kind) is Union:  # Optional[X]
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        text = f"{f.metadata['help']} (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif get_origin(kind) is tuple:
+            parser.add_argument(flag, type=int, nargs="+", metavar="LAYER", help=text)
+        elif f.metadata["choices"]:
+            parser.add_argument(flag, choices=f.metadata["choices"], help=text)
+        else:
+            parser.add_argument(flag, type=kind, metavar=f.metadata["metavar"] or kind.__name__.upper(), help=text)
+    passed = vars(parser.parse_args(argv))
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in passed.items()}
+
+
+def resolve_config(passed: dict[str, Any]) -> TrainConfig:
+    """The run's config: the flags over the defaults, or, to resume or evaluate, over the checkpoint's config."""
+    cfg = TrainConfig(**passed)
+    if not (cfg.resume or cfg.eval_only):
+        return cfg
+    # the checkpoint's flags win unless passed again: `--resume` alone continues the same run
+    saved = load_checkpoint(Path(cfg.out_dir) / CHECKPOINT, mmap=True)["train_config"]
+    known = {f.name for f in fields(TrainConfig)}
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+    saved.update(resume=False, eval_only=False, stop_at_step=None, out_dir=cfg.out_dir)
+    return replace(TrainConfig(**saved), **passed)
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+def read_bytes(path: Path, fmt: Optional[str] = None) -> bytes:
+    """The bytes of a raw, gzip (.gz) or single-member zip (.zip) file; fmt overrides the suffix."""
+    fmt = fmt or {".gz": "gz", ".zip": "zip"}.get(path.suffix, "raw")
+    try:
+        if fmt == "gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        if fmt == "zip":
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if len(names) != 1:
+                    raise TrainError(f"{path}: expected a zip holding one file, it holds {len(names)}")
+                return archive.read(names[0])
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise TrainError(f"{path}: no such file") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise TrainError(f"{path}: cannot read it ({error})") from None
+
+
+def download_enwik8(url: str, dest: Path, expected_size: int = ENWIK8_BYTES) -> bytes:
+    """Download enwik8.zip to dest and return the unpacked bytes.
+
+    The download goes to dest + '.part', renamed to dest only once complete and unpacked to exactly
+    expected_size bytes, so an interrupted or wrong download never passes for the real file.
+    """
+    part = dest.with_name(dest.name + ".part")
+    where = (f"Download {url} (the Hutter prize page, http://mattmahoney.net/dc/textdata.html) where you have "
+             f"internet and put enwik8.zip (or the unpacked enwik8, or enwik8.gz) in {dest.parent.resolve()}/ "
+             f"- see data/README.md")
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {url}") as bar:
+                    while chunk := response.read(1 << 20):
+                        f.write(chunk)
+                        bar.update(len(chunk))
+                if total is not None and f.tell() != total:
+                    raise OSError(f"the connection closed after {f.tell():,} of {total:,} bytes")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:  # URLError, timeouts and refused connections are OSErrors
+            raise TrainError(f"could not download enwik8 from {url}: {error}.\n{where}") from None
+        data = read_bytes(part, fmt="zip")
+        if len(data) != expected_size:
+            raise TrainError(f"{url} unpacked to {len(data):,} bytes; enwik8 is exactly {expected_size:,}.\n{where}")
+        os.replace(part, dest)
+        return data
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def load_enwik8(data_dir: Path, url: str = ENWIK8_URL, expected_size: int = ENWIK8_BYTES) -> bytes:
+    """enwik8 from data_dir (raw, .zip or .gz), downloaded there first if it holds none of them."""
+    for name in ("enwik8", "enwik8.zip", "enwik8.gz"):
+        path = data_dir / name
+        if path.exists():
+            data = read_bytes(path)
+            if len(data) != expected_size:
+                raise TrainError(f"{path} holds {len(data):,} bytes, enwik8 is exactly {expected_size:,}: "
+                                 f"replace it, or delete it to download enwik8 again")
+            return data
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return download_enwik8(url, data_dir / "enwik8.zip", expected_size)
+
+
+def split_bytes(data: bytes) -> tuple[Tensor, Tensor, Tensor]:
+    """Train / validation / test: the first 90%, the next 5%, the last 5% (90M/5M/5M for enwik8)."""
+    tokens = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    n_train, n_val = len(tokens) * 90 // 100, len(tokens) * 5 // 100
+    return tokens[:n_train], tokens[n_train:n_train + n_val], tokens[n_train + n_val:]
+
+
+def load_splits(cfg: TrainConfig) -> tuple[str, tuple[Tensor, Tensor, Tensor]]:
+    """The corpus' name and its three splits, checked to be long enough for cfg."""
+    if cfg.data is not None:
+        name, data = cfg.data, read_bytes(Path(cfg.data))
+    else:
+        name, data = "enwik8", load_enwik8(Path(cfg.data_dir), cfg.enwik8_url)
+    splits = split_bytes(data)
+    need = cfg.seq_len + 1
+    for split, tokens in zip(("train", "validation"), splits):
+        if len(tokens) < need:
+            raise TrainError(f"{name}: the {split} split has {len(tokens):,} bytes, fewer than one sample "
+                             f"(seq-len + 1 = {need:,}); use a larger file or a smaller --seq-len")
+    if len(splits[2]) < cfg.eval_streams + 1:
+        raise TrainError(f"{name}: the test split has {len(splits[2]):,} bytes, too few for {cfg.eval_streams} streams")
+    return name, splits
+
+
+def get_batch(data: Tensor, batch_size: int, seq_len: int, generator: torch.Generator,
+              device: torch.device) -> Tensor:
+    """batch_size random windows of seq_len + 1 bytes (inputs and next-byte targets) as token ids on device."""
+    starts = torch.randint(len(data) - seq_len, (batch_size,), generator=generator)
+    x = data[starts[:, None] + torch.arange(seq_len + 1)].long()
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x
+
+
+# ---- model, optimizer, schedule ------------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
+    """The model cfg describes (fp32 weights, on CPU)."""
+    try:
+        return BlockRecurrentTransformer(
+            num_tokens=cfg.num_tokens, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
+            kv_heads=cfg.kv_heads, ff_mult=cfg.ff_mult, max_seq_len=cfg.max_seq_len, block_width=cfg.block_width,
+            num_state_vectors=cfg.num_state_vectors, recurrent_layers=cfg.recurrent_layers,
+            read_recurrent_layers=cfg.read_recurrent_layers, gate_type=cfg.gate_type,
+            all_layers_qk_rmsnorm=cfg.all_layers_qk_rmsnorm, use_compressed_mem=cfg.use_compressed_mem,
+            compressed_mem_factor=cfg.compressed_mem_factor, use_flash_attn=cfg.use_flash_attn,
+            qk_rmsnorm_scale=cfg.qk_rmsnorm_scale, xpos_scale_base=cfg.xpos_scale_base, rotary_theta=cfg.rotary_theta,
+        )
+    except (TypeError, ValueError) as error:
+        raise TrainError(f"invalid model flags: {error}") from None
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay only on linear and embedding weights, not on norms, gates or learned states."""
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type == "cuda")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiple of the peak rate at a step: linear warmup, then cosine decay to min_lr at max_steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
+    floor = cfg.min_lr / cfg.learning_rate
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); full precision elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+
+
+# ---- evaluation -----------------------------------------------------------------------------------
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def estimate_loss(trainer: nn.Module, data: Tensor, cfg: TrainConfig, device: torch.device) -> float:
+    """Mean loss (nats) of the wrapper over cfg.eval_batches random batches, averaged over ranks.
+
+    The batches come from a generator seeded afresh each time, so every estimate sees the same
+    text and the validation curve compares like with like.
+    """
+    rank, world = _dist_rank_world()
+    generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (rank + 1))
+    was_training = trainer.training
+    trainer.eval()
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    for _ in range(cfg.eval_batches):
+        with autocast(cfg, device):
+            total += trainer(get_batch(data, cfg.batch_size, cfg.seq_len, generator, device)).double()
+    trainer.train(was_training)
+    if world > 1:
+        dist.all_reduce(total)
+    return total.item() / (cfg.eval_batches * world)
+
+
+@torch.no_grad()
+def _stream_nats(model: BlockRecurrentTransformer, streams: Tensor, amp: torch.autocast) -> Tensor:
+    """Summed next-token loss (nats, float64) of every row of streams (b, L + 1), read in order.
+
+    Each row is cut into segments of at most max_seq_len predictions; memories and states are
+    carried from one segment to the next (Transformer-XL evaluation), and each segment's mean loss
+    is weighted by its number of predictions, the last, shorter segment included.
+    """
+    total = torch.zeros((), device=streams.device, dtype=torch.float64)
+    memories = states = None
+    for start in range(0, streams.shape[1] - 1, model.max_seq_len):
+        segment = streams[:, start:start + model.max_seq_len + 1]
+        with amp:
+            loss, memories, states = model(segment, return_loss=True, xl_memories=memories, states=states)
+        total += loss.double() * segment.shape[0] * (segment.shape[1] - 1)
+    return total
+
+
+@torch.no_grad()
+def evaluate(model: BlockRecurrentTransformer, data: Tensor, streams: int,
+             amp: Optional[torch.autocast] = None) -> tuple[float, int]:
+    """Bits per character over every predicted byte of data (all but the first), and their count.
+
+    data is cut into `streams` contiguous streams run as one batch (spread over the ranks when
+    distributed). The count of predictions rarely divides evenly: the r left over are the split's
+    first bytes, evaluated as one more short stream. Each byte is predicted exactly once.
+    """
+    rank, world = _dist_rank_world()
+    device, amp = model.device, amp or nullcontext()
+    targets = len(data) - 1
+    length, head = divmod(targets, streams)
+    if length < 1:
+        raise TrainError(f"{len(data):,} bytes are too few for {streams} evaluation streams")
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    rows = range(rank, streams, world)
+    if len(rows):
+        index = head + torch.tensor(rows)[:, None] * length + torch.arange(length + 1)
+        total += _stream_nats(model, data[index].long().to(device), amp)
+    if rank == 0 and head:
+        total += _stream_nats(model, data[None, :head + 1].long().to(device), amp)
+    model.train(was_training)
+    if world > 1:
+        dist.all_reduce(total)
+    return total.item() / targets / math.log(2), targets
+
+
+@torch.no_grad()
+def sample(model: BlockRecurrentTransformer, prime: Tensor, cfg: TrainConfig, seed: int) -> str:
+    """Text the model writes after prime (a 1-d tensor of bytes), with its own seed.
+
+    Generation runs inside fork_rng so the training run's random streams are not disturbed:
+    sampling must not change what a resumed run computes.
+    """
+    device = model.device
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        with autocast(cfg, device):
+            new = model.generate(prime[None].long().to(device), len(prime) + cfg.sample_length,
+                                 temperature=cfg.temperature, filter_thres=cfg.filter_thres)
+    model.train(was_training)
+    return bytes(new[0].tolist()).decode("utf-8", errors="replace")
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write a checkpoint atomically: a crash at any moment leaves either the old or the new file.
+
+    The bytes go to a temporary file in the same directory (same filesystem, so the rename is
+    atomic), are forced to disk, and only then replace the checkpoint.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint written by save_checkpoint, with a clear error if it is missing or damaged.
+
+    mmap reads tensors only when touched: cheap when only the config is wanted.
+    """
+    if not path.is_file():
+        raise TrainError(f"no checkpoint at {path}: train first, or point --out-dir at the run's directory")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as error:  # unpickling raises many types
+        raise TrainError(f"{path}: cannot load the checkpoint ({error})") from None
+
+
+def rng_state(data_generator: torch.Generator) -> dict:
+    """Every random stream this process draws from: data sampling, python (memory/state dropout), torch."""
+    state = {"data": data_generator.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict, data_generator: torch.Generator) -> None:
+    """Restore what rng_state saved."""
+    data_generator.set_state(state["data"])
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def seed_rngs(seed: int, data_generator: torch.Generator) -> None:
+    """Seed every random stream of this process."""
+    data_generator.manual_seed(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---- logging -------------------------------------------------------------------------------------
+
+
+class RunLog:
+    """metrics.jsonl (one JSON record per line, appended as it happens) and bpc.png, on rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool, until_step: Optional[int]) -> None:
+        """Start a fresh log, or keep the records up to until_step (those a resumed run will not redo)."""
+        self.enabled, self.path, self.plot_path = enabled, out_dir / METRICS, out_dir / PLOT
+        self.records: list[dict] = []
+        if not enabled:
+            return
+        if until_step is not None and self.path.exists():
+            lines = self.path.read_text().splitlines()
+            self.records = [r for r in map(json.loads, filter(None, lines)) if r["step"] <= until_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def log(self, **record: Any) -> None:
+        """Append one record."""
+        if not self.enabled:
+            return
+        self.records.append(record)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def plot(self) -> None:
+        """Redraw train and validation bpc against steps, with the full-split results if there are any."""
+        if not self.enabled:
+            return
+        fig, ax = plt.subplots(figsize=(8, 5))
+        curves = {"train": ("-", 0, "train"), "val": ("o-", 3, "validation (random batches)"),
+                  "val_full": ("s", 8, "validation (whole split)"), "test_full": ("*", 10, "test (whole split)")}
+        for kind, (style, size, label) in curves.items():
+            points = [(r["step"], r["bpc"]) for r in self.records if r["kind"] == kind]
+            if points:
+                ax.plot(*zip(*points), style, markersize=size, label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("bits per character")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.plot_path, dpi=100)
+        plt.close(fig)
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistEnv:
+    """This process' place in the (possibly single-process) job."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> DistEnv:
+    """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK), if any."""
+    rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise TrainError("--device cuda, but torch sees no CUDA GPU")
+    if use_cuda:
+        torch.cuda.set_device(local)
+    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    return DistEnv(rank, local, world, device)
+
+
+def train(cfg: TrainConfig) -> BlockRecurrentTransformer:
+    """Train (or with cfg.eval_only, evaluate) as cfg says; returns the model. See the module docstring."""
+    joined_before = dist.is_available() and dist.is_initialized()
+    env = setup_distributed(cfg.device)
+    try:
+        return _run(cfg, env)
+    finally:
+        if env.world_size > 1 and not joined_before:
+            dist.destroy_process_group()
+
+
+def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
+    device, is_main = env.device, env.is_main
+    out_dir, distributed = Path(cfg.out_dir), env.world_size > 1
+    ckpt_path = out_dir / CHECKPOINT
+    ckpt = load_checkpoint(ckpt_path) if cfg.resume or cfg.eval_only else None
+    if ckpt is None and ckpt_path.exists():
+        raise TrainError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out-dir")
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for the matmuls autocast leaves in fp32
+
+    # one process per node fetches enwik8 while the others wait, then all read it
+    if distributed and env.local_rank != 0:
+        dist.barrier()
+    name, (train_data, val_data, test_data) = load_splits(cfg)
+    if distributed and env.local_rank == 0:
+        dist.barrier()
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = build_model(cfg).to(device)
+    if ckpt is not None:
+        if ckpt["model_config"] != model.config.to_dict():
+            changed = sorted(k for k, v in model.config.to_dict().items() if ckpt["model_config"].get(k) != v)
+            raise TrainError(f"the model flags {changed} differ from the checkpoint's model; they cannot change")
+        model.load_state_dict(ckpt["model"])
+    trainer = RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout)
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out_dir, is_main, until_step=None if ckpt is None else ckpt["step"])
+    if is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
+        print(f"model: {n_params / 1e6:.2f}M parameters, {cfg.depth} layers x {cfg.dim}, "
+              f"recurrent layers {tuple(cfg.recurrent_layers)} with {cfg.num_state_vectors} state vectors")
+        print(f"data: {name}: train {len(train_data):,} / val {len(val_data):,} / test {len(test_data):,} bytes")
+        print(f"batch: {cfg.batch_size} x {cfg.seq_len} tokens x {cfg.grad_accum} accumulation x "
+              f"{env.world_size} process(es) = {tokens_per_step:,} tokens per step")
+        print(f"device: {device}{', bf16 autocast' if cfg.amp and device.type == 'cuda' else ''}"
+              f"{', compiled' if cfg.compile else ''}; output: {out_dir}")
+
+    if cfg.eval_only:
+        final_evaluation(model, val_data, test_data, cfg, ckpt["step"], log)
+        return model
+
+    optimizer = build_optimizer(model, cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    data_generator = torch.Generator()
+    step = 0
+    if ckpt is None:
+        seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
+    else:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step = ckpt["step"]
+        if ckpt["world_size"] == env.world_size:
+            set_rng_state(ckpt["rng"][env.rank], data_generator)
+        else:  # a different number of processes cannot replay the same batches; continue on fresh seeds
+            seed_rngs(cfg.seed + env.rank + 7919 * step, data_generator)
+            if is_main:
+                print(f"note: checkpoint from {ckpt['world_size']} processes, resumed on {env.world_size}: "
+                      f"the data order differs from an uninterrupted run")
+        if is_main:
+            print(f"resumed from {ckpt_path} at step {step}")
+    del ckpt
+    if is_main:
+        (out_dir / "config.json").write_text(json.dumps(
+            {"train": asdict(cfg), "model": model.config.to_dict()}, indent=2) + "\n")
+
+    if cfg.compile:
+        model.compile()  # in place: the state_dict keeps its names
+    # DDP wraps the module the loss goes through, so backward all-reduces the gradients.
+    # Compressed memory is not touched by segments that start without memories: unused parameters.
+    ddp = DistributedDataParallel(trainer, device_ids=[env.local_rank] if device.type == "cuda" else None,
+                                  find_unused_parameters=cfg.use_compressed_mem) if distributed else None
+    forward = ddp if ddp is not None else trainer
+
+    def checkpoint() -> None:
+        states = [None] * env.world_size
+        if distributed:
+            dist.all_gather_object(states, rng_state(data_generator))
+        else:
+            states[0] = rng_state(data_generator)
+        if is_main:
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "step": step, "rng": states,
+                             "world_size": env.world_size, "model_config": model.config.to_dict(),
+                             "train_config": asdict(cfg)}, ckpt_path)
+
+    tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)
+    running_loss, running_steps, clock = torch.zeros((), device=device), 0, time.perf_counter()
+    trainer.train()
+    while step < cfg.max_steps:
+        for micro in range(cfg.grad_accum):
+            x = get_batch(train_data, cfg.batch_size, cfg.seq_len, data_generator, device)
+            # gradients are summed locally and all-reduced once, in the last micro-step's backward
+            sync = ddp is None or micro == cfg.grad_accum - 1
+            with nullcontext() if sync else ddp.no_sync():
+                with autocast(cfg, device):
+                    loss = forward(x) / cfg.grad_accum
+                loss.backward()
+            running_loss += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        running_steps += 1
+        bar.update()
+
+        if step % cfg.log_interval == 0 or step == cfg.max_steps:
+            if distributed:
+                dist.all_reduce(running_loss)
+                running_loss /= env.world_size
+            loss_nats = running_loss.item() / running_steps  # .item() waits for the GPU: time is exact here
+            speed = tokens_per_step * running_steps / (time.perf_counter() - clock)
+            bpc = loss_nats / math.log(2)
+            bar.set_postfix(loss=f"{loss_nats:.4f}", bpc=f"{bpc:.4f}", tok_s=f"{speed:,.0f}", refresh=False)
+            log.log(step=step, kind="train", loss=loss_nats, bpc=bpc, lr=scheduler.get_last_lr()[0],
+                    grad_norm=grad_norm.item(), tokens_per_s=speed, tokens=step * tokens_per_step)
+            running_loss.zero_()
+            running_steps, clock = 0, time.perf_counter()
+
+        paused = time.perf_counter()
+        if cfg.eval_interval and step % cfg.eval_interval == 0:
+            val_loss = estimate_loss(trainer, val_data, cfg, device)
+            if is_main:
+                bar.write(f"step {step}: val loss {val_loss:.4f} nats, {val_loss / math.log(2):.4f} bpc")
+            log.log(step=step, kind="val", loss=val_loss, bpc=val_loss / math.log(2))
+            log.plot()
+        if cfg.sample_interval and step % cfg.sample_interval == 0 and is_main:
+            start = random.Random(cfg.seed + step).randrange(max(len(val_data) - cfg.prime_length, 0) + 1)
+            prime = val_data[start:start + cfg.prime_length]
+            text = sample(model, prime, cfg, seed=cfg.seed + step)
+            prime_text = bytes(prime.tolist()).decode("utf-8", errors="replace")
+            bar.write(f"--- sample at step {step} ---\n{prime_text}\n--- continued by the model ---\n{text}\n---")
+        stopping = step == cfg.stop_at_step
+        if step == cfg.max_steps or stopping or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
+            checkpoint()
+        clock += time.perf_counter() - paused  # evaluation, samples and checkpoints do not count in tokens/s
+        if stopping:
+            bar.close()
+            if is_main:
+                print(f"stopped at step {step}; continue with: python train.py --resume --out-dir {out_dir}")
+            return model
+    bar.close()
+    final_evaluation(model, val_data, test_data, cfg, step, log)
+    return model
+
+
+def final_evaluation(model: BlockRecurrentTransformer, val_data: Tensor, test_data: Tensor, cfg: TrainConfig,
+                     step: int, log: RunLog) -> None:
+    """Bpc over the whole validation and test splits, printed, logged and plotted."""
+    for split, data in (("val", val_data), ("test", test_data)):
+        bpc, count = evaluate(model, data, cfg.eval_streams, autocast(cfg, model.device))
+        log.log(step=step, kind=f"{split}_full", bpc=bpc, bytes=count)
+        if log.enabled:
+            print(f"{split}: {bpc:.4f} bpc over all {count:,} predicted bytes (step {step})")
+    log.plot()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command-line entry: 0 on success, 1 with a message on stderr for a problem the user can fix."""
+    try:
+        train(resolve_config(parse_args(argv)))
+    except TrainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
