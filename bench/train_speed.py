@@ -45,13 +45,18 @@ def cases(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], int, int]
 
 
 def bench_case(cfg: dict[str, Any], batch: int, seq: int, device: torch.device, warmup: int,
-               steps: int) -> dict[str, Any]:
-    """Build a fresh model and optimiser, warm up, then time ``steps`` training steps."""
+               steps: int, compile_model: bool = False) -> dict[str, Any]:
+    """Build a fresh model and optimiser, warm up, then time ``steps`` training steps.
+
+    ``compile_model``: torch.compile the model (one graph per segment) and use fused AdamW.
+    """
     torch.manual_seed(0)
     random.seed(0)  # both packages draw memory/state dropout from Python's `random`: same pattern
     model = brt.BlockRecurrentTransformer(**cfg).to(device)
     wrapper = brt.RecurrentTrainerWrapper(model, 0.1, 0.1)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if compile_model:
+        model.compile(fullgraph=True, dynamic=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=compile_model or None)
     x = torch.randint(0, cfg["num_tokens"], (batch, seq + 1), device=device)
     losses: list[torch.Tensor] = []
 
@@ -93,6 +98,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--matmul-n", type=int, default=None, help="roofline matmul size (8192 on GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model, fused AdamW")
     args = parser.parse_args()
 
     device = common.pick_device(args.device)
@@ -112,7 +118,7 @@ def main() -> None:
         record: dict[str, Any] = dict(bench="train", case=name, impl=args.impl, batch=batch, seq=seq,
                                       warmup=args.warmup, steps=args.steps, config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()})
         try:
-            record.update(bench_case(cfg, batch, seq, device, args.warmup, args.steps))
+            record.update(bench_case(cfg, batch, seq, device, args.warmup, args.steps, args.compile))
             flops = common.train_flops_per_token(cfg)
             achieved = flops * record["tok_per_s"] / 1e12
             record.update(model_flops_per_token=round(flops), achieved_tflops=common.round_sig(achieved),

@@ -3,9 +3,9 @@
 Queries have ``heads`` heads; keys and values may have fewer (``kv_heads``, grouped-query
 attention; the seed uses a single shared key/value head). Causal attention is aligned to the
 lower right: query i of n attends to keys 0..m-n+i of m, so a block's queries see all of its
-memories and the block up to themselves. On CUDA with fp16/bf16 and no key mask this runs the
-flash kernel with no mask tensor; a key mask (only after a per-row reset of
-memories) needs a dense mask and the memory-efficient kernel.
+memories and the block up to themselves. On CUDA with fp16/bf16 and no mask this runs the
+flash kernel with no mask tensor. An explicit boolean mask (after a per-row reset of memories, or
+over a static decoding cache) goes to the memory-efficient kernel.
 """
 
 from __future__ import annotations
@@ -18,27 +18,28 @@ from torch import Tensor, nn
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
-                        key_mask: Optional[Tensor] = None) -> Tensor:
+                        mask: Optional[Tensor] = None) -> Tensor:
     """Softmax attention written out: the definition the SDPA path is tested against.
 
-    q (b, h, n, d); k, v (b, kv_heads, m, d); key_mask (b, m), True where a key may be attended.
+    q (b, h, n, d); k, v (b, kv_heads, m, d); mask broadcastable to (b, 1, n, m), True where a
+    query may attend a key (applied on top of ``causal``).
     """
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scores = torch.einsum("bhid,bhjd->bhij", q, k) * scale
-    allowed = _allowed(q.shape[-2], k.shape[-2], causal, key_mask, q.device)
+    allowed = _allowed(q.shape[-2], k.shape[-2], causal, mask, q.device)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     return torch.einsum("bhij,bhjd->bhid", scores.softmax(dim=-1), v)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
-                   key_mask: Optional[Tensor] = None) -> Tensor:
+                   mask: Optional[Tensor] = None) -> Tensor:
     """The same function through F.scaled_dot_product_attention (flash kernel where it can run)."""
     gqa = q.shape[1] != k.shape[1]
     n, m = q.shape[-2], k.shape[-2]
-    if key_mask is not None:
-        mask = _allowed(n, m, causal, key_mask, q.device)
+    if mask is not None:
+        mask = _allowed(n, m, causal, mask, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
     if not causal or n == 1:  # every key is visible
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
@@ -50,15 +51,12 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
     return out[..., m - n:, :]
 
 
-def _allowed(n: int, m: int, causal: bool, key_mask: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
-    """Boolean (b or 1, 1, n, m) mask of the keys each query may attend, or None for all."""
-    allowed = None
-    if causal:
-        allowed = torch.ones(n, m, dtype=torch.bool, device=device).tril(m - n)
-    if key_mask is not None:
-        key_mask = key_mask[:, None, None, :]
-        allowed = key_mask if allowed is None else allowed & key_mask
-    return allowed
+def _allowed(n: int, m: int, causal: bool, mask: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
+    """Boolean mask of the keys each query may attend (lower-right causal and ``mask``), or None for all."""
+    if not causal:
+        return mask
+    allowed = torch.ones(n, m, dtype=torch.bool, device=device).tril(m - n)
+    return allowed if mask is None else allowed & mask
 
 
 class QKNorm(nn.Module):
@@ -96,6 +94,6 @@ class Attend(nn.Module):
         return self.qk_norm(q, k) if self.qk_norm is not None else (q, k)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
-                key_mask: Optional[Tensor] = None) -> Tensor:
+                mask: Optional[Tensor] = None) -> Tensor:
         """Attend q over k/v that are already normalised (see ``normalize``) and positioned."""
-        return self.kernel(q, k, v, causal=causal, scale=self.scale, key_mask=key_mask)
+        return self.kernel(q, k, v, causal=causal, scale=self.scale, mask=mask)

@@ -68,9 +68,9 @@ class AttentionBlock(nn.Module):
         cos, sin, scale = rotary
         return apply_rotary(k, cos, sin, scale.reciprocal())
 
-    def attend_block(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Optional[Tensor]) -> Tensor:
-        """Positioned queries over positioned keys, causal aligned lower-right: (b, n, heads * d)."""
-        out = self.attend(q, k, v, causal=True, key_mask=key_mask)
+    def attend_block(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, mask: Optional[Tensor]) -> Tensor:
+        """Positioned queries over positioned keys (causal: aligned lower-right): (b, n, heads * d)."""
+        out = self.attend(q, k, v, causal=causal, mask=mask)
         return rearrange(out, "b h n d -> b n (h d)")
 
     def output(self, attn_out: Tensor, state_reads: list[Tensor]) -> Tensor:

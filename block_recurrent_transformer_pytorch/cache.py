@@ -3,13 +3,19 @@
 Within a block nothing the block attends to moves: its memories sit at positions -M..-1 and its
 tokens at 0..W-1, and the recurrent states it reads are those of the block boundary. So at each
 block boundary the cache positions (qk-norm + rotary) every layer's memory keys once and
-computes the state views once; each new token then only projects, positions and appends its own
-key/value. When the block fills, the model writes the states and pushes the memories exactly as
-the full forward does, from the raw keys/values kept here, and the cache starts the next block.
+computes the state views once; each new token then only projects, positions and writes its own
+key/value into its slot. When the block fills, the model writes the states and pushes the
+memories exactly as the full forward does, from the raw keys/values kept here, and the cache
+starts the next block.
+
+Every tensor a decoding step reads or writes lives at a fixed address, and the step's position
+is a device tensor: attention runs over the whole buffer with a mask instead of a slice whose
+length grows. So one step can be captured once as a CUDA graph and replayed for every token.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,7 +29,7 @@ if TYPE_CHECKING:
 
 
 class DecodeCache:
-    """Preallocated per-layer keys/values of [memories | current block], indexed by position."""
+    """Preallocated per-layer keys/values of [memories | current block], indexed by slot."""
 
     def __init__(self, model: "BlockRecurrentTransformer", batch: int, device: torch.device, dtype: torch.dtype) -> None:
         config = model.config
@@ -35,27 +41,60 @@ class DecodeCache:
         # raw keys/values of the current block: what the state write and the memory push consume
         self.block_kv = torch.zeros(config.depth, 2, batch, config.kv_heads, config.block_width, config.dim_head,
                                     device=device, dtype=dtype)
-        self.memory_len = 0
-        self.length = 0  # tokens of the current block seen so far
+        self.slots = torch.arange(capacity, device=device)
+        self.memory_valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
+        self.memory_len = torch.zeros((), dtype=torch.long, device=device)
+        self.position = torch.zeros((), dtype=torch.long, device=device)  # next token's place in the block
+        self.length = 0  # the same on the host, for control flow (is the block full?)
+        self.block_rotary = model.rotary(torch.arange(config.block_width, device=device))
         self.views: dict[int, StateView] = {}
 
     def begin_block(self, memories: Memories, states: list[Tensor]) -> None:
-        """Load the memories and state views that the next block attends to."""
-        rotary, memory_kv = self.model.memory_rotary(memories), memories.keys_values()
-        self.memory_len = memory_kv.shape[-2]
-        for index in range(len(self.model.layers)):
-            k, v = self.model.positioned_memory(memory_kv, index, rotary, self.keys.dtype)
-            self.keys[index, :, :, :self.memory_len] = k
-            self.values[index, :, :, :self.memory_len] = v
-        self.views = {i: state.view(states[i]) for i, state in enumerate(self.model.states)}
+        """Load, in place, the memories and state views that the next block attends to."""
+        model = self.model
+        rotary, memory_kv = model.memory_rotary(memories), memories.keys_values()
+        m = memory_kv.shape[-2]
+        for index in range(len(model.layers)):
+            k, v = model.positioned_memory(memory_kv, index, rotary, self.keys.dtype)
+            self.keys[index, :, :, :m] = k
+            self.values[index, :, :, :m] = v
+        valid = memories.memory_mask(model.config)
+        self.memory_valid.zero_()
+        self.memory_valid[:, :m] = True if valid is None else valid
+        self.memory_len.fill_(m)
+        self.position.zero_()
         self.length = 0
+        for i, state in enumerate(model.states):
+            view = state.view(states[i])
+            if i not in self.views:  # own copies: view.state is the caller's tensor, never to be written
+                self.views[i] = StateView(*(getattr(view, f.name).clone() for f in fields(StateView)))
+            else:
+                for f in fields(StateView):
+                    getattr(self.views[i], f.name).copy_(getattr(view, f.name))
+
+    def rotary(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotary tables for the next n tokens of the block."""
+        index = self.position + torch.arange(n, device=self.position.device)
+        return tuple(table[index] for table in self.block_rotary)
+
+    def attention_mask(self, n: int) -> Tensor:
+        """(b, 1, n, capacity): each new query sees its row's valid memories and the block up to itself."""
+        query_slot = self.memory_len + self.position + torch.arange(n, device=self.slots.device)
+        in_block = (self.slots >= self.memory_len) & (self.slots <= query_slot[:, None])
+        return self.memory_valid[:, None, None, :] | in_block
 
     def extend(self, index: int, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Append new tokens' keys/values (b, kv_heads, n, d) to layer ``index``; return all keys/values so far."""
-        n = k.shape[-2]
-        at = self.memory_len + self.length
-        self.keys[index, :, :, at:at + n] = k_positioned
-        self.values[index, :, :, at:at + n] = v
-        self.block_kv[index, 0, :, :, self.length:self.length + n] = k
-        self.block_kv[index, 1, :, :, self.length:self.length + n] = v
-        return self.keys[index, :, :, :at + n], self.values[index, :, :, :at + n]
+        """Write new tokens' keys/values (b, kv_heads, n, d) into layer ``index``; return its whole buffers."""
+        positions = self.position + torch.arange(k.shape[-2], device=k.device)
+        slots = self.memory_len + positions
+        dtype = self.keys.dtype
+        self.keys[index].index_copy_(2, slots, k_positioned.to(dtype))
+        self.values[index].index_copy_(2, slots, v.to(dtype))
+        self.block_kv[index, 0].index_copy_(2, positions, k.to(dtype))
+        self.block_kv[index, 1].index_copy_(2, positions, v.to(dtype))
+        return self.keys[index], self.values[index]
+
+    def advance(self, n: int) -> None:
+        """n more tokens of the block are in."""
+        self.position += n
+        self.length += n

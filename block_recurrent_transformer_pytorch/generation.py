@@ -46,9 +46,18 @@ class ReferenceDecoder:
 
 
 class CachedDecoder:
-    """Next-token logits from a static cache: prefill in one pass, then one token per step."""
+    """Next-token logits from a static cache: prefill in one pass, then one token per step.
 
-    def __init__(self, model: "BlockRecurrentTransformer", memories: Memories, states: list[Tensor]) -> None:
+    On CUDA the one-token step is captured once as a CUDA graph and replayed: a step is a few
+    hundred small kernels, and launching them one by one from Python costs more than running them.
+    """
+
+    # cuDNN's attention builds an execution plan for every new mask and shape (tens of ms each):
+    # leave it out of decoding.
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+    def __init__(self, model: "BlockRecurrentTransformer", memories: Memories, states: list[Tensor],
+                 use_cuda_graph: Optional[bool] = None) -> None:
         self.model, self.memories, self.states = model, memories, states
         device = memories.device
         # under autocast, keep the cache in the autocast dtype: attention would cast it every step
@@ -56,27 +65,60 @@ class CachedDecoder:
                  else model.token_emb.weight.dtype)
         self.cache = DecodeCache(model, memories.batch_size, device, dtype)
         self.cache.begin_block(memories, states)
-
-    # cuDNN's attention builds an execution plan for every new key length (tens of ms each) and
-    # decoding meets a new key length at every step: leave it out, flash serves these shapes.
-    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        self.use_cuda_graph = device.type == "cuda" if use_cuda_graph is None else use_cuda_graph
+        self.graph = None
 
     def append(self, tokens: Tensor) -> Tensor:
         """Feed tokens (b, t); return the logits (b, vocab) after the last of them."""
+        width, cache = self.model.block_width, self.cache
         with sdpa_kernel(self.backends):
-            return self._append(tokens)
+            while tokens.shape[1] > 0:
+                n = min(width - cache.length, tokens.shape[1])
+                chunk, tokens = tokens[:, :n], tokens[:, n:]
+                if n == 1 and cache.length < width - 1 and self.use_cuda_graph:
+                    logits = self._replay(chunk)  # a step in the middle of a block: no commit
+                else:
+                    logits = self._step(chunk)
+                if cache.length == width:  # the block is full and committed: start the next one
+                    cache.begin_block(self.memories, self.states)
+        return logits
 
-    def _append(self, tokens: Tensor) -> Tensor:
-        model, width = self.model, self.model.block_width
-        while tokens.shape[1] > 0:
-            n = min(width - self.cache.length, tokens.shape[1])
-            chunk, tokens = tokens[:, :n], tokens[:, n:]
-            last, self.memories, self.states = model.forward_block(
-                model.token_emb(chunk), self.memories, self.states, cache=self.cache
-            )
-            if self.cache.length == width:  # the block is full and committed: start the next one
-                self.cache.begin_block(self.memories, self.states)
+    def _step(self, chunk: Tensor) -> Tensor:
+        model = self.model
+        last, self.memories, self.states = model.forward_block(
+            model.token_emb(chunk), self.memories, self.states, cache=self.cache
+        )
         return model.logits(last[:, -1])
+
+    def _replay(self, token: Tensor) -> Tensor:
+        if self.graph is None:
+            self._capture(token)
+        self.static_token.copy_(token)
+        self.graph.replay()  # advances the cache's device-side position
+        self.cache.length += 1
+        return self.static_logits.clone()
+
+    def _capture(self, token: Tensor) -> None:
+        """Record one mid-block step. Its writes land in the slot the next real step overwrites."""
+        cache = self.cache
+        self.static_token = token.clone()
+        length, position = cache.length, cache.position.clone()
+
+        def rewind() -> None:
+            cache.length = length
+            cache.position.copy_(position)
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm up (library handles, workspaces) outside the graph
+            for _ in range(2):
+                self._step(self.static_token)
+                rewind()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_logits = self._step(self.static_token)
+        rewind()
 
 
 def stream(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, *, xl_memories: Optional[Memories] = None,

@@ -68,11 +68,9 @@ class Memories:
         since = torch.where(rows, torch.zeros_like(since), since)
         return replace(self, blocks_since_reset=since, blocks_until_valid=_blocks_to_refill(config))
 
-    def key_mask(self, config: BlockRecurrentConfig, block_len: int) -> Optional[Tensor]:
-        """(batch, M + block_len) bool, True where a key belongs to the row's current document.
-
-        None when every key does (the common case: no mask, so the flash kernel can run).
-        """
+    def memory_mask(self, config: BlockRecurrentConfig) -> Optional[Tensor]:
+        """(batch, M) bool over [compressed | XL]: True where an entry belongs to the row's current
+        document. None when every entry does (the common case: no mask, so flash can run)."""
         if self.blocks_since_reset is None:
             return None
         since = self.blocks_since_reset[:, None]
@@ -84,8 +82,7 @@ class Memories:
             per_block = config.block_width // config.compressed_mem_factor
             valid_comp = ((since - config.xl_mem_len // config.block_width) * per_block).clamp(0, comp_len)
             parts.insert(0, torch.arange(comp_len, device=self.device) >= comp_len - valid_comp)
-        block = torch.ones(since.shape[0], block_len, dtype=torch.bool, device=self.device)
-        return torch.cat((*parts, block), dim=-1)
+        return torch.cat(parts, dim=-1)
 
 
 def _blocks_to_refill(config: BlockRecurrentConfig) -> int:

@@ -189,12 +189,16 @@ class BlockRecurrentTransformer(nn.Module):
         states written by it; a partial block commits nothing.
         """
         n = h.shape[1]
-        start = 0 if cache is None else cache.length
-        full = start + n == self.block_width
-        rotary = self.rotary(torch.arange(start, start + n, device=h.device))
-        key_mask = memories.key_mask(self.config, start + n)
         if cache is None:
+            start, causal = 0, True
+            rotary = self.rotary(torch.arange(n, device=h.device))
             memory_kv, memory_rotary = memories.keys_values(), self.memory_rotary(memories)
+            memory_mask = memories.memory_mask(self.config)
+            mask = None if memory_mask is None else F.pad(memory_mask, (0, n), value=True)[:, None, None, :]
+        else:  # the cache holds positions and masks on the device, so that a CUDA graph can replay this
+            start, causal = cache.length, False
+            rotary, mask = cache.rotary(n), cache.attention_mask(n)
+        full = start + n == self.block_width
         views: dict[int, StateView] = {} if cache is None else cache.views
 
         next_states = list(states)
@@ -210,7 +214,7 @@ class BlockRecurrentTransformer(nn.Module):
                 values = torch.cat((memory_v, v), dim=-2)
             else:
                 keys, values = cache.extend(index, k_positioned, k, v)
-            out = attn.attend_block(q, keys, values, key_mask)
+            out = attn.attend_block(q, keys, values, causal=causal, mask=mask)
 
             reads = []
             for i in self.reads_at[layer]:
@@ -226,7 +230,7 @@ class BlockRecurrentTransformer(nn.Module):
             h = h + ff(h)
 
         if cache is not None:
-            cache.length += n
+            cache.advance(n)
         if not full:
             return h, memories, states
         block_kv = torch.stack(block_kv) if cache is None else cache.block_kv
