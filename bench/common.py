@@ -34,6 +34,7 @@ formula against torch's FLOP counter on both packages.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -132,6 +133,23 @@ def matmul_tflops(device: torch.device, n: int = 8192, warmup: int = 3, reps: in
 
 
 # ---- setup and output --------------------------------------------------------------------------
+
+def base_parser(doc: str) -> argparse.ArgumentParser:
+    """The command-line arguments every bench takes: label, output file, device, tiny smoke test."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--impl", default="ours", help="label written into every record")
+    parser.add_argument("--out", default=None, help="JSONL file to write (truncated first)")
+    parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    parser.add_argument("--tiny", action="store_true", help="tiny model and shapes, for a CPU smoke test")
+    return parser
+
+
+def peak_gib(device: torch.device) -> Optional[float]:
+    """Peak GPU memory allocated since the last reset, in GiB (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 3)
+
 
 def pick_device(name: Optional[str]) -> torch.device:
     if name is None:

@@ -70,16 +70,12 @@ def bench_case(cfg: dict[str, Any], batch: int, total_len: int, args: argparse.N
         ms_per_step=common.round_sig(1e3 * seconds / new), estimated_full_s=common.round_sig(estimate),
     )
     if device.type == "cuda":
-        record["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 3)
+        record["peak_gib"] = common.peak_gib(device)
     return record
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--impl", default="ours", help="label written into every record")
-    parser.add_argument("--out", default=None, help="JSONL file to write (truncated first)")
-    parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    parser.add_argument("--tiny", action="store_true", help="tiny model and lengths, for a CPU smoke test")
+    parser = common.base_parser(__doc__)
     parser.add_argument("--cases", default=None, help="comma-separated batch x total length (default 1x2048,1x8192,16x2048)")
     parser.add_argument("--prime", type=int, default=None, help="prime length (default 128; 8 with --tiny)")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time budget of one timed generation")

@@ -83,16 +83,12 @@ def bench_case(cfg: dict[str, Any], batch: int, seq: int, device: torch.device, 
         params=sum(p.numel() for p in model.parameters()), loss=round(losses[-1].item(), 4),
     )
     if device.type == "cuda":
-        record["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 3)
+        record["peak_gib"] = common.peak_gib(device)
     return record
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--impl", default="ours", help="label written into every record")
-    parser.add_argument("--out", default=None, help="JSONL file to write (truncated first)")
-    parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    parser.add_argument("--tiny", action="store_true", help="tiny model and shapes, for a CPU smoke test")
+    parser = common.base_parser(__doc__)
     parser.add_argument("--large-shape", default="16x2048", help="batch x tokens for the large model")
     parser.add_argument("--cases", default="", help="comma-separated substrings: run only matching cases")
     parser.add_argument("--warmup", type=int, default=3)

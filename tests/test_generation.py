@@ -119,3 +119,22 @@ def test_bad_sampling_arguments(kwargs, pattern):
         model.generate(tokens(1, 4), **kwargs)
     with pytest.raises(ValueError, match=pattern):
         RecurrentTrainerWrapper(model).generate(tokens(1, 4), **kwargs)
+
+
+def test_decoding_state_does_not_grow_with_the_generated_length():
+    """GPU memory for generation is constant in the length: the cache is allocated once, and the
+    memories stay at their capacity however many blocks pass."""
+    model = small_model(use_compressed_mem=True, **RECURRENT)
+    memories, states = model.prepare(1, None, None, None, torch.float32)
+    decoder = CachedDecoder(model, memories, states)
+    buffers = [decoder.cache.keys, decoder.cache.values, decoder.cache.block_kv]
+    addresses = [t.data_ptr() for t in buffers]
+    shapes = []
+    with torch.no_grad():
+        decoder.append(tokens(1, 3))
+        for step, t in enumerate(tokens(1, 200)[0]):
+            decoder.append(t.view(1, 1))
+            if step in (60, 199):
+                shapes.append((decoder.memories.xl.shape, decoder.memories.compressed.shape))
+    assert [t.data_ptr() for t in buffers] == addresses
+    assert shapes[0] == shapes[1] == ((3, 2, 1, 1, 8, 8), (3, 2, 1, 1, 4, 8))
