@@ -91,6 +91,9 @@ class TrainConfig:
     rotary_theta: float = _opt(10000.0, "rotary embedding base")
     xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without memories")
     state_dropout: float = _opt(0.1, "chance a training segment starts from the initial states")
+    bptt_segments: int = _opt(1, "segments the gradient flows back through before memories and states "
+                                 "are detached (truncated backprop through time)")
+    activation_checkpointing: bool = _opt(False, "recompute block activations in the backward pass (less memory)")
     # optimisation; one step = batch_size * grad_accum * world_size samples of seq_len tokens
     seq_len: int = _opt(2048, "tokens per training sample, a multiple of max-seq-len (segments per sample)")
     batch_size: int = _opt(4, "samples per micro-batch, per GPU")
@@ -297,6 +300,7 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
             all_layers_qk_rmsnorm=cfg.all_layers_qk_rmsnorm, use_compressed_mem=cfg.use_compressed_mem,
             compressed_mem_factor=cfg.compressed_mem_factor, use_flash_attn=cfg.use_flash_attn,
             qk_rmsnorm_scale=cfg.qk_rmsnorm_scale, xpos_scale_base=cfg.xpos_scale_base, rotary_theta=cfg.rotary_theta,
+            activation_checkpointing=cfg.activation_checkpointing,
         )
     except (TypeError, ValueError) as error:
         raise TrainError(f"invalid model flags: {error}") from None
@@ -597,7 +601,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
             changed = sorted(k for k, v in model.config.to_dict().items() if ckpt["model_config"].get(k) != v)
             raise TrainError(f"the model flags {changed} differ from the checkpoint's model; they cannot change")
         model.load_state_dict(ckpt["model"])
-    trainer = RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout)
+    trainer = RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout, cfg.bptt_segments)
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(out_dir, is_main, until_step=None if ckpt is None else ckpt["step"])

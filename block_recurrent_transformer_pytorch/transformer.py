@@ -8,6 +8,7 @@ from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch import Tensor, nn
 
 from .blocks import AttentionBlock, FeedForward
@@ -54,6 +55,7 @@ class BlockRecurrentTransformer(nn.Module):
         qk_rmsnorm_scale: float = 8.0,
         xpos_scale_base: int = 512,
         rotary_theta: float = 10000.0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         config = BlockRecurrentConfig(
@@ -66,6 +68,8 @@ class BlockRecurrentTransformer(nn.Module):
             xpos_scale_base=xpos_scale_base, rotary_theta=rotary_theta,
         )
         self.config = config
+        # recompute each block's activations in the backward pass: memory for time, on long segments
+        self.activation_checkpointing = activation_checkpointing
         self.max_seq_len, self.block_width = config.max_seq_len, config.block_width
 
         # which recurrent state (by index into recurrent_layers) each layer reads and writes
@@ -88,9 +92,10 @@ class BlockRecurrentTransformer(nn.Module):
         self.to_logits = nn.Linear(dim, num_tokens, bias=False)
 
     @classmethod
-    def from_config(cls, config: Union[BlockRecurrentConfig, dict]) -> "BlockRecurrentTransformer":
-        """Build a model from a config (or its ``to_dict()``), e.g. from a checkpoint."""
-        return cls(**(config.to_dict() if isinstance(config, BlockRecurrentConfig) else config))
+    def from_config(cls, config: Union[BlockRecurrentConfig, dict], **options) -> "BlockRecurrentTransformer":
+        """Build a model from a config (or its ``to_dict()``), e.g. from a checkpoint; ``options``
+        are the constructor's settings that change no weight (activation_checkpointing)."""
+        return cls(**(config.to_dict() if isinstance(config, BlockRecurrentConfig) else config), **options)
 
     @property
     def device(self) -> torch.device:
@@ -247,14 +252,17 @@ class BlockRecurrentTransformer(nn.Module):
         xl_memories: Optional[Memories] = None,
         states: Optional[Sequence[Tensor]] = None,
         reset: Optional[Tensor] = None,
+        detach: bool = True,
     ) -> tuple[Tensor, Memories, States]:
         """Process x (batch, n <= max_seq_len) block by block.
 
         xl_memories / states: what a previous call returned (None or [] to start afresh).
         reset: optional bool (batch,): rows that start a new document here, whose memories and
             states are cleared first.
-        Returns (logits (b, n, num_tokens) or the mean loss, memories, states), memories and states
-        detached. Only full blocks are committed to them; a trailing partial block is not.
+        detach: return memories and states cut from the autograd graph (truncated backprop
+            through time); False keeps the graph, so that a later segment's loss reaches this one.
+        Returns (logits (b, n, num_tokens) or the mean loss, memories, states). Only full blocks
+        are committed to memories and states; a trailing partial block is not.
         """
         self.check_tokens(x)  # skipped inside torch.compile: it needs a host sync
         if return_loss:
@@ -272,11 +280,16 @@ class BlockRecurrentTransformer(nn.Module):
 
         outputs = []
         for block in h.split(self.block_width, dim=1):
-            block, memories, states = self.forward_block(block, memories, states)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                # keep only each block's inputs; recompute its activations in the backward pass
+                block, memories, states = checkpoint(self.forward_block, block, memories, states, use_reentrant=False)
+            else:
+                block, memories, states = self.forward_block(block, memories, states)
             outputs.append(block)
         logits = self.logits(torch.cat(outputs, dim=1))
 
-        memories, states = memories.detach(), [s.detach() for s in states]
+        if detach:
+            memories, states = memories.detach(), [s.detach() for s in states]
         if not return_loss:
             return logits, memories, states
         loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index)

@@ -16,19 +16,25 @@ from .transformer import BlockRecurrentTransformer
 class RecurrentTrainerWrapper(nn.Module):
     """Mean loss over (b, k * max_seq_len + 1) tokens, processed as k segments of max_seq_len.
 
-    Between segments, memories and states are carried detached (truncated backprop through time).
+    Between segments, memories and states are carried detached (truncated backprop through time)
+    every ``bptt_segments`` segments: with k > 1 the gradient of a segment's loss flows back
+    through the memories and states into the k - 1 segments before it within its group, so the
+    state can learn to hold information longer than one segment (at k times the activation memory).
     In training, ``xl_memories_dropout`` / ``state_dropout`` are the chances that a segment starts
     with no memories / with the initial states (the seed's regulariser).
     """
 
     @typechecked
     def __init__(self, transformer: BlockRecurrentTransformer, xl_memories_dropout: Union[int, float] = 0.0,
-                 state_dropout: Union[int, float] = 0.0) -> None:
+                 state_dropout: Union[int, float] = 0.0, bptt_segments: int = 1) -> None:
         super().__init__()
         for name, p in (("xl_memories_dropout", xl_memories_dropout), ("state_dropout", state_dropout)):
             if not isinstance(p, (int, float)) or not 0 <= p <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+        if bptt_segments < 1:
+            raise ValueError(f"bptt_segments must be a positive int, got {bptt_segments}")
         self.transformer = transformer
+        self.bptt_segments = bptt_segments
         self.seq_len = transformer.max_seq_len
         self.xl_memories_dropout, self.state_dropout = xl_memories_dropout, state_dropout
 
@@ -52,7 +58,8 @@ class RecurrentTrainerWrapper(nn.Module):
                 states = None
             start = i * self.seq_len
             segment_loss, xl_memories, states = self.transformer(
-                x[:, start:start + self.seq_len + 1], return_loss=True, xl_memories=xl_memories, states=states
+                x[:, start:start + self.seq_len + 1], return_loss=True, xl_memories=xl_memories, states=states,
+                detach=(i + 1) % self.bptt_segments == 0 or i == segments - 1,
             )
             loss = loss + segment_loss / segments
         if return_memories_and_states:

@@ -202,3 +202,44 @@ def test_compiles_without_graph_breaks():
     torch.testing.assert_close(torch.stack((loss_a, loss_b)), torch.stack((ref_a, ref_b)), rtol=1e-5, atol=1e-5)
     (loss_a + loss_b).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def _gradients(model):
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_backprop_through_k_segments_equals_one_long_graph():
+    """bptt_segments=2 over two segments gives the gradients of one forward over both at once."""
+    x = tokens(2, 33)
+    long = small_model(max_seq_len=32, use_compressed_mem=True).train()
+    F_loss, _, _ = long(x, return_loss=True)
+    F_loss.backward()
+    expected = _gradients(long)
+
+    segmented = small_model(max_seq_len=16, use_compressed_mem=True).train()
+    segmented.load_state_dict(long.state_dict())
+    RecurrentTrainerWrapper(segmented, bptt_segments=2)(x).backward()
+    got = _gradients(segmented)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+    truncated = small_model(max_seq_len=16, use_compressed_mem=True).train()
+    truncated.load_state_dict(long.state_dict())
+    RecurrentTrainerWrapper(truncated, bptt_segments=1)(x).backward()
+    assert not torch.allclose(_gradients(truncated)["states.0.init_state"], expected["states.0.init_state"])
+
+
+def test_activation_checkpointing_changes_nothing_but_memory():
+    x = tokens(2, 33)
+    plain = small_model(use_compressed_mem=True).train()
+    checkpointed = small_model(use_compressed_mem=True, activation_checkpointing=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    loss_plain = RecurrentTrainerWrapper(plain)(x)
+    loss_checkpointed = RecurrentTrainerWrapper(checkpointed)(x)
+    torch.testing.assert_close(loss_checkpointed, loss_plain, rtol=0, atol=0)
+    loss_plain.backward()
+    loss_checkpointed.backward()
+    expected = _gradients(plain)
+    for name, grad in _gradients(checkpointed).items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-7, msg=name)
