@@ -40,6 +40,12 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
     n, m = q.shape[-2], k.shape[-2]
     if mask is not None:
         mask = _allowed(n, m, causal, mask, q.device)
+        if gqa and n > 1:
+            # no masked kernel but math takes grouped heads: give every query head its key/value
+            # head, so the memory-efficient kernel serves it (a single query is cheap in any kernel)
+            groups = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            gqa = False
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
     if not causal or n == 1:  # every key is visible
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal, Optional, Union
 
 from beartype import BeartypeConf, beartype
 
 # Type-check public constructors; a wrong type raises a TypeError naming the argument and value.
 typechecked = beartype(conf=BeartypeConf(violation_type=TypeError))
 
-GATE_TYPES = ("fixed", "lstm")
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _layers_tuple(name: str, value: object, depth: int) -> tuple[int, ...]:
-    """Normalise a sequence of 1-based layer numbers and check it is within 1..depth, unique."""
-    if _is_int(value):
-        value = (value,)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be a sequence of layer numbers (ints), got {value!r}")
+def _layers_tuple(name: str, value: Sequence[int], depth: int) -> tuple[int, ...]:
+    """A sequence of 1-based layer numbers as a tuple, checked to lie within 1..depth."""
     layers = tuple(value)
     if not all(_is_int(layer) for layer in layers):
         raise TypeError(f"{name} must contain only ints, got {layers!r}")
@@ -31,11 +26,13 @@ def _layers_tuple(name: str, value: object, depth: int) -> tuple[int, ...]:
     return layers
 
 
+@typechecked
 @dataclass
 class BlockRecurrentConfig:
     """Every hyperparameter of a BlockRecurrentTransformer; the seed package's names and defaults.
 
-    Layers are numbered from 1. ``recurrent_layers`` are the layers that hold (write) a recurrent
+    Layers are numbered from 1. The XL memory holds the previous block (``block_width`` keys/values
+per layer); the compressed memory, when on, half a block of compressed ones. ``recurrent_layers`` are the layers that hold (write) a recurrent
     state; ``read_recurrent_layers[i]`` is the layer that reads the state written by
     ``recurrent_layers[i]`` (by default the same layer; it may be lower, never higher).
     """
@@ -47,8 +44,8 @@ class BlockRecurrentConfig:
     heads: int = 8
     kv_heads: int = 1
     all_layers_qk_rmsnorm: bool = False
-    qk_rmsnorm_scale: float = 8.0
-    ff_mult: float = 4
+    qk_rmsnorm_scale: Union[int, float] = 8.0
+    ff_mult: Union[int, float] = 4
     max_seq_len: int = 1024
     block_width: int = 512
     recurrent_layers: Optional[Sequence[int]] = None
@@ -60,7 +57,7 @@ class BlockRecurrentConfig:
     use_compressed_mem: bool = False
     compressed_mem_factor: int = 4
     xpos_scale_base: int = 512
-    rotary_theta: float = 10000.0
+    rotary_theta: Union[int, float] = 10000.0
 
     def __post_init__(self) -> None:
         for name in ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len",
@@ -73,16 +70,20 @@ class BlockRecurrentConfig:
         for name in ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if not isinstance(self.ff_mult, (int, float)) or self.ff_mult <= 0:
-            raise ValueError(f"ff_mult must be a positive number, got {self.ff_mult!r}")
+        for name in ("ff_mult", "qk_rmsnorm_scale", "rotary_theta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if int(self.dim * self.ff_mult * 2 / 3) < 1:
+            raise ValueError(f"ff_mult ({self.ff_mult}) leaves the feed-forward of dim {self.dim} with no hidden unit")
+        if self.dim_head % 2 != 0:
+            raise ValueError(f"dim_head must be even (rotary positions rotate pairs of channels), got {self.dim_head}")
         if self.heads % self.kv_heads != 0:
             raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
         if self.max_seq_len % self.block_width != 0:
             raise ValueError(
                 f"max_seq_len ({self.max_seq_len}) must be divisible by block_width ({self.block_width})"
             )
-        if self.gate_type not in GATE_TYPES:
-            raise ValueError(f"gate_type must be one of {GATE_TYPES}, got {self.gate_type!r}")
         if self.use_compressed_mem:
             if self.compressed_mem_factor < 2 or self.block_width % self.compressed_mem_factor != 0:
                 raise ValueError(
@@ -117,11 +118,6 @@ class BlockRecurrentConfig:
         self.recurrent_layers, self.read_recurrent_layers = write, read
 
     # derived sizes, named once so that every module agrees on them
-
-    @property
-    def xl_mem_len(self) -> int:
-        """XL memory: the keys/values of the previous block."""
-        return self.block_width
 
     @property
     def compressed_mem_len(self) -> int:

@@ -11,7 +11,7 @@ GPU memory is constant in the generated length: the cache holds one block and it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -60,10 +60,11 @@ class CachedDecoder:
                  use_cuda_graph: Optional[bool] = None) -> None:
         self.model, self.memories, self.states = model, memories, states
         device = memories.device
-        # under autocast, keep the cache in the autocast dtype: attention would cast it every step
-        dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
-                 else model.token_emb.weight.dtype)
-        self.cache = DecodeCache(model, memories.batch_size, device, dtype)
+        # decode in the autocast state the decoder was made in, whatever the caller's is later, and
+        # keep the cache in that dtype (attention would otherwise cast it every step)
+        self.autocast = torch.is_autocast_enabled(device.type)
+        self.dtype = model.compute_dtype()
+        self.cache = DecodeCache(model, memories.batch_size, device, self.dtype)
         self.cache.begin_block(memories, states)
         self.use_cuda_graph = device.type == "cuda" if use_cuda_graph is None else use_cuda_graph
         self.graph = None
@@ -71,7 +72,11 @@ class CachedDecoder:
     def append(self, tokens: Tensor) -> Tensor:
         """Feed tokens (b, t); return the logits (b, vocab) after the last of them."""
         width, cache = self.model.block_width, self.cache
-        with sdpa_kernel(self.backends):
+        # no autocast weight cache: a captured graph must cast the weights itself, not read copies
+        # that the cache frees when the caller's autocast region ends
+        precision = torch.autocast(cache.keys.device.type, dtype=self.dtype, enabled=self.autocast,
+                                   cache_enabled=False)
+        with sdpa_kernel(self.backends), precision:
             while tokens.shape[1] > 0:
                 n = min(width - cache.length, tokens.shape[1])
                 chunk, tokens = tokens[:, :n], tokens[:, n:]
@@ -84,6 +89,7 @@ class CachedDecoder:
         return logits
 
     def _step(self, chunk: Tensor) -> Tensor:
+        """Run tokens through the model, extending the cache; the logits after the last."""
         model = self.model
         last, self.memories, self.states = model.forward_block(
             model.token_emb(chunk), self.memories, self.states, cache=self.cache
@@ -91,6 +97,7 @@ class CachedDecoder:
         return model.logits(last[:, -1])
 
     def _replay(self, token: Tensor) -> Tensor:
+        """``_step`` for one mid-block token, by replaying the captured graph (captured on first use)."""
         if self.graph is None:
             self._capture(token)
         self.static_token.copy_(token)
@@ -121,25 +128,24 @@ class CachedDecoder:
         rewind()
 
 
-def stream(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, *, xl_memories: Optional[Memories] = None,
-           states: Optional[Sequence[Tensor]] = None, temperature: float = 1.0, filter_thres: Optional[float] = 0.9,
-           top_k: Optional[int] = None, top_p: Optional[float] = None, eos_token: Optional[int] = None,
-           generator: Optional[torch.Generator] = None, use_cache: bool = True) -> Iterator[Tensor]:
-    """Yield (b,) new tokens one step at a time. Rows that produced ``eos_token`` then yield it again.
-
-    The caller's memories and states are read, never modified. ``use_cache=False`` decodes by the
-    reference path (same tokens, much slower).
-    """
+def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Optional[Memories] = None,
+          states: Optional[Sequence[Tensor]] = None, use_cache: bool = True) -> tuple["CachedDecoder", Tensor]:
+    """Check the prime, build a decoder from the caller's memories and states, prefill the prime;
+    return the decoder and the logits after the prime."""
     model.check_tokens(prime, "prime")
     if prime.shape[1] < 1:
         raise ValueError("prime must hold at least one token")
-    check_sampling(model.config.num_tokens, temperature, top_k, top_p, filter_thres)
-    if eos_token is not None and not 0 <= eos_token < model.config.num_tokens:
-        raise ValueError(f"eos_token must be a token id in 0..{model.config.num_tokens - 1}, got {eos_token}")
-    memories, states = model.prepare(prime.shape[0], xl_memories, states, None, model.token_emb.weight.dtype)
+    memories, states = model.prepare(prime.shape[0], xl_memories, states)
     decoder = (CachedDecoder if use_cache else ReferenceDecoder)(model, memories, states)
-    logits = decoder.append(prime)
-    done = torch.zeros(prime.shape[0], dtype=torch.bool, device=prime.device)
+    return decoder, decoder.append(prime)
+
+
+def sample_tokens(decoder: "CachedDecoder", logits: Tensor, num_new: int, *, temperature: float = 1.0,
+                  filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                  eos_token: Optional[int] = None, generator: Optional[torch.Generator] = None) -> Iterator[Tensor]:
+    """Yield (b,) sampled tokens, feeding each back to the decoder before the next (not the last:
+    nothing needs its logits). Rows that produced ``eos_token`` then yield it again."""
+    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     for step in range(num_new):
         token = sample(logits, temperature, top_k, top_p, filter_thres, generator)
         if eos_token is not None:
@@ -150,20 +156,40 @@ def stream(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, *, x
             logits = decoder.append(token[:, None])
 
 
-def generate(model: "BlockRecurrentTransformer", prime: Tensor, length: int,
-             return_memories_and_states: bool = False, **kwargs):
+def _decode(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, xl_memories: Optional[Memories],
+            states: Optional[Sequence[Tensor]], use_cache: bool, sampling: dict) -> tuple["CachedDecoder", Iterator[Tensor]]:
+    """Check every argument at once, prefill, and return the decoder and the iterator of new tokens."""
+    if not isinstance(num_new, int) or isinstance(num_new, bool) or num_new < 1:
+        raise ValueError(f"the number of new tokens must be a positive int, got {num_new!r}")
+    check_sampling(model.config.num_tokens, **sampling)
+    decoder, logits = start(model, prime, xl_memories=xl_memories, states=states, use_cache=use_cache)
+    return decoder, sample_tokens(decoder, logits, num_new, **sampling)
+
+
+def stream(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, *, xl_memories: Optional[Memories] = None,
+           states: Optional[Sequence[Tensor]] = None, use_cache: bool = True, **sampling) -> Iterator[Tensor]:
+    """An iterator of (b,) new tokens, one per step; ``sampling`` as for ``sample_tokens``. The
+    arguments are checked at once, not at the first ``next``. The caller's memories and states are
+    read, never modified. ``use_cache=False`` decodes by the reference path (much slower)."""
+    return _decode(model, prime, num_new, xl_memories, states, use_cache, sampling)[1]
+
+
+def generate(model: "BlockRecurrentTransformer", prime: Tensor, length: int, *,
+             xl_memories: Optional[Memories] = None, states: Optional[Sequence[Tensor]] = None,
+             use_cache: bool = True, return_memories_and_states: bool = False,
+             **sampling) -> Union[Tensor, tuple[Tensor, Memories, list[Tensor]]]:
     """The new tokens (b, length - prime_len) following prime; ``length`` counts the prime too.
 
     With ``return_memories_and_states`` also the memories and states after prime + new tokens
     (committed up to the last full block), to continue from.
     """
+    if not isinstance(prime, Tensor) or prime.ndim != 2:
+        model.check_tokens(prime, "prime")  # raises the clear error
     if not isinstance(length, int) or isinstance(length, bool) or length <= prime.shape[-1]:
         raise ValueError(f"length (total, prime included) must be an int > prime length {prime.shape[-1]}, got {length!r}")
-    new = torch.stack(list(stream(model, prime, length - prime.shape[-1], **kwargs)), dim=1)
+    decoder, tokens = _decode(model, prime, length - prime.shape[-1], xl_memories, states, use_cache, sampling)
+    new = torch.stack(list(tokens), dim=1)
     if not return_memories_and_states:
         return new
-    memories, states = model.prepare(prime.shape[0], kwargs.get("xl_memories"), kwargs.get("states"), None,
-                                     model.token_emb.weight.dtype)
-    decoder = CachedDecoder(model, memories, states)
-    decoder.append(torch.cat((prime, new), dim=1))
+    decoder.append(new[:, -1:])  # commit the last token too
     return new, decoder.memories, decoder.states

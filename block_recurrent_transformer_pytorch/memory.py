@@ -80,14 +80,14 @@ class Memories:
         if self.compressed is not None:
             comp_len = self.compressed.shape[-2]
             per_block = config.block_width // config.compressed_mem_factor
-            valid_comp = ((since - config.xl_mem_len // config.block_width) * per_block).clamp(0, comp_len)
+            valid_comp = ((since - 1) * per_block).clamp(0, comp_len)  # the newest block is in the XL memory
             parts.insert(0, torch.arange(comp_len, device=self.device) >= comp_len - valid_comp)
         return torch.cat(parts, dim=-1)
 
 
 def _blocks_to_refill(config: BlockRecurrentConfig) -> int:
     """Full blocks that must be pushed after a reset before no pre-reset entry is left."""
-    blocks = config.xl_mem_len // config.block_width
+    blocks = 1  # the XL memory
     if config.use_compressed_mem:
         blocks += math.ceil(config.compressed_mem_len / (config.block_width // config.compressed_mem_factor))
     return blocks
@@ -122,7 +122,7 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
          compressor: Optional[MemoryCompressor]) -> Memories:
     """Append one full block of keys/values (depth, 2, b, kv_heads, block_width, d) to the FIFOs."""
     xl = torch.cat((memories.xl, new_kv), dim=-2)
-    evicted, xl = xl[..., :-config.xl_mem_len, :], xl[..., -config.xl_mem_len:, :]
+    evicted, xl = xl[..., :-config.block_width, :], xl[..., -config.block_width:, :]
     compressed = memories.compressed
     if compressor is not None and evicted.shape[-2] > 0:
         compressed = torch.cat((compressed, compressor(evicted)), dim=-2)[..., -config.compressed_mem_len:, :]
@@ -141,7 +141,7 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
             f"xl_memories must be the Memories object the model returned (or None), got {type(memories).__name__}"
         )
     expected = (config.depth, 2, batch, config.kv_heads)
-    for name, t, capacity in (("xl", memories.xl, config.xl_mem_len),
+    for name, t, capacity in (("xl", memories.xl, config.block_width),
                               ("compressed", memories.compressed, config.compressed_mem_len)):
         if t is None:
             if name == "compressed" and config.use_compressed_mem:

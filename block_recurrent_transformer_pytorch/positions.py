@@ -16,25 +16,28 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim_head: int, theta: float = 10000.0, xpos_scale_base: int = 512) -> None:
         super().__init__()
-        self.register_buffer("inv_freq", 1.0 / theta ** (torch.arange(0, dim_head, 2).float() / dim_head),
-                             persistent=False)
-        # xpos: frequency i decays as ((2i + 0.4 d) / 1.4 d) ** (position / scale_base); queries are
-        # multiplied by it and keys divided, so a score depends only on the distance between them.
-        self.register_buffer("xpos_base", (torch.arange(0, dim_head, 2).float() + 0.4 * dim_head) / (1.4 * dim_head),
-                             persistent=False)
-        self.xpos_scale_base = xpos_scale_base
+        self.dim_head, self.theta, self.xpos_scale_base = dim_head, theta, xpos_scale_base
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Return (cos, sin, xpos scale), each (len(positions), dim_head), in float32."""
-        positions = positions.float()
-        freqs = torch.outer(positions, self.inv_freq)
+        """Return (cos, sin, xpos scale), each (len(positions), dim_head), in float32.
+
+        The frequencies are computed here in float32 rather than kept as buffers, which
+        ``model.half()`` or ``.bfloat16()`` would round (0.45 rad of phase error at distance 1024).
+        """
+        d = self.dim_head
+        channels = torch.arange(0, d, 2, device=positions.device, dtype=torch.float32)
+        positions = positions.float()[:, None]
+        freqs = positions * self.theta ** (-channels / d)
         freqs = torch.cat((freqs, freqs), dim=-1)
-        scale = self.xpos_base ** (positions[:, None] / self.xpos_scale_base)
+        # xpos: frequency i decays as ((2i + 0.4 d) / 1.4 d) ** (position / scale_base); queries are
+        # multiplied by it and keys divided, so a score depends only on the distance between them.
+        scale = ((channels + 0.4 * d) / (1.4 * d)) ** (positions / self.xpos_scale_base)
         scale = torch.cat((scale, scale), dim=-1)
         return freqs.cos(), freqs.sin(), scale
 
 
 def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension: a 90-degree rotation of each pair."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
 

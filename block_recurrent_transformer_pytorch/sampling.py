@@ -9,17 +9,25 @@ import torch
 from torch import Tensor
 
 
-def check_sampling(vocab: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
-                   filter_thres: Optional[float]) -> None:
-    """Raise a clear error for sampling arguments outside their ranges."""
-    if not isinstance(temperature, (int, float)) or temperature < 0:
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_sampling(vocab: int, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                   filter_thres: Optional[float] = 0.9, eos_token: Optional[int] = None,
+                   generator: Optional[torch.Generator] = None) -> None:
+    """Raise a clear error for sampling arguments (those of ``sample``, and ``eos_token``) outside their ranges."""
+    if not _is_number(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a number >= 0 (0 is greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= vocab):
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= vocab):
         raise ValueError(f"top_k must be an int in 1..{vocab} (num_tokens) or None, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+    if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-    if filter_thres is not None and (not isinstance(filter_thres, (int, float)) or not 0 <= filter_thres < 1):
+    if filter_thres is not None and (not _is_number(filter_thres) or not 0 <= filter_thres < 1):
         raise ValueError(f"filter_thres must be in [0, 1) or None, got {filter_thres!r}")
+    if eos_token is not None and (not isinstance(eos_token, int) or isinstance(eos_token, bool)
+                                  or not 0 <= eos_token < vocab):
+        raise ValueError(f"eos_token must be a token id in 0..{vocab - 1} or None, got {eos_token!r}")
 
 
 def sample(logits: Tensor, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,

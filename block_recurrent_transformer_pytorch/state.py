@@ -112,8 +112,10 @@ class RecurrentState(nn.Module):
         return self.gate(view.state, update)
 
 
-def check_states(states: object, config: BlockRecurrentConfig, batch: int, device: torch.device) -> list[Tensor]:
-    """Raise a clear error unless ``states`` is one (batch, S, dim) tensor per recurrent layer."""
+def check_states(states: object, config: BlockRecurrentConfig, batch: int, device: torch.device,
+                 dtype: torch.dtype) -> list[Tensor]:
+    """Raise a clear error unless ``states`` is one (batch, S, dim) float tensor per recurrent layer;
+    return them in ``dtype`` (the states' parameters')."""
     if not isinstance(states, (list, tuple)) or not all(isinstance(s, Tensor) for s in states):
         raise TypeError(f"states must be a list of tensors (one per recurrent layer) or None, got {type(states).__name__}")
     if len(states) != len(config.recurrent_layers):
@@ -126,4 +128,6 @@ def check_states(states: object, config: BlockRecurrentConfig, batch: int, devic
             raise ValueError(f"states[{i}] must have shape {expected} (batch, num_state_vectors, dim), got {tuple(s.shape)}")
         if s.device != device:
             raise ValueError(f"states[{i}] is on {s.device}, the input is on {device}")
-    return list(states)
+        if not s.is_floating_point():
+            raise TypeError(f"states[{i}] must be a floating-point tensor, got dtype {s.dtype}")
+    return [s.to(dtype) for s in states]

@@ -8,12 +8,12 @@ from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import AttentionBlock, FeedForward
 from .cache import DecodeCache
-from .config import BlockRecurrentConfig, typechecked
+from .config import BlockRecurrentConfig
 from .generation import generate, stream
 from .memory import MemoryCompressor, Memories, check_memories, empty_memories, push
 from .positions import RotaryEmbedding
@@ -30,76 +30,67 @@ class BlockRecurrentTransformer(nn.Module):
     the mean cross-entropy replaces the logits.
     """
 
-    @typechecked
-    def __init__(
-        self,
-        *,
-        num_tokens: int,
-        dim: int,
-        depth: int,
-        dim_head: int = 64,
-        heads: int = 8,
-        kv_heads: int = 1,
-        all_layers_qk_rmsnorm: bool = False,
-        ff_mult: Union[int, float] = 4,
-        max_seq_len: int = 1024,
-        block_width: int = 512,
-        recurrent_layers: Optional[Sequence[int]] = None,
-        read_recurrent_layers: Optional[Sequence[int]] = None,
-        num_state_vectors: Optional[int] = None,
-        gate_type: str = "fixed",
-        ignore_index: int = -100,
-        use_flash_attn: bool = False,
-        use_compressed_mem: bool = False,
-        compressed_mem_factor: int = 4,
-        qk_rmsnorm_scale: float = 8.0,
-        xpos_scale_base: int = 512,
-        rotary_theta: float = 10000.0,
-        activation_checkpointing: bool = False,
-    ) -> None:
+    def __init__(self, config: Optional[BlockRecurrentConfig] = None, *, activation_checkpointing: bool = False,
+                 **kwargs) -> None:
+        """Build from a ``BlockRecurrentConfig`` or from its fields as keywords (the seed's usage:
+        ``BlockRecurrentTransformer(num_tokens=..., dim=..., depth=..., ...)``).
+
+        activation_checkpointing: recompute each block's activations in the backward pass
+            (memory for time on long segments; changes no result).
+        """
         super().__init__()
-        config = BlockRecurrentConfig(
-            num_tokens=num_tokens, dim=dim, depth=depth, dim_head=dim_head, heads=heads, kv_heads=kv_heads,
-            all_layers_qk_rmsnorm=all_layers_qk_rmsnorm, ff_mult=ff_mult, max_seq_len=max_seq_len,
-            block_width=block_width, recurrent_layers=recurrent_layers, read_recurrent_layers=read_recurrent_layers,
-            num_state_vectors=num_state_vectors, gate_type=gate_type, ignore_index=ignore_index,
-            use_flash_attn=use_flash_attn, use_compressed_mem=use_compressed_mem,
-            compressed_mem_factor=compressed_mem_factor, qk_rmsnorm_scale=qk_rmsnorm_scale,
-            xpos_scale_base=xpos_scale_base, rotary_theta=rotary_theta,
-        )
+        if config is None:
+            config = BlockRecurrentConfig(**kwargs)
+        elif not isinstance(config, BlockRecurrentConfig) or kwargs:
+            raise TypeError("pass a BlockRecurrentConfig or its fields as keywords, not both")
+        if not isinstance(activation_checkpointing, bool):
+            raise TypeError(f"activation_checkpointing must be a bool, got {activation_checkpointing!r}")
         self.config = config
-        # recompute each block's activations in the backward pass: memory for time, on long segments
         self.activation_checkpointing = activation_checkpointing
-        self.max_seq_len, self.block_width = config.max_seq_len, config.block_width
+        depth, dim, dim_head = config.depth, config.dim, config.dim_head
 
         # which recurrent state (by index into recurrent_layers) each layer reads and writes
         self.reads_at = {layer: [i for i, r in enumerate(config.read_recurrent_layers) if r == layer]
                          for layer in range(1, depth + 1)}
         self.writes_at = {w: i for i, w in enumerate(config.recurrent_layers)}
 
-        self.token_emb = nn.Embedding(num_tokens, dim)
+        self.token_emb = nn.Embedding(config.num_tokens, dim)
         self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base)
         self.layers = nn.ModuleList(
             nn.ModuleList([
                 AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer])),
-                FeedForward(dim, ff_mult),
+                FeedForward(dim, config.ff_mult),
             ])
             for layer in range(1, depth + 1)
         )
         self.states = nn.ModuleList(RecurrentState(config) for _ in config.recurrent_layers)
-        self.compressor = MemoryCompressor(config) if use_compressed_mem else None
+        self.compressor = MemoryCompressor(config) if config.use_compressed_mem else None
         self.norm_out = nn.LayerNorm(dim, bias=False)
-        self.to_logits = nn.Linear(dim, num_tokens, bias=False)
+        self.to_logits = nn.Linear(dim, config.num_tokens, bias=False)
 
     @classmethod
     def from_config(cls, config: Union[BlockRecurrentConfig, dict], **options) -> "BlockRecurrentTransformer":
         """Build a model from a config (or its ``to_dict()``), e.g. from a checkpoint; ``options``
         are the constructor's settings that change no weight (activation_checkpointing)."""
-        return cls(**(config.to_dict() if isinstance(config, BlockRecurrentConfig) else config), **options)
+        return cls(config if isinstance(config, BlockRecurrentConfig) else BlockRecurrentConfig(**config), **options)
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    @property
+    def block_width(self) -> int:
+        return self.config.block_width
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are."""
         return self.token_emb.weight.device
+
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations have here: autocast's inside an autocast region, else the weights'."""
+        device = self.device.type
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.token_emb.weight.dtype
 
     # ---- memories and states -----------------------------------------------------------------
 
@@ -107,18 +98,18 @@ class BlockRecurrentTransformer(nn.Module):
         """The learned initial state of every recurrent layer, (batch, S, dim) each."""
         return [s.initial(batch) for s in self.states]
 
-    def prepare(self, batch: int, xl_memories: Optional[Memories], states: Optional[Sequence[Tensor]],
-                reset: Optional[Tensor], dtype: torch.dtype) -> tuple[Memories, States]:
+    def prepare(self, batch: int, xl_memories: Optional[Memories] = None, states: Optional[Sequence[Tensor]] = None,
+                reset: Optional[Tensor] = None) -> tuple[Memories, States]:
         """Check what the caller passed in, fill in defaults and apply a per-row reset."""
         device = self.device
         if xl_memories is None or (isinstance(xl_memories, (list, tuple)) and len(xl_memories) == 0):
-            memories = empty_memories(self.config, batch, device, dtype)
+            memories = empty_memories(self.config, batch, device, self.compute_dtype())
         else:
             memories = check_memories(xl_memories, self.config, batch, device)
         if states is None or (isinstance(states, (list, tuple)) and len(states) == 0):
             states = self.initial_states(batch)
         else:
-            states = check_states(states, self.config, batch, device)
+            states = check_states(states, self.config, batch, device, self.states[0].init_state.dtype)
         if reset is not None:
             if not isinstance(reset, Tensor) or reset.dtype != torch.bool or tuple(reset.shape) != (batch,):
                 raise ValueError(f"reset must be a bool tensor of shape (batch={batch},), got {reset!r}")
@@ -149,7 +140,7 @@ class BlockRecurrentTransformer(nn.Module):
                  states: Optional[Sequence[Tensor]] = None, temperature: float = 1.0,
                  filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  eos_token: Optional[int] = None, return_memories_and_states: bool = False,
-                 use_cache: bool = True):
+                 use_cache: bool = True) -> Union[Tensor, tuple[Tensor, Memories, States]]:
         """Sample ``length - prime_len`` new tokens after prime (b, prime_len); returns only the new ones.
 
         ``length`` counts the prime (seed semantics; default max_seq_len + 1) and may be any size.
@@ -165,10 +156,8 @@ class BlockRecurrentTransformer(nn.Module):
 
     @torch.no_grad()
     def stream(self, prime: Tensor, max_new_tokens: int, **kwargs) -> Iterator[Tensor]:
-        """Yield the next token of every row, (b,), as each is sampled; kwargs as for ``generate``."""
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-        yield from stream(self, prime, max_new_tokens, **kwargs)
+        """An iterator of the next token of every row, (b,), as each is sampled; kwargs as for ``generate``."""
+        return stream(self, prime, max_new_tokens, **kwargs)
 
     # ---- the computation ---------------------------------------------------------------------
 
@@ -276,7 +265,7 @@ class BlockRecurrentTransformer(nn.Module):
                 f"segment by segment with the returned memories and states, or use RecurrentTrainerWrapper"
             )
         h = self.token_emb(x)
-        memories, states = self.prepare(x.shape[0], xl_memories, states, reset, h.dtype)
+        memories, states = self.prepare(x.shape[0], xl_memories, states, reset)
 
         outputs = []
         for block in h.split(self.block_width, dim=1):

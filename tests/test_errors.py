@@ -23,7 +23,12 @@ BASE = dict(num_tokens=VOCAB, dim=32, depth=3, dim_head=8, heads=4, max_seq_len=
     (dict(recurrent_layers=("2",)), TypeError, ["recurrent_layers", "not instance of int"]),
     (dict(dim="32"), TypeError, ["dim", "'32'"]),
     (dict(heads=4, kv_heads=3), ValueError, ["kv_heads (3)", "heads (4)"]),
-    (dict(gate_type="gru"), ValueError, ["gate_type", "'gru'", "fixed"]),
+    (dict(gate_type="gru"), TypeError, ["gate_type", "'gru'", "fixed"]),
+    (dict(dim_head=7), ValueError, ["dim_head must be even", "got 7"]),
+    (dict(ff_mult=0.01), ValueError, ["ff_mult (0.01)", "no hidden unit"]),
+    (dict(rotary_theta=0), ValueError, ["rotary_theta", "positive finite", "got 0"]),
+    (dict(qk_rmsnorm_scale=float("nan")), ValueError, ["qk_rmsnorm_scale", "got nan"]),
+    (dict(use_flash_attn=1), TypeError, ["use_flash_attn"]),
     (dict(use_compressed_mem=True, compressed_mem_factor=3), ValueError, ["compressed_mem_factor", "got 3"]),
     (dict(num_state_vectors=0), ValueError, ["num_state_vectors", "got 0"]),
 ])

@@ -22,7 +22,7 @@ def test_every_step_equals_the_full_forward(decoder_cls, compressed, prefill):
     model = small_model(use_compressed_mem=compressed, **RECURRENT)
     x = tokens(2, 44)
     expected, _, _ = run_segments(model, x, 16)
-    memories, states = model.prepare(2, None, None, None, torch.float32)
+    memories, states = model.prepare(2)
     decoder = decoder_cls(model, memories, states)
     with torch.no_grad():
         got = [decoder.append(x[:, :prefill])]
@@ -125,7 +125,7 @@ def test_decoding_state_does_not_grow_with_the_generated_length():
     """GPU memory for generation is constant in the length: the cache is allocated once, and the
     memories stay at their capacity however many blocks pass."""
     model = small_model(use_compressed_mem=True, **RECURRENT)
-    memories, states = model.prepare(1, None, None, None, torch.float32)
+    memories, states = model.prepare(1)
     decoder = CachedDecoder(model, memories, states)
     buffers = [decoder.cache.keys, decoder.cache.values, decoder.cache.block_kv]
     addresses = [t.data_ptr() for t in buffers]

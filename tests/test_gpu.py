@@ -70,7 +70,7 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed):
         first, memories, states = model(x[:, :1024])
         second, _, _ = model(x[:, 1024:], xl_memories=memories, states=states)
         expected = torch.cat((first, second), dim=1)
-        decoder = CachedDecoder(model, *model.prepare(2, None, None, None, torch.float32), use_cuda_graph=True)
+        decoder = CachedDecoder(model, *model.prepare(2), use_cuda_graph=True)
         got = [decoder.append(x[:, :100])] + [decoder.append(x[:, t:t + 1]) for t in range(100, 1100)]
     assert decoder.graph is not None
     # cuDNN's convolution (the compressor) runs in TF32 by default: allow for its rounding
