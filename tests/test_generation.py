@@ -7,6 +7,7 @@ import torch
 
 from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
+from block_recurrent_transformer_pytorch.sampling import sample
 
 from .helpers import VOCAB, run_segments, small_model, tokens
 
@@ -30,8 +31,9 @@ def test_every_step_equals_the_full_forward(decoder_cls, compressed, prefill):
     torch.testing.assert_close(torch.stack(got, dim=1), expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
 
 
-def test_decoding_continues_from_passed_memories_and_states():
-    model = small_model(use_compressed_mem=True, **RECURRENT)
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_decoding_continues_from_passed_memories_and_states(kv_heads):
+    model = small_model(use_compressed_mem=True, kv_heads=kv_heads, **RECURRENT)
     x = tokens(1, 40)
     expected, _, _ = run_segments(model, x, 16)
     _, memories, states = run_segments(model, x[:, :16], 16)
@@ -39,6 +41,22 @@ def test_decoding_continues_from_passed_memories_and_states():
     with torch.no_grad():
         got = torch.stack([decoder.append(x[:, t:t + 1]) for t in range(16, 40)], dim=1)
     torch.testing.assert_close(got, expected[:, 16:], rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_from_memories_with_a_reset_row():
+    """Row 0 reset at the last call: its masked old entries stay masked in the decoding cache."""
+    model = small_model(use_compressed_mem=True, **RECURRENT)
+    x = tokens(2, 48)
+    _, memories, states = run_segments(model, x[:, :32], 16)
+    _, memories, states = model(x[:, 32:40], xl_memories=memories, states=states, reset=torch.tensor([True, False]))
+    assert memories.blocks_since_reset is not None  # row 0's old compressed entries are still held, masked
+    decoder = CachedDecoder(model, memories, states)
+    with torch.no_grad():
+        got = decoder.append(x[:, 40:44])
+    fresh_memories, fresh_states = model(x[:1, 32:40])[1:]
+    with torch.no_grad():
+        fresh = CachedDecoder(model, fresh_memories, fresh_states).append(x[:1, 40:44])
+    torch.testing.assert_close(got[:1], fresh, rtol=1e-5, atol=1e-5)
 
 
 def _greedy_by_recompute(model, prime, num_new):
@@ -88,9 +106,29 @@ def test_eos_token_ends_a_row():
     greedy = model.generate(prime, 24, temperature=0)
     eos = int(greedy[0, 3])
     out = model.generate(prime, 24, temperature=0, eos_token=eos)
-    first = int((out[0] == eos).nonzero()[0])
-    assert first <= 3 and (out[0, first:] == eos).all()
-    torch.testing.assert_close(out[0, :first], greedy[0, :first], rtol=0, atol=0)
+    for row in range(2):
+        hits = (greedy[row] == eos).nonzero()
+        if len(hits) == 0:  # never emits it: the row is untouched
+            torch.testing.assert_close(out[row], greedy[row], rtol=0, atol=0)
+            continue
+        first = int(hits[0])
+        assert (out[row, first:] == eos).all()
+        torch.testing.assert_close(out[row, :first], greedy[row, :first], rtol=0, atol=0)
+
+
+def test_top_p_and_top_k_restrict_the_candidates():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 64) * 3
+    order = logits.argsort(dim=-1, descending=True)
+    probs = logits.softmax(-1).gather(-1, order).cumsum(-1)
+    for _ in range(50):
+        nucleus = sample(logits, top_p=0.5)
+        ranks = (order == nucleus[:, None]).float().argmax(-1)
+        # a token is allowed when the tokens ranked above it cover less than top_p
+        covered_before = torch.where(ranks > 0, probs.gather(-1, (ranks - 1).clamp(min=0)[:, None])[:, 0], 0.0)
+        assert (covered_before < 0.5).all()
+        top = sample(logits, top_k=3)
+        assert ((order[:, :3] == top[:, None]).any(-1)).all()
 
 
 def test_returned_memories_continue_the_sequence():
