@@ -49,6 +49,8 @@ class DecodeCache:
         self.block_rotary = model.rotary(torch.arange(config.block_width, device=device))
         self.views: dict[int, StateView] = {}
 
+    causal = False  # the attention mask below encodes causality over the static buffer
+
     def begin_block(self, memories: Memories, states: list[Tensor]) -> None:
         """Load, in place, the memories and state views that the next block attends to."""
         model = self.model
@@ -93,6 +95,18 @@ class DecodeCache:
         self.block_kv[index, 0].index_copy_(2, positions, k.to(dtype))
         self.block_kv[index, 1].index_copy_(2, positions, v.to(dtype))
         return self.keys[index], self.values[index]
+
+    def view(self, i: int) -> StateView:
+        """State i's view for this block (computed at the block's start)."""
+        return self.views[i]
+
+    def layer_kv(self, index: int) -> tuple[Tensor, Tensor]:
+        """Layer ``index``'s raw block keys and values (what the state write reads)."""
+        return self.block_kv[index, 0], self.block_kv[index, 1]
+
+    def stacked_kv(self) -> Tensor:
+        """(depth, 2, b, kv_heads, block_width, d): every layer's raw block keys/values."""
+        return self.block_kv
 
     def advance(self, n: int) -> None:
         """n more tokens of the block are in."""

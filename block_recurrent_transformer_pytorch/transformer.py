@@ -182,53 +182,29 @@ class BlockRecurrentTransformer(nn.Module):
         hidden states and, when the block is now full, the memories with the block pushed and the
         states written by it; a partial block commits nothing.
         """
+        block = WholeBlock(self, memories, states) if cache is None else cache
         n = h.shape[1]
-        if cache is None:
-            start, causal = 0, True
-            rotary = self.rotary(torch.arange(n, device=h.device))
-            memory_kv, memory_rotary = memories.keys_values(), self.memory_rotary(memories)
-            memory_mask = memories.memory_mask(self.config)
-            mask = None if memory_mask is None else F.pad(memory_mask, (0, n), value=True)[:, None, None, :]
-        else:  # the cache holds positions and masks on the device, so that a CUDA graph can replay this
-            start, causal = cache.length, False
-            rotary, mask = cache.rotary(n), cache.attention_mask(n)
-        full = start + n == self.block_width
-        views: dict[int, StateView] = {} if cache is None else cache.views
+        full = block.length + n == self.block_width
+        rotary, mask = block.rotary(n), block.attention_mask(n)
 
         next_states = list(states)
-        block_kv = []
         for index, (attn, ff) in enumerate(self.layers):
             layer = index + 1
             x_normed, q, k, v = attn.project(h)
             q, k_positioned = attn.position(q, k, rotary)
-            if cache is None:
-                block_kv.append(torch.stack((k, v)))
-                memory_k, memory_v = self.positioned_memory(memory_kv, index, memory_rotary, k.dtype)
-                keys = torch.cat((memory_k, k_positioned), dim=-2)
-                values = torch.cat((memory_v, v), dim=-2)
-            else:
-                keys, values = cache.extend(index, k_positioned, k, v)
-            out = attn.attend_block(q, keys, values, causal=causal, mask=mask)
-
-            reads = []
-            for i in self.reads_at[layer]:
-                if cache is None:
-                    views[i] = self.states[i].view(states[i])
-                reads.append(self.states[i].read(x_normed, views[i]))
+            keys, values = block.extend(index, k_positioned, k, v)
+            out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
+            reads = [self.states[i].read(x_normed, block.view(i)) for i in self.reads_at[layer]]
             h = h + attn.output(out, reads)
-
             if full and layer in self.writes_at:
                 i = self.writes_at[layer]
-                block_k, block_v = (k, v) if cache is None else cache.block_kv[index]
-                next_states[i] = self.states[i].write(views[i], block_k, block_v)
+                next_states[i] = self.states[i].write(block.view(i), *block.layer_kv(index))
             h = h + ff(h)
+        block.advance(n)
 
-        if cache is not None:
-            cache.advance(n)
         if not full:
             return h, memories, states
-        block_kv = torch.stack(block_kv) if cache is None else cache.block_kv
-        return h, push(memories, block_kv, self.config, self.compressor), next_states
+        return h, push(memories, block.stacked_kv(), self.config, self.compressor), next_states
 
     def logits(self, h: Tensor) -> Tensor:
         """Final norm and projection to token logits."""
@@ -283,3 +259,51 @@ class BlockRecurrentTransformer(nn.Module):
             return logits, memories, states
         loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index)
         return loss, memories, states
+
+
+class WholeBlock:
+    """What a block run from its start attends to (training, the reference path): its memories,
+    positioned afresh, then its own keys/values. The same interface as ``DecodeCache``."""
+
+    causal = True  # the block's queries over [memories | block], aligned lower-right
+    length = 0  # a whole block starts at position 0
+
+    def __init__(self, model: BlockRecurrentTransformer, memories: Memories, states: States) -> None:
+        self.model, self.states = model, states
+        self.memory_kv, self.memory_rotary = memories.keys_values(), model.memory_rotary(memories)
+        self.memory_mask = memories.memory_mask(model.config)
+        self.block_kv: list[Tensor] = []
+        self.views: dict[int, StateView] = {}
+
+    def rotary(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotary tables for the block's positions 0..n-1."""
+        return self.model.rotary(torch.arange(n, device=self.memory_kv.device))
+
+    def attention_mask(self, n: int) -> Optional[Tensor]:
+        """None (no mask tensor: flash) unless some row's memory holds entries from before its reset."""
+        if self.memory_mask is None:
+            return None
+        return F.pad(self.memory_mask, (0, n), value=True)[:, None, None, :]
+
+    def extend(self, index: int, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer ``index``'s keys/values: positioned memories, then the block's own."""
+        self.block_kv.append(torch.stack((k, v)))
+        memory_k, memory_v = self.model.positioned_memory(self.memory_kv, index, self.memory_rotary, k.dtype)
+        return torch.cat((memory_k, k_positioned), dim=-2), torch.cat((memory_v, v), dim=-2)
+
+    def view(self, i: int) -> StateView:
+        """State i as this block reads and writes it (computed once, at its first read)."""
+        if i not in self.views:
+            self.views[i] = self.model.states[i].view(self.states[i])
+        return self.views[i]
+
+    def layer_kv(self, index: int) -> tuple[Tensor, Tensor]:
+        """Layer ``index``'s raw block keys and values (what the state write reads)."""
+        return tuple(self.block_kv[index])
+
+    def stacked_kv(self) -> Tensor:
+        """(depth, 2, b, kv_heads, n, d): every layer's raw block keys/values, to push to the memories."""
+        return torch.stack(self.block_kv)
+
+    def advance(self, n: int) -> None:
+        """Nothing to keep: a whole block is not continued."""
