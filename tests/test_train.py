@@ -35,15 +35,6 @@ TINY = dict(dim=32, depth=2, heads=2, dim_head=16, max_seq_len=32, block_width=1
             sample_interval=0, checkpoint_interval=0, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def corpus(path: Path, size: int = 20_000) -> Path:
     """A learnable byte file: a sentence repeated, with a counter so it is not purely periodic."""
     text = b"".join(b"the quick brown fox %d jumps over the lazy dog. " % (i % 7) for i in range(size // 40 + 1))
