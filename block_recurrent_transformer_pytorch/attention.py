@@ -80,9 +80,11 @@ class QKNorm(nn.Module):
         return (F.normalize(t, dim=-1) * gain).to(t.dtype)
 
     def normalize_keys(self, k: Tensor) -> Tensor:
+        """Unit keys times their gains."""
         return self._unit(k, self.k_gain)
 
     def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Unit queries and keys times their gains."""
         return self._unit(q, self.q_gain), self._unit(k, self.k_gain)
 
 

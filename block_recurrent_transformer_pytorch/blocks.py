@@ -25,6 +25,7 @@ class FeedForward(nn.Module):
         self.proj_out = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(b, n, dim) -> (b, n, dim), the residual branch."""
         x, gate = self.proj_in(self.norm(x)).chunk(2, dim=-1)
         return self.proj_out(x * F.gelu(gate))
 

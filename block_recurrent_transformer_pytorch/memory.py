@@ -41,10 +41,12 @@ class Memories:
 
     @property
     def batch_size(self) -> int:
+        """Rows of the batch these memories belong to."""
         return self.xl.shape[2]
 
     @property
     def device(self) -> torch.device:
+        """Where the memories are."""
         return self.xl.device
 
     def keys_values(self) -> Tensor:

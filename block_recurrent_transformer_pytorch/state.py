@@ -41,6 +41,7 @@ class FixedGate(nn.Module):
         self.bias = nn.Parameter(torch.randn(dim) * 0.1)
 
     def forward(self, state: Tensor, update: Tensor) -> Tensor:
+        """The next state from the current one and the projected update, both (b, S, dim)."""
         g = self.bias.sigmoid().to(update.dtype)
         return state * g + update * (1 - g)
 
@@ -54,6 +55,7 @@ class LSTMGate(nn.Module):
         self.input = nn.Linear(dim, dim)
 
     def forward(self, state: Tensor, update: Tensor) -> Tensor:
+        """The next state from the current one and the projected update, both (b, S, dim)."""
         forget = torch.sigmoid(self.forget(update) + 1)
         write = torch.sigmoid(self.input(update) - 1)
         return state * forget + update * write

@@ -76,10 +76,12 @@ class BlockRecurrentTransformer(nn.Module):
 
     @property
     def max_seq_len(self) -> int:
+        """Most tokens one call takes."""
         return self.config.max_seq_len
 
     @property
     def block_width(self) -> int:
+        """Tokens per block."""
         return self.config.block_width
 
     @property
@@ -109,7 +111,7 @@ class BlockRecurrentTransformer(nn.Module):
         if states is None or (isinstance(states, (list, tuple)) and len(states) == 0):
             states = self.initial_states(batch)
         else:
-            states = check_states(states, self.config, batch, device, self.states[0].init_state.dtype)
+            states = check_states(states, self.config, batch, device, self.token_emb.weight.dtype)
         if reset is not None:
             if not isinstance(reset, Tensor) or reset.dtype != torch.bool or tuple(reset.shape) != (batch,):
                 raise ValueError(f"reset must be a bool tensor of shape (batch={batch},), got {reset!r}")
