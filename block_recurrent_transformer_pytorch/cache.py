@@ -15,7 +15,6 @@ length grows. So one step can be captured once as a CUDA graph and replayed for 
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import torch
@@ -69,10 +68,12 @@ class DecodeCache:
         for i, state in enumerate(model.states):
             view = state.view(states[i])
             if i not in self.views:  # own copies: view.state is the caller's tensor, never to be written
-                self.views[i] = StateView(*(getattr(view, f.name).clone() for f in fields(StateView)))
-            else:
-                for f in fields(StateView):
-                    getattr(self.views[i], f.name).copy_(getattr(view, f.name))
+                self.views[i] = StateView(view.state.clone(), view.normed.clone(), view.k.clone(), view.v.clone())
+            else:  # in place: a captured graph reads these addresses
+                held = self.views[i]
+                for mine, new in ((held.state, view.state), (held.normed, view.normed), (held.k, view.k),
+                                  (held.v, view.v)):
+                    mine.copy_(new)
 
     def rotary(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """Rotary tables for the next n tokens of the block."""
