@@ -79,6 +79,10 @@ class QKNorm(nn.Module):
         # autocast runs the norm in fp32; return the input's dtype
         return (F.normalize(t, dim=-1) * gain).to(t.dtype)
 
+    def query_for_unit_keys(self, q: Tensor) -> Tensor:
+        """The query scored against bare unit keys (the kNN store): both gains folded into it."""
+        return (F.normalize(q, dim=-1) * self.q_gain * self.k_gain).to(q.dtype)
+
     def normalize_keys(self, k: Tensor) -> Tensor:
         """Unit keys times their gains."""
         return self._unit(k, self.k_gain)

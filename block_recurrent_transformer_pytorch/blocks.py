@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .attention import Attend
 from .config import BlockRecurrentConfig
+from .knn_memory import KNNMemory, recall
 from .positions import apply_rotary
 
 
@@ -37,7 +38,7 @@ class AttentionBlock(nn.Module):
     many recurrent states this layer reads; their outputs widen the output projection's input.
     """
 
-    def __init__(self, config: BlockRecurrentConfig, *, qk_rmsnorm: bool, num_state_reads: int) -> None:
+    def __init__(self, config: BlockRecurrentConfig, *, qk_rmsnorm: bool, num_state_reads: int, knn: bool = False) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.dim_head = config.heads, config.kv_heads, config.dim_head
         inner = config.heads * config.dim_head
@@ -47,6 +48,9 @@ class AttentionBlock(nn.Module):
         self.attend = Attend(config.dim_head, qk_rmsnorm=qk_rmsnorm, qk_rmsnorm_scale=config.qk_rmsnorm_scale,
                              use_flash_attn=config.use_flash_attn)
         self.to_out = nn.Linear(inner * (1 + num_state_reads), config.dim, bias=False)
+        # kNN layers: a learned per-head gate between local attention and attention over the store
+        self.knn_gate = nn.Parameter(torch.zeros(config.heads)) if knn else None
+        self.knn_top_k = config.knn_top_k
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Pre-norm x (b, n, dim) and project: (x_normed, q (b, h, n, d), raw k, raw v (b, kv_heads, n, d))."""
@@ -73,6 +77,18 @@ class AttentionBlock(nn.Module):
         """Positioned queries over positioned keys (causal: aligned lower-right): (b, n, heads * d)."""
         out = self.attend(q, k, v, causal=causal, mask=mask)
         return rearrange(out, "b h n d -> b n (h d)")
+
+    def recall(self, q: Tensor, local: Tensor, store: KNNMemory, index: int) -> Tensor:
+        """Mix attention over the top-k entries of the kNN store (layer ``index`` of it) into the local
+        attention output (b, n, heads * d), per head: local * (1 - g) + memory * g, g = sigmoid(gate).
+        A query that finds no valid entry keeps its local output. q: the raw queries (b, h, n, d)."""
+        query = self.attend.qk_norm.query_for_unit_keys(q)
+        memory, found = recall(query, store.keys[index], store.values[index], store.valid, self.knn_top_k,
+                               self.attend.scale)
+        g = self.knn_gate.sigmoid().to(memory.dtype)[:, None, None]
+        local = rearrange(local, "b n (h d) -> b h n d", h=self.heads)
+        mixed = torch.where(found, local * (1 - g) + memory * g, local)
+        return rearrange(mixed, "b h n d -> b n (h d)")
 
     def output(self, attn_out: Tensor, state_reads: list[Tensor]) -> Tensor:
         """Concatenate the state reads to the attention output and project back to dim."""

@@ -52,6 +52,9 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     read_recurrent_layers: Optional[Sequence[int]] = None
     num_state_vectors: Optional[int] = None
     gate_type: Literal["fixed", "lstm"] = "fixed"
+    knn_layers: Sequence[int] = ()
+    knn_memory_size: int = 262144
+    knn_top_k: int = 32
     ignore_index: int = -100
     use_flash_attn: bool = False
     use_compressed_mem: bool = False
@@ -61,7 +64,7 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
 
     def __post_init__(self) -> None:
         for name in ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len",
-                     "block_width", "compressed_mem_factor", "xpos_scale_base"):
+                     "block_width", "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k"):
             value = getattr(self, name)
             if not _is_int(value):
                 raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
@@ -117,6 +120,16 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
                 )
         self.recurrent_layers, self.read_recurrent_layers = write, read
 
+        knn = _layers_tuple("knn_layers", self.knn_layers, self.depth)
+        if len(set(knn)) != len(knn):
+            raise ValueError(f"knn_layers must not repeat a layer, got {knn!r}")
+        self.knn_layers = knn
+        if knn and self.knn_memory_size % self.block_width != 0:
+            raise ValueError(f"knn_memory_size ({self.knn_memory_size}) must be a multiple of block_width "
+                             f"({self.block_width}): the store takes whole blocks")
+        if self.knn_top_k > self.knn_memory_size:
+            raise ValueError(f"knn_top_k ({self.knn_top_k}) cannot exceed knn_memory_size ({self.knn_memory_size})")
+
     # derived sizes, named once so that every module agrees on them
 
     @property
@@ -125,12 +138,13 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
         return self.block_width // 2 if self.use_compressed_mem else 0
 
     def qk_rmsnorm(self, layer: int) -> bool:
-        """Recurrent layers always normalise queries and keys; others only if asked to."""
-        return self.all_layers_qk_rmsnorm or layer in self.recurrent_layers
+        """Recurrent and kNN layers always normalise queries and keys; others only if asked to."""
+        return self.all_layers_qk_rmsnorm or layer in self.recurrent_layers or layer in self.knn_layers
 
     def to_dict(self) -> dict:
         """Plain constructor arguments, for checkpoints."""
         d = asdict(self)
         d["recurrent_layers"] = list(d["recurrent_layers"])
         d["read_recurrent_layers"] = list(d["read_recurrent_layers"])
+        d["knn_layers"] = list(d["knn_layers"])
         return d

@@ -66,7 +66,9 @@ class CachedDecoder:
         self.dtype = model.compute_dtype()
         self.cache = DecodeCache(model, memories.batch_size, device, self.dtype)
         self.cache.begin_block(memories, states)
-        self.use_cuda_graph = device.type == "cuda" if use_cuda_graph is None else use_cuda_graph
+        # a graph reads fixed addresses; the kNN store is a new tensor after every block
+        graphable = device.type == "cuda" and not model.config.knn_layers
+        self.use_cuda_graph = graphable if use_cuda_graph is None else use_cuda_graph
         self.graph = None
 
     def append(self, tokens: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .config import BlockRecurrentConfig
+from .knn_memory import KNNMemory, empty_knn_memory
 
 
 @dataclass
@@ -32,12 +33,14 @@ class Memories:
     blocks_since_reset: (batch,) full blocks pushed since each row's last reset, while some row's
         memory still holds entries from before its reset; None when every entry is valid.
     blocks_until_valid: pushes until no row holds pre-reset entries (then the mask is dropped).
+    knn: the kNN layers' long-range store, or None when the model has no kNN layer.
     """
 
     xl: Tensor
     compressed: Optional[Tensor] = None
     blocks_since_reset: Optional[Tensor] = None
     blocks_until_valid: int = 0
+    knn: Optional[KNNMemory] = None
 
     @property
     def batch_size(self) -> int:
@@ -64,11 +67,12 @@ class Memories:
         """Forget everything in the rows where ``rows`` (bool, (batch,)) is True."""
         if not bool(rows.any()):  # one host sync per call with a reset, never per block
             return self
+        knn = None if self.knn is None else self.knn.reset(rows)
         since = self.blocks_since_reset
         if since is None:
             since = torch.full_like(rows, _blocks_to_refill(config), dtype=torch.long)
         since = torch.where(rows, torch.zeros_like(since), since)
-        return replace(self, blocks_since_reset=since, blocks_until_valid=_blocks_to_refill(config))
+        return replace(self, blocks_since_reset=since, blocks_until_valid=_blocks_to_refill(config), knn=knn)
 
     def memory_mask(self, config: BlockRecurrentConfig) -> Optional[Tensor]:
         """(batch, M) bool over [compressed | XL]: True where an entry belongs to the row's current
@@ -99,7 +103,8 @@ def empty_memories(config: BlockRecurrentConfig, batch: int, device: torch.devic
     """Memories holding nothing yet (zero-length FIFOs)."""
     shape = (config.depth, 2, batch, config.kv_heads, 0, config.dim_head)
     compressed = torch.empty(shape, device=device, dtype=dtype) if config.use_compressed_mem else None
-    return Memories(xl=torch.empty(shape, device=device, dtype=dtype), compressed=compressed)
+    return Memories(xl=torch.empty(shape, device=device, dtype=dtype), compressed=compressed,
+                    knn=empty_knn_memory(config, batch, device, dtype))
 
 
 class MemoryCompressor(nn.Module):
@@ -128,12 +133,16 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
     compressed = memories.compressed
     if compressor is not None and evicted.shape[-2] > 0:
         compressed = torch.cat((compressed, compressor(evicted)), dim=-2)[..., -config.compressed_mem_len:, :]
+    knn = memories.knn
+    if knn is not None and evicted.shape[-2] > 0:
+        layers = [layer - 1 for layer in config.knn_layers]
+        knn = knn.write(evicted[layers, 0], evicted[layers, 1])
     since, until = memories.blocks_since_reset, memories.blocks_until_valid
     if since is not None:
         since, until = since + 1, until - 1
         if until == 0:
             since = None
-    return Memories(xl=xl, compressed=compressed, blocks_since_reset=since, blocks_until_valid=until)
+    return Memories(xl=xl, compressed=compressed, blocks_since_reset=since, blocks_until_valid=until, knn=knn)
 
 
 def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, device: torch.device) -> Memories:
@@ -158,4 +167,12 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
             )
         if t.device != device:
             raise ValueError(f"xl_memories.{name} is on {t.device}, the input is on {device}")
+    if bool(config.knn_layers) != (memories.knn is not None):
+        raise ValueError(f"xl_memories {'lacks' if config.knn_layers else 'holds'} a kNN store, but the model "
+                         f"has knn_layers={config.knn_layers}")
+    if memories.knn is not None:
+        expected_knn = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
+        if tuple(memories.knn.keys.shape) != expected_knn or memories.knn.keys.device != device:
+            raise ValueError(f"xl_memories.knn.keys must have shape {expected_knn} on {device}, "
+                             f"got {tuple(memories.knn.keys.shape)} on {memories.knn.keys.device}")
     return memories

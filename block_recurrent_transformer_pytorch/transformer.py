@@ -53,12 +53,14 @@ class BlockRecurrentTransformer(nn.Module):
         self.reads_at = {layer: [i for i, r in enumerate(config.read_recurrent_layers) if r == layer]
                          for layer in range(1, depth + 1)}
         self.writes_at = {w: i for i, w in enumerate(config.recurrent_layers)}
+        self.knn_at = {layer: i for i, layer in enumerate(config.knn_layers)}  # layer -> its slice of the store
 
         self.token_emb = nn.Embedding(config.num_tokens, dim)
         self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base)
         self.layers = nn.ModuleList(
             nn.ModuleList([
-                AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer])),
+                AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
+                               knn=layer in self.knn_at),
                 FeedForward(dim, config.ff_mult),
             ])
             for layer in range(1, depth + 1)
@@ -192,10 +194,12 @@ class BlockRecurrentTransformer(nn.Module):
         next_states = list(states)
         for index, (attn, ff) in enumerate(self.layers):
             layer = index + 1
-            x_normed, q, k, v = attn.project(h)
-            q, k_positioned = attn.position(q, k, rotary)
+            x_normed, q_raw, k, v = attn.project(h)
+            q, k_positioned = attn.position(q_raw, k, rotary)
             keys, values = block.extend(index, k_positioned, k, v)
             out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
+            if layer in self.knn_at:
+                out = attn.recall(q_raw, out, memories.knn, self.knn_at[layer])
             reads = [self.states[i].read(x_normed, block.view(i)) for i in self.reads_at[layer]]
             h = h + attn.output(out, reads)
             if full and layer in self.writes_at:

@@ -1,0 +1,96 @@
+"""kNN memory (Memorizing Transformers, Wu et al. 2022): keys/values far beyond the XL and
+compressed memories, searched exactly by each query.
+
+Every kNN layer keeps, per batch row, a FIFO ring of ``knn_memory_size`` past keys/values: each
+block pushed out of the XL memory is written over the oldest entries (never a wholesale wipe).
+Keys are stored as unit vectors without positions, so a query finds them by cosine similarity;
+the search is exact (chunked top-k over the whole store, in torch, on the store's device).
+Entries are stored detached. A row that resets marks its entries invalid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import BlockRecurrentConfig
+
+SEARCH_CHUNK = 4096  # store entries scored at once: bounds the score matrix, not the result
+
+
+@dataclass
+class KNNMemory:
+    """keys, values: (knn layers, batch, kv_heads, capacity, dim_head); valid: (batch, capacity);
+    head: the slot the next block is written at (the same in every row)."""
+
+    keys: Tensor
+    values: Tensor
+    valid: Tensor
+    head: int = 0
+
+    def write(self, k: Tensor, v: Tensor) -> "KNNMemory":
+        """Write one block (knn layers, b, kv_heads, block_width, d) over the oldest entries."""
+        capacity, n = self.keys.shape[-2], k.shape[-2]
+        slots = torch.arange(self.head, self.head + n, device=k.device) % capacity
+        keys = self.keys.index_copy(-2, slots, F.normalize(k.detach(), dim=-1).to(self.keys.dtype))
+        values = self.values.index_copy(-2, slots, v.detach().to(self.values.dtype))
+        valid = self.valid.index_fill(-1, slots, True)
+        return KNNMemory(keys, values, valid, (self.head + n) % capacity)
+
+    def reset(self, rows: Tensor) -> "KNNMemory":
+        """Invalidate every entry of the rows where ``rows`` (bool, (batch,)) is True."""
+        return replace(self, valid=self.valid & ~rows[:, None])
+
+
+def empty_knn_memory(config: BlockRecurrentConfig, batch: int, device: torch.device,
+                     dtype: torch.dtype) -> Optional[KNNMemory]:
+    """An empty store for the config's kNN layers (None when it has none)."""
+    if not config.knn_layers:
+        return None
+    shape = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
+    return KNNMemory(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
+                     torch.zeros(batch, config.knn_memory_size, dtype=torch.bool, device=device))
+
+
+@torch.no_grad()
+def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: int = SEARCH_CHUNK) -> tuple[Tensor, Tensor]:
+    """Exact top-k of q (b, kv_heads, m, d) against keys (b, kv_heads, capacity, d) by dot product.
+
+    Returns (indices (b, kv_heads, m, top_k) into the store, found (same shape, bool: the entry is
+    valid)). The store is scored ``chunk`` entries at a time and the best are kept as it goes.
+    """
+    best_scores = best_index = None
+    for start in range(0, keys.shape[-2], chunk):
+        scores = q @ keys[..., start:start + chunk, :].transpose(-1, -2).to(q.dtype)
+        scores = scores.masked_fill(~valid[:, None, None, start:start + chunk], float("-inf"))
+        index = torch.arange(start, start + scores.shape[-1], device=q.device).expand_as(scores)
+        if best_scores is not None:
+            scores, index = torch.cat((best_scores, scores), dim=-1), torch.cat((best_index, index), dim=-1)
+        best_scores, order = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
+        best_index = index.gather(-1, order)
+    return best_index, best_scores > float("-inf")
+
+
+def recall(q: Tensor, keys: Tensor, values: Tensor, valid: Tensor, top_k: int, scale: float) -> tuple[Tensor, Tensor]:
+    """Attention of q (b, heads, n, d) over its top-k entries of one layer's store.
+
+    q is the query as scored against unit keys (its qk-norm gains folded in). Returns (out
+    (b, heads, n, d), found (b, heads, n, 1): the query retrieved at least one valid entry).
+    Gradients reach q; the store is constant.
+    """
+    b, heads, n, d = q.shape
+    kv_heads = keys.shape[1]
+    grouped = q.reshape(b, kv_heads, heads // kv_heads * n, d)  # query heads sharing a key/value head
+    index, found = search(grouped, keys, valid, top_k)
+    gather = index[..., None].expand(*index.shape, d)
+    # (b, kv_heads, g*n, top_k, d): the retrieved entries of each query
+    top_keys = keys[:, :, None].expand(-1, -1, grouped.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
+    top_values = values[:, :, None].expand(-1, -1, grouped.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
+    scores = torch.einsum("bhmd,bhmkd->bhmk", grouped, top_keys) * scale
+    weights = scores.masked_fill(~found, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
+    out = torch.einsum("bhmk,bhmkd->bhmd", weights, top_values)
+    return out.reshape(b, heads, n, d), found.any(dim=-1, keepdim=True).reshape(b, heads, n, 1)

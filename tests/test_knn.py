@@ -1,0 +1,128 @@
+"""kNN memory: a FIFO store of past keys/values, searched exactly, reaching beyond the XL memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
+from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
+from block_recurrent_transformer_pytorch.knn_memory import KNNMemory, recall, search
+
+from .helpers import VOCAB, run_segments, small_model, tokens
+
+KNN = dict(knn_layers=(3,), knn_memory_size=24, knn_top_k=4)
+
+
+def _empty(capacity: int, batch: int = 2, d: int = 8) -> KNNMemory:
+    zeros = torch.zeros(1, batch, 1, capacity, d)
+    return KNNMemory(zeros, zeros.clone(), torch.zeros(batch, capacity, dtype=torch.bool))
+
+
+def test_fifo_keeps_the_newest_entries_and_evicts_the_oldest():
+    store = _empty(capacity=4)
+    blocks = [torch.randn(1, 2, 1, 2, 8) for _ in range(3)]  # (knn layers, b, kv_heads, n, d)
+    for block in blocks:
+        store = store.write(block, block)
+    # capacity 4 = two blocks of 2: block 0 was overwritten by block 2 at slots 0-1, block 1 sits at 2-3
+    expected = torch.cat((blocks[2], blocks[1]), dim=-2)
+    torch.testing.assert_close(store.values, expected)
+    torch.testing.assert_close(store.keys, F.normalize(expected, dim=-1))
+    assert store.valid.all() and store.head == 2
+
+
+def test_search_is_exact_against_brute_force():
+    torch.manual_seed(0)
+    q, keys = torch.randn(2, 1, 5, 8), torch.randn(2, 1, 100, 8)
+    valid = torch.rand(2, 100) > 0.3
+    index, found = search(q, keys, valid, top_k=7, chunk=16)
+    scores = (q @ keys.transpose(-1, -2)).masked_fill(~valid[:, None, None], float("-inf"))
+    expected = scores.topk(7, dim=-1)
+    torch.testing.assert_close(scores.gather(-1, index), expected.values)
+    assert found.all()
+    assert valid.gather(-1, index.reshape(2, -1)).all()
+
+
+def test_reset_rows_find_nothing():
+    store = _empty(capacity=4).write(torch.randn(1, 2, 1, 4, 8), torch.randn(1, 2, 1, 4, 8))
+    store = store.reset(torch.tensor([True, False]))
+    _, found = recall(torch.randn(2, 2, 3, 8), store.keys[0], store.values[0], store.valid, top_k=2, scale=8.0)
+    assert not found[0].any() and found[1].all()
+
+
+def _changed_first_block(x):
+    changed = x.clone()
+    changed[:, :8] = (changed[:, :8] + 1) % VOCAB
+    return changed
+
+
+@pytest.mark.parametrize("knn_layers, reaches", [((1,), True), ((), False)])
+def test_knn_memory_reaches_beyond_the_xl_memory(knn_layers, reaches):
+    """No recurrence, depth 1: block 5 sees block 4 through the XL memory and block 1 only through the store."""
+    model = small_model(depth=1, recurrent_layers=(), knn_layers=knn_layers, knn_memory_size=24, knn_top_k=4)
+    x = tokens(1, 48)
+    late = run_segments(model, x, 16)[0][:, 32:40]
+    late_changed = run_segments(model, _changed_first_block(x), 16)[0][:, 32:40]
+    assert (not torch.allclose(late, late_changed)) == reaches
+
+
+def test_causality_with_knn_layers():
+    model = small_model(max_seq_len=32, **KNN)
+    x = tokens(1, 64)
+    reference, _, _ = run_segments(model, x, 32)
+    for t in (7, 20, 40):
+        changed = x.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % VOCAB
+        torch.testing.assert_close(run_segments(model, changed, 32)[0][:, :t + 1], reference[:, :t + 1], rtol=0, atol=0)
+
+
+def test_whole_run_equals_segment_by_segment_with_knn():
+    whole = small_model(max_seq_len=64, use_compressed_mem=True, **KNN)
+    chunked = small_model(max_seq_len=16, use_compressed_mem=True, **KNN)
+    chunked.load_state_dict(whole.state_dict())
+    x = tokens(2, 64)
+    torch.testing.assert_close(run_segments(chunked, x, 16)[0], whole(x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
+def test_decoding_with_knn_equals_the_full_forward(decoder_cls):
+    model = small_model(**KNN)
+    x = tokens(2, 56)
+    expected, _, _ = run_segments(model, x, 16)
+    decoder = decoder_cls(model, *model.prepare(2))
+    with torch.no_grad():
+        got = [decoder.append(x[:, :5])] + [decoder.append(x[:, t:t + 1]) for t in range(5, 56)]
+    torch.testing.assert_close(torch.stack(got, dim=1), expected[:, 4:], rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_the_knn_gate():
+    model = small_model(**KNN).train()
+    _, memories, states = run_segments(model, tokens(2, 32), 16)
+    loss, _, _ = model(tokens(2, 17, seed=3), return_loss=True, xl_memories=memories, states=states)
+    loss.backward()
+    assert model.layers[2][0].knn_gate.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (dict(knn_layers=(4,)), r"knn_layers must lie in 1..depth=3"),
+    (dict(knn_layers=(1, 1)), "knn_layers must not repeat"),
+    (dict(knn_layers=(1,), knn_memory_size=20), r"knn_memory_size \(20\) must be a multiple of block_width \(8\)"),
+    (dict(knn_layers=(1,), knn_memory_size=8, knn_top_k=9), r"knn_top_k \(9\) cannot exceed knn_memory_size \(8\)"),
+    (dict(knn_layers=(1,), knn_memory_size=0), "knn_memory_size must be a positive int"),
+])
+def test_bad_knn_arguments(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        BlockRecurrentTransformer(num_tokens=VOCAB, dim=32, depth=3, dim_head=8, heads=4, max_seq_len=16,
+                                  block_width=8, **overrides)
+
+
+def test_memories_without_the_store_are_rejected():
+    plain = small_model()
+    with_knn = small_model(**KNN)
+    _, memories, _ = plain(tokens(1, 16))
+    with pytest.raises(ValueError, match="lacks a kNN store"):
+        with_knn(tokens(1, 8), xl_memories=memories)
+    _, knn_memories, _ = with_knn(tokens(1, 16))
+    with pytest.raises(ValueError, match="batch=2"):
+        with_knn(tokens(2, 8), xl_memories=knn_memories)
