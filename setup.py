@@ -12,8 +12,9 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch>=2.5", "einops>=0.8", "beartype>=0.18"],
     extras_require={
-        "test": ["pytest>=8", "tqdm", "matplotlib", "numpy"],
+        "test": ["pytest>=8", "tqdm", "matplotlib", "numpy", "colt5-attention>=0.11.2"],
         "train": ["tqdm", "matplotlib", "numpy"],
+        "routed": ["colt5-attention>=0.11.2"],  # knn_retrieval="routed"
     },
     classifiers=[
         "License :: OSI Approved :: MIT License",

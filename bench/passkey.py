@@ -174,7 +174,7 @@ TINY_MODEL: dict[str, Any] = dict(num_tokens=NUM_TOKENS, dim=64, depth=2, dim_he
 class Config:
     """Every setting of a run; a variant overrides training fields (e.g. bptt_segments) for itself."""
 
-    variants: tuple[str, ...] = ("xl_only", "state_1seg", "state_kseg", "state_compressed", "knn")
+    variants: tuple[str, ...] = ("xl_only", "state_1seg", "state_kseg", "state_compressed", "knn", "routed")
     model: dict[str, Any] = field(default_factory=lambda: dict(MODEL))
     # training
     train_seconds: float = 300.0  # per variant
@@ -218,7 +218,7 @@ class Variant:
 
 
 def variants(cfg: Config) -> dict[str, Variant]:
-    """Every variant by name. A new memory kind is one more entry here (next: "routed").
+    """Every variant by name. A new memory kind is one more entry here.
     The training and evaluation loops need only ``model(x, xl_memories=, states=[, detach=])``."""
     depth, block_width = cfg.model["depth"], cfg.model["block_width"]
     return {
@@ -228,6 +228,9 @@ def variants(cfg: Config) -> dict[str, Variant]:
         "state_compressed": Variant(model=dict(use_compressed_mem=True)),
         # kNN memory in the top layer, holding 256 blocks (65,536 tokens at the default block width)
         "knn": Variant(model=dict(knn_layers=(depth,), knn_memory_size=256 * block_width, knn_top_k=32)),
+        # the same store, a learned CoLT5 router choosing 2 blocks' worth of entries per block
+        "routed": Variant(model=dict(knn_layers=(depth,), knn_memory_size=256 * block_width,
+                                     knn_top_k=2 * block_width, knn_retrieval="routed")),
     }
 
 

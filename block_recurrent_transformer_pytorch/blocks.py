@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .attention import Attend
 from .config import BlockRecurrentConfig
-from .knn_memory import KNNMemory, recall
+from .knn_memory import KNNMemory, recall, routed_recall
 from .positions import apply_rotary
 
 
@@ -29,6 +29,16 @@ class FeedForward(nn.Module):
         """(b, n, dim) -> (b, n, dim), the residual branch."""
         x, gate = self.proj_in(self.norm(x)).chunk(2, dim=-1)
         return self.proj_out(x * F.gelu(gate))
+
+
+def make_router(dim_head: int) -> nn.Module:
+    """CoLT5's coordinate-descent router over unit keys (the optional colt5-attention package)."""
+    try:
+        from colt5_attention import CoordinateDescentRouter
+    except ImportError as error:
+        raise ImportError('knn_retrieval="routed" needs colt5-attention: '
+                          'pip install "block-recurrent-transformer-pytorch[routed]"') from error
+    return CoordinateDescentRouter(dim_head, straight_through=True, cosine_sim_routing=True)
 
 
 class AttentionBlock(nn.Module):
@@ -51,6 +61,7 @@ class AttentionBlock(nn.Module):
         # kNN layers: a learned per-head gate between local attention and attention over the store
         self.knn_gate = nn.Parameter(torch.zeros(config.heads)) if knn else None
         self.knn_top_k = config.knn_top_k
+        self.router = make_router(config.dim_head) if knn and config.knn_retrieval == "routed" else None
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Pre-norm x (b, n, dim) and project: (x_normed, q (b, h, n, d), raw k, raw v (b, kv_heads, n, d))."""
@@ -83,8 +94,12 @@ class AttentionBlock(nn.Module):
         attention output (b, n, heads * d), per head: local * (1 - g) + memory * g, g = sigmoid(gate).
         A query that finds no valid entry keeps its local output. q: the raw queries (b, h, n, d)."""
         query = self.attend.qk_norm.query_for_unit_keys(q)
-        memory, found = recall(query, store.keys[index], store.values[index], store.valid, self.knn_top_k,
-                               self.attend.scale)
+        keys, values = store.keys[index], store.values[index]
+        if self.router is None:
+            memory, found = recall(query, keys, values, store.valid, self.knn_top_k, self.attend.scale)
+        else:
+            memory, found = routed_recall(query, keys, values, store.valid, self.knn_top_k, self.attend.scale,
+                                          self.router)
         g = self.knn_gate.sigmoid().to(memory.dtype)[:, None, None]
         local = rearrange(local, "b n (h d) -> b h n d", h=self.heads)
         mixed = torch.where(found, local * (1 - g) + memory * g, local)

@@ -55,6 +55,7 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     knn_layers: Sequence[int] = ()
     knn_memory_size: int = 262144
     knn_top_k: int = 32
+    knn_retrieval: Literal["exact", "routed"] = "exact"
     ignore_index: int = -100
     use_flash_attn: bool = False
     use_compressed_mem: bool = False

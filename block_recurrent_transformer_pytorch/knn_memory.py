@@ -1,5 +1,6 @@
 """kNN memory (Memorizing Transformers, Wu et al. 2022): keys/values far beyond the XL and
-compressed memories, searched exactly by each query.
+compressed memories, searched exactly by each query — or, with ``knn_retrieval="routed"``, a
+subset picked per block by a learned CoLT5 coordinate-descent router (Ainslie et al. 2023).
 
 Every kNN layer keeps, per batch row, a FIFO ring of ``knn_memory_size`` past keys/values: each
 block pushed out of the XL memory is written over the oldest entries (never a wholesale wipe).
@@ -15,7 +16,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import BlockRecurrentConfig
 
@@ -94,3 +95,33 @@ def recall(q: Tensor, keys: Tensor, values: Tensor, valid: Tensor, top_k: int, s
     weights = scores.masked_fill(~found, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
     out = torch.einsum("bhmk,bhmkd->bhmd", weights, top_values)
     return out.reshape(b, heads, n, d), found.any(dim=-1, keepdim=True).reshape(b, heads, n, 1)
+
+
+def routed_recall(q: Tensor, keys: Tensor, values: Tensor, valid: Tensor, top_k: int, scale: float,
+                  router: nn.Module) -> tuple[Tensor, Tensor]:
+    """Attention of q (b, heads, n, d) over ``top_k`` entries of one layer's store chosen by
+    ``router`` (colt5_attention.CoordinateDescentRouter: a learned routing token scores every entry,
+    coordinate descent makes the top-k differentiable). The choice depends on the store alone, so
+    it is the same for every query of the block, and causal. Gradients reach q and the router
+    (the chosen values are scaled by its straight-through scores). Returns (out, found) as ``recall``.
+    """
+    b, heads, n, d = q.shape
+    kv_heads, capacity = keys.shape[1], keys.shape[2]
+    flat_keys, flat_values = keys.reshape(b * kv_heads, capacity, d), values.reshape(b * kv_heads, capacity, d)
+    flat_valid = valid.repeat_interleave(kv_heads, dim=0)
+    route = router(flat_keys.float(), num_tokens=top_k, mask=flat_valid)
+    if route.indices is None:  # the store is no larger than top_k: every entry is chosen
+        index = torch.arange(capacity, device=q.device).expand(b * kv_heads, capacity)
+    else:
+        index = route.indices
+    weights = route.scores.to(q.dtype)
+    chosen = flat_valid.gather(1, index).reshape(b, kv_heads, 1, -1)
+    gather = index[..., None].expand(-1, -1, d)
+    top_keys = flat_keys.gather(1, gather).to(q.dtype).reshape(b, kv_heads, -1, d)
+    top_values = (flat_values.gather(1, gather).to(q.dtype) * weights[..., None]).reshape(b, kv_heads, -1, d)
+    grouped = q.reshape(b, kv_heads, heads // kv_heads * n, d)
+    scores = (grouped @ top_keys.transpose(-1, -2)) * scale
+    weights = scores.masked_fill(~chosen, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
+    out = (weights @ top_values).reshape(b, heads, n, d)
+    found = chosen.any(dim=-1, keepdim=True).expand(b, kv_heads, heads // kv_heads, n).reshape(b, heads, n, 1)
+    return out, found

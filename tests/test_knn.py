@@ -57,18 +57,24 @@ def _changed_first_block(x):
     return changed
 
 
+RETRIEVALS = pytest.mark.parametrize("retrieval", ["exact", "routed"])
+
+
+@RETRIEVALS
 @pytest.mark.parametrize("knn_layers, reaches", [((1,), True), ((), False)])
-def test_knn_memory_reaches_beyond_the_xl_memory(knn_layers, reaches):
+def test_knn_memory_reaches_beyond_the_xl_memory(knn_layers, reaches, retrieval):
     """No recurrence, depth 1: block 5 sees block 4 through the XL memory and block 1 only through the store."""
-    model = small_model(depth=1, recurrent_layers=(), knn_layers=knn_layers, knn_memory_size=24, knn_top_k=4)
+    model = small_model(depth=1, recurrent_layers=(), knn_layers=knn_layers, knn_memory_size=24, knn_top_k=4,
+                        knn_retrieval=retrieval)
     x = tokens(1, 48)
     late = run_segments(model, x, 16)[0][:, 32:40]
     late_changed = run_segments(model, _changed_first_block(x), 16)[0][:, 32:40]
     assert (not torch.allclose(late, late_changed)) == reaches
 
 
-def test_causality_with_knn_layers():
-    model = small_model(max_seq_len=32, **KNN)
+@RETRIEVALS
+def test_causality_with_knn_layers(retrieval):
+    model = small_model(max_seq_len=32, knn_retrieval=retrieval, **KNN)
     x = tokens(1, 64)
     reference, _, _ = run_segments(model, x, 32)
     for t in (7, 20, 40):
@@ -77,17 +83,19 @@ def test_causality_with_knn_layers():
         torch.testing.assert_close(run_segments(model, changed, 32)[0][:, :t + 1], reference[:, :t + 1], rtol=0, atol=0)
 
 
-def test_whole_run_equals_segment_by_segment_with_knn():
-    whole = small_model(max_seq_len=64, use_compressed_mem=True, **KNN)
-    chunked = small_model(max_seq_len=16, use_compressed_mem=True, **KNN)
+@RETRIEVALS
+def test_whole_run_equals_segment_by_segment_with_knn(retrieval):
+    whole = small_model(max_seq_len=64, use_compressed_mem=True, knn_retrieval=retrieval, **KNN)
+    chunked = small_model(max_seq_len=16, use_compressed_mem=True, knn_retrieval=retrieval, **KNN)
     chunked.load_state_dict(whole.state_dict())
     x = tokens(2, 64)
     torch.testing.assert_close(run_segments(chunked, x, 16)[0], whole(x)[0], rtol=1e-5, atol=1e-5)
 
 
+@RETRIEVALS
 @pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
-def test_decoding_with_knn_equals_the_full_forward(decoder_cls):
-    model = small_model(**KNN)
+def test_decoding_with_knn_equals_the_full_forward(decoder_cls, retrieval):
+    model = small_model(knn_retrieval=retrieval, **KNN)
     x = tokens(2, 56)
     expected, _, _ = run_segments(model, x, 16)
     decoder = decoder_cls(model, *model.prepare(2))
@@ -96,12 +104,16 @@ def test_decoding_with_knn_equals_the_full_forward(decoder_cls):
     torch.testing.assert_close(torch.stack(got, dim=1), expected[:, 4:], rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_reach_the_knn_gate():
-    model = small_model(**KNN).train()
+@RETRIEVALS
+def test_gradients_reach_the_knn_gate_and_router(retrieval):
+    model = small_model(knn_retrieval=retrieval, **KNN).train()
     _, memories, states = run_segments(model, tokens(2, 32), 16)
     loss, _, _ = model(tokens(2, 17, seed=3), return_loss=True, xl_memories=memories, states=states)
     loss.backward()
-    assert model.layers[2][0].knn_gate.grad.abs().sum() > 0
+    block = model.layers[2][0]
+    assert block.knn_gate.grad.abs().sum() > 0
+    if retrieval == "routed":
+        assert block.router.routing_token.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("overrides, pattern", [
@@ -110,9 +122,10 @@ def test_gradients_reach_the_knn_gate():
     (dict(knn_layers=(1,), knn_memory_size=20), r"knn_memory_size \(20\) must be a multiple of block_width \(8\)"),
     (dict(knn_layers=(1,), knn_memory_size=8, knn_top_k=9), r"knn_top_k \(9\) cannot exceed knn_memory_size \(8\)"),
     (dict(knn_layers=(1,), knn_memory_size=0), "knn_memory_size must be a positive int"),
+    (dict(knn_layers=(1,), knn_retrieval="faiss"), "knn_retrieval"),
 ])
 def test_bad_knn_arguments(overrides, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
         BlockRecurrentTransformer(num_tokens=VOCAB, dim=32, depth=3, dim_head=8, heads=4, max_seq_len=16,
                                   block_width=8, **overrides)
 
