@@ -86,6 +86,10 @@ class TrainConfig:
     use_compressed_mem: bool = _opt(False, "also keep compressed memories of older blocks")
     compressed_mem_factor: int = _opt(4, "compression factor of compressed memories")
     use_flash_attn: bool = _opt(True, "attention through torch SDPA (flash kernel on CUDA with bf16)")
+    knn_layers: tuple[int, ...] = _opt((), "layers with kNN memory attention over a long-range store")
+    knn_memory_size: int = _opt(262144, "entries per row in each kNN layer's store (a multiple of block-width)")
+    knn_top_k: int = _opt(32, "entries each query retrieves (routed: each block)")
+    knn_retrieval: str = _opt("exact", "kNN store retrieval", choices=("exact", "routed"))
     qk_rmsnorm_scale: float = _opt(8.0, "attention temperature where queries and keys are rms-normalised")
     xpos_scale_base: int = _opt(512, "xpos length scale of the rotary positions")
     rotary_theta: float = _opt(10000.0, "rotary embedding base")
@@ -300,7 +304,8 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
             all_layers_qk_rmsnorm=cfg.all_layers_qk_rmsnorm, use_compressed_mem=cfg.use_compressed_mem,
             compressed_mem_factor=cfg.compressed_mem_factor, use_flash_attn=cfg.use_flash_attn,
             qk_rmsnorm_scale=cfg.qk_rmsnorm_scale, xpos_scale_base=cfg.xpos_scale_base, rotary_theta=cfg.rotary_theta,
-            activation_checkpointing=cfg.activation_checkpointing,
+            knn_layers=cfg.knn_layers, knn_memory_size=cfg.knn_memory_size, knn_top_k=cfg.knn_top_k,
+            knn_retrieval=cfg.knn_retrieval, activation_checkpointing=cfg.activation_checkpointing,
         )
     except (TypeError, ValueError) as error:
         raise TrainError(f"invalid model flags: {error}") from None
