@@ -164,7 +164,7 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         elif get_origin(kind) is tuple:
-            parser.add_argument(flag, type=int, nargs="+", metavar="LAYER", help=text)
+            parser.add_argument(flag, type=int, nargs="*", metavar="LAYER", help=text)  # none: no such layer
         elif f.metadata["choices"]:
             parser.add_argument(flag, choices=f.metadata["choices"], help=text)
         else:
