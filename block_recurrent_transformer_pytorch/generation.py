@@ -67,6 +67,9 @@ class CachedDecoder:
         self.cache = DecodeCache(model, memories.batch_size, device, self.dtype)
         self.cache.begin_block(memories, states)
         # a graph reads fixed addresses; the kNN store is a new tensor after every block
+        if use_cuda_graph and model.config.knn_layers:
+            raise ValueError("use_cuda_graph=True cannot serve a model with knn_layers: the graph would read "
+                             "the kNN store of the block it was captured in")
         graphable = device.type == "cuda" and not model.config.knn_layers
         self.use_cuda_graph = graphable if use_cuda_graph is None else use_cuda_graph
         self.graph = None

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .config import BlockRecurrentConfig
 
-SEARCH_CHUNK = 4096  # store entries scored at once: bounds the score matrix, not the result
+SCORE_BUDGET = 2 ** 26  # scores computed at once (a chunk of the store for all queries): bounds temporaries
 
 
 @dataclass
@@ -33,13 +33,21 @@ class KNNMemory:
     valid: Tensor
     head: int = 0
 
-    def write(self, k: Tensor, v: Tensor) -> "KNNMemory":
-        """Write one block (knn layers, b, kv_heads, block_width, d) over the oldest entries."""
+    def write(self, k: Tensor, v: Tensor, rows_valid: Optional[Tensor] = None) -> "KNNMemory":
+        """Write one block (knn layers, b, kv_heads, block_width, d) over the oldest entries.
+
+        rows_valid (b,): whether the block belongs to each row's current document (a block from
+        before a row's reset is written but stays invalid); None: every row's does.
+        A new store is returned (the caller's is left as it was): a copy of the store per block.
+        """
         capacity, n = self.keys.shape[-2], k.shape[-2]
         slots = torch.arange(self.head, self.head + n, device=k.device) % capacity
         keys = self.keys.index_copy(-2, slots, F.normalize(k.detach(), dim=-1).to(self.keys.dtype))
         values = self.values.index_copy(-2, slots, v.detach().to(self.values.dtype))
-        valid = self.valid.index_fill(-1, slots, True)
+        if rows_valid is None:
+            valid = self.valid.index_fill(-1, slots, True)
+        else:
+            valid = self.valid.index_copy(-1, slots, rows_valid[:, None].expand(-1, n).contiguous())
         return KNNMemory(keys, values, valid, (self.head + n) % capacity)
 
     def reset(self, rows: Tensor) -> "KNNMemory":
@@ -58,21 +66,26 @@ def empty_knn_memory(config: BlockRecurrentConfig, batch: int, device: torch.dev
 
 
 @torch.no_grad()
-def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: int = SEARCH_CHUNK) -> tuple[Tensor, Tensor]:
+def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Exact top-k of q (b, kv_heads, m, d) against keys (b, kv_heads, capacity, d) by dot product.
 
     Returns (indices (b, kv_heads, m, top_k) into the store, found (same shape, bool: the entry is
-    valid)). The store is scored ``chunk`` entries at a time and the best are kept as it goes.
+    valid)). The store is scored ``chunk`` entries at a time (by default as many as keep the
+    scores within SCORE_BUDGET elements); each chunk's top-k is merged into the running best.
     """
+    b, kv_heads, m, _ = q.shape
+    chunk = chunk or max(top_k, SCORE_BUDGET // (b * kv_heads * m))
     best_scores = best_index = None
     for start in range(0, keys.shape[-2], chunk):
         scores = q @ keys[..., start:start + chunk, :].transpose(-1, -2).to(q.dtype)
         scores = scores.masked_fill(~valid[:, None, None, start:start + chunk], float("-inf"))
-        index = torch.arange(start, start + scores.shape[-1], device=q.device).expand_as(scores)
+        scores, index = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
+        index = index + start
         if best_scores is not None:
             scores, index = torch.cat((best_scores, scores), dim=-1), torch.cat((best_index, index), dim=-1)
-        best_scores, order = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
-        best_index = index.gather(-1, order)
+            scores, order = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
+            index = index.gather(-1, order)
+        best_scores, best_index = scores, index
     return best_index, best_scores > float("-inf")
 
 

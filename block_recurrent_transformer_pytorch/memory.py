@@ -133,11 +133,12 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
     compressed = memories.compressed
     if compressor is not None and evicted.shape[-2] > 0:
         compressed = torch.cat((compressed, compressor(evicted)), dim=-2)[..., -config.compressed_mem_len:, :]
+    since, until = memories.blocks_since_reset, memories.blocks_until_valid
     knn = memories.knn
     if knn is not None and evicted.shape[-2] > 0:
         layers = [layer - 1 for layer in config.knn_layers]
-        knn = knn.write(evicted[layers, 0], evicted[layers, 1])
-    since, until = memories.blocks_since_reset, memories.blocks_until_valid
+        # the evicted block belongs to a row's current document once a block was pushed since its reset
+        knn = knn.write(evicted[layers, 0], evicted[layers, 1], None if since is None else since > 0)
     if since is not None:
         since, until = since + 1, until - 1
         if until == 0:
@@ -172,7 +173,9 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
                          f"has knn_layers={config.knn_layers}")
     if memories.knn is not None:
         expected_knn = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
-        if tuple(memories.knn.keys.shape) != expected_knn or memories.knn.keys.device != device:
-            raise ValueError(f"xl_memories.knn.keys must have shape {expected_knn} on {device}, "
-                             f"got {tuple(memories.knn.keys.shape)} on {memories.knn.keys.device}")
+        for name, t, shape in (("keys", memories.knn.keys, expected_knn), ("values", memories.knn.values, expected_knn),
+                               ("valid", memories.knn.valid, (batch, config.knn_memory_size))):
+            if tuple(t.shape) != shape or t.device != device:
+                raise ValueError(f"xl_memories.knn.{name} must have shape {shape} on {device}, "
+                                 f"got {tuple(t.shape)} on {t.device}")
     return memories

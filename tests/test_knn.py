@@ -139,3 +139,46 @@ def test_memories_without_the_store_are_rejected():
     _, knn_memories, _ = with_knn(tokens(1, 16))
     with pytest.raises(ValueError, match="batch=2"):
         with_knn(tokens(2, 8), xl_memories=knn_memories)
+
+
+def test_reset_rows_do_not_recall_their_old_document():
+    """Row 0 starts a new document at segment 3 of 6: its later logits equal a fresh run's, so
+    nothing of the old document (not even the block the XL memory held at the reset) is recalled."""
+    model = small_model(recurrent_layers=(), use_compressed_mem=True, **KNN)
+    x = tokens(2, 96)
+    memories = states = None
+    outputs = []
+    for i, segment in enumerate(x.split(16, dim=1)):
+        logits, memories, states = model(segment, xl_memories=memories, states=states,
+                                         reset=torch.tensor([i == 2, False]))
+        outputs.append(logits)
+    got = torch.cat(outputs, dim=1)
+    fresh, _, _ = run_segments(model, x[:1, 32:], 16)
+    torch.testing.assert_close(got[:1, 32:], fresh, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1:], run_segments(model, x[1:], 16)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_search_with_top_k_larger_than_a_chunk():
+    torch.manual_seed(1)
+    q, keys = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 40, 8)
+    valid = torch.ones(1, 40, dtype=torch.bool)
+    index, _ = search(q, keys, valid, top_k=7, chunk=3)
+    scores = q @ keys.transpose(-1, -2)
+    torch.testing.assert_close(scores.gather(-1, index), scores.topk(7, dim=-1).values)
+
+
+@RETRIEVALS
+def test_knn_with_grouped_heads_matches_segmented_and_decoding(retrieval):
+    model = small_model(kv_heads=2, knn_retrieval=retrieval, **KNN)
+    x = tokens(2, 40)
+    expected, _, _ = run_segments(model, x, 16)
+    decoder = CachedDecoder(model, *model.prepare(2))
+    with torch.no_grad():
+        got = [decoder.append(x[:, :3])] + [decoder.append(x[:, t:t + 1]) for t in range(3, 40)]
+    torch.testing.assert_close(torch.stack(got, dim=1), expected[:, 2:], rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_graph_refused_with_knn_layers():
+    model = small_model(**KNN)
+    with pytest.raises(ValueError, match="use_cuda_graph=True cannot serve a model with knn_layers"):
+        CachedDecoder(model, *model.prepare(1), use_cuda_graph=True)
