@@ -26,12 +26,13 @@ SCORE_BUDGET = 2 ** 26  # scores computed at once (a chunk of the store for all 
 @dataclass
 class KNNMemory:
     """keys, values: (knn layers, batch, kv_heads, capacity, dim_head); valid: (batch, capacity);
-    head: the slot the next block is written at (the same in every row)."""
+    head: () long tensor, the slot the next block is written at (the same in every row; a tensor
+    so that torch.compile does not specialise on it)."""
 
     keys: Tensor
     values: Tensor
     valid: Tensor
-    head: int = 0
+    head: Tensor
 
     def write(self, k: Tensor, v: Tensor, rows_valid: Optional[Tensor] = None) -> "KNNMemory":
         """Write one block (knn layers, b, kv_heads, block_width, d) over the oldest entries.
@@ -41,7 +42,7 @@ class KNNMemory:
         A new store is returned (the caller's is left as it was): a copy of the store per block.
         """
         capacity, n = self.keys.shape[-2], k.shape[-2]
-        slots = torch.arange(self.head, self.head + n, device=k.device) % capacity
+        slots = (self.head + torch.arange(n, device=k.device)) % capacity
         keys = self.keys.index_copy(-2, slots, F.normalize(k.detach(), dim=-1).to(self.keys.dtype))
         values = self.values.index_copy(-2, slots, v.detach().to(self.values.dtype))
         if rows_valid is None:
@@ -62,7 +63,8 @@ def empty_knn_memory(config: BlockRecurrentConfig, batch: int, device: torch.dev
         return None
     shape = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
     return KNNMemory(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
-                     torch.zeros(batch, config.knn_memory_size, dtype=torch.bool, device=device))
+                     torch.zeros(batch, config.knn_memory_size, dtype=torch.bool, device=device),
+                     torch.zeros((), dtype=torch.long, device=device))
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ KNN = dict(knn_layers=(3,), knn_memory_size=24, knn_top_k=4)
 
 def _empty(capacity: int, batch: int = 2, d: int = 8) -> KNNMemory:
     zeros = torch.zeros(1, batch, 1, capacity, d)
-    return KNNMemory(zeros, zeros.clone(), torch.zeros(batch, capacity, dtype=torch.bool))
+    return KNNMemory(zeros, zeros.clone(), torch.zeros(batch, capacity, dtype=torch.bool), torch.tensor(0))
 
 
 def test_fifo_keeps_the_newest_entries_and_evicts_the_oldest():
@@ -29,7 +29,7 @@ def test_fifo_keeps_the_newest_entries_and_evicts_the_oldest():
     expected = torch.cat((blocks[2], blocks[1]), dim=-2)
     torch.testing.assert_close(store.values, expected)
     torch.testing.assert_close(store.keys, F.normalize(expected, dim=-1))
-    assert store.valid.all() and store.head == 2
+    assert store.valid.all() and int(store.head) == 2
 
 
 def test_search_is_exact_against_brute_force():
@@ -182,3 +182,15 @@ def test_cuda_graph_refused_with_knn_layers():
     model = small_model(**KNN)
     with pytest.raises(ValueError, match="use_cuda_graph=True cannot serve a model with knn_layers"):
         CachedDecoder(model, *model.prepare(1), use_cuda_graph=True)
+
+
+def test_compiles_without_graph_breaks_with_knn():
+    model = small_model(**KNN)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = tokens(2, 48)
+    memories = states = reference_memories = reference_states = None
+    for segment in x.split(16, dim=1):
+        got, memories, states = compiled(segment, xl_memories=memories, states=states)
+        expected, reference_memories, reference_states = model(segment, xl_memories=reference_memories,
+                                                               states=reference_states)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
