@@ -30,3 +30,10 @@ def run_segments(model: BlockRecurrentTransformer, x: torch.Tensor, seg: int, me
         logits, memories, states = model(chunk, xl_memories=memories, states=states)
         outs.append(logits)
     return torch.cat(outs, dim=1), memories, states
+
+
+def decode_each_step(decoder, x: torch.Tensor, prefill: int) -> torch.Tensor:
+    """Logits after x[:, :prefill] and then after every later token, fed one at a time: (b, n - prefill + 1, vocab)."""
+    with torch.no_grad():
+        got = [decoder.append(x[:, :prefill])] + [decoder.append(x[:, t:t + 1]) for t in range(prefill, x.shape[1])]
+    return torch.stack(got, dim=1)

@@ -9,7 +9,7 @@ from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 from block_recurrent_transformer_pytorch.sampling import sample
 
-from .helpers import VOCAB, run_segments, small_model, tokens
+from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
 
 # two recurrent layers, one read below its write layer
 RECURRENT = dict(recurrent_layers=(2, 3), read_recurrent_layers=(1, 3))
@@ -23,12 +23,8 @@ def test_every_step_equals_the_full_forward(decoder_cls, compressed, prefill):
     model = small_model(use_compressed_mem=compressed, **RECURRENT)
     x = tokens(2, 44)
     expected, _, _ = run_segments(model, x, 16)
-    memories, states = model.prepare(2)
-    decoder = decoder_cls(model, memories, states)
-    with torch.no_grad():
-        got = [decoder.append(x[:, :prefill])]
-        got += [decoder.append(x[:, t:t + 1]) for t in range(prefill, 44)]
-    torch.testing.assert_close(torch.stack(got, dim=1), expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
+    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
+    torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])

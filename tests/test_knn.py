@@ -10,7 +10,7 @@ from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 from block_recurrent_transformer_pytorch.knn_memory import KNNMemory, recall, search
 
-from .helpers import VOCAB, run_segments, small_model, tokens
+from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
 
 KNN = dict(knn_layers=(3,), knn_memory_size=24, knn_top_k=4)
 
@@ -93,15 +93,14 @@ def test_whole_run_equals_segment_by_segment_with_knn(retrieval):
 
 
 @RETRIEVALS
+@pytest.mark.parametrize("kv_heads", [1, 2])
 @pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
-def test_decoding_with_knn_equals_the_full_forward(decoder_cls, retrieval):
-    model = small_model(knn_retrieval=retrieval, **KNN)
+def test_decoding_with_knn_equals_the_full_forward(decoder_cls, kv_heads, retrieval):
+    model = small_model(kv_heads=kv_heads, knn_retrieval=retrieval, **KNN)
     x = tokens(2, 56)
     expected, _, _ = run_segments(model, x, 16)
-    decoder = decoder_cls(model, *model.prepare(2))
-    with torch.no_grad():
-        got = [decoder.append(x[:, :5])] + [decoder.append(x[:, t:t + 1]) for t in range(5, 56)]
-    torch.testing.assert_close(torch.stack(got, dim=1), expected[:, 4:], rtol=1e-5, atol=1e-5)
+    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill=5)
+    torch.testing.assert_close(got, expected[:, 4:], rtol=1e-5, atol=1e-5)
 
 
 @RETRIEVALS
@@ -165,17 +164,6 @@ def test_search_with_top_k_larger_than_a_chunk():
     index, _ = search(q, keys, valid, top_k=7, chunk=3)
     scores = q @ keys.transpose(-1, -2)
     torch.testing.assert_close(scores.gather(-1, index), scores.topk(7, dim=-1).values)
-
-
-@RETRIEVALS
-def test_knn_with_grouped_heads_matches_segmented_and_decoding(retrieval):
-    model = small_model(kv_heads=2, knn_retrieval=retrieval, **KNN)
-    x = tokens(2, 40)
-    expected, _, _ = run_segments(model, x, 16)
-    decoder = CachedDecoder(model, *model.prepare(2))
-    with torch.no_grad():
-        got = [decoder.append(x[:, :3])] + [decoder.append(x[:, t:t + 1]) for t in range(3, 40)]
-    torch.testing.assert_close(torch.stack(got, dim=1), expected[:, 2:], rtol=1e-5, atol=1e-5)
 
 
 def test_cuda_graph_refused_with_knn_layers():
