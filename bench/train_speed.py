@@ -45,10 +45,13 @@ def cases(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], int, int]
 
 
 def bench_case(cfg: dict[str, Any], batch: int, seq: int, device: torch.device, warmup: int,
-               steps: int, compile_model: bool = False) -> dict[str, Any]:
+               steps: int, compile_model: bool = False, cuda_graph: bool = False) -> dict[str, Any]:
     """Build a fresh model and optimiser, warm up, then time ``steps`` training steps.
 
-    ``compile_model``: torch.compile the model (one graph per segment) and use fused AdamW.
+    ``compile_model``: torch.compile the model (one graph per segment shape).
+    ``cuda_graph``: this package's ``TrainStep`` (each segment's forward + backward replayed from a
+    CUDA graph), tokens passed from pinned CPU memory as a training loop would.
+    Either one also switches to fused AdamW (one kernel for the whole update).
     """
     torch.manual_seed(0)
     random.seed(0)  # both packages draw memory/state dropout from Python's `random`: same pattern
@@ -56,18 +59,29 @@ def bench_case(cfg: dict[str, Any], batch: int, seq: int, device: torch.device, 
     wrapper = brt.RecurrentTrainerWrapper(model, 0.1, 0.1)
     if compile_model:
         model.compile(fullgraph=True, dynamic=False)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=compile_model or None)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=(compile_model or cuda_graph) or None)
     x = torch.randint(0, cfg["num_tokens"], (batch, seq + 1), device=device)
     losses: list[torch.Tensor] = []
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = wrapper(x)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.detach())  # no .item(): a host sync per step would hide launch overhead
+    if cuda_graph:
+        train_step = brt.TrainStep(wrapper, amp_dtype=torch.bfloat16)
+        x = x.cpu().pin_memory()
+
+        def step() -> None:
+            losses.append(train_step(x))
+            torch.nn.utils.clip_grad_norm_(params, 0.5)
+            opt.step()
+            opt.zero_grad(set_to_none=False)  # keep TrainStep's gradient buffers
+    else:
+        def step() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = wrapper(x)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.5)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())  # no .item(): a host sync per step would hide launch overhead
 
     if device.type == "cuda":
         # peak over steps includes weights, grads and AdamW moments, as a user would see it
@@ -95,6 +109,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--matmul-n", type=int, default=None, help="roofline matmul size (8192 on GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, fused AdamW")
+    parser.add_argument("--cuda-graph", action="store_true", help="TrainStep: segments replayed from CUDA graphs, fused AdamW")
     args = parser.parse_args()
 
     device = common.pick_device(args.device)
@@ -114,7 +129,7 @@ def main() -> None:
         record: dict[str, Any] = dict(bench="train", case=name, impl=args.impl, batch=batch, seq=seq,
                                       warmup=args.warmup, steps=args.steps, config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()})
         try:
-            record.update(bench_case(cfg, batch, seq, device, args.warmup, args.steps, args.compile))
+            record.update(bench_case(cfg, batch, seq, device, args.warmup, args.steps, args.compile, args.cuda_graph))
             flops = common.train_flops_per_token(cfg)
             achieved = flops * record["tok_per_s"] / 1e12
             record.update(model_flops_per_token=round(flops), achieved_tflops=common.round_sig(achieved),

@@ -2,7 +2,8 @@
 
 from .config import BlockRecurrentConfig
 from .memory import Memories
+from .train_step import TrainStep
 from .transformer import BlockRecurrentTransformer
 from .wrapper import RecurrentTrainerWrapper
 
-__all__ = ["BlockRecurrentConfig", "BlockRecurrentTransformer", "Memories", "RecurrentTrainerWrapper"]
+__all__ = ["BlockRecurrentConfig", "BlockRecurrentTransformer", "Memories", "RecurrentTrainerWrapper", "TrainStep"]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .attention import Attend
 from .config import BlockRecurrentConfig
-from .knn_memory import KNNMemory, recall, routed_recall
+from .knn_memory import KNNStore, recall, routed_recall
 from .positions import apply_rotary
 
 
@@ -62,6 +62,10 @@ class AttentionBlock(nn.Module):
         self.knn_gate = nn.Parameter(torch.zeros(config.heads)) if knn else None
         self.knn_top_k = config.knn_top_k
         self.router = make_router(config.dim_head) if knn and config.knn_retrieval == "routed" else None
+        if knn and config.knn_backend == "faiss":
+            from .faiss_memory import require_faiss  # fail at construction, not at the first store
+
+            require_faiss()
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Pre-norm x (b, n, dim) and project: (x_normed, q (b, h, n, d), raw k, raw v (b, kv_heads, n, d))."""
@@ -89,17 +93,15 @@ class AttentionBlock(nn.Module):
         out = self.attend(q, k, v, causal=causal, mask=mask)
         return rearrange(out, "b h n d -> b n (h d)")
 
-    def recall(self, q: Tensor, local: Tensor, store: KNNMemory, index: int) -> Tensor:
+    def recall(self, q: Tensor, local: Tensor, store: KNNStore, index: int) -> Tensor:
         """Mix attention over the top-k entries of the kNN store (layer ``index`` of it) into the local
         attention output (b, n, heads * d), per head: local * (1 - g) + memory * g, g = sigmoid(gate).
         A query that finds no valid entry keeps its local output. q: the raw queries (b, h, n, d)."""
         query = self.attend.qk_norm.query_for_unit_keys(q)
-        keys, values = store.keys[index], store.values[index]
         if self.router is None:
-            memory, found = recall(query, keys, values, store.valid, self.knn_top_k, self.attend.scale)
-        else:
-            memory, found = routed_recall(query, keys, values, store.valid, self.knn_top_k, self.attend.scale,
-                                          self.router)
+            memory, found = recall(query, store, index, self.knn_top_k, self.attend.scale)
+        else:  # the torch store only (the config refuses routed retrieval from the faiss store)
+            memory, found = routed_recall(query, store, index, self.knn_top_k, self.attend.scale, self.router)
         g = self.knn_gate.sigmoid().to(memory.dtype)[:, None, None]
         local = rearrange(local, "b n (h d) -> b h n d", h=self.heads)
         mixed = torch.where(found, local * (1 - g) + memory * g, local)

@@ -56,6 +56,7 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     knn_memory_size: int = 262144
     knn_top_k: int = 32
     knn_retrieval: Literal["exact", "routed"] = "exact"
+    knn_backend: Literal["torch", "faiss"] = "torch"
     ignore_index: int = -100
     use_flash_attn: bool = False
     use_compressed_mem: bool = False
@@ -130,6 +131,10 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
                              f"({self.block_width}): the store takes whole blocks")
         if self.knn_top_k > self.knn_memory_size:
             raise ValueError(f"knn_top_k ({self.knn_top_k}) cannot exceed knn_memory_size ({self.knn_memory_size})")
+        if self.knn_backend == "faiss" and self.knn_retrieval == "routed":
+            # the router scores every entry of the store with gradients: it needs the store as tensors
+            raise ValueError('knn_backend="faiss" supports knn_retrieval="exact" only: routed retrieval scores '
+                             'every entry of the store in torch; use knn_backend="torch" with it')
 
     # derived sizes, named once so that every module agrees on them
 

@@ -7,12 +7,17 @@ block pushed out of the XL memory is written over the oldest entries (never a wh
 Keys are stored as unit vectors without positions, so a query finds them by cosine similarity;
 the search is exact (chunked top-k over the whole store, in torch, on the store's device).
 Entries are stored detached. A row that resets marks its entries invalid.
+
+Two stores implement ``KNNStore``: ``KNNMemory`` here (``knn_backend="torch"``, tensors on the
+model's device, compilable) and ``faiss_memory.FaissKNNMemory`` (``knn_backend="faiss"``, on the
+CPU, eager only). A store retrieves each query's top-k entries; the attention over them
+(``recall``) is shared.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +26,29 @@ from torch import Tensor, nn
 from .config import BlockRecurrentConfig
 
 SCORE_BUDGET = 2 ** 26  # scores computed at once (a chunk of the store for all queries): bounds temporaries
+
+
+class KNNStore(Protocol):
+    """What the model asks of a kNN store. Stores behave as values: ``write`` and ``reset`` return
+    a new store and leave the caller's as it was."""
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads the store holds per layer."""
+
+    def write(self, k: Tensor, v: Tensor, rows_valid: Optional[Tensor] = None) -> "KNNStore":
+        """Append one block (knn layers, b, kv_heads, n, d), evicting the oldest entries past capacity."""
+
+    def reset(self, rows: Tensor) -> "KNNStore":
+        """Forget every entry of the rows where ``rows`` (bool, (batch,)) is True."""
+
+    def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Exact top-k of q (b, kv_heads, m, d) in kNN layer ``layer`` of the store, by dot product with
+        the unit keys: (keys, values (b, kv_heads, m, top_k, d) in q's dtype and device, found (same
+        without d, bool: a valid entry)); entries not found hold anything (their weight is zero)."""
+
+    def check(self, config: BlockRecurrentConfig, batch: int, device: torch.device) -> None:
+        """Raise a clear error unless this store fits the config and batch."""
 
 
 @dataclass
@@ -51,16 +79,48 @@ class KNNMemory:
             valid = self.valid.index_copy(-1, slots, rows_valid[:, None].expand(-1, n).contiguous())
         return KNNMemory(keys, values, valid, (self.head + n) % capacity)
 
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads per layer."""
+        return self.keys.shape[2]
+
     def reset(self, rows: Tensor) -> "KNNMemory":
         """Invalidate every entry of the rows where ``rows`` (bool, (batch,)) is True."""
         return replace(self, valid=self.valid & ~rows[:, None])
 
+    def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``KNNStore.retrieve``: the exact chunked ``search``, then a gather on the store's device."""
+        keys, values = self.keys[layer], self.values[layer]
+        index, found = search(q, keys, self.valid, top_k)
+        gather = index[..., None].expand(*index.shape, q.shape[-1])
+        # (b, kv_heads, m, top_k, d): the retrieved entries of each query
+        top_keys = keys[:, :, None].expand(-1, -1, q.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
+        top_values = values[:, :, None].expand(-1, -1, q.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
+        return top_keys, top_values, found
+
+    def check(self, config: BlockRecurrentConfig, batch: int, device: torch.device) -> None:
+        """Raise a clear error unless the store's tensors have the config's shapes and sit on ``device``."""
+        if config.knn_backend != "torch":
+            raise ValueError(f"xl_memories holds a torch kNN store, but the model has "
+                             f"knn_backend={config.knn_backend!r}")
+        expected = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
+        for name, t, shape in (("keys", self.keys, expected), ("values", self.values, expected),
+                               ("valid", self.valid, (batch, config.knn_memory_size))):
+            if tuple(t.shape) != shape or t.device != device:
+                raise ValueError(f"xl_memories.knn.{name} must have shape {shape} on {device}, "
+                                 f"got {tuple(t.shape)} on {t.device}")
+
 
 def empty_knn_memory(config: BlockRecurrentConfig, batch: int, device: torch.device,
-                     dtype: torch.dtype) -> Optional[KNNMemory]:
-    """An empty store for the config's kNN layers (None when it has none)."""
+                     dtype: torch.dtype) -> Optional[KNNStore]:
+    """An empty store of the config's ``knn_backend`` for its kNN layers (None when it has none).
+    The faiss store ignores ``device`` and ``dtype``: it holds float32 on the CPU."""
     if not config.knn_layers:
         return None
+    if config.knn_backend == "faiss":
+        from .faiss_memory import empty_faiss_memory  # imported only when asked for: faiss is optional
+
+        return empty_faiss_memory(config, batch)
     shape = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
     return KNNMemory(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
                      torch.zeros(batch, config.knn_memory_size, dtype=torch.bool, device=device),
@@ -91,36 +151,33 @@ def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[i
     return best_index, best_scores > float("-inf")
 
 
-def recall(q: Tensor, keys: Tensor, values: Tensor, valid: Tensor, top_k: int, scale: float) -> tuple[Tensor, Tensor]:
-    """Attention of q (b, heads, n, d) over its top-k entries of one layer's store.
+def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float) -> tuple[Tensor, Tensor]:
+    """Attention of q (b, heads, n, d) over its top-k entries of kNN layer ``layer`` of ``store``.
 
     q is the query as scored against unit keys (its qk-norm gains folded in). Returns (out
     (b, heads, n, d), found (b, heads, n, 1): the query retrieved at least one valid entry).
-    Gradients reach q; the store is constant.
+    Gradients reach q; the store is constant. Shared by every store: only the retrieval differs.
     """
     b, heads, n, d = q.shape
-    kv_heads = keys.shape[1]
+    kv_heads = store.kv_heads
     grouped = q.reshape(b, kv_heads, heads // kv_heads * n, d)  # query heads sharing a key/value head
-    index, found = search(grouped, keys, valid, top_k)
-    gather = index[..., None].expand(*index.shape, d)
-    # (b, kv_heads, g*n, top_k, d): the retrieved entries of each query
-    top_keys = keys[:, :, None].expand(-1, -1, grouped.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
-    top_values = values[:, :, None].expand(-1, -1, grouped.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
+    top_keys, top_values, found = store.retrieve(grouped, layer, top_k)
     scores = torch.einsum("bhmd,bhmkd->bhmk", grouped, top_keys) * scale
     weights = scores.masked_fill(~found, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
     out = torch.einsum("bhmk,bhmkd->bhmd", weights, top_values)
     return out.reshape(b, heads, n, d), found.any(dim=-1, keepdim=True).reshape(b, heads, n, 1)
 
 
-def routed_recall(q: Tensor, keys: Tensor, values: Tensor, valid: Tensor, top_k: int, scale: float,
+def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: float,
                   router: nn.Module) -> tuple[Tensor, Tensor]:
-    """Attention of q (b, heads, n, d) over ``top_k`` entries of one layer's store chosen by
-    ``router`` (colt5_attention.CoordinateDescentRouter: a learned routing token scores every entry,
+    """Attention of q (b, heads, n, d) over ``top_k`` entries of kNN layer ``layer`` of the torch store,
+    chosen by ``router`` (colt5_attention.CoordinateDescentRouter: a learned routing token scores every entry,
     coordinate descent makes the top-k differentiable). The choice depends on the store alone, so
     it is the same for every query of the block, and causal. Gradients reach q and the router
     (the chosen values are scaled by its straight-through scores). Returns (out, found) as ``recall``.
     """
     b, heads, n, d = q.shape
+    keys, values, valid = store.keys[layer], store.values[layer], store.valid
     kv_heads, capacity = keys.shape[1], keys.shape[2]
     flat_keys, flat_values = keys.reshape(b * kv_heads, capacity, d), values.reshape(b * kv_heads, capacity, d)
     flat_valid = valid.repeat_interleave(kv_heads, dim=0)

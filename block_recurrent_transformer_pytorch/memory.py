@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .config import BlockRecurrentConfig
-from .knn_memory import KNNMemory, empty_knn_memory
+from .knn_memory import KNNStore, empty_knn_memory
 
 
 @dataclass
@@ -33,14 +33,15 @@ class Memories:
     blocks_since_reset: (batch,) full blocks pushed since each row's last reset, while some row's
         memory still holds entries from before its reset; None when every entry is valid.
     blocks_until_valid: pushes until no row holds pre-reset entries (then the mask is dropped).
-    knn: the kNN layers' long-range store, or None when the model has no kNN layer.
+    knn: the kNN layers' long-range store (``knn_memory.KNNMemory``, or ``faiss_memory.FaissKNNMemory``
+        with knn_backend="faiss"), or None when the model has no kNN layer.
     """
 
     xl: Tensor
     compressed: Optional[Tensor] = None
     blocks_since_reset: Optional[Tensor] = None
     blocks_until_valid: int = 0
-    knn: Optional[KNNMemory] = None
+    knn: Optional[KNNStore] = None
 
     @property
     def batch_size(self) -> int:
@@ -172,10 +173,5 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
         raise ValueError(f"xl_memories {'lacks' if config.knn_layers else 'holds'} a kNN store, but the model "
                          f"has knn_layers={config.knn_layers}")
     if memories.knn is not None:
-        expected_knn = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
-        for name, t, shape in (("keys", memories.knn.keys, expected_knn), ("values", memories.knn.values, expected_knn),
-                               ("valid", memories.knn.valid, (batch, config.knn_memory_size))):
-            if tuple(t.shape) != shape or t.device != device:
-                raise ValueError(f"xl_memories.knn.{name} must have shape {shape} on {device}, "
-                                 f"got {tuple(t.shape)} on {t.device}")
+        memories.knn.check(config, batch, device)
     return memories

@@ -122,17 +122,19 @@ class BlockRecurrentTransformer(nn.Module):
             states = [torch.where(reset[:, None, None], init, s) for init, s in zip(self.initial_states(batch), states)]
         return memories, states
 
-    def check_tokens(self, x: Tensor, name: str = "x") -> None:
-        """Raise a clear error unless x is a (batch, length) tensor of token ids in [0, num_tokens)."""
+    def check_tokens(self, x: Tensor, name: str = "x", on_model_device: bool = True) -> None:
+        """Raise a clear error unless x is a (batch, length) tensor of token ids in [0, num_tokens)
+        (on the model's device, unless ``on_model_device=False``)."""
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(x).__name__}")
         if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
             raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}")
         if x.ndim != 2:
             raise ValueError(f"{name} must have shape (batch, length), got {tuple(x.shape)}")
-        if x.device != self.device:
+        if on_model_device and x.device != self.device:
             raise ValueError(f"{name} is on {x.device}, the model is on {self.device}")
-        if x.numel() and not torch.compiler.is_compiling():
+        # a host sync: skipped while torch.compile traces and while a CUDA graph captures
+        if x.numel() and not torch.compiler.is_compiling() and not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
             low, high = torch.stack(torch.aminmax(x)).tolist()  # one host sync
             if low < 0 or high >= self.config.num_tokens:
                 raise ValueError(
@@ -235,7 +237,7 @@ class BlockRecurrentTransformer(nn.Module):
         Returns (logits (b, n, num_tokens) or the mean loss, memories, states). Only full blocks
         are committed to memories and states; a trailing partial block is not.
         """
-        self.check_tokens(x)  # skipped inside torch.compile: it needs a host sync
+        self.check_tokens(x)
         if return_loss:
             if x.shape[1] < 2:
                 raise ValueError(f"with return_loss=True, x needs at least 2 tokens, got {x.shape[1]}")

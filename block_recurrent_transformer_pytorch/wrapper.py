@@ -41,20 +41,13 @@ class RecurrentTrainerWrapper(nn.Module):
     def forward(self, x: Tensor, return_memories_and_states: bool = False, xl_memories: Optional[Memories] = None,
                 states: Optional[list[Tensor]] = None):
         """Mean loss over the segments (and the final memories and states if asked)."""
-        if not isinstance(x, Tensor) or x.ndim != 2:
-            raise ValueError(f"x must be a (batch, k * max_seq_len + 1) tensor, got {getattr(x, 'shape', x)!r}")
-        total = x.shape[1]
-        if total < self.seq_len + 1 or (total - 1) % self.seq_len != 0:
-            raise ValueError(
-                f"x has {total} tokens per row; the wrapper needs k * max_seq_len + 1 = "
-                f"k * {self.seq_len} + 1 for some k >= 1 (one extra token for the last target)"
-            )
-        segments = (total - 1) // self.seq_len
+        segments = self.count_segments(x)
         loss = 0.0
         for i in range(segments):
-            if self.training and random.random() < self.xl_memories_dropout:
+            drop_memories, drop_states = self.draw_dropout()
+            if drop_memories:
                 xl_memories = None
-            if self.training and random.random() < self.state_dropout:
+            if drop_states:
                 states = None
             start = i * self.seq_len
             segment_loss, xl_memories, states = self.transformer(
@@ -65,6 +58,25 @@ class RecurrentTrainerWrapper(nn.Module):
         if return_memories_and_states:
             return loss, xl_memories, states
         return loss
+
+    def count_segments(self, x: Tensor) -> int:
+        """k for x of shape (batch, k * max_seq_len + 1); a clear error for any other shape."""
+        if not isinstance(x, Tensor) or x.ndim != 2:
+            raise ValueError(f"x must be a (batch, k * max_seq_len + 1) tensor, got {getattr(x, 'shape', x)!r}")
+        total = x.shape[1]
+        if total < self.seq_len + 1 or (total - 1) % self.seq_len != 0:
+            raise ValueError(
+                f"x has {total} tokens per row; the wrapper needs k * max_seq_len + 1 = "
+                f"k * {self.seq_len} + 1 for some k >= 1 (one extra token for the last target)"
+            )
+        return (total - 1) // self.seq_len
+
+    def draw_dropout(self) -> tuple[bool, bool]:
+        """Whether the next segment starts without memories, and with the initial states (drawn from
+        Python's ``random``, memories first, as the seed does; never in eval mode)."""
+        drop_memories = self.training and random.random() < self.xl_memories_dropout
+        drop_states = self.training and random.random() < self.state_dropout
+        return drop_memories, drop_states
 
     @torch.no_grad()
     def generate(self, prime: Tensor, length: int, **kwargs) -> Tensor:

@@ -75,3 +75,28 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed):
     assert decoder.graph is not None
     # cuDNN's convolution (the compressor) runs in TF32 by default: allow for its rounding
     assert _relative_error(torch.stack(got, dim=1), expected[:, 99:]) < 1e-3
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_cuda_graph_train_step_matches_eager(compressed):
+    """TrainStep replaying CUDA graphs gives the eager step's loss and gradients (fp32, dropout on:
+    the same Python draws choose the same graphs), over three steps of gradient accumulation."""
+    import random
+
+    from block_recurrent_transformer_pytorch import TrainStep
+
+    model = _model(use_compressed_mem=compressed)
+    wrapper = RecurrentTrainerWrapper(model, 0.3, 0.3)
+    batches = [torch.randint(0, 256, (2, 4 * 1024 + 1)) for _ in range(3)]
+    results = []
+    for cuda_graph in (False, True):
+        model.zero_grad(set_to_none=True)
+        random.seed(0)
+        step = TrainStep(wrapper, cuda_graph=cuda_graph, amp_dtype=None)
+        losses = [step(x, loss_scale=1 / 3) for x in batches]
+        results.append((torch.stack(losses), [p.grad.clone() for p in model.parameters()]))
+    (eager_loss, eager_grads), (graph_loss, graph_grads) = results
+    assert len(step.graphs) >= 2  # the first segment and the ones after it
+    assert _relative_error(graph_loss, eager_loss) < 1e-4
+    for g, e in zip(graph_grads, eager_grads):
+        assert _relative_error(g, e) < 1e-3
