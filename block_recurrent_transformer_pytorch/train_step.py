@@ -122,9 +122,12 @@ class TrainStep:
         memories = None if xl is None else Memories(xl=xl, compressed=compressed)
         initial = self.model.initial_states(x.shape[0])
         states = [torch.where(fresh, init, s) for init, s in zip(initial, states)]
-        # no weight-cast cache: a graph must not read casts that an outer autocast region frees
-        with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None, cache_enabled=False):
+        # Autocast casts each weight once per region and caches it until the outermost region
+        # ends. Inside a caller's autocast region that is after a capture: a graph would read
+        # casts freed later, so the cache stays off there.
+        device = x.device.type
+        with torch.autocast(device, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None,
+                            cache_enabled=not torch.is_autocast_enabled(device)):
             loss, memories, states = self.model(x, return_loss=True, xl_memories=memories, states=states)
         (loss * scale).backward()
         return loss.detach(), memories.xl, memories.compressed, *states

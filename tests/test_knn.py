@@ -47,7 +47,7 @@ def test_search_is_exact_against_brute_force():
 def test_reset_rows_find_nothing():
     store = _empty(capacity=4).write(torch.randn(1, 2, 1, 4, 8), torch.randn(1, 2, 1, 4, 8))
     store = store.reset(torch.tensor([True, False]))
-    _, found = recall(torch.randn(2, 2, 3, 8), store.keys[0], store.values[0], store.valid, top_k=2, scale=8.0)
+    _, found = recall(torch.randn(2, 2, 3, 8), store, 0, top_k=2, scale=8.0)
     assert not found[0].any() and found[1].all()
 
 
