@@ -1,5 +1,12 @@
 from setuptools import find_packages, setup
 
+# knn_backend="faiss": memorizing-transformers-pytorch's KNNMemory, whose own requirements are listed
+# here because it is installed apart, with --no-deps (it declares faiss-gpu, ~1.2 GB of CUDA
+# libraries, where faiss-cpu serves; and imports einops_exts without declaring it):
+#   pip install "block-recurrent-transformer-pytorch[faiss]"
+#   pip install --no-deps memorizing-transformers-pytorch==0.4.1
+FAISS = ["faiss-cpu>=1.7.3", "einops-exts>=0.0.4", "joblib", "filelock", "numpy"]
+
 setup(
     name="block-recurrent-transformer-pytorch",
     version="0.5.0",
@@ -12,9 +19,10 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch>=2.5", "einops>=0.8", "beartype>=0.18"],
     extras_require={
-        "test": ["pytest>=8", "tqdm", "matplotlib", "numpy", "colt5-attention>=0.11.2"],
+        "test": ["pytest>=8", "tqdm", "matplotlib", "numpy", "colt5-attention>=0.11.2", *FAISS],
         "train": ["tqdm", "matplotlib", "numpy"],
         "routed": ["colt5-attention>=0.11.2"],  # knn_retrieval="routed"
+        "faiss": FAISS,  # knn_backend="faiss"
     },
     classifiers=[
         "License :: OSI Approved :: MIT License",

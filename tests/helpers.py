@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
@@ -23,11 +25,14 @@ def tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=g)
 
 
-def run_segments(model: BlockRecurrentTransformer, x: torch.Tensor, seg: int, memories=None, states=None):
-    """Logits of x run segment by segment, memories and states carried; also the final ones."""
+def run_segments(model: BlockRecurrentTransformer, x: torch.Tensor, seg: int, memories=None, states=None,
+                 resets: Optional[dict[int, torch.Tensor]] = None):
+    """Logits of x run segment by segment, memories and states carried; also the final ones.
+    resets: segment number -> the bool (batch,) ``reset`` passed with that segment."""
     outs = []
-    for chunk in x.split(seg, dim=1):
-        logits, memories, states = model(chunk, xl_memories=memories, states=states)
+    for i, chunk in enumerate(x.split(seg, dim=1)):
+        reset = None if resets is None else resets.get(i)
+        logits, memories, states = model(chunk, xl_memories=memories, states=states, reset=reset)
         outs.append(logits)
     return torch.cat(outs, dim=1), memories, states
 

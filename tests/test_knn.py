@@ -145,13 +145,7 @@ def test_reset_rows_do_not_recall_their_old_document():
     nothing of the old document (not even the block the XL memory held at the reset) is recalled."""
     model = small_model(recurrent_layers=(), use_compressed_mem=True, **KNN)
     x = tokens(2, 96)
-    memories = states = None
-    outputs = []
-    for i, segment in enumerate(x.split(16, dim=1)):
-        logits, memories, states = model(segment, xl_memories=memories, states=states,
-                                         reset=torch.tensor([i == 2, False]))
-        outputs.append(logits)
-    got = torch.cat(outputs, dim=1)
+    got, _, _ = run_segments(model, x, 16, resets={2: torch.tensor([True, False])})
     fresh, _, _ = run_segments(model, x[:1, 32:], 16)
     torch.testing.assert_close(got[:1, 32:], fresh, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[1:], run_segments(model, x[1:], 16)[0], rtol=1e-5, atol=1e-5)
