@@ -226,10 +226,11 @@ def variants(cfg: Config) -> dict[str, Variant]:
         "state_1seg": Variant(),
         "state_kseg": Variant(train=dict(bptt_segments=cfg.kseg)),
         "state_compressed": Variant(model=dict(use_compressed_mem=True)),
-        # kNN memory in the top layer, holding 256 blocks (65,536 tokens at the default block width)
-        "knn": Variant(model=dict(knn_layers=(depth,), knn_memory_size=256 * block_width, knn_top_k=32)),
+        # kNN memory in the top layer, holding 1024 blocks (262,144 tokens at the default block width:
+        # the key stays in reach at D = 256k)
+        "knn": Variant(model=dict(knn_layers=(depth,), knn_memory_size=1024 * block_width, knn_top_k=32)),
         # the same store, a learned CoLT5 router choosing 2 blocks' worth of entries per block
-        "routed": Variant(model=dict(knn_layers=(depth,), knn_memory_size=256 * block_width,
+        "routed": Variant(model=dict(knn_layers=(depth,), knn_memory_size=1024 * block_width,
                                      knn_top_k=2 * block_width, knn_retrieval="routed")),
     }
 
