@@ -45,7 +45,7 @@ class DecodeCache:
         self.memory_len = torch.zeros((), dtype=torch.long, device=device)
         self.position = torch.zeros((), dtype=torch.long, device=device)  # next token's place in the block
         self.length = 0  # the same on the host, for control flow (is the block full?)
-        self.block_rotary = model.rotary(torch.arange(config.block_width, device=device))
+        self.block_rotary = model.rotary(0, config.block_width)
         self.views: dict[int, StateView] = {}
 
     causal = False  # the attention mask below encodes causality over the static buffer

@@ -12,28 +12,48 @@ from torch import Tensor, nn
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables and xpos scales for any integer positions."""
+    """cos/sin tables and xpos scales for integer positions, precomputed for the range every block
+    uses (its memories at -max_memory..-1, its tokens at 0..block_width-1) and sliced from there.
 
-    def __init__(self, dim_head: int, theta: float = 10000.0, xpos_scale_base: int = 512) -> None:
+    Precomputed tables matter under torch.compile: computed in the graph, their pow/sin/cos would be
+    fused into (and recomputed by) every kernel that applies them.
+    """
+
+    def __init__(self, dim_head: int, theta: float = 10000.0, xpos_scale_base: int = 512, *,
+                 max_memory: int = 0, block_width: int = 0) -> None:
         super().__init__()
         self.dim_head, self.theta, self.xpos_scale_base = dim_head, theta, xpos_scale_base
+        self.first = -max_memory  # the table's first position
+        self.register_buffer("tables", self.compute(torch.arange(-max_memory, block_width)), persistent=False)
 
-    def forward(self, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Return (cos, sin, xpos scale), each (len(positions), dim_head), in float32.
+    def _apply(self, fn, recurse: bool = True) -> "RotaryEmbedding":
+        """Move the tables with the model but keep them exact: ``model.half()`` or ``.bfloat16()``
+        would round them (0.45 rad of phase error at distance 1024), so they are recomputed."""
+        super()._apply(fn, recurse)
+        positions = torch.arange(self.first, self.first + self.tables.shape[1], device=self.tables.device)
+        self.tables = self.compute(positions)
+        return self
 
-        The frequencies are computed here in float32 rather than kept as buffers, which
-        ``model.half()`` or ``.bfloat16()`` would round (0.45 rad of phase error at distance 1024).
-        """
+    def compute(self, positions: Tensor) -> Tensor:
+        """(3, len(positions), dim_head) float32: cos, sin and the xpos scale at these positions."""
         d = self.dim_head
         channels = torch.arange(0, d, 2, device=positions.device, dtype=torch.float32)
         positions = positions.float()[:, None]
         freqs = positions * self.theta ** (-channels / d)
-        freqs = torch.cat((freqs, freqs), dim=-1)
         # xpos: frequency i decays as ((2i + 0.4 d) / 1.4 d) ** (position / scale_base); queries are
         # multiplied by it and keys divided, so a score depends only on the distance between them.
         scale = ((channels + 0.4 * d) / (1.4 * d)) ** (positions / self.xpos_scale_base)
-        scale = torch.cat((scale, scale), dim=-1)
-        return freqs.cos(), freqs.sin(), scale
+        tables = torch.stack((freqs.cos(), freqs.sin(), scale))
+        return torch.cat((tables, tables), dim=-1)
+
+    def forward(self, start: int, length: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(cos, sin, xpos scale), each (length, dim_head) float32, for positions start..start+length-1."""
+        offset = start - self.first
+        if offset >= 0 and offset + length <= self.tables.shape[1]:
+            cos, sin, scale = self.tables[:, offset:offset + length]
+        else:  # outside the precomputed range
+            cos, sin, scale = self.compute(torch.arange(start, start + length, device=self.tables.device))
+        return cos, sin, scale
 
 
 def rotate_half(x: Tensor) -> Tensor:

@@ -56,7 +56,9 @@ class BlockRecurrentTransformer(nn.Module):
         self.knn_at = {layer: i for i, layer in enumerate(config.knn_layers)}  # layer -> its slice of the store
 
         self.token_emb = nn.Embedding(config.num_tokens, dim)
-        self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base)
+        max_memory = config.block_width + (config.compressed_mem_len if config.use_compressed_mem else 0)
+        self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base,
+                                      max_memory=max_memory, block_width=config.block_width)
         self.layers = nn.ModuleList(
             nn.ModuleList([
                 AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
@@ -177,7 +179,7 @@ class BlockRecurrentTransformer(nn.Module):
     def memory_rotary(self, memories: Memories) -> tuple[Tensor, Tensor, Tensor]:
         """Rotary tables for the memories' positions -M..-1."""
         m = memories.xl.shape[-2] + (0 if memories.compressed is None else memories.compressed.shape[-2])
-        return self.rotary(torch.arange(-m, 0, device=memories.device))
+        return self.rotary(-m, m)
 
     def forward_block(self, h: Tensor, memories: Memories, states: States,
                       cache: Optional[DecodeCache] = None) -> tuple[Tensor, Memories, States]:
@@ -285,7 +287,7 @@ class WholeBlock:
 
     def rotary(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """Rotary tables for the block's positions 0..n-1."""
-        return self.model.rotary(torch.arange(n, device=self.memory_kv.device))
+        return self.model.rotary(0, n)
 
     def attention_mask(self, n: int) -> Optional[Tensor]:
         """None (no mask tensor: flash) unless some row's memory holds entries from before its reset."""

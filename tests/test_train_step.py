@@ -1,0 +1,113 @@
+"""TrainStep (each segment's forward and backward on its own, replayed from a CUDA graph on GPU)
+computes what the wrapper's loss.backward() computes; the kernels behind the fast path (padded
+GEGLU width, precomputed rotary tables) change no result. The graph replay itself is checked on a
+GPU (tests/test_gpu.py); here its eager twin, the very function that is captured, is."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper, TrainStep
+from block_recurrent_transformer_pytorch.blocks import FeedForward
+from block_recurrent_transformer_pytorch.positions import RotaryEmbedding
+
+from .helpers import small_model, tokens
+
+
+def _grads(model) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_train_step_equals_wrapper_backward(compressed):
+    """Same mean loss and gradients as (wrapper(x) * scale).backward(), memory and state dropout on
+    (the same Python draws), compressed memory on/off, two recurrent layers, 5 segments."""
+    model = small_model(use_compressed_mem=compressed, recurrent_layers=(1, 3)).train()
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.4, state_dropout=0.4)
+    x = tokens(2, 5 * 16 + 1)
+
+    random.seed(3)
+    reference_loss = wrapper(x)
+    (reference_loss * 0.25).backward()
+    reference = _grads(model)
+
+    model.zero_grad(set_to_none=True)
+    random.seed(3)
+    loss = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x, loss_scale=0.25)
+    torch.testing.assert_close(loss, reference_loss.detach(), rtol=1e-6, atol=1e-6)
+    for got, want in zip(_grads(model), reference):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert all(g.abs().sum() > 0 for g in reference)  # every parameter learns, both paths
+
+
+def test_train_step_accumulates_and_survives_zero_grad():
+    """Gradients add up over calls like repeated backward(); zero_grad (set_to_none or not) restarts."""
+    model = small_model().train()
+    wrapper = RecurrentTrainerWrapper(model)
+    step = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)
+    a, b = tokens(2, 33, seed=1), tokens(2, 33, seed=2)
+    (wrapper(a) + wrapper(b)).backward()
+    reference = _grads(model)
+    for set_to_none in (True, False):
+        model.zero_grad(set_to_none=set_to_none)
+        step(a)
+        step(b)
+        for got, want in zip(_grads(model), reference):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    # a gradient the caller put there is kept and added to
+    model.zero_grad(set_to_none=True)
+    wrapper(a).backward()
+    step(b)
+    for got, want in zip(_grads(model), reference):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_train_step_rejects_what_it_cannot_do():
+    model = small_model()
+    with pytest.raises(ValueError, match="bptt_segments"):
+        TrainStep(RecurrentTrainerWrapper(model, bptt_segments=2), cuda_graph=False)
+    with pytest.raises(ValueError, match="CUDA"):
+        TrainStep(RecurrentTrainerWrapper(model), cuda_graph=True)
+    with pytest.raises(ValueError, match="knn_layers"):
+        TrainStep(RecurrentTrainerWrapper(small_model(knn_layers=(3,), knn_memory_size=64)), cuda_graph=False)
+    with pytest.raises(TypeError, match="RecurrentTrainerWrapper"):
+        TrainStep(model, cuda_graph=False)
+    step = TrainStep(RecurrentTrainerWrapper(model), cuda_graph=False, amp_dtype=None)
+    with pytest.raises(ValueError, match="k \\* max_seq_len \\+ 1"):
+        step(tokens(2, 20))
+    with pytest.raises(ValueError, match="token ids in"):
+        step(torch.full((2, 17), 1000))
+
+
+def test_padded_feedforward_equals_unpadded():
+    """The GEGLU width padded to a multiple of 8 (1365 -> 1368 at dim 512) gives the unpadded
+    block's output and gradients."""
+    torch.manual_seed(0)
+    ff = FeedForward(512, 4)
+    assert (ff.hidden, ff.padded) == (1365, 1368)
+    x = torch.randn(2, 7, 512, requires_grad=True)
+    ff(x).square().sum().backward()
+    got = [x.grad.clone()] + [p.grad.clone() for p in ff.parameters()]
+    x.grad = None
+    ff.zero_grad()
+    h, gate = ff.proj_in(ff.norm(x)).chunk(2, dim=-1)
+    ff.proj_out(h * F.gelu(gate)).square().sum().backward()
+    for a, b in zip(got, [x.grad] + [p.grad for p in ff.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_rotary_tables_stay_exact_in_any_dtype():
+    """Precomputed tables equal tables computed afresh, also after .bfloat16()/.double() (which
+    would round or re-type buffers) and outside the precomputed range."""
+    rotary = RotaryEmbedding(16, max_memory=48, block_width=32)
+    fresh = rotary.compute(torch.arange(-48, 32))
+    for cast in (lambda m: m, lambda m: m.bfloat16(), lambda m: m.double(), lambda m: m.float()):
+        cast(rotary)
+        assert rotary.tables.dtype == torch.float32
+        assert torch.equal(torch.stack(rotary(-48, 80)), fresh)
+        assert torch.equal(torch.stack(rotary(0, 32)), fresh[:, 48:])
+    assert torch.equal(torch.stack(rotary(30, 10)), rotary.compute(torch.arange(30, 40)))
