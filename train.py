@@ -40,7 +40,7 @@ from torch import Tensor, nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper  # noqa: E402
+from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper, TrainStep  # noqa: E402
 
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
 ENWIK8_BYTES = 100_000_000
@@ -126,6 +126,9 @@ class TrainConfig:
     device: str = _opt("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
     amp: bool = _opt(True, "bf16 autocast on CUDA (no effect on CPU)")
     compile: bool = _opt(False, "torch.compile the model")
+    cuda_graph: bool = _opt(False, "train through TrainStep: each segment's forward and backward on its own, "
+                                   "replayed from a CUDA graph on a GPU (the same computation, eagerly, on "
+                                   "a CPU); needs --bptt-segments 1 and no kNN layers")
     resume: bool = _opt(False, "continue the checkpoint in out-dir (its config, changed only by flags you pass)")
     eval_only: bool = _opt(False, "only evaluate the checkpoint in out-dir on the whole val and test splits")
     stop_at_step: Optional[int] = _opt(None, "stop with a checkpoint after this step, keeping the max-steps "
@@ -140,6 +143,9 @@ class TrainConfig:
         if self.seq_len % self.max_seq_len != 0:
             raise TrainError(f"--seq-len ({self.seq_len}) must be a multiple of --max-seq-len ({self.max_seq_len}): "
                              f"a sample is processed as whole segments")
+        if self.cuda_graph and (self.bptt_segments != 1 or self.knn_layers):
+            raise TrainError(f"--cuda-graph needs --bptt-segments 1 and no --knn-layers, got "
+                             f"--bptt-segments {self.bptt_segments} --knn-layers {list(self.knn_layers)}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
             raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
 
@@ -619,7 +625,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         print(f"batch: {cfg.batch_size} x {cfg.seq_len} tokens x {cfg.grad_accum} accumulation x "
               f"{env.world_size} process(es) = {tokens_per_step:,} tokens per step")
         print(f"device: {device}{', bf16 autocast' if cfg.amp and device.type == 'cuda' else ''}"
-              f"{', compiled' if cfg.compile else ''}; output: {out_dir}")
+              f"{', compiled' if cfg.compile else ''}{', TrainStep' if cfg.cuda_graph else ''}; output: {out_dir}")
 
     if cfg.eval_only:
         final_evaluation(model, val_data, test_data, cfg, ckpt["step"], log)
@@ -653,9 +659,12 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         model.compile()  # in place: the state_dict keeps its names
     # DDP wraps the module the loss goes through, so backward all-reduces the gradients.
     # Compressed memory is not touched by segments that start without memories: unused parameters.
+    # TrainStep's graphs run the model itself, so with it the gradients are all-reduced by hand.
     ddp = DistributedDataParallel(trainer, device_ids=[env.local_rank] if device.type == "cuda" else None,
-                                  find_unused_parameters=cfg.use_compressed_mem) if distributed else None
+                                  find_unused_parameters=cfg.use_compressed_mem) if distributed and not cfg.cuda_graph else None
     forward = ddp if ddp is not None else trainer
+    amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
+    train_step = TrainStep(trainer, cuda_graph=device.type == "cuda", amp_dtype=amp_dtype) if cfg.cuda_graph else None
 
     def checkpoint() -> None:
         states = [None] * env.world_size
@@ -675,6 +684,12 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     trainer.train()
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):
+            if train_step is not None:
+                # a pinned CPU batch: TrainStep checks it there and copies it without a host sync
+                x = get_batch(train_data, cfg.batch_size, cfg.seq_len, data_generator, torch.device("cpu"))
+                running_loss += train_step(x.pin_memory() if device.type == "cuda" else x,
+                                           loss_scale=1 / cfg.grad_accum) / cfg.grad_accum
+                continue
             x = get_batch(train_data, cfg.batch_size, cfg.seq_len, data_generator, device)
             # gradients are summed locally and all-reduced once, in the last micro-step's backward
             sync = ddp is None or micro == cfg.grad_accum - 1
@@ -683,6 +698,8 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
                     loss = forward(x) / cfg.grad_accum
                 loss.backward()
             running_loss += loss.detach()
+        if train_step is not None and distributed:
+            average_gradients(model, env.world_size)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         optimizer.step()
         scheduler.step()
@@ -729,6 +746,16 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     bar.close()
     final_evaluation(model, val_data, test_data, cfg, step, log)
     return model
+
+
+def average_gradients(model: nn.Module, world_size: int) -> None:
+    """All-reduce every gradient to its mean over the ranks (what DDP does), in one flat buffer."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    for g, reduced in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(reduced.view_as(g))
 
 
 def final_evaluation(model: BlockRecurrentTransformer, val_data: Tensor, test_data: Tensor, cfg: TrainConfig,

@@ -301,9 +301,11 @@ def _ddp_worker(rank: int, port: int, cfg: train.TrainConfig, result: str) -> No
     torch.save(model.state_dict(), f"{result}.{rank}")
 
 
-def test_two_processes_keep_identical_weights(tmp_path):
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
     # each rank samples different batches: only all-reduced gradients keep the weights equal
-    cfg = tiny(tmp_path, max_steps=3)
+    # (by DDP, or by hand around TrainStep)
+    cfg = tiny(tmp_path, max_steps=3, cuda_graph=cuda_graph)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -324,3 +326,23 @@ def test_two_processes_keep_identical_weights(tmp_path):
     ckpt = train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])
+
+
+def test_train_step_run_matches_the_wrapper_run(tmp_path):
+    """--cuda-graph trains through TrainStep (eagerly on CPU: the function a GPU captures); with
+    dropout and gradient accumulation it reaches the wrapper-and-backward run's weights."""
+    common = dict(max_steps=4, grad_accum=2, xl_memories_dropout=0.5, state_dropout=0.5, eval_interval=0,
+                  sample_interval=0)
+    train.train(tiny(tmp_path, "wrapper", **common))
+    train.train(tiny(tmp_path, "train_step", cuda_graph=True, **common))
+    wrapper = train.load_checkpoint(tmp_path / "wrapper" / train.CHECKPOINT)["model"]
+    step = train.load_checkpoint(tmp_path / "train_step" / train.CHECKPOINT)["model"]
+    for name, weight in wrapper.items():
+        torch.testing.assert_close(step[name], weight, rtol=1e-4, atol=1e-5, msg=name)
+    assert [r["loss"] for r in records(tmp_path / "wrapper") if r["kind"] == "train"] == pytest.approx(
+        [r["loss"] for r in records(tmp_path / "train_step") if r["kind"] == "train"], rel=1e-5)
+
+
+def test_cuda_graph_flag_refuses_what_train_step_cannot_do(tmp_path):
+    with pytest.raises(train.TrainError, match="--cuda-graph needs --bptt-segments 1"):
+        tiny(tmp_path, cuda_graph=True, bptt_segments=2)
