@@ -55,12 +55,16 @@ class KNNStore(Protocol):
 class KNNMemory:
     """keys, values: (knn layers, batch, kv_heads, capacity, dim_head); valid: (batch, capacity);
     head: () long tensor, the slot the next block is written at (the same in every row; a tensor
-    so that torch.compile does not specialise on it)."""
+    so that torch.compile does not specialise on it).
+    written: entries written so far while the ring has not wrapped (they fill slots 0..written-1),
+    so that a search skips the never-written rest; None: unknown (a store built or written inside
+    torch.compile, where a Python int would be specialised on), and every slot is searched."""
 
     keys: Tensor
     values: Tensor
     valid: Tensor
     head: Tensor
+    written: Optional[int] = None
 
     def write(self, k: Tensor, v: Tensor, rows_valid: Optional[Tensor] = None) -> "KNNMemory":
         """Write one block (knn layers, b, kv_heads, block_width, d) over the oldest entries.
@@ -77,7 +81,18 @@ class KNNMemory:
             valid = self.valid.index_fill(-1, slots, True)
         else:
             valid = self.valid.index_copy(-1, slots, rows_valid[:, None].expand(-1, n).contiguous())
-        return KNNMemory(keys, values, valid, (self.head + n) % capacity)
+        written = None
+        if not torch.compiler.is_compiling() and self.written is not None:  # never read while tracing
+            written = min(self.written + n, capacity)
+        return KNNMemory(keys, values, valid, (self.head + n) % capacity, written)
+
+    def searched(self, top_k: int) -> int:
+        """How many slots (from slot 0) a search must score: the written ones, at least ``top_k``
+        (so that every query gets top_k candidates, unwritten ones marked not found)."""
+        capacity = self.keys.shape[-2]
+        if torch.compiler.is_compiling() or self.written is None:  # never read while tracing
+            return capacity
+        return min(max(self.written, top_k), capacity)
 
     @property
     def kv_heads(self) -> int:
@@ -91,7 +106,8 @@ class KNNMemory:
     def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
         """``KNNStore.retrieve``: the exact chunked ``search``, then a gather on the store's device."""
         keys, values = self.keys[layer], self.values[layer]
-        index, found = search(q, keys, self.valid, top_k)
+        slots = self.searched(top_k)
+        index, found = search(q, keys[..., :slots, :], self.valid[:, :slots], top_k)
         gather = index[..., None].expand(*index.shape, q.shape[-1])
         # (b, kv_heads, m, top_k, d): the retrieved entries of each query
         top_keys = keys[:, :, None].expand(-1, -1, q.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
@@ -124,7 +140,7 @@ def empty_knn_memory(config: BlockRecurrentConfig, batch: int, device: torch.dev
     shape = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
     return KNNMemory(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
                      torch.zeros(batch, config.knn_memory_size, dtype=torch.bool, device=device),
-                     torch.zeros((), dtype=torch.long, device=device))
+                     torch.zeros((), dtype=torch.long, device=device), written=0)
 
 
 @torch.no_grad()
@@ -177,7 +193,8 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     (the chosen values are scaled by its straight-through scores). Returns (out, found) as ``recall``.
     """
     b, heads, n, d = q.shape
-    keys, values, valid = store.keys[layer], store.values[layer], store.valid
+    slots = store.searched(top_k)  # the router scores the written slots only
+    keys, values, valid = store.keys[layer, ..., :slots, :], store.values[layer, ..., :slots, :], store.valid[:, :slots]
     kv_heads, capacity = keys.shape[1], keys.shape[2]
     flat_keys, flat_values = keys.reshape(b * kv_heads, capacity, d), values.reshape(b * kv_heads, capacity, d)
     flat_valid = valid.repeat_interleave(kv_heads, dim=0)

@@ -32,6 +32,23 @@ def test_fifo_keeps_the_newest_entries_and_evicts_the_oldest():
     assert store.valid.all() and int(store.head) == 2
 
 
+def test_a_search_scores_only_written_slots_and_finds_the_same():
+    """The store counts the entries written until the ring wraps; retrieval then scores only those
+    slots (at least top_k), with the result of scoring every slot."""
+    torch.manual_seed(0)
+    zeros = torch.zeros(1, 2, 1, 64, 8)
+    counted = KNNMemory(zeros, zeros.clone(), torch.zeros(2, 64, dtype=torch.bool), torch.tensor(0), written=0)
+    unknown = KNNMemory(zeros, zeros.clone(), torch.zeros(2, 64, dtype=torch.bool), torch.tensor(0))
+    q = torch.randn(2, 1, 5, 8)
+    for block in range(10):  # the ring wraps at block 8
+        k, v = torch.randn(1, 2, 1, 8, 8), torch.randn(1, 2, 1, 8, 8)
+        counted, unknown = counted.write(k, v), unknown.write(k, v)
+        assert counted.written == min(8 * (block + 1), 64) and unknown.written is None
+        assert counted.searched(top_k=4) == max(counted.written, 4) and unknown.searched(top_k=4) == 64
+        for got, want in zip(counted.retrieve(q, 0, 4), unknown.retrieve(q, 0, 4)):
+            assert torch.equal(got, want)
+
+
 def test_search_is_exact_against_brute_force():
     torch.manual_seed(0)
     q, keys = torch.randn(2, 1, 5, 8), torch.randn(2, 1, 100, 8)
