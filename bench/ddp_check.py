@@ -175,7 +175,10 @@ def compare(cfg: train.TrainConfig, env: train.DistEnv, live: torch.nn.Module, p
     """Rank 0's comparison of the all-reduced gradients with a single-process run; the verdict on every rank."""
     if len(batches) != cfg.grad_accum:
         raise RuntimeError(f"train.py drew {len(batches)} micro-batches for one step, expected {cfg.grad_accum}")
-    gathered = [gather(x, env.world_size) for x in batches]  # [micro][rank]
+    # batches drawn on the CPU (--cuda-graph passes them to TrainStep from there) travel to the
+    # device first: NCCL gathers device tensors only
+    device = params[0].device
+    gathered = [gather(x.to(device), env.world_size) for x in batches]  # [micro][rank]
     report: list[Any] = [None]
     if env.is_main:
         report[0] = reference_comparison(cfg, live, params, ddp_grads, gathered, rtol, build_model)

@@ -64,3 +64,11 @@ def test_a_rank_training_on_other_bytes_fails_the_check(tmp_path):
     assert record["perturb_rank1"] and not check["passed"]
     assert check["max_rel_err"] > 1e-2 and check["global_rel_err"] > 1e-2
     assert "speed" not in record and "FAILED" in done.stdout
+
+
+def test_train_step_path_all_reduces_the_single_process_gradients(tmp_path):
+    # --cuda-graph: TrainStep (eager on CPU) and the gradients all-reduced by hand, not by DDP
+    done, record = run_check(tmp_path, "--cuda-graph", "--no-speed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    check = record["check"]
+    assert check["passed"] and check["max_rel_err"] < 1e-5 and check["zero_grad_params"] == 0

@@ -1,0 +1,98 @@
+"""Where a fast training step's GPU time goes: a kernel-time breakdown of one step with TrainStep
+(each segment's forward + backward replayed from a CUDA graph), the model compiled by default.
+
+    PYTHONPATH=$PWD python bench/profile_step.py --cfg seed --shape 16x2048
+    PYTHONPATH=$PWD python bench/profile_step.py --cfg large --shape 64x2048 --no-compile
+
+Prints the warm-up time (compilation included), 5 timed steps, then one JSON line (total kernel
+time, kernel count, time per category: matmul, attention, fused Triton kernels, other) and the
+30 kernels that take longest. The categories are by kernel name: cuBLAS's Hopper kernels are
+"nvjet_*", its older ones "cutlass_*"; cuDNN's attention "*sdpa*"/"*fmha*". CUDA only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import common
+
+import block_recurrent_transformer_pytorch as brt
+
+
+def category(kernel: str) -> str:
+    """matmul / attention / triton / memory / other, from a kernel's name."""
+    name = kernel.lower()
+    if any(s in name for s in ("fmha", "flash", "sdpa", "attention")):
+        return "attention"
+    if any(s in name for s in ("gemm", "nvjet", "xmma", "cutlass", "splitk")):
+        return "matmul"
+    if name.startswith("triton"):
+        return "triton"
+    if "memcpy" in name or "memset" in name:
+        return "memory"
+    return "other"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cfg", choices=("seed", "large"), default="seed")
+    parser.add_argument("--shape", default="16x2048", help="batch x tokens")
+    parser.add_argument("--no-compile", action="store_true", help="profile the eager model's graphs")
+    args = parser.parse_args()
+
+    cfg = common.SEED_CONFIG if args.cfg == "seed" else common.LARGE_CONFIG
+    batch, seq = common.parse_shape(args.shape)
+    device = torch.device("cuda")
+    common.setup_precision()
+    torch.manual_seed(0)
+    random.seed(0)
+    model = brt.BlockRecurrentTransformer(**cfg).to(device)
+    wrapper = brt.RecurrentTrainerWrapper(model, 0.1, 0.1)
+    if not args.no_compile:
+        model.compile(fullgraph=True, dynamic=False)
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    train_step = brt.TrainStep(wrapper)
+    x = torch.randint(0, cfg["num_tokens"], (batch, seq + 1)).pin_memory()
+
+    def step() -> None:
+        train_step(x)
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+
+    start = time.perf_counter()
+    for _ in range(4):
+        step()
+    common.synchronize(device)
+    print(f"warm-up {time.perf_counter() - start:.1f} s")
+    print("ms per step", [round(t * 1e3, 2) for t in common.time_each(step, 5, device)])
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        common.synchronize(device)
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            entry = kernels.setdefault(event.name[:90], [0.0, 0])
+            entry[0] += event.device_time  # microseconds
+            entry[1] += 1
+    per_category: dict[str, float] = {}
+    for name, (us, _) in kernels.items():
+        per_category[category(name)] = per_category.get(category(name), 0.0) + us
+    print(json.dumps(dict(cfg=args.cfg, shape=args.shape, compiled=not args.no_compile,
+                          kernel_ms=round(sum(us for us, _ in kernels.values()) / 1e3, 2),
+                          kernels=sum(n for _, n in kernels.values()),
+                          categories_ms={k: round(v / 1e3, 2) for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])})))
+    for name, (us, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:30]:
+        print(f"{us / 1e3:8.2f} ms {n:5d}x  {name}")
+
+
+if __name__ == "__main__":
+    main()
