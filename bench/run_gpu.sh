@@ -16,6 +16,8 @@
 #   GEN_MAX_SECONDS=60    per-case budget (30 with CASES=all, to fit 10 minutes); slower generators are
 #                         measured on fewer tokens (the seed, ~27 tok/s, then stops short of 2048)
 #   EXTRA_ARGS="--device cpu --tiny"  passed to both benches (a CPU smoke test of this script)
+#   OURS_TRAIN_ARGS="--cuda-graph"  passed to ours' training bench only (default: TrainStep's CUDA
+#                         graphs; "--cuda-graph --compile" compiles too, minutes per shape; "" for eager)
 #   PYTHON=python3, WHL=.whl
 set -uo pipefail  # no -e: one failing bench must not lose the others' results
 
@@ -67,7 +69,8 @@ if [ "$CASES" = all ] || [ "$CASES" = train ]; then
   for impl in $IMPLS; do
     echo "== train $impl"
     PYTHONPATH=$(pythonpath "$impl") "$PYTHON" bench/train_speed.py --impl "$impl" --out "$OUT/train_$impl.jsonl" \
-      --large-shape "${LARGE_SHAPE:-16x2048}" --cases "${TRAIN_CASES:-}" ${EXTRA_ARGS:-}
+      --large-shape "${LARGE_SHAPE:-16x2048}" --cases "${TRAIN_CASES:-}" ${EXTRA_ARGS:-} \
+      $([ "$impl" = ours ] && echo "${OURS_TRAIN_ARGS---cuda-graph}")
   done
 fi
 
