@@ -44,6 +44,18 @@ def test_train_step_equals_wrapper_backward(compressed):
     assert all(g.abs().sum() > 0 for g in reference)  # every parameter learns, both paths
 
 
+def test_train_step_with_activation_checkpointing_equals_wrapper_backward():
+    model = small_model(activation_checkpointing=True).train()
+    wrapper = RecurrentTrainerWrapper(model)
+    x = tokens(2, 3 * 16 + 1)
+    wrapper(x).backward()
+    reference = _grads(model)
+    model.zero_grad(set_to_none=True)
+    TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x)
+    for got, want in zip(_grads(model), reference):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
 def test_train_step_accumulates_and_survives_zero_grad():
     """Gradients add up over calls like repeated backward(); zero_grad (set_to_none or not) restarts."""
     model = small_model().train()
