@@ -19,6 +19,7 @@ graph of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -157,7 +158,8 @@ class CapturedSegment:
     graph's inputs) before another graph replays.
     """
 
-    def __init__(self, fn, inputs: tuple[Optional[Tensor], ...], pool) -> None:
+    def __init__(self, fn: Callable[..., tuple[Optional[Tensor], ...]], inputs: tuple[Optional[Tensor], ...],
+                 pool: object) -> None:  # pool: torch.cuda.graph_pool_handle()
         self.inputs = tuple(None if t is None else t.clone() for t in inputs)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
