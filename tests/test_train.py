@@ -99,10 +99,11 @@ def test_short_run_learns_and_writes_its_outputs(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["model"]["dim"] == 32
 
 
-def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, cuda_graph):
     # dropout on memories and states draws python random numbers: resume must restore them too
     common = dict(max_steps=6, xl_memories_dropout=0.5, state_dropout=0.5, eval_interval=2, sample_interval=3,
-                  sample_length=4, prime_length=4)
+                  sample_length=4, prime_length=4, cuda_graph=cuda_graph)
     train.train(tiny(tmp_path, "whole", **common))
     stopped = tiny(tmp_path, "parts", stop_at_step=3, **common)
     train.train(stopped)
