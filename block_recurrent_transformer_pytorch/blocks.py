@@ -35,7 +35,7 @@ class FeedForward(nn.Module):
         w_in, w_out = self.proj_in.weight, self.proj_out.weight
         pad = self.padded - self.hidden
         if pad:
-            w_in = F.pad(w_in.view(2, self.hidden, -1), (0, 0, 0, pad)).view(2 * self.padded, -1)
+            w_in = F.pad(w_in.reshape(2, self.hidden, -1), (0, 0, 0, pad)).reshape(2 * self.padded, -1)
             w_out = F.pad(w_out, (0, pad))
         x, gate = F.linear(self.norm(x), w_in).chunk(2, dim=-1)
         return F.linear(x * F.gelu(gate), w_out)

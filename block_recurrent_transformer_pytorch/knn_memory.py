@@ -16,7 +16,7 @@ CPU, eager only). A store retrieves each query's top-k entries; the attention ov
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import torch
@@ -101,7 +101,8 @@ class KNNMemory:
 
     def reset(self, rows: Tensor) -> "KNNMemory":
         """Invalidate every entry of the rows where ``rows`` (bool, (batch,)) is True."""
-        return replace(self, valid=self.valid & ~rows[:, None])
+        written = None if torch.compiler.is_compiling() else self.written  # never read while tracing
+        return KNNMemory(self.keys, self.values, self.valid & ~rows[:, None], self.head, written)
 
     def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
         """``KNNStore.retrieve``: the exact chunked ``search``, then a gather on the store's device."""
@@ -193,7 +194,9 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     (the chosen values are scaled by its straight-through scores). Returns (out, found) as ``recall``.
     """
     b, heads, n, d = q.shape
-    slots = store.searched(top_k)  # the router scores the written slots only
+    # the router scores the written slots only; more than top_k of them, or it skips its own
+    # scoring (all chosen, no straight-through scale) and the gradient would differ
+    slots = store.searched(top_k + 1)
     keys, values, valid = store.keys[layer, ..., :slots, :], store.values[layer, ..., :slots, :], store.valid[:, :slots]
     kv_heads, capacity = keys.shape[1], keys.shape[2]
     flat_keys, flat_values = keys.reshape(b * kv_heads, capacity, d), values.reshape(b * kv_heads, capacity, d)

@@ -28,10 +28,12 @@ class RotaryEmbedding(nn.Module):
 
     def _apply(self, fn, recurse: bool = True) -> "RotaryEmbedding":
         """Move the tables with the model but keep them exact: ``model.half()`` or ``.bfloat16()``
-        would round them (0.45 rad of phase error at distance 1024), so they are recomputed."""
+        would round them (0.45 rad of phase error at distance 1024), so a cast table is recomputed
+        in float32 (a move, or no change, keeps the tensor a CUDA graph may have captured)."""
         super()._apply(fn, recurse)
-        positions = torch.arange(self.first, self.first + self.tables.shape[1], device=self.tables.device)
-        self.tables = self.compute(positions)
+        if self.tables.dtype != torch.float32:
+            positions = torch.arange(self.first, self.first + self.tables.shape[1], device=self.tables.device)
+            self.tables = self.compute(positions)
         return self
 
     def compute(self, positions: Tensor) -> Tensor:

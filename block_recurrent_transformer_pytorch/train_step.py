@@ -39,7 +39,8 @@ class TrainStep:
     cuda_graph: replay each segment from a CUDA graph (CUDA only); False runs the same function
         eagerly (the reference the graphs are tested against). Parameters keep persistent gradient
         buffers that the graphs accumulate into; ``optimizer.zero_grad()`` (either way) is fine.
-    amp_dtype: autocast dtype for the forward (None: no autocast).
+    amp_dtype: autocast dtype for the forward on CUDA (None: no autocast; a CPU step runs in
+        full precision either way).
     The wrapper must use ``bptt_segments=1`` and the model no kNN layers (their store is not
     carried here; train through the wrapper directly).
     """
@@ -59,11 +60,26 @@ class TrainStep:
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, it is on {model.device}")
         self.wrapper, self.model = wrapper, model
         self.cuda_graph, self.amp_dtype = cuda_graph, amp_dtype
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self._forget_model()
+
+    def _forget_model(self) -> None:
+        """Drop everything tied to the model's current tensors: gradient buffers, graphs, constants.
+        A parameter that no longer learns loses its gradient (no stale update by the optimiser)."""
+        for p in self.model.parameters():
+            if not p.requires_grad:
+                p.grad = None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.grads: list[Tensor] = []  # the persistent gradient buffers the graphs accumulate into
         self.graphs: dict[tuple, CapturedSegment] = {}
-        self.pool = torch.cuda.graph_pool_handle() if cuda_graph else None
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
         self.constants: dict[tuple[type, float | bool], Tensor] = {}
+        self.tensors = self._model_tensors()
+
+    def _model_tensors(self) -> tuple:
+        """Where every parameter and buffer lives, and which parameters learn: a graph reads these
+        addresses, so a change (``.to()``, ``.bfloat16()``, ``requires_grad_``) needs new graphs."""
+        return (tuple((p.data_ptr(), p.dtype, p.requires_grad) for p in self.model.parameters()),
+                tuple(b.data_ptr() for b in self.model.buffers()))
 
     def __call__(self, x: Tensor, loss_scale: float = 1.0) -> Tensor:
         """Accumulate ``loss_scale`` x the gradient of the mean loss over x; returns the mean loss
@@ -73,6 +89,8 @@ class TrainStep:
         without a host sync. On the GPU, the check waits for the work queued before it.
         """
         segments = self.wrapper.count_segments(x)
+        if self._model_tensors() != self.tensors:  # the model moved, was cast or (un)froze parameters
+            self._forget_model()
         device = self.model.device
         if x.device != device:
             self.model.check_tokens(x, on_model_device=False)
@@ -123,13 +141,15 @@ class TrainStep:
         memories = None if xl is None else Memories(xl=xl, compressed=compressed)
         initial = self.model.initial_states(x.shape[0])
         states = [torch.where(fresh, init, s) for init, s in zip(initial, states)]
-        # Autocast casts each weight once per region and caches it until the outermost region
-        # ends. Inside a caller's autocast region that is after a capture: a graph would read
-        # casts freed later, so the cache stays off there.
-        device = x.device.type
-        with torch.autocast(device, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None,
-                            cache_enabled=not torch.is_autocast_enabled(device)):
+        # bf16 autocast on CUDA only, as train.py: a CPU step is the full-precision reference.
+        with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                            enabled=self.amp_dtype is not None and x.is_cuda):
             loss, memories, states = self.model(x, return_loss=True, xl_memories=memories, states=states)
+        # Autocast caches each weight's cast until the outermost autocast region ends; inside a
+        # caller's region that is after this call: the next call would reuse casts of weights the
+        # optimiser has since changed, and a graph would read casts freed later. Drop them now
+        # (the backward keeps what it saved).
+        torch.clear_autocast_cache()
         (loss * scale).backward()
         return loss.detach(), memories.xl, memories.compressed, *states
 

@@ -78,6 +78,28 @@ def test_train_step_accumulates_and_survives_zero_grad():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
+def test_train_step_follows_the_model_when_it_changes():
+    """Cast to float64, a parameter frozen: the next step starts afresh (a GPU step would capture
+    new graphs) and still computes the wrapper's gradient; the frozen parameter gets none."""
+    model = small_model().train()
+    wrapper = RecurrentTrainerWrapper(model)
+    step = TrainStep(wrapper, cuda_graph=False)
+    x = tokens(2, 33)
+    step(x)
+    model.double()
+    frozen = model.token_emb.weight.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+    wrapper(x).backward()
+    reference = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=False)
+    step(x)
+    assert frozen.grad is None
+    for p, want in zip(model.parameters(), reference):
+        if want is not None:
+            assert p.grad.dtype == torch.float64
+            torch.testing.assert_close(p.grad, want, rtol=1e-9, atol=1e-12)
+
+
 def test_train_step_rejects_what_it_cannot_do():
     model = small_model()
     with pytest.raises(ValueError, match="bptt_segments"):
@@ -123,3 +145,7 @@ def test_rotary_tables_stay_exact_in_any_dtype():
         assert torch.equal(torch.stack(rotary(-48, 80)), fresh)
         assert torch.equal(torch.stack(rotary(0, 32)), fresh[:, 48:])
     assert torch.equal(torch.stack(rotary(30, 10)), rotary.compute(torch.arange(30, 40)))
+    # a move or no-op keeps the very tensor (a captured CUDA graph reads its address)
+    address = rotary.tables.data_ptr()
+    rotary.to("cpu").float()
+    assert rotary.tables.data_ptr() == address
