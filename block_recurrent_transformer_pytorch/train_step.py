@@ -141,14 +141,16 @@ class TrainStep:
         memories = None if xl is None else Memories(xl=xl, compressed=compressed)
         initial = self.model.initial_states(x.shape[0])
         states = [torch.where(fresh, init, s) for init, s in zip(initial, states)]
+        # Autocast caches each weight's cast until the outermost autocast region ends; inside a
+        # caller's region that is after this call, so casts made before it would be reused here
+        # (a graph would read memory outside its pool) and casts made here would outlive it (the
+        # next call would reuse casts of weights the optimiser has changed since, a graph would
+        # read freed memory). The cache is emptied before and after (the backward keeps what it saved).
+        torch.clear_autocast_cache()
         # bf16 autocast on CUDA only, as train.py: a CPU step is the full-precision reference.
         with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None and x.is_cuda):
             loss, memories, states = self.model(x, return_loss=True, xl_memories=memories, states=states)
-        # Autocast caches each weight's cast until the outermost autocast region ends; inside a
-        # caller's region that is after this call: the next call would reuse casts of weights the
-        # optimiser has since changed, and a graph would read casts freed later. Drop them now
-        # (the backward keeps what it saved).
         torch.clear_autocast_cache()
         (loss * scale).backward()
         return loss.detach(), memories.xl, memories.compressed, *states
