@@ -25,7 +25,10 @@ from torch import Tensor, nn
 
 from .config import BlockRecurrentConfig
 
-SCORE_BUDGET = 2 ** 26  # scores computed at once (a chunk of the store for all queries): bounds temporaries
+# Scores computed at once (a chunk of the store for all queries): bounds the temporaries of a search.
+# Large on a GPU, where small chunks would make a search of a full store thousands of kernel launches
+# (2**28 bf16 scores = 512 MiB); small on the CPU.
+SCORE_BUDGET = {"cuda": 2 ** 28, "cpu": 2 ** 26}
 
 
 class KNNStore(Protocol):
@@ -150,10 +153,11 @@ def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[i
 
     Returns (indices (b, kv_heads, m, top_k) into the store, found (same shape, bool: the entry is
     valid)). The store is scored ``chunk`` entries at a time (by default as many as keep the
-    scores within SCORE_BUDGET elements); each chunk's top-k is merged into the running best.
+    scores within the device's SCORE_BUDGET elements); each chunk's top-k is merged into the running best.
     """
     b, kv_heads, m, _ = q.shape
-    chunk = chunk or max(top_k, SCORE_BUDGET // (b * kv_heads * m))
+    budget = SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
+    chunk = chunk or max(top_k, budget // (b * kv_heads * m))
     best_scores = best_index = None
     for start in range(0, keys.shape[-2], chunk):
         scores = q @ keys[..., start:start + chunk, :].transpose(-1, -2).to(q.dtype)
