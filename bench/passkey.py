@@ -174,7 +174,8 @@ TINY_MODEL: dict[str, Any] = dict(num_tokens=NUM_TOKENS, dim=64, depth=2, dim_he
 class Config:
     """Every setting of a run; a variant overrides training fields (e.g. bptt_segments) for itself."""
 
-    variants: tuple[str, ...] = ("xl_only", "state_1seg", "state_kseg", "state_compressed", "knn", "routed")
+    variants: tuple[str, ...] = ("xl_only", "state_1seg", "state_kseg", "state_compressed", "knn", "knn_top128",
+                                 "routed")
     model: dict[str, Any] = field(default_factory=lambda: dict(MODEL))
     # training
     train_seconds: float = 300.0  # per variant
@@ -229,6 +230,9 @@ def variants(cfg: Config) -> dict[str, Variant]:
         # kNN memory in the top layer, holding 1024 blocks (262,144 tokens at the default block width:
         # the key stays in reach at D = 256k)
         "knn": Variant(model=dict(knn_layers=(depth,), knn_memory_size=1024 * block_width, knn_top_k=32)),
+        # 4x the retrieved entries: while training, more chances that the key's entries are among them
+        # (a retrieval gets gradients only for what it retrieved)
+        "knn_top128": Variant(model=dict(knn_layers=(depth,), knn_memory_size=1024 * block_width, knn_top_k=128)),
         # the same store, a learned CoLT5 router choosing 2 blocks' worth of entries per block
         "routed": Variant(model=dict(knn_layers=(depth,), knn_memory_size=1024 * block_width,
                                      knn_top_k=2 * block_width, knn_retrieval="routed")),

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .attention import Attend
+from .attention import Attend, attention_scores
 from .config import BlockRecurrentConfig
-from .knn_memory import KNNStore, recall, routed_recall
+from .knn_memory import KNNStore, joint_softmax, recall, routed_recall
 from .positions import apply_rotary
 
 
@@ -68,8 +68,6 @@ class AttentionBlock(nn.Module):
         self.attend = Attend(config.dim_head, qk_rmsnorm=qk_rmsnorm, qk_rmsnorm_scale=config.qk_rmsnorm_scale,
                              use_flash_attn=config.use_flash_attn)
         self.to_out = nn.Linear(inner * (1 + num_state_reads), config.dim, bias=False)
-        # kNN layers: a learned per-head gate between local attention and attention over the store
-        self.knn_gate = nn.Parameter(torch.zeros(config.heads)) if knn else None
         self.knn_top_k = config.knn_top_k
         self.router = make_router(config.dim_head) if knn and config.knn_retrieval == "routed" else None
         if knn and config.knn_backend == "faiss":
@@ -103,18 +101,23 @@ class AttentionBlock(nn.Module):
         out = self.attend(q, k, v, causal=causal, mask=mask)
         return rearrange(out, "b h n d -> b n (h d)")
 
-    def recall(self, q: Tensor, local: Tensor, store: KNNStore, index: int) -> Tensor:
-        """Mix attention over the top-k entries of the kNN store (layer ``index`` of it) into the local
-        attention output (b, n, heads * d), per head: local * (1 - g) + memory * g, g = sigmoid(gate).
-        A query that finds no valid entry keeps its local output. q: the raw queries (b, h, n, d)."""
-        query = self.attend.qk_norm.query_for_unit_keys(q)
+    def recall(self, q_raw: Tensor, q: Tensor, keys: Tensor, local: Tensor, store: KNNStore, index: int, *,
+               causal: bool, mask: Optional[Tensor]) -> Tensor:
+        """Attention over the local keys and the kNN store's entries (layer ``index`` of it) under one
+        softmax (``joint_softmax``): the local output (b, n, heads * d) of the positioned queries q
+        over the positioned ``keys`` (causal, mask as for it) is reweighed against the attention of
+        the raw queries q_raw (b, h, n, d) over their retrieved entries (scored without positions:
+        the store holds bare unit keys). A query that finds no valid entry keeps its local output."""
+        query = self.attend.qk_norm.query_for_unit_keys(q_raw)
         if self.router is None:
-            memory, found = recall(query, store, index, self.knn_top_k, self.attend.scale)
+            memory, memory_lse = recall(query, store, index, self.knn_top_k, self.attend.scale)
         else:  # the torch store only (the config refuses routed retrieval from the faiss store)
-            memory, found = routed_recall(query, store, index, self.knn_top_k, self.attend.scale, self.router)
-        g = self.knn_gate.sigmoid().to(memory.dtype)[:, None, None]
+            memory, memory_lse = routed_recall(query, store, index, self.knn_top_k, self.attend.scale, self.router)
+        # the local softmax's normaliser, from the scores the kernel does not return
+        local_lse = attention_scores(q, keys, causal=causal, scale=self.attend.scale,
+                                     mask=mask).float().logsumexp(dim=-1, keepdim=True)
         local = rearrange(local, "b n (h d) -> b h n d", h=self.heads)
-        mixed = torch.where(found, local * (1 - g) + memory * g, local)
+        mixed = joint_softmax(local, local_lse, memory.to(local.dtype), memory_lse)
         return rearrange(mixed, "b h n d -> b n (h d)")
 
     def output(self, attn_out: Tensor, state_reads: list[Tensor]) -> Tensor:

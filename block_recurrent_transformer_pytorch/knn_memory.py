@@ -157,12 +157,13 @@ def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[i
     """
     b, kv_heads, m, _ = q.shape
     budget = SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
-    chunk = chunk or max(top_k, budget // (b * kv_heads * m))
+    # a whole number of grouped_top_k's groups per chunk
+    chunk = chunk or max(top_k, budget // (b * kv_heads * m) // TOP_K_GROUP * TOP_K_GROUP)
     best_scores = best_index = None
     for start in range(0, keys.shape[-2], chunk):
         scores = q @ keys[..., start:start + chunk, :].transpose(-1, -2).to(q.dtype)
         scores = scores.masked_fill(~valid[:, None, None, start:start + chunk], float("-inf"))
-        scores, index = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
+        scores, index = grouped_top_k(scores, top_k)
         index = index + start
         if best_scores is not None:
             scores, index = torch.cat((best_scores, scores), dim=-1), torch.cat((best_index, index), dim=-1)
@@ -172,21 +173,52 @@ def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[i
     return best_index, best_scores > float("-inf")
 
 
+TOP_K_GROUP = 16  # entries per group in grouped_top_k
+
+
+def grouped_top_k(scores: Tensor, k: int, group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
+    """``scores.topk(k)`` over the last dim (values, indices), in two cheap passes instead of one
+    slow one: torch.topk over long rows is far slower than a reduction, so take each group of
+    ``group`` consecutive scores' maximum, the top k groups by maximum, then the top k of their
+    k * group scores. Exact: the k best scores lie in at most k groups, each with a maximum at
+    least the k-th best score, and at most k groups have one; so the top k groups hold them all
+    (ties may be broken differently). Rows too short to gain, or not a whole number of groups, go
+    straight to torch.topk."""
+    length = scores.shape[-1]
+    if length % group != 0 or length < 4 * k * group:
+        return scores.topk(min(k, length), dim=-1)
+    groups = scores.unflatten(-1, (length // group, group)).amax(dim=-1).topk(k, dim=-1).indices
+    candidates = (groups[..., None] * group + torch.arange(group, device=scores.device)).flatten(-2)
+    best, order = scores.gather(-1, candidates).topk(k, dim=-1)
+    return best, candidates.gather(-1, order)
+
+
 def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float) -> tuple[Tensor, Tensor]:
     """Attention of q (b, heads, n, d) over its top-k entries of kNN layer ``layer`` of ``store``.
 
     q is the query as scored against unit keys (its qk-norm gains folded in). Returns (out
-    (b, heads, n, d), found (b, heads, n, 1): the query retrieved at least one valid entry).
-    Gradients reach q; the store is constant. Shared by every store: only the retrieval differs.
+    (b, heads, n, d), logsumexp (b, heads, n, 1) fp32 of the scores: the softmax's normaliser,
+    which ``joint_softmax`` weighs against the local attention's; the dtype's lowest value where
+    the query found no valid entry). Gradients reach q; the store is constant. Shared by every
+    store: only the retrieval differs.
     """
     b, heads, n, d = q.shape
     kv_heads = store.kv_heads
     grouped = q.reshape(b, kv_heads, heads // kv_heads * n, d)  # query heads sharing a key/value head
     top_keys, top_values, found = store.retrieve(grouped, layer, top_k)
     scores = torch.einsum("bhmd,bhmkd->bhmk", grouped, top_keys) * scale
-    weights = scores.masked_fill(~found, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
-    out = torch.einsum("bhmk,bhmkd->bhmd", weights, top_values)
-    return out.reshape(b, heads, n, d), found.any(dim=-1, keepdim=True).reshape(b, heads, n, 1)
+    weights, lse = masked_softmax(scores, found)
+    out = torch.einsum("bhmk,bhmkd->bhmd", weights.to(top_values.dtype), top_values)
+    return out.reshape(b, heads, n, d), lse.reshape(b, heads, n, 1)
+
+
+def masked_softmax(scores: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
+    """fp32 softmax of ``scores`` over the ``allowed`` entries (last dim), and the logsumexp of the
+    allowed scores (keepdim). Disallowed scores take float32's lowest value rather than -inf: a
+    query with no allowed entry then has a finite logsumexp (and gradient) that gives the memory no
+    weight in ``joint_softmax``, instead of NaNs; its weights are all zero."""
+    scores = scores.float().masked_fill(~allowed, torch.finfo(torch.float32).min)
+    return scores.softmax(dim=-1) * allowed, scores.logsumexp(dim=-1, keepdim=True)
 
 
 def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: float,
@@ -195,7 +227,7 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     chosen by ``router`` (colt5_attention.CoordinateDescentRouter: a learned routing token scores every entry,
     coordinate descent makes the top-k differentiable). The choice depends on the store alone, so
     it is the same for every query of the block, and causal. Gradients reach q and the router
-    (the chosen values are scaled by its straight-through scores). Returns (out, found) as ``recall``.
+    (the chosen values are scaled by its straight-through scores). Returns (out, logsumexp) as ``recall``.
     """
     b, heads, n, d = q.shape
     # the router scores the written slots only; more than top_k of them, or it skips its own
@@ -217,7 +249,17 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     top_values = (flat_values.gather(1, gather).to(q.dtype) * weights[..., None]).reshape(b, kv_heads, -1, d)
     grouped = q.reshape(b, kv_heads, heads // kv_heads * n, d)
     scores = (grouped @ top_keys.transpose(-1, -2)) * scale
-    weights = scores.masked_fill(~chosen, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
-    out = (weights @ top_values).reshape(b, heads, n, d)
-    found = chosen.any(dim=-1, keepdim=True).expand(b, kv_heads, heads // kv_heads, n).reshape(b, heads, n, 1)
-    return out, found
+    weights, lse = masked_softmax(scores, chosen)
+    out = weights.to(top_values.dtype) @ top_values
+    return out.reshape(b, heads, n, d), lse.reshape(b, heads, n, 1)
+
+
+def joint_softmax(local: Tensor, local_lse: Tensor, memory: Tensor, memory_lse: Tensor) -> Tensor:
+    """One softmax over a query's local keys and its retrieved entries, from the two attentions
+    computed apart: out = local * (1 - w) + memory * w with w = sigmoid(memory_lse - local_lse), the
+    share of the joint normaliser that the memory's scores hold (exactly softmax over the union).
+    A retrieved entry thus competes with the local keys on its score alone: a memory that matches
+    the query as well as a local key would is attended as much, with no gate to learn first.
+    local, memory (b, heads, n, d); local_lse, memory_lse (b, heads, n, 1) fp32."""
+    w = torch.sigmoid(memory_lse - local_lse).to(local.dtype)
+    return local + w * (memory - local)

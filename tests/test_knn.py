@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
-from block_recurrent_transformer_pytorch.knn_memory import KNNMemory, recall, search
+from block_recurrent_transformer_pytorch.attention import attention_scores
+from block_recurrent_transformer_pytorch.knn_memory import KNNMemory, grouped_top_k, joint_softmax, recall, search
 
 from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
 
@@ -61,11 +62,64 @@ def test_search_is_exact_against_brute_force():
     assert valid.gather(-1, index.reshape(2, -1)).all()
 
 
-def test_reset_rows_find_nothing():
+@pytest.mark.parametrize("layout", ["random", "best_in_one_group", "masked"])
+def test_grouped_top_k_equals_topk(layout):
+    """Group maxima, then the best groups' entries: the same top k as torch.topk, wherever the best
+    scores sit (spread out, or all k in one group) and with -inf (invalid) entries."""
+    torch.manual_seed(0)
+    scores = torch.randn(3, 4, 1024)
+    if layout == "best_in_one_group":
+        scores[..., 320:327] += 10.0
+    if layout == "masked":
+        scores = scores.masked_fill(torch.rand(3, 4, 1024) > 0.02, float("-inf"))  # ~20 valid per row
+    values, index = grouped_top_k(scores, 7, group=16)
+    expected = scores.topk(7, dim=-1)
+    torch.testing.assert_close(values, expected.values)
+    torch.testing.assert_close(scores.gather(-1, index), expected.values)
+    if layout != "masked":  # no ties: the same entries in the same order
+        assert torch.equal(index, expected.indices)
+
+
+def test_a_grouped_search_is_exact_against_brute_force():
+    torch.manual_seed(0)
+    q, keys = torch.randn(2, 2, 5, 8), torch.randn(2, 2, 2048, 8)
+    valid = torch.rand(2, 2048) > 0.5
+    index, _ = search(q, keys, valid, top_k=4, chunk=512)  # chunks long enough for grouped_top_k
+    scores = (q @ keys.transpose(-1, -2)).masked_fill(~valid[:, None, None], float("-inf"))
+    torch.testing.assert_close(scores.gather(-1, index), scores.topk(4, dim=-1).values)
+
+
+def test_reset_rows_find_nothing_and_keep_their_local_output():
     store = _empty(capacity=4).write(torch.randn(1, 2, 1, 4, 8), torch.randn(1, 2, 1, 4, 8))
     store = store.reset(torch.tensor([True, False]))
-    _, found = recall(torch.randn(2, 2, 3, 8), store, 0, top_k=2, scale=8.0)
-    assert not found[0].any() and found[1].all()
+    q = torch.randn(2, 2, 3, 8, requires_grad=True)
+    memory, memory_lse = recall(q, store, 0, top_k=2, scale=8.0)
+    local = torch.randn(2, 2, 3, 8)
+    mixed = joint_softmax(local, torch.randn(2, 2, 3, 1), memory, memory_lse)
+    assert torch.equal(mixed[0], local[0]) and not torch.allclose(mixed[1], local[1])
+    mixed.sum().backward()  # the row with no entry: a zero gradient, not NaN
+    assert torch.equal(q.grad[0], torch.zeros_like(q.grad[0])) and q.grad[1].abs().sum() > 0
+
+
+def test_joint_softmax_equals_one_softmax_over_local_keys_and_retrieved_entries():
+    """Local attention (causal, over memories + the block) and attention over each query's own
+    retrieved entries, merged by their logsumexps == softmax over all the keys at once."""
+    torch.manual_seed(0)
+    b, h, n, m, k, d, scale = 2, 4, 5, 9, 3, 8, 8.0
+    q, keys, values = torch.randn(b, h, n, d), torch.randn(b, 1, m, d), torch.randn(b, 1, m, d)
+    top_keys, top_values = torch.randn(b, h, n, k, d), torch.randn(b, h, n, k, d)
+    found = torch.rand(b, h, n, k) > 0.3
+    local_scores = attention_scores(q, keys, causal=True, scale=scale)
+    local = local_scores.softmax(-1) @ values
+    memory_scores = torch.einsum("bhnd,bhnkd->bhnk", q, top_keys) * scale
+    memory_weights = memory_scores.masked_fill(~found, float("-inf")).softmax(-1).nan_to_num(0.0)
+    memory = torch.einsum("bhnk,bhnkd->bhnd", memory_weights, top_values)
+    memory_lse = memory_scores.masked_fill(~found, torch.finfo(torch.float32).min).logsumexp(-1, keepdim=True)
+    got = joint_softmax(local, local_scores.logsumexp(-1, keepdim=True), memory, memory_lse)
+
+    joint = torch.cat((local_scores, memory_scores.masked_fill(~found, float("-inf"))), dim=-1).softmax(-1)
+    expected = joint[..., :m] @ values + torch.einsum("bhnk,bhnkd->bhnd", joint[..., m:], top_values)
+    torch.testing.assert_close(got, expected)
 
 
 def _changed_first_block(x):
@@ -121,13 +175,13 @@ def test_decoding_with_knn_equals_the_full_forward(decoder_cls, kv_heads, retrie
 
 
 @RETRIEVALS
-def test_gradients_reach_the_knn_gate_and_router(retrieval):
+def test_gradients_reach_the_knn_queries_and_router(retrieval):
     model = small_model(knn_retrieval=retrieval, **KNN).train()
     _, memories, states = run_segments(model, tokens(2, 32), 16)
     loss, _, _ = model(tokens(2, 17, seed=3), return_loss=True, xl_memories=memories, states=states)
     loss.backward()
     block = model.layers[2][0]
-    assert block.knn_gate.grad.abs().sum() > 0
+    assert block.attend.qk_norm.q_gain.grad.abs().sum() > 0
     if retrieval == "routed":
         assert block.router.routing_token.grad.abs().sum() > 0
 
