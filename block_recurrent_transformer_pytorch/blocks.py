@@ -113,9 +113,11 @@ class AttentionBlock(nn.Module):
             memory, memory_lse = recall(query, store, index, self.knn_top_k, self.attend.scale)
         else:  # the torch store only (the config refuses routed retrieval from the faiss store)
             memory, memory_lse = routed_recall(query, store, index, self.knn_top_k, self.attend.scale, self.router)
-        # the local softmax's normaliser, from the scores the kernel does not return
-        local_lse = attention_scores(q, keys, causal=causal, scale=self.attend.scale,
-                                     mask=mask).float().logsumexp(dim=-1, keepdim=True)
+        # the local softmax's normaliser, from the scores the kernel does not return; in fp32, as the
+        # kernel scores (under autocast, bf16 scores would put ~1% of error in the mixing weight)
+        with torch.autocast(q.device.type, enabled=False):
+            local_lse = attention_scores(q.float(), keys.float(), causal=causal, scale=self.attend.scale,
+                                         mask=mask).logsumexp(dim=-1, keepdim=True)
         local = rearrange(local, "b n (h d) -> b h n d", h=self.heads)
         mixed = joint_softmax(local, local_lse, memory.to(local.dtype), memory_lse)
         return rearrange(mixed, "b h n d -> b n (h d)")

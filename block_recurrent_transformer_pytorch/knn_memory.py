@@ -27,7 +27,7 @@ from .config import BlockRecurrentConfig
 
 # Scores computed at once (a chunk of the store for all queries): bounds the temporaries of a search.
 # Large on a GPU, where small chunks would make a search of a full store thousands of kernel launches
-# (2**28 bf16 scores = 512 MiB); small on the CPU.
+# (2**28 scores: 512 MiB in bf16, 1 GiB with fp32 queries); small on the CPU.
 SCORE_BUDGET = {"cuda": 2 ** 28, "cpu": 2 ** 26}
 
 
@@ -162,7 +162,7 @@ def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[i
     best_scores = best_index = None
     for start in range(0, keys.shape[-2], chunk):
         scores = q @ keys[..., start:start + chunk, :].transpose(-1, -2).to(q.dtype)
-        scores = scores.masked_fill(~valid[:, None, None, start:start + chunk], float("-inf"))
+        scores.masked_fill_(~valid[:, None, None, start:start + chunk], float("-inf"))
         scores, index = grouped_top_k(scores, top_k)
         index = index + start
         if best_scores is not None:
@@ -198,8 +198,8 @@ def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float) -> 
 
     q is the query as scored against unit keys (its qk-norm gains folded in). Returns (out
     (b, heads, n, d), logsumexp (b, heads, n, 1) fp32 of the scores: the softmax's normaliser,
-    which ``joint_softmax`` weighs against the local attention's; the dtype's lowest value where
-    the query found no valid entry). Gradients reach q; the store is constant. Shared by every
+    which ``joint_softmax`` weighs against the local attention's; about float32's lowest value
+    where the query found no valid entry). Gradients reach q; the store is constant. Shared by every
     store: only the retrieval differs.
     """
     b, heads, n, d = q.shape
