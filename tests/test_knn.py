@@ -175,6 +175,22 @@ def test_decoding_with_knn_equals_the_full_forward(decoder_cls, kv_heads, retrie
 
 
 @RETRIEVALS
+def test_bf16_autocast_runs_and_stays_close_to_fp32(retrieval):
+    """The joint softmax mixes bf16 attention outputs with fp32 normalisers: under autocast the
+    forward and backward run (no dtype mismatch), gradients are finite and the loss is fp32's
+    up to bf16 rounding."""
+    model = small_model(knn_retrieval=retrieval, kv_heads=2, **KNN).train()
+    _, memories, states = run_segments(model, tokens(2, 32), 16)
+    x = tokens(2, 17, seed=3)
+    expected, _, _ = model(x, return_loss=True, xl_memories=memories, states=states)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _, _ = model(x, return_loss=True, xl_memories=memories, states=states)
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    torch.testing.assert_close(loss.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+@RETRIEVALS
 def test_gradients_reach_the_knn_queries_and_router(retrieval):
     model = small_model(knn_retrieval=retrieval, **KNN).train()
     _, memories, states = run_segments(model, tokens(2, 32), 16)
