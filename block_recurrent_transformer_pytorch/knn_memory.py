@@ -11,7 +11,8 @@ Entries are stored detached. A row that resets marks its entries invalid.
 Two stores implement ``KNNStore``: ``KNNMemory`` here (``knn_backend="torch"``, tensors on the
 model's device, compilable) and ``faiss_memory.FaissKNNMemory`` (``knn_backend="faiss"``, on the
 CPU, eager only). A store retrieves each query's top-k entries; the attention over them
-(``recall``) is shared.
+(``recall``) is shared, and ``joint_softmax`` merges it with the layer's local attention as one
+softmax over both.
 """
 
 from __future__ import annotations
