@@ -24,20 +24,22 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale:
     q (b, h, n, d); k, v (b, kv_heads, m, d); mask broadcastable to (b, 1, n, m), True where a
     query may attend a key (applied on top of ``causal``).
     """
-    v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-    scores = attention_scores(q, k, causal=causal, scale=scale, mask=mask)
-    return torch.einsum("bhij,bhjd->bhid", scores.softmax(dim=-1), v)
+    return attention_with_logsumexp(q, k, v, causal=causal, scale=scale, mask=mask)[0]
 
 
-def attention_scores(q: Tensor, k: Tensor, *, causal: bool, scale: float, mask: Optional[Tensor] = None) -> Tensor:
-    """Scaled scores (b, h, n, m) of q (b, h, n, d) against k (b, kv_heads, m, d), the keys a query
-    may not attend (lower-right causal, ``mask``) set to the dtype's lowest value."""
-    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+def attention_with_logsumexp(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
+                             mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """``reference_attention``'s output, and the logsumexp (b, h, n, 1) of the scores it normalised
+    (the keys a query may not attend set to the dtype's lowest value): what merging this
+    attention with another one under a single softmax needs (``knn_memory.joint_softmax``)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scores = torch.einsum("bhid,bhjd->bhij", q, k) * scale
     allowed = _allowed(q.shape[-2], k.shape[-2], causal, mask, q.device)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-    return scores
+    out = torch.einsum("bhij,bhjd->bhid", scores.softmax(dim=-1), v)
+    return out, scores.logsumexp(dim=-1, keepdim=True)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,

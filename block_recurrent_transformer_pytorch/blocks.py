@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .attention import Attend, attention_scores
+from .attention import Attend, attention_with_logsumexp
 from .config import BlockRecurrentConfig
 from .knn_memory import KNNStore, joint_softmax, recall, routed_recall
 from .positions import apply_rotary
@@ -101,25 +101,25 @@ class AttentionBlock(nn.Module):
         out = self.attend(q, k, v, causal=causal, mask=mask)
         return rearrange(out, "b h n d -> b n (h d)")
 
-    def recall(self, q_raw: Tensor, q: Tensor, keys: Tensor, local: Tensor, store: KNNStore, index: int, *,
-               causal: bool, mask: Optional[Tensor]) -> Tensor:
-        """Attention over the local keys and the kNN store's entries (layer ``index`` of it) under one
-        softmax (``joint_softmax``): the local output (b, n, heads * d) of the positioned queries q
-        over the positioned ``keys`` (causal, mask as for it) is reweighed against the attention of
-        the raw queries q_raw (b, h, n, d) over their retrieved entries (scored without positions:
-        the store holds bare unit keys). A query that finds no valid entry keeps its local output."""
+    def attend_with_memory(self, q_raw: Tensor, q: Tensor, keys: Tensor, values: Tensor, store: KNNStore,
+                           index: int, *, causal: bool, mask: Optional[Tensor]) -> Tensor:
+        """A kNN layer's attention: over its local keys and the kNN store's entries (layer ``index``
+        of it) under one softmax (``joint_softmax``), (b, n, heads * d). The positioned queries q
+        attend the positioned local ``keys``/``values`` (causal, mask as ``attend_block``); the raw
+        queries q_raw (b, h, n, d) their retrieved entries (scored without positions: the store
+        holds bare unit keys). A query that finds no valid entry gets its local attention alone."""
         query = self.attend.qk_norm.query_for_unit_keys(q_raw)
         if self.router is None:
             memory, memory_lse = recall(query, store, index, self.knn_top_k, self.attend.scale)
         else:  # the torch store only (the config refuses routed retrieval from the faiss store)
             memory, memory_lse = routed_recall(query, store, index, self.knn_top_k, self.attend.scale, self.router)
-        # the local softmax's normaliser, from the scores the kernel does not return; in fp32, as the
-        # kernel scores (under autocast, bf16 scores would put ~1% of error in the mixing weight)
+        # the local attention written out, as it must give its softmax's normaliser (the flash kernel
+        # does not return it); in fp32, as a kernel scores (bf16 scores would put ~1% of error in
+        # the mixing weight)
         with torch.autocast(q.device.type, enabled=False):
-            local_lse = attention_scores(q.float(), keys.float(), causal=causal, scale=self.attend.scale,
-                                         mask=mask).logsumexp(dim=-1, keepdim=True)
-        local = rearrange(local, "b n (h d) -> b h n d", h=self.heads)
-        mixed = joint_softmax(local, local_lse, memory.to(local.dtype), memory_lse)
+            local, local_lse = attention_with_logsumexp(q.float(), keys.float(), values.float(), causal=causal,
+                                                        scale=self.attend.scale, mask=mask)
+        mixed = joint_softmax(local.to(q.dtype), local_lse, memory.to(q.dtype), memory_lse)
         return rearrange(mixed, "b h n d -> b n (h d)")
 
     def output(self, attn_out: Tensor, state_reads: list[Tensor]) -> Tensor:

@@ -201,9 +201,11 @@ class BlockRecurrentTransformer(nn.Module):
             x_normed, q_raw, k, v = attn.project(h)
             q, k_positioned = attn.position(q_raw, k, rotary)
             keys, values = block.extend(index, k_positioned, k, v)
-            out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
             if layer in self.knn_at:
-                out = attn.recall(q_raw, q, keys, out, memories.knn, self.knn_at[layer], causal=block.causal, mask=mask)
+                out = attn.attend_with_memory(q_raw, q, keys, values, memories.knn, self.knn_at[layer],
+                                              causal=block.causal, mask=mask)
+            else:
+                out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
             reads = [self.states[i].read(x_normed, block.view(i)) for i in self.reads_at[layer]]
             h = h + attn.output(out, reads)
             if full and layer in self.writes_at:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
-from block_recurrent_transformer_pytorch.attention import attention_scores
+from block_recurrent_transformer_pytorch.attention import attention_with_logsumexp
 from block_recurrent_transformer_pytorch.knn_memory import KNNMemory, grouped_top_k, joint_softmax, recall, search
 
 from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
@@ -109,13 +109,16 @@ def test_joint_softmax_equals_one_softmax_over_local_keys_and_retrieved_entries(
     q, keys, values = torch.randn(b, h, n, d), torch.randn(b, 1, m, d), torch.randn(b, 1, m, d)
     top_keys, top_values = torch.randn(b, h, n, k, d), torch.randn(b, h, n, k, d)
     found = torch.rand(b, h, n, k) > 0.3
-    local_scores = attention_scores(q, keys, causal=True, scale=scale)
-    local = local_scores.softmax(-1) @ values
+    local, local_lse = attention_with_logsumexp(q, keys, values, causal=True, scale=scale)
     memory_scores = torch.einsum("bhnd,bhnkd->bhnk", q, top_keys) * scale
     memory_weights = memory_scores.masked_fill(~found, float("-inf")).softmax(-1).nan_to_num(0.0)
     memory = torch.einsum("bhnk,bhnkd->bhnd", memory_weights, top_values)
     memory_lse = memory_scores.masked_fill(~found, torch.finfo(torch.float32).min).logsumexp(-1, keepdim=True)
-    got = joint_softmax(local, local_scores.logsumexp(-1, keepdim=True), memory, memory_lse)
+    got = joint_softmax(local, local_lse, memory, memory_lse)
+
+    # query i of n sees keys 0..m-n+i (lower-right causal)
+    local_scores = (q @ keys.transpose(-1, -2) * scale).masked_fill(
+        ~torch.ones(n, m, dtype=torch.bool).tril(m - n), float("-inf"))
 
     joint = torch.cat((local_scores, memory_scores.masked_fill(~found, float("-inf"))), dim=-1).softmax(-1)
     expected = joint[..., :m] @ values + torch.einsum("bhnk,bhnkd->bhnd", joint[..., m:], top_values)
