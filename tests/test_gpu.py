@@ -100,3 +100,30 @@ def test_cuda_graph_train_step_matches_eager(compressed):
     assert _relative_error(graph_loss, eager_loss) < 1e-4
     for g, e in zip(graph_grads, eager_grads):
         assert _relative_error(g, e) < 1e-3
+
+
+@pytest.mark.parametrize("retrieval", ["exact", "routed"])
+def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
+    """A kNN layer over three segments (the store holding 2,048 of 3,072 tokens, so the ring wraps):
+    fp32 on the GPU gives the CPU's logits (the CUDA score budget and search path against the CPU's);
+    bf16 autocast with flash for the other layers stays close to fp32 in loss and gradients."""
+    knn = dict(knn_layers=(3,), knn_memory_size=2048, knn_top_k=32, knn_retrieval=retrieval)
+    model = _model(**knn)
+    x = torch.randint(0, 256, (2, 3 * 1024 + 1), device="cuda")
+    with torch.no_grad():
+        cpu_logits, _, _ = model.cpu()(x[:, :-1].cpu())
+        gpu_logits, _, _ = model.cuda()(x[:, :-1])
+    assert _relative_error(gpu_logits.cpu(), cpu_logits) < 1e-4
+
+    wrapper = RecurrentTrainerWrapper(model)
+    results = []
+    for dtype in (None, torch.bfloat16):
+        model.zero_grad(set_to_none=True)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]), \
+                torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = wrapper(x)
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (fp32_loss, fp32_grads), (bf16_loss, bf16_grads) = results
+    assert _relative_error(bf16_loss, fp32_loss) < 1e-2
+    assert _relative_error(bf16_grads, fp32_grads) < 5e-2
