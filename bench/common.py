@@ -132,6 +132,43 @@ def matmul_tflops(device: torch.device, n: int = 8192, warmup: int = 3, reps: in
     return 2 * n ** 3 / seconds / 1e12
 
 
+# ---- profiling ---------------------------------------------------------------------------------
+
+def kernel_category(kernel: str) -> str:
+    """matmul / attention / triton / memory / other, from a kernel's name: cuBLAS's Hopper kernels
+    are "nvjet_*", its older ones "cutlass_*"; cuDNN's attention "*sdpa*"/"*fmha*"."""
+    name = kernel.lower()
+    if any(s in name for s in ("fmha", "flash", "sdpa", "attention")):
+        return "attention"
+    if any(s in name for s in ("gemm", "nvjet", "xmma", "cutlass", "splitk")):
+        return "matmul"
+    if name.startswith("triton"):
+        return "triton"
+    if "memcpy" in name or "memset" in name:
+        return "memory"
+    return "other"
+
+
+def kernel_summary(prof: Any, top: int = 30) -> tuple[dict[str, Any], list[str]]:
+    """A torch.profiler run's GPU kernels: totals (kernel_ms, kernels, ms per category) and lines
+    for the ``top`` kernels by total time."""
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            entry = kernels.setdefault(event.name[:90], [0.0, 0])
+            entry[0] += event.device_time  # microseconds
+            entry[1] += 1
+    per_category: dict[str, float] = {}
+    for name, (us, _) in kernels.items():
+        per_category[kernel_category(name)] = per_category.get(kernel_category(name), 0.0) + us
+    totals = dict(kernel_ms=round(sum(us for us, _ in kernels.values()) / 1e3, 3),
+                  kernels=int(sum(n for _, n in kernels.values())),
+                  categories_ms={k: round(v / 1e3, 3) for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])})
+    lines = [f"{us / 1e3:8.3f} ms {int(n):5d}x  {name}"
+             for name, (us, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]]
+    return totals, lines
+
+
 # ---- setup and output --------------------------------------------------------------------------
 
 def base_parser(doc: str) -> argparse.ArgumentParser:

@@ -5,9 +5,8 @@
     PYTHONPATH=$PWD python bench/profile_step.py --cfg large --shape 64x2048 --no-compile
 
 Prints the warm-up time (compilation included), 5 timed steps, then one JSON line (total kernel
-time, kernel count, time per category: matmul, attention, fused Triton kernels, other) and the
-30 kernels that take longest. The categories are by kernel name: cuBLAS's Hopper kernels are
-"nvjet_*", its older ones "cutlass_*"; cuDNN's attention "*sdpa*"/"*fmha*". CUDA only.
+time, kernel count, time per category: matmul, attention, fused Triton kernels, other; by kernel
+name, see ``common.kernel_category``) and the 30 kernels that take longest. CUDA only.
 """
 
 from __future__ import annotations
@@ -23,20 +22,6 @@ from torch.profiler import ProfilerActivity, profile
 import common
 
 import block_recurrent_transformer_pytorch as brt
-
-
-def category(kernel: str) -> str:
-    """matmul / attention / triton / memory / other, from a kernel's name."""
-    name = kernel.lower()
-    if any(s in name for s in ("fmha", "flash", "sdpa", "attention")):
-        return "attention"
-    if any(s in name for s in ("gemm", "nvjet", "xmma", "cutlass", "splitk")):
-        return "matmul"
-    if name.startswith("triton"):
-        return "triton"
-    if "memcpy" in name or "memset" in name:
-        return "memory"
-    return "other"
 
 
 def main() -> None:
@@ -77,21 +62,9 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step()
         common.synchronize(device)
-    kernels: dict[str, list[float]] = {}
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            entry = kernels.setdefault(event.name[:90], [0.0, 0])
-            entry[0] += event.device_time  # microseconds
-            entry[1] += 1
-    per_category: dict[str, float] = {}
-    for name, (us, _) in kernels.items():
-        per_category[category(name)] = per_category.get(category(name), 0.0) + us
-    print(json.dumps(dict(cfg=args.cfg, shape=args.shape, compiled=not args.no_compile,
-                          kernel_ms=round(sum(us for us, _ in kernels.values()) / 1e3, 2),
-                          kernels=sum(n for _, n in kernels.values()),
-                          categories_ms={k: round(v / 1e3, 2) for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])})))
-    for name, (us, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:30]:
-        print(f"{us / 1e3:8.2f} ms {n:5d}x  {name}")
+    totals, lines = common.kernel_summary(prof)
+    print(json.dumps(dict(cfg=args.cfg, shape=args.shape, compiled=not args.no_compile, **totals)))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

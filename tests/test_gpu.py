@@ -13,6 +13,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
 
+from .helpers import run_segments
+
 pytestmark = pytest.mark.gpu
 
 SEED_CONFIG = dict(num_tokens=256, dim=512, depth=6, dim_head=64, heads=8, max_seq_len=1024, block_width=512,
@@ -111,8 +113,8 @@ def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
     model = _model(**knn)
     x = torch.randint(0, 256, (2, 3 * 1024 + 1), device="cuda")
     with torch.no_grad():
-        cpu_logits, _, _ = model.cpu()(x[:, :-1].cpu())
-        gpu_logits, _, _ = model.cuda()(x[:, :-1])
+        cpu_logits, _, _ = run_segments(model.cpu(), x[:, :-1].cpu(), 1024)
+        gpu_logits, _, _ = run_segments(model.cuda(), x[:, :-1], 1024)
     assert _relative_error(gpu_logits.cpu(), cpu_logits) < 1e-4
 
     wrapper = RecurrentTrainerWrapper(model)
