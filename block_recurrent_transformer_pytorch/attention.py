@@ -49,13 +49,19 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
     n, m = q.shape[-2], k.shape[-2]
     if mask is not None:
         mask = _allowed(n, m, causal, mask, q.device)
-        if gqa and n > 1:
-            # no masked kernel but math takes grouped heads: give every query head its key/value
-            # head, so the memory-efficient kernel serves it (a single query is cheap in any kernel)
-            groups = q.shape[1] // k.shape[1]
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-            gqa = False
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+        if not gqa:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        # Of the kernels that take a mask only math takes grouped heads, and it computes in fp32 with
+        # several kernels per call (decoding's every step). The query heads that share a key/value
+        # head are just more queries over the same keys: fold them into the query rows (mask rows
+        # repeated to match), so the memory-efficient kernel serves them without copying k/v.
+        b, h, _, d = q.shape
+        groups = h // k.shape[1]
+        folded = q.reshape(b, k.shape[1], groups * n, d)  # rows ordered (head in group, query)
+        if n > 1:  # each query's mask row once per head of the group (a single row broadcasts)
+            mask = mask.expand(*mask.shape[:-2], n, m).repeat(*(1,) * (mask.ndim - 2), groups, 1)
+        out = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, scale=scale)
+        return out.reshape(b, h, n, d)
     if not causal or n == 1:  # every key is visible
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
     # SDPA's is_causal aligns top-left when n < m. Left-pad the queries to m so that the causal
