@@ -24,7 +24,7 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale:
     q (b, h, n, d); k, v (b, kv_heads, m, d); mask broadcastable to (b, 1, n, m), True where a
     query may attend a key (applied on top of ``causal``).
     """
-    return attention_with_logsumexp(q, k, v, causal=causal, scale=scale, mask=mask)[0]
+    return _written_out(q, k, v, causal, scale, mask, with_logsumexp=False)[0]
 
 
 def attention_with_logsumexp(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
@@ -32,14 +32,19 @@ def attention_with_logsumexp(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, s
     """``reference_attention``'s output, and the logsumexp (b, h, n, 1) of the scores it normalised
     (the keys a query may not attend set to the dtype's lowest value): what merging this
     attention with another one under a single softmax needs (``knn_memory.joint_softmax``)."""
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = torch.einsum("bhid,bhjd->bhij", q, k) * scale
-    allowed = _allowed(q.shape[-2], k.shape[-2], causal, mask, q.device)
+    return _written_out(q, k, v, causal, scale, mask, with_logsumexp=True)
+
+
+def _written_out(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor],
+                 with_logsumexp: bool) -> tuple[Tensor, Optional[Tensor]]:
+    b, h, n, d = q.shape
+    groups = h // k.shape[1]
+    scores = _fold_groups(q, k.shape[1]) @ k.transpose(-1, -2) * scale  # (b, kv_heads, groups * n, m)
+    allowed = _fold_mask(_allowed(n, k.shape[-2], causal, mask, q.device), n, groups)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-    out = torch.einsum("bhij,bhjd->bhid", scores.softmax(dim=-1), v)
-    return out, scores.logsumexp(dim=-1, keepdim=True)
+    out = (scores.softmax(dim=-1) @ v).reshape(b, h, n, d)
+    return out, scores.logsumexp(dim=-1, keepdim=True).reshape(b, h, n, 1) if with_logsumexp else None
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
@@ -48,20 +53,20 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
     gqa = q.shape[1] != k.shape[1]
     n, m = q.shape[-2], k.shape[-2]
     if mask is not None:
+        if n == 1:
+            # Decoding's one query over a static cache. The masked kernels split the work by query
+            # rows only, so a row's 1,536 keys run on one thread block (60 us per call on an H200,
+            # over half of a decoding step); written out in fp32 it is a few short kernels.
+            return _written_out(q.float(), k.float(), v.float(), causal, scale, mask, False)[0].to(q.dtype)
         mask = _allowed(n, m, causal, mask, q.device)
         if not gqa:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        # Of the kernels that take a mask only math takes grouped heads, and it computes in fp32 with
-        # several kernels per call (decoding's every step). The query heads that share a key/value
-        # head are just more queries over the same keys: fold them into the query rows (mask rows
-        # repeated to match), so the memory-efficient kernel serves them without copying k/v.
-        b, h, _, d = q.shape
-        groups = h // k.shape[1]
-        folded = q.reshape(b, k.shape[1], groups * n, d)  # rows ordered (head in group, query)
-        if n > 1:  # each query's mask row once per head of the group (a single row broadcasts)
-            mask = mask.expand(*mask.shape[:-2], n, m).repeat(*(1,) * (mask.ndim - 2), groups, 1)
-        out = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, scale=scale)
-        return out.reshape(b, h, n, d)
+        # Of the kernels that take a mask only math takes grouped heads, in fp32 and with a copy of
+        # k/v per query head: fold the heads into the query rows instead (see _fold_groups), for
+        # the memory-efficient kernel.
+        out = F.scaled_dot_product_attention(_fold_groups(q, k.shape[1]), k, v, scale=scale,
+                                             attn_mask=_fold_mask(mask, n, q.shape[1] // k.shape[1]))
+        return out.reshape(q.shape)
     if not causal or n == 1:  # every key is visible
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
     # SDPA's is_causal aligns top-left when n < m. Left-pad the queries to m so that the causal
@@ -70,6 +75,22 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
     q = F.pad(q, (0, 0, m - n, 0))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     return out[..., m - n:, :]
+
+
+def _fold_groups(q: Tensor, kv_heads: int) -> Tensor:
+    """(b, h, n, d) -> (b, kv_heads, h // kv_heads * n, d): the query heads that share a key/value
+    head are more queries over the same keys, as rows ordered (head in group, query); a view, where
+    repeating k/v per query head would copy them."""
+    b, h, n, d = q.shape
+    return q.reshape(b, kv_heads, h // kv_heads * n, d)
+
+
+def _fold_mask(mask: Optional[Tensor], n: int, groups: int) -> Optional[Tensor]:
+    """A mask over (n, m) queries x keys for the rows of ``_fold_groups``: each query's row once per
+    head of its group (a single query's row broadcasts as it is)."""
+    if mask is None or n == 1:
+        return mask
+    return mask.expand(*mask.shape[:-2], n, mask.shape[-1]).repeat(*(1,) * (mask.ndim - 2), groups, 1)
 
 
 def _allowed(n: int, m: int, causal: bool, mask: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
