@@ -29,13 +29,13 @@ import common
 import block_recurrent_transformer_pytorch as brt
 
 
-def timed_generate(wrapper: torch.nn.Module, prime: torch.Tensor, length: int,
-                   device: torch.device) -> tuple[float, torch.Tensor]:
-    """Seconds of one ``generate(prime, length)`` call, and its output (the new tokens)."""
+def timed_generate(wrapper: torch.nn.Module, prime: torch.Tensor, length: int, device: torch.device,
+                   **options: Any) -> tuple[float, torch.Tensor]:
+    """Seconds of one ``generate(prime, length, **options)`` call, and its output (the new tokens)."""
     common.synchronize(device)
     start = time.perf_counter()
     with torch.autocast(device.type, dtype=torch.bfloat16):
-        out = wrapper.generate(prime, length)
+        out = wrapper.generate(prime, length, **options)
     common.synchronize(device)
     return time.perf_counter() - start, out
 
@@ -48,11 +48,13 @@ def bench_case(cfg: dict[str, Any], batch: int, total_len: int, args: argparse.N
     wrapper = brt.RecurrentTrainerWrapper(model)
     prime = torch.randint(0, cfg["num_tokens"], (batch, args.prime), device=device)
     new = total_len - args.prime
+    options = dict(compile=True) if args.compile else {}
 
-    timed_generate(wrapper, prime, args.prime + args.warmup_new, device)
+    # the warm-up also compiles (--compile): once per model and batch size, not timed
+    timed_generate(wrapper, prime, args.prime + args.warmup_new, device, **options)
     # The probe predicts the full run's time. Early tokens see short windows, so for an uncached
     # implementation it is a slight underestimate; the budget is a guide, not a hard limit.
-    probe_s, _ = timed_generate(wrapper, prime, args.prime + args.probe_new, device)
+    probe_s, _ = timed_generate(wrapper, prime, args.prime + args.probe_new, device, **options)
     per_step = probe_s / args.probe_new
     estimate = new * per_step
     truncated = estimate > args.max_seconds
@@ -61,7 +63,7 @@ def bench_case(cfg: dict[str, Any], batch: int, total_len: int, args: argparse.N
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds, out = timed_generate(wrapper, prime, args.prime + new, device)
+    seconds, out = timed_generate(wrapper, prime, args.prime + new, device, **options)
     if tuple(out.shape) != (batch, new):
         raise RuntimeError(f"generate returned shape {tuple(out.shape)}, expected {(batch, new)}")
     record: dict[str, Any] = dict(
@@ -81,6 +83,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time budget of one timed generation")
     parser.add_argument("--warmup-new", type=int, default=16, help="new tokens of the warm-up generation")
     parser.add_argument("--probe-new", type=int, default=32, help="new tokens of the timed probe")
+    parser.add_argument("--compile", action="store_true",
+                        help="generate(..., compile=True): this package's compiled decoding step (not in the seed)")
     args = parser.parse_args()
 
     cfg = common.TINY_CONFIG if args.tiny else common.SEED_CONFIG
@@ -94,7 +98,7 @@ def main() -> None:
     for shape in args.cases.split(","):
         batch, total_len = common.parse_shape(shape)
         record: dict[str, Any] = dict(bench="generate", case=f"gen_b{batch}_to{total_len}", impl=args.impl,
-                                      batch=batch, prime=args.prime, total_len=total_len)
+                                      batch=batch, prime=args.prime, total_len=total_len, compiled=args.compile)
         try:
             if total_len <= args.prime + args.probe_new:
                 raise ValueError(f"total length {total_len} must exceed prime + probe ({args.prime + args.probe_new})")

@@ -18,6 +18,7 @@
 #   EXTRA_ARGS="--device cpu --tiny"  passed to both benches (a CPU smoke test of this script)
 #   OURS_TRAIN_ARGS="--cuda-graph"  passed to ours' training bench only (default: TrainStep's CUDA
 #                         graphs; "--cuda-graph --compile" compiles too, minutes per shape; "" for eager)
+#   OURS_GEN_ARGS=""      passed to ours' generation bench only ("--compile": the compiled decoding step)
 #   PYTHON=python3, WHL=.whl
 set -uo pipefail  # no -e: one failing bench must not lose the others' results
 
@@ -79,7 +80,8 @@ if [ "$CASES" = all ] || [ "$CASES" = generate ]; then
   for impl in $IMPLS; do
     echo "== generate $impl"
     PYTHONPATH=$(pythonpath "$impl") "$PYTHON" bench/generate_speed.py --impl "$impl" --out "$OUT/generate_$impl.jsonl" \
-      --max-seconds "$GEN_MAX_SECONDS" ${GEN_CASES:+--cases "$GEN_CASES"} ${EXTRA_ARGS:-}
+      --max-seconds "$GEN_MAX_SECONDS" ${GEN_CASES:+--cases "$GEN_CASES"} ${EXTRA_ARGS:-} \
+      $([ "$impl" = ours ] && echo "${OURS_GEN_ARGS:-}")
   done
 fi
 

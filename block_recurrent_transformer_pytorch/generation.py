@@ -50,6 +50,8 @@ class CachedDecoder:
 
     On CUDA the one-token step is captured once as a CUDA graph and replayed: a step is a few
     hundred small kernels, and launching them one by one from Python costs more than running them.
+    ``compile=True`` also compiles that step (torch.compile, whole graph) before the capture, which
+    fuses its kernels: tens of seconds once per model and batch size, for fewer microseconds per token.
     """
 
     # cuDNN's attention builds an execution plan for every new mask and shape (tens of ms each):
@@ -57,7 +59,7 @@ class CachedDecoder:
     backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
     def __init__(self, model: "BlockRecurrentTransformer", memories: Memories, states: list[Tensor],
-                 use_cuda_graph: Optional[bool] = None) -> None:
+                 use_cuda_graph: Optional[bool] = None, compile: bool = False) -> None:
         self.model, self.memories, self.states = model, memories, states
         device = memories.device
         # decode in the autocast state the decoder was made in, whatever the caller's is later, and
@@ -72,6 +74,15 @@ class CachedDecoder:
                              "the kNN store of the block it was captured in")
         graphable = device.type == "cuda" and not model.config.knn_layers
         self.use_cuda_graph = graphable if use_cuda_graph is None else use_cuda_graph
+        # torch.compile fuses the step's few hundred small kernels into far fewer before the graph
+        # captures them; compiled once, at capture, so only the graph-replayed step can use it
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be a bool, got {compile!r}")
+        if compile and not self.use_cuda_graph:
+            raise ValueError(f"compile=True compiles the CUDA-graph decoding step, which needs a CUDA device, a model "
+                             f"without knn_layers and use_cuda_graph not False; got device={device.type}, "
+                             f"knn_layers={model.config.knn_layers}, use_cuda_graph={use_cuda_graph}")
+        self.compile = compile
         self.graph = None
 
     def append(self, tokens: Tensor) -> Tensor:
@@ -115,33 +126,45 @@ class CachedDecoder:
         cache = self.cache
         self.static_token = token.clone()
         length, position = cache.length, cache.position.clone()
+        # A mid-block step computes the same at every place in the block (its place is the device-side
+        # cache.position); the host-side length only tells whether the block ends. Capture, and
+        # compile, at length 0: one compiled step then serves every decoder of this model and batch.
+        cache.length = 0
+        step = torch.compile(self._step, fullgraph=True, dynamic=False) if self.compile else self._step
 
         def rewind() -> None:
-            cache.length = length
+            cache.length = 0
             cache.position.copy_(position)
 
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm up (library handles, workspaces) outside the graph
             for _ in range(2):
-                self._step(self.static_token)
+                step(self.static_token)
                 rewind()
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.static_logits = self._step(self.static_token)
+            self.static_logits = step(self.static_token)
         rewind()
+        cache.length = length
 
 
 def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Optional[Memories] = None,
-          states: Optional[Sequence[Tensor]] = None, use_cache: bool = True) -> tuple["CachedDecoder", Tensor]:
+          states: Optional[Sequence[Tensor]] = None, use_cache: bool = True,
+          compile: bool = False) -> tuple[Union[CachedDecoder, ReferenceDecoder], Tensor]:
     """Check the prime, build a decoder from the caller's memories and states, prefill the prime;
-    return the decoder and the logits after the prime."""
+    return the decoder and the logits after the prime. ``compile``: see ``CachedDecoder``."""
     model.check_tokens(prime, "prime")
     if prime.shape[1] < 1:
         raise ValueError("prime must hold at least one token")
+    if compile and not use_cache:
+        raise ValueError("compile=True compiles the cached decoder's step; it cannot go with use_cache=False")
     memories, states = model.prepare(prime.shape[0], xl_memories, states)
-    decoder = (CachedDecoder if use_cache else ReferenceDecoder)(model, memories, states)
+    if use_cache:
+        decoder = CachedDecoder(model, memories, states, compile=compile)
+    else:
+        decoder = ReferenceDecoder(model, memories, states)
     return decoder, decoder.append(prime)
 
 
@@ -162,26 +185,29 @@ def sample_tokens(decoder: "CachedDecoder", logits: Tensor, num_new: int, *, tem
 
 
 def _decode(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, xl_memories: Optional[Memories],
-            states: Optional[Sequence[Tensor]], use_cache: bool, sampling: dict) -> tuple["CachedDecoder", Iterator[Tensor]]:
+            states: Optional[Sequence[Tensor]], use_cache: bool, compile: bool,
+            sampling: dict) -> tuple[Union[CachedDecoder, ReferenceDecoder], Iterator[Tensor]]:
     """Check every argument at once, prefill, and return the decoder and the iterator of new tokens."""
     if not isinstance(num_new, int) or isinstance(num_new, bool) or num_new < 1:
         raise ValueError(f"the number of new tokens must be a positive int, got {num_new!r}")
     check_sampling(model.config.num_tokens, **sampling)
-    decoder, logits = start(model, prime, xl_memories=xl_memories, states=states, use_cache=use_cache)
+    decoder, logits = start(model, prime, xl_memories=xl_memories, states=states, use_cache=use_cache, compile=compile)
     return decoder, sample_tokens(decoder, logits, num_new, **sampling)
 
 
 def stream(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, *, xl_memories: Optional[Memories] = None,
-           states: Optional[Sequence[Tensor]] = None, use_cache: bool = True, **sampling) -> Iterator[Tensor]:
+           states: Optional[Sequence[Tensor]] = None, use_cache: bool = True, compile: bool = False,
+           **sampling) -> Iterator[Tensor]:
     """An iterator of (b,) new tokens, one per step; ``sampling`` as for ``sample_tokens``. The
     arguments are checked at once, not at the first ``next``. The caller's memories and states are
-    read, never modified. ``use_cache=False`` decodes by the reference path (much slower)."""
-    return _decode(model, prime, num_new, xl_memories, states, use_cache, sampling)[1]
+    read, never modified. ``use_cache=False`` decodes by the reference path (much slower);
+    ``compile=True`` compiles the cached step before its CUDA graph captures it (see ``CachedDecoder``)."""
+    return _decode(model, prime, num_new, xl_memories, states, use_cache, compile, sampling)[1]
 
 
 def generate(model: "BlockRecurrentTransformer", prime: Tensor, length: int, *,
              xl_memories: Optional[Memories] = None, states: Optional[Sequence[Tensor]] = None,
-             use_cache: bool = True, return_memories_and_states: bool = False,
+             use_cache: bool = True, compile: bool = False, return_memories_and_states: bool = False,
              **sampling) -> Union[Tensor, tuple[Tensor, Memories, list[Tensor]]]:
     """The new tokens (b, length - prime_len) following prime; ``length`` counts the prime too.
 
@@ -192,7 +218,8 @@ def generate(model: "BlockRecurrentTransformer", prime: Tensor, length: int, *,
         model.check_tokens(prime, "prime")  # raises the clear error
     if not isinstance(length, int) or isinstance(length, bool) or length <= prime.shape[-1]:
         raise ValueError(f"length (total, prime included) must be an int > prime length {prime.shape[-1]}, got {length!r}")
-    decoder, tokens = _decode(model, prime, length - prime.shape[-1], xl_memories, states, use_cache, sampling)
+    decoder, tokens = _decode(model, prime, length - prime.shape[-1], xl_memories, states, use_cache, compile,
+                              sampling)
     new = torch.stack(list(tokens), dim=1)
     if not return_memories_and_states:
         return new

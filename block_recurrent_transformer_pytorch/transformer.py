@@ -148,19 +148,21 @@ class BlockRecurrentTransformer(nn.Module):
                  states: Optional[Sequence[Tensor]] = None, temperature: float = 1.0,
                  filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  eos_token: Optional[int] = None, return_memories_and_states: bool = False,
-                 use_cache: bool = True) -> Union[Tensor, tuple[Tensor, Memories, States]]:
+                 use_cache: bool = True, compile: bool = False) -> Union[Tensor, tuple[Tensor, Memories, States]]:
         """Sample ``length - prime_len`` new tokens after prime (b, prime_len); returns only the new ones.
 
         ``length`` counts the prime (seed semantics; default max_seq_len + 1) and may be any size.
         temperature 0 is greedy; top_k / top_p filter after the seed's ``filter_thres`` top-k
         (pass filter_thres=None to disable it); rows that emit ``eos_token`` keep emitting it.
-        ``use_cache=False`` decodes by the slow reference path. The memories and states passed in
-        are never modified.
+        ``use_cache=False`` decodes by the slow reference path. ``compile=True`` (CUDA) compiles the
+        one-token step before its CUDA graph captures it: tens of seconds once per model and batch
+        size, then about 2.5x fewer microseconds per token. The memories and states passed in are
+        never modified.
         """
         length = self.max_seq_len + 1 if length is None else length
         return generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
                         filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
-                        return_memories_and_states=return_memories_and_states, use_cache=use_cache)
+                        return_memories_and_states=return_memories_and_states, use_cache=use_cache, compile=compile)
 
     @torch.no_grad()
     def stream(self, prime: Tensor, max_new_tokens: int, **kwargs) -> Iterator[Tensor]:

@@ -146,6 +146,8 @@ def test_returned_memories_continue_the_sequence():
     (dict(length=10, top_k=0), rf"top_k must be an int in 1..{VOCAB}"),
     (dict(length=10, filter_thres=1.0), r"filter_thres must be in \[0, 1\)"),
     (dict(length=10, eos_token=VOCAB), "eos_token must be a token id"),
+    (dict(length=10, compile=True), "compile=True compiles the CUDA-graph decoding step.*got device=cpu"),
+    (dict(length=10, compile=True, use_cache=False), "compile=True .* cannot go with use_cache=False"),
 ])
 def test_bad_sampling_arguments(kwargs, pattern):
     model = small_model()

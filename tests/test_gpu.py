@@ -60,10 +60,11 @@ def test_bf16_flash_matches_fp32_reference():
     assert _relative_error(got, expected) < 2e-2
 
 
-@pytest.mark.parametrize("compressed", [False, True])
-def test_cuda_graph_decoding_equals_the_full_forward(compressed):
+@pytest.mark.parametrize("compressed, compile", [(False, False), (True, False), (True, True)])
+def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile):
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
-    equals the full forward's."""
+    equals the full forward's, the step compiled or not. A compiled step serves a later decoder
+    whose prompt ends elsewhere in the block without compiling again."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
     model = _model(use_compressed_mem=compressed).eval()
@@ -72,8 +73,15 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed):
         first, memories, states = model(x[:, :1024])
         second, _, _ = model(x[:, 1024:], xl_memories=memories, states=states)
         expected = torch.cat((first, second), dim=1)
-        decoder = CachedDecoder(model, *model.prepare(2), use_cuda_graph=True)
+        decoder = CachedDecoder(model, *model.prepare(2), use_cuda_graph=True, compile=compile)
         got = [decoder.append(x[:, :100])] + [decoder.append(x[:, t:t + 1]) for t in range(100, 1100)]
+        if compile:
+            with torch._dynamo.config.patch(error_on_recompile=True):
+                again = CachedDecoder(model, *model.prepare(2), use_cuda_graph=True, compile=True)
+                again.append(x[:, :37])
+                logits = again.append(x[:, 37:38])
+            assert again.graph is not None
+            assert _relative_error(logits, expected[:, 37]) < 1e-3
     assert decoder.graph is not None
     # cuDNN's convolution (the compressor) runs in TF32 by default: allow for its rounding
     assert _relative_error(torch.stack(got, dim=1), expected[:, 99:]) < 1e-3
