@@ -156,8 +156,8 @@ class BlockRecurrentTransformer(nn.Module):
         (pass filter_thres=None to disable it); rows that emit ``eos_token`` keep emitting it.
         ``use_cache=False`` decodes by the slow reference path. ``compile=True`` (CUDA) compiles the
         one-token step before its CUDA graph captures it: tens of seconds once per model and batch
-        size, then about 2.5x fewer microseconds per token. The memories and states passed in are
-        never modified.
+        size, then about half the time per token (H200, bench/RESULTS.md). The memories and states
+        passed in are never modified.
         """
         length = self.max_seq_len + 1 if length is None else length
         return generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
