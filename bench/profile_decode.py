@@ -34,6 +34,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="replayed steps timed and profiled")
     parser.add_argument("--compile", action="store_true", help="decode with compile=True")
     args = parser.parse_args()
+    width = common.SEED_CONFIG["block_width"]
+    if not 1 <= args.steps or 128 + 1 + 2 * args.steps > width - 1:
+        parser.error(f"--steps must be in 1..{(width - 1 - 129) // 2} (every timed step a replay inside "
+                     f"the first block), got {args.steps}")
 
     device = torch.device("cuda")
     common.setup_precision()
@@ -48,7 +52,7 @@ def main() -> None:
         decoder.append(token)  # the first one-token step captures the graph (and compiles)
         common.synchronize(device)
         setup_s = time.perf_counter() - begin
-        # stay inside the block (128 + 1 + 2 * steps < 512): every step is a replay
+        # every step below is a replay: the block does not end (checked above)
         step_ms = statistics.median(1e3 * t for t in common.time_each(lambda: decoder.append(token), args.steps, device))
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(args.steps):

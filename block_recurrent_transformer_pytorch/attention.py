@@ -56,8 +56,12 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
         if n == 1:
             # Decoding's one query over a static cache. The masked kernels split the work by query
             # rows only, so a row's 1,536 keys run on one thread block (60 us per call on an H200,
-            # over half of a decoding step); written out in fp32 it is a few short kernels.
-            return _written_out(q.float(), k.float(), v.float(), causal, scale, mask, False)[0].to(q.dtype)
+            # over half of a decoding step); written out it is a few short kernels. In fp32 at
+            # least, as a kernel scores, so autocast must not cast the operands back.
+            dtype = torch.promote_types(q.dtype, torch.float32)
+            with torch.autocast(q.device.type, enabled=False):
+                out, _ = _written_out(q.to(dtype), k.to(dtype), v.to(dtype), causal, scale, mask, False)
+            return out.to(q.dtype)
         mask = _allowed(n, m, causal, mask, q.device)
         if not gqa:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
@@ -79,8 +83,8 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
 
 def _fold_groups(q: Tensor, kv_heads: int) -> Tensor:
     """(b, h, n, d) -> (b, kv_heads, h // kv_heads * n, d): the query heads that share a key/value
-    head are more queries over the same keys, as rows ordered (head in group, query); a view, where
-    repeating k/v per query head would copy them."""
+    head are more queries over the same keys, as rows ordered (head in group, query). This moves
+    the queries (a view if q is contiguous), where repeating k/v per query head would copy the keys."""
     b, h, n, d = q.shape
     return q.reshape(b, kv_heads, h // kv_heads * n, d)
 

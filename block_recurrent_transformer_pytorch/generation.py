@@ -51,7 +51,9 @@ class CachedDecoder:
     On CUDA the one-token step is captured once as a CUDA graph and replayed: a step is a few
     hundred small kernels, and launching them one by one from Python costs more than running them.
     ``compile=True`` also compiles that step (torch.compile, whole graph) before the capture, which
-    fuses its kernels: tens of seconds once per model and batch size, for fewer microseconds per token.
+    fuses its kernels: tens of seconds once per model configuration and autocast state (a second
+    batch size compiles once more, then serves any batch size), for about half the time per token.
+    A process holds at most torch._dynamo.config.recompile_limit (8) such compilations.
     """
 
     # cuDNN's attention builds an execution plan for every new mask and shape (tens of ms each):
@@ -60,29 +62,31 @@ class CachedDecoder:
 
     def __init__(self, model: "BlockRecurrentTransformer", memories: Memories, states: list[Tensor],
                  use_cuda_graph: Optional[bool] = None, compile: bool = False) -> None:
+        device, knn_layers = memories.device, model.config.knn_layers
+        check_compile(compile)
+        # a graph reads fixed addresses; the kNN store is a new tensor after every block
+        if use_cuda_graph and knn_layers:
+            raise ValueError("use_cuda_graph=True cannot serve a model with knn_layers: the graph would read "
+                             "the kNN store of the block it was captured in")
+        if use_cuda_graph and device.type != "cuda":
+            raise ValueError(f"use_cuda_graph=True needs the model on a CUDA device, got device={device.type}")
+        graphable = device.type == "cuda" and not knn_layers
+        self.use_cuda_graph = graphable if use_cuda_graph is None else use_cuda_graph
+        # torch.compile fuses the step's few hundred small kernels into far fewer before the graph
+        # captures them; compiled once, at capture, so only the graph-replayed step can use it
+        if compile and not self.use_cuda_graph:
+            raise ValueError(f"compile=True compiles the CUDA-graph decoding step, which needs a CUDA device and a "
+                             f"model without knn_layers{'' if use_cuda_graph is None else ' (and use_cuda_graph=True)'}; "
+                             f"got device={device.type}, knn_layers={knn_layers}"
+                             f"{'' if use_cuda_graph is None else f', use_cuda_graph={use_cuda_graph}'}")
+        self.compile = compile
         self.model, self.memories, self.states = model, memories, states
-        device = memories.device
         # decode in the autocast state the decoder was made in, whatever the caller's is later, and
         # keep the cache in that dtype (attention would otherwise cast it every step)
         self.autocast = torch.is_autocast_enabled(device.type)
         self.dtype = model.compute_dtype()
         self.cache = DecodeCache(model, memories.batch_size, device, self.dtype)
         self.cache.begin_block(memories, states)
-        # a graph reads fixed addresses; the kNN store is a new tensor after every block
-        if use_cuda_graph and model.config.knn_layers:
-            raise ValueError("use_cuda_graph=True cannot serve a model with knn_layers: the graph would read "
-                             "the kNN store of the block it was captured in")
-        graphable = device.type == "cuda" and not model.config.knn_layers
-        self.use_cuda_graph = graphable if use_cuda_graph is None else use_cuda_graph
-        # torch.compile fuses the step's few hundred small kernels into far fewer before the graph
-        # captures them; compiled once, at capture, so only the graph-replayed step can use it
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be a bool, got {compile!r}")
-        if compile and not self.use_cuda_graph:
-            raise ValueError(f"compile=True compiles the CUDA-graph decoding step, which needs a CUDA device, a model "
-                             f"without knn_layers and use_cuda_graph not False; got device={device.type}, "
-                             f"knn_layers={model.config.knn_layers}, use_cuda_graph={use_cuda_graph}")
-        self.compile = compile
         self.graph = None
 
     def append(self, tokens: Tensor) -> Tensor:
@@ -128,26 +132,35 @@ class CachedDecoder:
         length, position = cache.length, cache.position.clone()
         # A mid-block step computes the same at every place in the block (its place is the device-side
         # cache.position); the host-side length only tells whether the block ends. Capture, and
-        # compile, at length 0: one compiled step then serves every decoder of this model and batch.
-        cache.length = 0
-        step = torch.compile(self._step, fullgraph=True, dynamic=False) if self.compile else self._step
+        # compile, at length 0, so that one compiled step serves every later decoder of the model.
+        # (dynamic=None: a second batch size compiles once more, with the batch size symbolic.)
+        step = torch.compile(self._step, fullgraph=True) if self.compile else self._step
 
-        def rewind() -> None:
-            cache.length = 0
+        def rewind(to: int) -> None:
+            cache.length = to
             cache.position.copy_(position)
 
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm up (library handles, workspaces) outside the graph
-            for _ in range(2):
-                step(self.static_token)
-                rewind()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_logits = step(self.static_token)
-        rewind()
-        cache.length = length
+        try:
+            rewind(0)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # warm up (library handles, workspaces) outside the graph
+                for _ in range(2):
+                    step(self.static_token)
+                    rewind(0)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.static_logits = step(self.static_token)
+            self.graph = graph
+        finally:  # the cache as it was, whether the capture succeeded or raised
+            rewind(length)
+
+
+def check_compile(compile: object) -> None:
+    """Raise a clear TypeError unless ``compile`` is a bool."""
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be a bool (True: compile the CUDA-graph decoding step), got {compile!r}")
 
 
 def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Optional[Memories] = None,
@@ -158,6 +171,7 @@ def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Opt
     model.check_tokens(prime, "prime")
     if prime.shape[1] < 1:
         raise ValueError("prime must hold at least one token")
+    check_compile(compile)
     if compile and not use_cache:
         raise ValueError("compile=True compiles the cached decoder's step; it cannot go with use_cache=False")
     memories, states = model.prepare(prime.shape[0], xl_memories, states)
@@ -168,7 +182,8 @@ def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Opt
     return decoder, decoder.append(prime)
 
 
-def sample_tokens(decoder: "CachedDecoder", logits: Tensor, num_new: int, *, temperature: float = 1.0,
+def sample_tokens(decoder: Union[CachedDecoder, ReferenceDecoder], logits: Tensor, num_new: int, *,
+                  temperature: float = 1.0,
                   filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,
                   eos_token: Optional[int] = None, generator: Optional[torch.Generator] = None) -> Iterator[Tensor]:
     """Yield (b,) sampled tokens, feeding each back to the decoder before the next (not the last:

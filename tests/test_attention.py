@@ -28,24 +28,49 @@ def naive_attention(q, k, v, causal, scale, mask):
     return torch.stack(outs, 1), torch.stack(lses, 1)
 
 
-@pytest.mark.parametrize("kv_heads", [1, 2, 4])
-@pytest.mark.parametrize("n", [1, 5, 12])
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("mask_rows", [None, 1, "n"])
-def test_attention_kernels_equal_the_definition(kv_heads, n, causal, mask_rows):
-    """Grouped key/value heads, one or several queries over a longer key axis (causal aligned
-    lower-right), with no mask, a per-row key mask (reset memories, a decoding cache) or a mask per
-    query."""
+def _inputs(kv_heads: int, n: int, mask_rows, dtype=torch.float32, b: int = 2, h: int = 4, m: int = 12, d: int = 8):
+    """q (b, h, n, d), k, v (b, kv_heads, m, d) and a mask of None, one row per batch row or one per query."""
     torch.manual_seed(0)
-    b, h, m, d = 2, 4, 12, 8
-    q, k, v = torch.randn(b, h, n, d), torch.randn(b, kv_heads, m, d), torch.randn(b, kv_heads, m, d)
+    q, k, v = (torch.randn(b, heads, length, d, dtype=dtype) for heads, length in ((h, n), (kv_heads, m), (kv_heads, m)))
     mask = None
     if mask_rows is not None:
         mask = torch.rand(b, 1, n if mask_rows == "n" else 1, m) > 0.4
         mask[..., m - n:] = True  # every query keeps a key: its own, under causality
+    return q, k, v, mask
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+@pytest.mark.parametrize("n", [1, 5, 12])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("mask_rows", [None, 1, "n"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_attention_kernels_equal_the_definition(kv_heads, n, causal, mask_rows, dtype):
+    """Grouped key/value heads, one or several queries over a longer key axis (causal aligned
+    lower-right), with no mask, a per-row key mask (reset memories, a decoding cache) or a mask per
+    query; in fp32 and in fp64 (no path may lower the precision it is given)."""
+    q, k, v, mask = _inputs(kv_heads, n, mask_rows, dtype)
     expected, expected_lse = naive_attention(q, k, v, causal, 0.3, mask)
     for kernel in (sdpa_attention, reference_attention):
         torch.testing.assert_close(kernel(q, k, v, causal=causal, scale=0.3, mask=mask), expected)
     out, lse = attention_with_logsumexp(q, k, v, causal=causal, scale=0.3, mask=mask)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(lse, expected_lse)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_a_single_masked_query_scores_in_fp32_under_autocast(kv_heads):
+    """Decoding's attention (one query, a masked cache) in bf16 under autocast computes what it
+    computes outside autocast, where its bf16 operands are scored in fp32 (autocast must not
+    cast them back); and its gradient in fp64 passes gradcheck."""
+    q, k, v, mask = _inputs(kv_heads, 1, 1, m=64, d=16)
+    q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    outside = sdpa_attention(q, k, v, causal=False, scale=8.0, mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = sdpa_attention(q, k, v, causal=False, scale=8.0, mask=mask)
+    assert torch.equal(inside, outside)
+    expected, _ = naive_attention(q.float(), k.float(), v.float(), False, 8.0, mask)
+    torch.testing.assert_close(outside.float(), expected, rtol=8e-3, atol=8e-3)
+
+    q, k, v, mask = _inputs(kv_heads, 1, 1, torch.float64)
+    assert torch.autograd.gradcheck(lambda *qkv: sdpa_attention(*qkv, causal=False, scale=0.3, mask=mask),
+                                    tuple(t.requires_grad_() for t in (q, k, v)))

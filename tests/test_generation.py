@@ -157,6 +157,18 @@ def test_bad_sampling_arguments(kwargs, pattern):
         RecurrentTrainerWrapper(model).generate(tokens(1, 4), **kwargs)
 
 
+def test_bad_decoder_arguments():
+    model = small_model()
+    with pytest.raises(ValueError, match="use_cuda_graph=True needs the model on a CUDA device, got device=cpu"):
+        CachedDecoder(model, *model.prepare(1), use_cuda_graph=True)
+    with pytest.raises(ValueError, match=r"compile=True .*\(and use_cuda_graph=True\); got device=cpu.*use_cuda_graph=False"):
+        CachedDecoder(model, *model.prepare(1), use_cuda_graph=False, compile=True)
+    for call in (lambda: model.generate(tokens(1, 4), 10, compile="yes"),
+                 lambda: CachedDecoder(model, *model.prepare(1), compile=1)):
+        with pytest.raises(TypeError, match="compile must be a bool"):
+            call()
+
+
 def test_decoding_state_does_not_grow_with_the_generated_length():
     """GPU memory for generation is constant in the length: the cache is allocated once, and the
     memories stay at their capacity however many blocks pass."""

@@ -63,28 +63,34 @@ def test_bf16_flash_matches_fp32_reference():
 @pytest.mark.parametrize("compressed, compile", [(False, False), (True, False), (True, True)])
 def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile):
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
-    equals the full forward's, the step compiled or not. A compiled step serves a later decoder
-    whose prompt ends elsewhere in the block without compiling again."""
+    equals the full forward's, the step compiled or not. A compiled step serves later decoders with
+    other prompt lengths without compiling again, and after a second batch size any batch size."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
     model = _model(use_compressed_mem=compressed).eval()
-    x = torch.randint(0, 256, (2, 1100), device="cuda")
+    x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])
         second, _, _ = model(x[:, 1024:], xl_memories=memories, states=states)
         expected = torch.cat((first, second), dim=1)
-        decoder = CachedDecoder(model, *model.prepare(2), use_cuda_graph=True, compile=compile)
-        got = [decoder.append(x[:, :100])] + [decoder.append(x[:, t:t + 1]) for t in range(100, 1100)]
-        if compile:
-            with torch._dynamo.config.patch(error_on_recompile=True):
-                again = CachedDecoder(model, *model.prepare(2), use_cuda_graph=True, compile=True)
-                again.append(x[:, :37])
-                logits = again.append(x[:, 37:38])
+
+        def decoder_for(rows: int) -> CachedDecoder:
+            return CachedDecoder(model, *model.prepare(rows), use_cuda_graph=True, compile=compile)
+
+        decoder = decoder_for(2)
+        got = [decoder.append(x[:2, :100])] + [decoder.append(x[:2, t:t + 1]) for t in range(100, 1100)]
+        assert decoder.graph is not None
+        # cuDNN's convolution (the compressor) runs in TF32 by default: allow for its rounding
+        assert _relative_error(torch.stack(got, dim=1), expected[:2, 99:]) < 1e-3
+        if not compile:
+            return
+        for rows, prime, may_compile in ((2, 37, False), (3, 300, True), (5, 600, False)):
+            with torch._dynamo.config.patch(error_on_recompile=not may_compile):
+                again = decoder_for(rows)
+                again.append(x[:rows, :prime])
+                logits = again.append(x[:rows, prime:prime + 1])  # captured, replayed
             assert again.graph is not None
-            assert _relative_error(logits, expected[:, 37]) < 1e-3
-    assert decoder.graph is not None
-    # cuDNN's convolution (the compressor) runs in TF32 by default: allow for its rounding
-    assert _relative_error(torch.stack(got, dim=1), expected[:, 99:]) < 1e-3
+            assert _relative_error(logits, expected[:rows, prime]) < 1e-3
 
 
 @pytest.mark.parametrize("compressed", [False, True])
