@@ -31,15 +31,26 @@ def attention_with_logsumexp(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, s
                              mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """``reference_attention``'s output, and the logsumexp (b, h, n, 1) of the scores it normalised
     (the keys a query may not attend set to the dtype's lowest value): what merging this
-    attention with another one under a single softmax needs (``knn_memory.joint_softmax``)."""
-    return _written_out(q, k, v, causal, scale, mask, with_logsumexp=True)
+    attention with another one under a single softmax needs (``knn_memory.joint_softmax``).
+    Both in float32 at least (see ``_written_out_fp32``): bf16 scores would put ~1% of error in
+    the merge's weights."""
+    return _written_out_fp32(q, k, v, causal, scale, mask, with_logsumexp=True)
+
+
+def _written_out_fp32(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor],
+                      with_logsumexp: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """``_written_out`` in float32 at least (fp64 stays fp64), as a kernel scores; autocast off, or
+    it would cast the operands back to its dtype."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        return _written_out(q.to(dtype), k.to(dtype), v.to(dtype), causal, scale, mask, with_logsumexp)
 
 
 def _written_out(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor],
                  with_logsumexp: bool) -> tuple[Tensor, Optional[Tensor]]:
     b, h, n, d = q.shape
     groups = h // k.shape[1]
-    scores = _fold_groups(q, k.shape[1]) @ k.transpose(-1, -2) * scale  # (b, kv_heads, groups * n, m)
+    scores = fold_query_groups(q, k.shape[1]) @ k.transpose(-1, -2) * scale  # (b, kv_heads, groups * n, m)
     allowed = _fold_mask(_allowed(n, k.shape[-2], causal, mask, q.device), n, groups)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
@@ -56,19 +67,15 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
         if n == 1:
             # Decoding's one query over a static cache. The masked kernels split the work by query
             # rows only, so a row's 1,536 keys run on one thread block (60 us per call on an H200,
-            # over half of a decoding step); written out it is a few short kernels. In fp32 at
-            # least, as a kernel scores, so autocast must not cast the operands back.
-            dtype = torch.promote_types(q.dtype, torch.float32)
-            with torch.autocast(q.device.type, enabled=False):
-                out, _ = _written_out(q.to(dtype), k.to(dtype), v.to(dtype), causal, scale, mask, False)
-            return out.to(q.dtype)
+            # over half of a decoding step); written out it is a few short kernels.
+            return _written_out_fp32(q, k, v, causal, scale, mask, with_logsumexp=False)[0].to(q.dtype)
         mask = _allowed(n, m, causal, mask, q.device)
         if not gqa:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         # Of the kernels that take a mask only math takes grouped heads, in fp32 and with a copy of
-        # k/v per query head: fold the heads into the query rows instead (see _fold_groups), for
+        # k/v per query head: fold the heads into the query rows instead (see fold_query_groups), for
         # the memory-efficient kernel.
-        out = F.scaled_dot_product_attention(_fold_groups(q, k.shape[1]), k, v, scale=scale,
+        out = F.scaled_dot_product_attention(fold_query_groups(q, k.shape[1]), k, v, scale=scale,
                                              attn_mask=_fold_mask(mask, n, q.shape[1] // k.shape[1]))
         return out.reshape(q.shape)
     if not causal or n == 1:  # every key is visible
@@ -81,7 +88,7 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
     return out[..., m - n:, :]
 
 
-def _fold_groups(q: Tensor, kv_heads: int) -> Tensor:
+def fold_query_groups(q: Tensor, kv_heads: int) -> Tensor:
     """(b, h, n, d) -> (b, kv_heads, h // kv_heads * n, d): the query heads that share a key/value
     head are more queries over the same keys, as rows ordered (head in group, query). This moves
     the queries (a view if q is contiguous), where repeating k/v per query head would copy the keys."""
@@ -90,7 +97,7 @@ def _fold_groups(q: Tensor, kv_heads: int) -> Tensor:
 
 
 def _fold_mask(mask: Optional[Tensor], n: int, groups: int) -> Optional[Tensor]:
-    """A mask over (n, m) queries x keys for the rows of ``_fold_groups``: each query's row once per
+    """A mask over (n, m) queries x keys for the rows of ``fold_query_groups``: each query's row once per
     head of its group (a single query's row broadcasts as it is)."""
     if mask is None or n == 1:
         return mask

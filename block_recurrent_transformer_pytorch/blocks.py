@@ -113,12 +113,9 @@ class AttentionBlock(nn.Module):
             memory, memory_lse = recall(query, store, index, self.knn_top_k, self.attend.scale)
         else:  # the torch store only (the config refuses routed retrieval from the faiss store)
             memory, memory_lse = routed_recall(query, store, index, self.knn_top_k, self.attend.scale, self.router)
-        # the local attention written out, as it must give its softmax's normaliser (the flash kernel
-        # does not return it); in fp32, as a kernel scores (bf16 scores would put ~1% of error in
-        # the mixing weight)
-        with torch.autocast(q.device.type, enabled=False):
-            local, local_lse = attention_with_logsumexp(q.float(), keys.float(), values.float(), causal=causal,
-                                                        scale=self.attend.scale, mask=mask)
+        # the local attention written out (fp32), as it must give its softmax's normaliser (the flash
+        # kernel does not return it)
+        local, local_lse = attention_with_logsumexp(q, keys, values, causal=causal, scale=self.attend.scale, mask=mask)
         mixed = joint_softmax(local.to(q.dtype), local_lse, memory.to(q.dtype), memory_lse)
         return rearrange(mixed, "b h n d -> b n (h d)")
 

@@ -75,10 +75,9 @@ class CachedDecoder:
         # torch.compile fuses the step's few hundred small kernels into far fewer before the graph
         # captures them; compiled once, at capture, so only the graph-replayed step can use it
         if compile and not self.use_cuda_graph:
-            raise ValueError(f"compile=True compiles the CUDA-graph decoding step, which needs a CUDA device and a "
-                             f"model without knn_layers{'' if use_cuda_graph is None else ' (and use_cuda_graph=True)'}; "
-                             f"got device={device.type}, knn_layers={knn_layers}"
-                             f"{'' if use_cuda_graph is None else f', use_cuda_graph={use_cuda_graph}'}")
+            raise ValueError(f"compile=True compiles the CUDA-graph decoding step, which needs a CUDA device, a model "
+                             f"without knn_layers and use_cuda_graph True or None (automatic); got "
+                             f"device={device.type}, knn_layers={knn_layers}, use_cuda_graph={use_cuda_graph}")
         self.compile = compile
         self.model, self.memories, self.states = model, memories, states
         # decode in the autocast state the decoder was made in, whatever the caller's is later, and

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import fold_query_groups
 from .config import BlockRecurrentConfig
 
 # Scores computed at once (a chunk of the store for all queries): bounds the temporaries of a search.
@@ -205,7 +206,7 @@ def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float) -> 
     """
     b, heads, n, d = q.shape
     kv_heads = store.kv_heads
-    grouped = q.reshape(b, kv_heads, heads // kv_heads * n, d)  # query heads sharing a key/value head
+    grouped = fold_query_groups(q, kv_heads)  # query heads sharing a key/value head
     top_keys, top_values, found = store.retrieve(grouped, layer, top_k)
     scores = torch.einsum("bhmd,bhmkd->bhmk", grouped, top_keys) * scale
     weights, lse = masked_softmax(scores, found)
@@ -248,8 +249,7 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     gather = index[..., None].expand(-1, -1, d)
     top_keys = flat_keys.gather(1, gather).to(q.dtype).reshape(b, kv_heads, -1, d)
     top_values = (flat_values.gather(1, gather).to(q.dtype) * weights[..., None]).reshape(b, kv_heads, -1, d)
-    grouped = q.reshape(b, kv_heads, heads // kv_heads * n, d)
-    scores = (grouped @ top_keys.transpose(-1, -2)) * scale
+    scores = (fold_query_groups(q, kv_heads) @ top_keys.transpose(-1, -2)) * scale
     weights, lse = masked_softmax(scores, chosen)
     out = weights.to(top_values.dtype) @ top_values
     return out.reshape(b, heads, n, d), lse.reshape(b, heads, n, 1)

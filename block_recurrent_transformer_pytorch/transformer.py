@@ -155,14 +155,15 @@ class BlockRecurrentTransformer(nn.Module):
         temperature 0 is greedy; top_k / top_p filter after the seed's ``filter_thres`` top-k
         (pass filter_thres=None to disable it); rows that emit ``eos_token`` keep emitting it.
         ``use_cache=False`` decodes by the slow reference path. ``compile=True`` (CUDA) compiles the
-        one-token step before its CUDA graph captures it: tens of seconds once per model and batch
-        size, then about half the time per token (H200, bench/RESULTS.md). The memories and states
-        passed in are never modified.
+        one-token step before its CUDA graph captures it: tens of seconds once per model (and once
+        more for a second batch size, which then serves any), then about half the time per token
+        (H200, bench/RESULTS.md). The memories and states passed in are never modified.
         """
         length = self.max_seq_len + 1 if length is None else length
         return generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
                         filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
-                        return_memories_and_states=return_memories_and_states, use_cache=use_cache, compile=compile)
+                        return_memories_and_states=return_memories_and_states, use_cache=use_cache,
+                        compile=compile)
 
     @torch.no_grad()
     def stream(self, prime: Tensor, max_new_tokens: int, **kwargs) -> Iterator[Tensor]:

@@ -161,7 +161,7 @@ def test_bad_decoder_arguments():
     model = small_model()
     with pytest.raises(ValueError, match="use_cuda_graph=True needs the model on a CUDA device, got device=cpu"):
         CachedDecoder(model, *model.prepare(1), use_cuda_graph=True)
-    with pytest.raises(ValueError, match=r"compile=True .*\(and use_cuda_graph=True\); got device=cpu.*use_cuda_graph=False"):
+    with pytest.raises(ValueError, match=r"compile=True .*got device=cpu.*use_cuda_graph=False"):
         CachedDecoder(model, *model.prepare(1), use_cuda_graph=False, compile=True)
     for call in (lambda: model.generate(tokens(1, 4), 10, compile="yes"),
                  lambda: CachedDecoder(model, *model.prepare(1), compile=1)):
