@@ -5,7 +5,8 @@ attention; the seed uses a single shared key/value head). Causal attention is al
 lower right: query i of n attends to keys 0..m-n+i of m, so a block's queries see all of its
 memories and the block up to themselves. On CUDA with fp16/bf16 and no mask this runs the
 flash kernel with no mask tensor. An explicit boolean mask (after a per-row reset of memories, or
-over a static decoding cache) goes to the memory-efficient kernel.
+over a static decoding cache) goes to the memory-efficient kernel. SDPA's cuDNN backend is never
+used (see ``sdpa_backends``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,29 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# The SDPA backends our calls may use, each with the switch that says whether the caller enabled it.
+# cuDNN's is left out: on an H200 (torch 2.11) SDPA handed it calls of a kNN model's training step
+# that its backward then failed at batch >= 64 ("mha_graph.execute ... is_good()", issue 12), and in
+# decoding it builds a new execution plan for every mask and shape. Flash and memory-efficient serve
+# every call we make.
+_BACKENDS = (
+    (SDPBackend.FLASH_ATTENTION, torch.backends.cuda.flash_sdp_enabled),
+    (SDPBackend.EFFICIENT_ATTENTION, torch.backends.cuda.mem_efficient_sdp_enabled),
+    (SDPBackend.MATH, torch.backends.cuda.math_sdp_enabled),
+)
+
+
+def sdpa_backends() -> list[SDPBackend]:
+    """The SDPA backends the caller has enabled (``torch.nn.attention.sdpa_kernel``), less cuDNN's.
+
+    While torch.compile traces, the switches cannot be read (they are not tensors): the three
+    backends are named as they are, and the compiled code keeps the choice made at trace time.
+    """
+    if torch.compiler.is_compiling():
+        return [backend for backend, _ in _BACKENDS]
+    return [backend for backend, enabled in _BACKENDS if enabled()]
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
@@ -60,7 +84,15 @@ def _written_out(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, ma
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
                    mask: Optional[Tensor] = None) -> Tensor:
-    """The same function through F.scaled_dot_product_attention (flash kernel where it can run)."""
+    """The same function through F.scaled_dot_product_attention (flash kernel where it can run; on
+    CUDA only among ``sdpa_backends()``)."""
+    if not q.is_cuda:
+        return _sdpa_attention(q, k, v, causal, scale, mask)
+    with sdpa_kernel(sdpa_backends()):
+        return _sdpa_attention(q, k, v, causal, scale, mask)
+
+
+def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor]) -> Tensor:
     gqa = q.shape[1] != k.shape[1]
     n, m = q.shape[-2], k.shape[-2]
     if mask is not None:

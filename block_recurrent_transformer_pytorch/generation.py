@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cache import DecodeCache
 from .memory import Memories
@@ -56,10 +55,6 @@ class CachedDecoder:
     A process holds at most torch._dynamo.config.recompile_limit (8) such compilations.
     """
 
-    # cuDNN's attention builds an execution plan for every new mask and shape (tens of ms each):
-    # leave it out of decoding.
-    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
     def __init__(self, model: "BlockRecurrentTransformer", memories: Memories, states: list[Tensor],
                  use_cuda_graph: Optional[bool] = None, compile: bool = False) -> None:
         device, knn_layers = memories.device, model.config.knn_layers
@@ -95,7 +90,7 @@ class CachedDecoder:
         # that the cache frees when the caller's autocast region ends
         precision = torch.autocast(cache.keys.device.type, dtype=self.dtype, enabled=self.autocast,
                                    cache_enabled=False)
-        with sdpa_kernel(self.backends), precision:
+        with precision:
             while tokens.shape[1] > 0:
                 n = min(width - cache.length, tokens.shape[1])
                 chunk, tokens = tokens[:, :n], tokens[:, n:]

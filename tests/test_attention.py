@@ -74,3 +74,22 @@ def test_a_single_masked_query_scores_in_fp32_under_autocast(kv_heads):
     q, k, v, mask = _inputs(kv_heads, 1, 1, torch.float64)
     assert torch.autograd.gradcheck(lambda *qkv: sdpa_attention(*qkv, causal=False, scale=0.3, mask=mask),
                                     tuple(t.requires_grad_() for t in (q, k, v)))
+
+
+def test_sdpa_backends_keep_the_callers_choice_without_cudnn():
+    """SDPA's cuDNN backend failed in training at batch >= 64 on an H200 (issue 12): our calls run
+    among the backends the caller enabled, less cuDNN's; a caller's restriction still holds."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from block_recurrent_transformer_pytorch.attention import sdpa_backends
+
+    flash, efficient, math, cudnn = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH,
+                                     SDPBackend.CUDNN_ATTENTION)
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # torch's default: cuDNN on
+    assert sdpa_backends() == [flash, efficient, math]
+    with sdpa_kernel(flash):
+        assert sdpa_backends() == [flash]
+    with sdpa_kernel([cudnn, math]):
+        assert sdpa_backends() == [math]
+    with sdpa_kernel([efficient, flash]):
+        assert sdpa_backends() == [flash, efficient]

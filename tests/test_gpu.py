@@ -120,6 +120,8 @@ def test_cuda_graph_train_step_matches_eager(compressed):
 
 @pytest.mark.parametrize("retrieval", ["exact", "routed"])
 def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
+    if retrieval == "routed":
+        pytest.importorskip("colt5_attention", reason='knn_retrieval="routed" needs colt5-attention')
     """A kNN layer over three segments (the store holding 2,048 of 3,072 tokens, so the ring wraps):
     fp32 on the GPU gives the CPU's logits (the CUDA score budget and search path against the CPU's);
     bf16 autocast with flash for the other layers stays close to fp32 in loss and gradients."""
@@ -143,3 +145,48 @@ def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
     (fp32_loss, fp32_grads), (bf16_loss, bf16_grads) = results
     assert _relative_error(bf16_loss, fp32_loss) < 1e-2
     assert _relative_error(bf16_grads, fp32_grads) < 5e-2
+
+
+PASSKEY_MODEL = dict(num_tokens=256, dim=384, depth=4, heads=6, dim_head=64, max_seq_len=512, block_width=256,
+                     num_state_vectors=128, recurrent_layers=(3,), use_flash_attn=True)
+KNN = dict(knn_layers=(4,), knn_memory_size=262_144, knn_top_k=32)
+
+
+@pytest.mark.parametrize("batch, knn", [(64, True), (160, True), (256, False)])
+def test_training_at_large_batch_never_uses_cudnn_attention(batch, knn):
+    """Issue 12: SDPA handed calls of a kNN model's step to cuDNN, whose backward failed at batch
+    >= 64 on an H200. Three AdamW steps of the passkey model (three 512-token segments, memories
+    carried, bf16 autocast, flash on) run with finite losses, and no SDPA call of ours would pick
+    cuDNN though the caller leaves it enabled (torch's default)."""
+    import torch.nn.functional as F
+
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    torch.manual_seed(0)
+    model = BlockRecurrentTransformer(**PASSKEY_MODEL, **(KNN if knn else {})).cuda()
+    wrapper = RecurrentTrainerWrapper(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    x = torch.randint(0, 256, (batch, 3 * 512 + 1), device="cuda")
+    chosen = set()
+    original = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        chosen.add(SDPBackend(torch._fused_sdp_choice(
+            q, k, v, attn_mask=kwargs.get("attn_mask"), dropout_p=0.0, is_causal=kwargs.get("is_causal", False),
+            scale=kwargs.get("scale"), enable_gqa=kwargs.get("enable_gqa", False))))
+        return original(q, k, v, **kwargs)
+
+    losses = []
+    F.scaled_dot_product_attention = recording
+    try:
+        for _ in range(3):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = wrapper(x)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    finally:
+        F.scaled_dot_product_attention = original
+    assert chosen and SDPBackend.CUDNN_ATTENTION not in chosen, chosen
+    assert all(torch.isfinite(torch.tensor(losses))), losses
+    assert losses[-1] < losses[0]  # the same batch three times: the steps learn it
