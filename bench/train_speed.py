@@ -110,7 +110,18 @@ def main() -> None:
     parser.add_argument("--matmul-n", type=int, default=None, help="roofline matmul size (8192 on GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, fused AdamW")
     parser.add_argument("--cuda-graph", action="store_true", help="TrainStep: segments replayed from CUDA graphs, fused AdamW")
+    parser.add_argument("--allow-cudnn", action="store_true",
+                        help="ours: let SDPA pick its cuDNN backend too (torch's first choice on Hopper; our "
+                             "attention leaves it out, see attention.sdpa_backends): measures what that costs")
     args = parser.parse_args()
+    if args.allow_cudnn:
+        from torch.nn.attention import SDPBackend
+
+        from block_recurrent_transformer_pytorch import attention
+
+        every_backend = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                         SDPBackend.MATH]
+        attention.sdpa_backends = lambda: every_backend
 
     device = common.pick_device(args.device)
     common.setup_precision()
@@ -127,6 +138,7 @@ def main() -> None:
         if wanted and not any(s in name for s in wanted):
             continue
         record: dict[str, Any] = dict(bench="train", case=name, impl=args.impl, batch=batch, seq=seq,
+                                      allow_cudnn=args.allow_cudnn,
                                       warmup=args.warmup, steps=args.steps, config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()})
         try:
             record.update(bench_case(cfg, batch, seq, device, args.warmup, args.steps, args.compile, args.cuda_graph))
