@@ -168,9 +168,13 @@ _NUMBER_FIELDS = frozenset(("qk_rmsnorm_scale", "ff_mult", "rotary_theta"))
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 
 
+def _numpy_bool(value: object) -> bool:
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+
+
 def _plain_int(value: object) -> object:
     """An integer-like value other than a bool (np.int64(64), a 0-d integer tensor) as an int; else unchanged."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or _numpy_bool(value):
         return value
     if isinstance(value, numbers.Integral) or (hasattr(value, "__index__") and getattr(value, "ndim", 0) == 0
                                                and not isinstance(value, float)):
@@ -189,7 +193,7 @@ def coerce_seed_values(name: str, value: object) -> object:
     if name in _INT_FIELDS:
         return _plain_int(value)
     if name in _BOOL_FIELDS:
-        if type(value).__name__ == "bool_":  # numpy.bool_
+        if _numpy_bool(value):
             return bool(value)
         number = _plain_int(value)
         if not isinstance(value, bool) and isinstance(number, int) and number in (0, 1):
