@@ -612,7 +612,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
             changed = sorted(k for k, v in model.config.to_dict().items() if ckpt["model_config"].get(k) != v)
             raise TrainError(f"the model flags {changed} differ from the checkpoint's model; they cannot change")
         model.load_state_dict(ckpt["model"])
-    trainer = RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout, cfg.bptt_segments)
+    trainer = RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout, bptt_segments=cfg.bptt_segments)
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(out_dir, is_main, until_step=None if ckpt is None else ckpt["step"])

@@ -199,7 +199,7 @@ def reference_comparison(cfg: train.TrainConfig, live: torch.nn.Module, params: 
     live_params = list(live.parameters())
     if len(named) != len(params) or any(p is not q for p, q in zip(params, live_params)):
         raise RuntimeError("the parameters train.py clipped are not the model's parameters, in order")
-    wrapper = RecurrentTrainerWrapper(reference, 0.0, 0.0, cfg.bptt_segments).train()
+    wrapper = RecurrentTrainerWrapper(reference, 0.0, 0.0, bptt_segments=cfg.bptt_segments).train()
     loss_total = 0.0
     for parts in gathered:  # one micro-step: all ranks' micro-batches as one batch
         with train.autocast(cfg, device):

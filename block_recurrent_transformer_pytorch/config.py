@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass
+import numbers
+import operator
+from dataclasses import asdict, dataclass, fields
 from collections.abc import Sequence
 from typing import Literal, Optional, Union
 
@@ -63,6 +66,7 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     compressed_mem_factor: int = 4
     xpos_scale_base: int = 512
     rotary_theta: Union[int, float] = 10000.0
+    state_update_bias: bool = False  # a bias on the state update's projection (the seed's; see from_seed)
 
     def __post_init__(self) -> None:
         for name in ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len",
@@ -72,7 +76,7 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
                 raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
             if value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value}")
-        for name in ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem"):
+        for name in ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("ff_mult", "qk_rmsnorm_scale", "rotary_theta"):
@@ -154,3 +158,68 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
         d["read_recurrent_layers"] = list(d["read_recurrent_layers"])
         d["knn_layers"] = list(d["knn_layers"])
         return d
+
+
+_INT_FIELDS = frozenset(("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len", "block_width",
+                         "num_state_vectors", "knn_memory_size", "knn_top_k", "ignore_index", "compressed_mem_factor",
+                         "xpos_scale_base"))
+_BOOL_FIELDS = frozenset(("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias"))
+_NUMBER_FIELDS = frozenset(("qk_rmsnorm_scale", "ff_mult", "rotary_theta"))
+_LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
+
+
+def _numpy_bool(value: object) -> bool:
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+
+
+def _plain_int(value: object) -> object:
+    """An integer-like value other than a bool (np.int64(64), a 0-d integer tensor) as an int; else unchanged."""
+    if isinstance(value, bool) or _numpy_bool(value):
+        return value
+    if isinstance(value, numbers.Integral) or (hasattr(value, "__index__") and getattr(value, "ndim", 0) == 0
+                                               and not isinstance(value, float)):
+        try:
+            return operator.index(value)
+        except TypeError:
+            return value
+    return value
+
+
+def coerce_seed_values(name: str, value: object) -> object:
+    """What the seed's untyped constructor accepted, as the plain Python type this config checks:
+    numpy/tensor integers as int, 0/1 (or numpy bools) for flags as bool, numpy floats as float,
+    sequences of integer-like layer numbers as a tuple of ints. Anything else (1.5 for an int,
+    "yes" or 2 for a flag) is returned unchanged, to get the config's clear error."""
+    if name in _INT_FIELDS:
+        return _plain_int(value)
+    if name in _BOOL_FIELDS:
+        if _numpy_bool(value):
+            return bool(value)
+        number = _plain_int(value)
+        if not isinstance(value, bool) and isinstance(number, int) and number in (0, 1):
+            return bool(number)
+        return value
+    if name in _NUMBER_FIELDS:
+        number = _plain_int(value)
+        if isinstance(number, int):
+            return number
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, float)):
+            return float(value)
+        return value
+    if name in _LAYER_FIELDS and isinstance(value, (list, tuple, range)):
+        return tuple(_plain_int(v) for v in value)
+    return value
+
+
+_checked_init = BlockRecurrentConfig.__init__
+
+
+@functools.wraps(_checked_init)
+def _init(self, *args, **kwargs) -> None:
+    names = [f.name for f in fields(BlockRecurrentConfig)]
+    args = tuple(coerce_seed_values(name, value) for name, value in zip(names, args))
+    kwargs = {name: coerce_seed_values(name, value) for name, value in kwargs.items()}
+    _checked_init(self, *args, **kwargs)
+
+
+BlockRecurrentConfig.__init__ = _init  # integer/bool-like values converted, then type-checked

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional
+from collections.abc import Iterator, Sequence
+from typing import Optional, Union
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from .config import BlockRecurrentConfig
-from .knn_memory import KNNStore, empty_knn_memory
+from .knn_memory import KNNMemory, KNNStore, empty_knn_memory
 
 
 @dataclass
@@ -52,6 +53,40 @@ class Memories:
     def device(self) -> torch.device:
         """Where the memories are."""
         return self.xl.device
+
+    # The seed returned a list with one (2, batch, length, dim_head) tensor per layer, keys and values
+    # stacked first, [compressed | XL] along the length: Memories reads as that list too.
+
+    def __len__(self) -> int:
+        """The depth: one memory per layer, as the seed's list."""
+        return self.xl.shape[0]
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[Tensor, list[Tensor]]:
+        """Layer ``index``'s memory in the seed's layout: (2, batch, length, dim_head), keys then
+        values, [compressed | XL] along the length ((2, batch, kv_heads, length, dim_head) with
+        kv_heads > 1). A slice gives a list."""
+        layers = self.keys_values()
+        if layers.shape[3] == 1:
+            layers = layers.squeeze(3)
+        if isinstance(index, slice):
+            return list(layers[index].unbind(0))
+        return layers[index]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        """The layers' memories in the seed's layout (see ``__getitem__``)."""
+        return iter(self[:])
+
+    def to(self, *args, **kwargs) -> "Memories":
+        """Memories moved/cast as ``Tensor.to`` would (the reset counters and kNN validity keep their dtype)."""
+        xl = self.xl.to(*args, **kwargs)
+        device = xl.device
+        knn = self.knn
+        if isinstance(knn, KNNMemory):
+            knn = KNNMemory(knn.keys.to(*args, **kwargs), knn.values.to(*args, **kwargs), knn.valid.to(device),
+                            knn.head.to(device), knn.written)
+        return replace(self, xl=xl, compressed=None if self.compressed is None else self.compressed.to(*args, **kwargs),
+                       blocks_since_reset=None if self.blocks_since_reset is None else self.blocks_since_reset.to(device),
+                       knn=knn)
 
     def keys_values(self) -> Tensor:
         """(depth, 2, batch, kv_heads, M, dim_head): [compressed | XL] of every layer."""
@@ -147,6 +182,29 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
     return Memories(xl=xl, compressed=compressed, blocks_since_reset=since, blocks_until_valid=until, knn=knn)
 
 
+def from_layer_list(layers: Sequence[Tensor], config: BlockRecurrentConfig) -> Memories:
+    """Memories from the seed's list: one tensor per layer, (2, batch, length, dim_head) (or
+    (2, batch, kv_heads, length, dim_head)), [compressed | XL] along the length. The XL memory is
+    the last block_width entries, the compressed memory what comes before (as the seed splits it)."""
+    if config.knn_layers:
+        raise ValueError("xl_memories: a list of tensors cannot carry the kNN store of knn_layers "
+                         f"{config.knn_layers}; pass the Memories object the model returned")
+    if len(layers) != config.depth or not all(isinstance(t, Tensor) for t in layers):
+        raise ValueError(f"xl_memories as a list must hold one tensor per layer (depth={config.depth}), "
+                         f"got {len(layers)} of {sorted({type(t).__name__ for t in layers})}")
+    shapes = {tuple(t.shape) for t in layers}
+    shape = next(iter(shapes))
+    if len(shapes) != 1 or len(shape) not in (4, 5) or shape[0] != 2:
+        raise ValueError(f"xl_memories as a list must hold one (2, batch, length, dim_head) tensor per layer, all "
+                         f"of one shape (keys and values stacked first, as the seed's), got shapes {sorted(shapes)}")
+    kv = torch.stack([t if t.ndim == 5 else t.unsqueeze(2) for t in layers])  # (depth, 2, b, kv_heads, M, d)
+    length = kv.shape[-2]
+    xl_len = min(length, config.block_width)
+    if not config.use_compressed_mem:
+        return Memories(xl=kv)  # check_memories rejects more than block_width entries
+    return Memories(xl=kv[..., length - xl_len:, :], compressed=kv[..., :length - xl_len, :])
+
+
 def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, device: torch.device) -> Memories:
     """Raise a clear error unless ``memories`` is what this model returned for this batch."""
     if not isinstance(memories, Memories):
@@ -175,3 +233,7 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
     if memories.knn is not None:
         memories.knn.check(config, batch, device)
     return memories
+
+
+# Memories (and the torch kNN store in them) load with torch.load's default weights_only=True
+torch.serialization.add_safe_globals([Memories, KNNMemory])

@@ -78,7 +78,7 @@ class RecurrentState(nn.Module):
         self.to_read_q = nn.Linear(dim, heads * dim_head, bias=False)        # token queries -> state
         self.to_write_q = nn.Linear(dim, 2 * heads * dim_head, bias=False)   # state queries: self, -> tokens
         self.to_kv = nn.Linear(dim, 2 * kv_heads * dim_head, bias=False)     # state keys/values, shared
-        self.to_update = nn.Linear(2 * heads * dim_head, dim, bias=False)
+        self.to_update = nn.Linear(2 * heads * dim_head, dim, bias=config.state_update_bias)
 
         attend = dict(qk_rmsnorm=True, qk_rmsnorm_scale=config.qk_rmsnorm_scale, use_flash_attn=config.use_flash_attn)
         self.read_attend = Attend(dim_head, **attend)

@@ -15,7 +15,7 @@ from .blocks import AttentionBlock, FeedForward
 from .cache import DecodeCache
 from .config import BlockRecurrentConfig
 from .generation import generate, stream
-from .memory import MemoryCompressor, Memories, check_memories, empty_memories, push
+from .memory import MemoryCompressor, Memories, check_memories, empty_memories, from_layer_list, push
 from .positions import RotaryEmbedding
 from .state import RecurrentState, StateView, check_states
 
@@ -78,15 +78,39 @@ class BlockRecurrentTransformer(nn.Module):
         are the constructor's settings that change no weight (activation_checkpointing)."""
         return cls(config if isinstance(config, BlockRecurrentConfig) else BlockRecurrentConfig(**config), **options)
 
-    @property
-    def max_seq_len(self) -> int:
-        """Most tokens one call takes."""
-        return self.config.max_seq_len
+    @classmethod
+    def from_seed(cls, state_dict, **seed_keywords) -> "BlockRecurrentTransformer":
+        """The model a seed package 0.4.4 model computes: ``state_dict`` is the seed model's
+        ``state_dict()`` (or the model), ``seed_keywords`` the keywords its constructor was given.
+        Logits, memories and states match the seed's (see seed.py for how the weights map, README
+        "Migrating from 0.4.4" for what still differs). ``activation_checkpointing`` may be passed too."""
+        from .seed import convert_state_dict, seed_config
 
-    @property
-    def block_width(self) -> int:
-        """Tokens per block."""
-        return self.config.block_width
+        options = {"activation_checkpointing": seed_keywords.pop("activation_checkpointing")} \
+            if "activation_checkpointing" in seed_keywords else {}
+        model = cls(seed_config(**seed_keywords), **options)
+        model.load_state_dict(convert_state_dict(state_dict, model.config))
+        return model
+
+    def _read_only(name: str):
+        """A config field as a read-only property (the seed's attribute of that name)."""
+
+        def get(self):
+            return getattr(self.config, name)
+
+        def set(self, value) -> None:
+            raise AttributeError(f"{name} is fixed at construction (model.config.{name}, the weights are built for "
+                                 f"it): build a new model, e.g. BlockRecurrentTransformer.from_config("
+                                 f"{{**model.config.to_dict(), {name!r}: ...}}), and load the weights into it")
+
+        return property(get, set, doc=f"The config's {name} (read-only).")
+
+    max_seq_len = _read_only("max_seq_len")
+    block_width = _read_only("block_width")
+    ignore_index = _read_only("ignore_index")
+    recurrent_layers = _read_only("recurrent_layers")
+    read_recurrent_layers = _read_only("read_recurrent_layers")
+    del _read_only
 
     @property
     def device(self) -> torch.device:
@@ -111,6 +135,8 @@ class BlockRecurrentTransformer(nn.Module):
         if xl_memories is None or (isinstance(xl_memories, (list, tuple)) and len(xl_memories) == 0):
             memories = empty_memories(self.config, batch, device, self.compute_dtype())
         else:
+            if isinstance(xl_memories, (list, tuple)):  # the seed's list of per-layer tensors
+                xl_memories = from_layer_list(xl_memories, self.config)
             memories = check_memories(xl_memories, self.config, batch, device)
         if states is None or (isinstance(states, (list, tuple)) and len(states) == 0):
             states = self.initial_states(batch)
@@ -146,8 +172,8 @@ class BlockRecurrentTransformer(nn.Module):
     @torch.no_grad()
     def generate(self, prime: Tensor, length: Optional[int] = None, xl_memories: Optional[Memories] = None,
                  states: Optional[Sequence[Tensor]] = None, temperature: float = 1.0,
-                 filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 eos_token: Optional[int] = None, return_memories_and_states: bool = False,
+                 filter_thres: Optional[float] = 0.9, return_memories_and_states: bool = False, *,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None, eos_token: Optional[int] = None,
                  use_cache: bool = True, compile: bool = False) -> Union[Tensor, tuple[Tensor, Memories, States]]:
         """Sample ``length - prime_len`` new tokens after prime (b, prime_len); returns only the new ones.
 
@@ -160,10 +186,14 @@ class BlockRecurrentTransformer(nn.Module):
         (H200, bench/RESULTS.md). The memories and states passed in are never modified.
         """
         length = self.max_seq_len + 1 if length is None else length
-        return generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
-                        filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
-                        return_memories_and_states=return_memories_and_states, use_cache=use_cache,
-                        compile=compile)
+        out = generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
+                       filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
+                       return_memories_and_states=return_memories_and_states, use_cache=use_cache,
+                       compile=compile)
+        if not return_memories_and_states:
+            return out
+        new, memories, next_states = out
+        return new, memories, [s.clone() for s in next_states]  # the caller's own tensors, as forward's
 
     @torch.no_grad()
     def stream(self, prime: Tensor, max_new_tokens: int, **kwargs) -> Iterator[Tensor]:
@@ -231,19 +261,29 @@ class BlockRecurrentTransformer(nn.Module):
         return_loss: bool = False,
         xl_memories: Optional[Memories] = None,
         states: Optional[Sequence[Tensor]] = None,
+        return_memories_and_states: Optional[bool] = None,
+        *,
         reset: Optional[Tensor] = None,
         detach: bool = True,
-    ) -> tuple[Tensor, Memories, States]:
+    ) -> tuple[Tensor, Optional[Memories], Optional[States]]:
         """Process x (batch, n <= max_seq_len) block by block.
 
-        xl_memories / states: what a previous call returned (None or [] to start afresh).
+        xl_memories / states: what a previous call returned (None or [] to start afresh); the
+            memories may also be the seed's list of per-layer tensors (see ``Memories.__getitem__``).
+        return_memories_and_states: False returns (logits, None, None), as the seed did; True or
+            None (the default) return them. (The seed's default returned them only when n was
+            max_seq_len; ours always does.)
         reset: optional bool (batch,): rows that start a new document here, whose memories and
             states are cleared first.
         detach: return memories and states cut from the autograd graph (truncated backprop
             through time); False keeps the graph, so that a later segment's loss reaches this one.
         Returns (logits (b, n, num_tokens) or the mean loss, memories, states). Only full blocks
-        are committed to memories and states; a trailing partial block is not.
+        are committed to memories and states; a trailing partial block is not. The states
+        returned are the caller's own tensors (never views of the initial state or of the states
+        passed in).
         """
+        if return_memories_and_states is not None and not isinstance(return_memories_and_states, bool):
+            raise TypeError(f"return_memories_and_states must be a bool or None, got {return_memories_and_states!r}")
         self.check_tokens(x)
         if return_loss:
             if x.shape[1] < 2:
@@ -257,6 +297,7 @@ class BlockRecurrentTransformer(nn.Module):
             )
         h = self.token_emb(x)
         memories, states = self.prepare(x.shape[0], xl_memories, states, reset)
+        prepared = states
 
         outputs = []
         for block in h.split(self.block_width, dim=1):
@@ -268,8 +309,13 @@ class BlockRecurrentTransformer(nn.Module):
             outputs.append(block)
         logits = self.logits(torch.cat(outputs, dim=1))
 
-        if detach:
-            memories, states = memories.detach(), [s.detach() for s in states]
+        if return_memories_and_states is False:
+            memories = states = None
+        else:
+            # a state no block wrote is the initial state's expanded view or the caller's tensor: copy it
+            states = [s.clone() if s is p else s for s, p in zip(states, prepared)]
+            if detach:
+                memories, states = memories.detach(), [s.detach() for s in states]
         if not return_loss:
             return logits, memories, states
         loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index)

@@ -26,7 +26,7 @@ class RecurrentTrainerWrapper(nn.Module):
 
     @typechecked
     def __init__(self, transformer: BlockRecurrentTransformer, xl_memories_dropout: Union[int, float] = 0.0,
-                 state_dropout: Union[int, float] = 0.0, bptt_segments: int = 1) -> None:
+                 state_dropout: Union[int, float] = 0.0, *, bptt_segments: int = 1) -> None:
         super().__init__()
         for name, p in (("xl_memories_dropout", xl_memories_dropout), ("state_dropout", state_dropout)):
             if not isinstance(p, (int, float)) or not 0 <= p <= 1:
@@ -38,7 +38,7 @@ class RecurrentTrainerWrapper(nn.Module):
         self.seq_len = transformer.max_seq_len
         self.xl_memories_dropout, self.state_dropout = xl_memories_dropout, state_dropout
 
-    def forward(self, x: Tensor, return_memories_and_states: bool = False, xl_memories: Optional[Memories] = None,
+    def forward(self, x: Tensor, return_memories_and_states: bool = False, *, xl_memories: Optional[Memories] = None,
                 states: Optional[list[Tensor]] = None):
         """Mean loss over the segments (and the final memories and states if asked)."""
         segments = self.count_segments(x)

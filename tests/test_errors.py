@@ -28,7 +28,10 @@ BASE = dict(num_tokens=VOCAB, dim=32, depth=3, dim_head=8, heads=4, max_seq_len=
     (dict(ff_mult=0.01), ValueError, ["ff_mult (0.01)", "no hidden unit"]),
     (dict(rotary_theta=0), ValueError, ["rotary_theta", "positive finite", "got 0"]),
     (dict(qk_rmsnorm_scale=float("nan")), ValueError, ["qk_rmsnorm_scale", "got nan"]),
-    (dict(use_flash_attn=1), TypeError, ["use_flash_attn"]),
+    (dict(use_flash_attn=2), TypeError, ["use_flash_attn"]),
+    (dict(use_flash_attn="yes"), TypeError, ["use_flash_attn", "'yes'"]),
+    (dict(dim=32.0), TypeError, ["dim", "32.0"]),
+    (dict(depth=1.5), TypeError, ["depth", "1.5"]),
     (dict(use_compressed_mem=True, compressed_mem_factor=3), ValueError, ["compressed_mem_factor", "got 3"]),
     (dict(num_state_vectors=0), ValueError, ["num_state_vectors", "got 0"]),
 ])
@@ -68,8 +71,12 @@ def test_wrong_memories_and_states():
         model(tokens(1, 8), xl_memories=memories)
     with pytest.raises(ValueError, match=r"depth=3.*got \(2, 2, 2"):
         model(tokens(2, 8), xl_memories=other_memories)
-    with pytest.raises(TypeError, match="Memories object"):
+    with pytest.raises(ValueError, match=r"one tensor per layer \(depth=3\), got 1"):
         model(tokens(2, 8), xl_memories=[memories.xl[0]])
+    with pytest.raises(ValueError, match=r"one \(2, batch, length, dim_head\) tensor per layer"):
+        model(tokens(2, 8), xl_memories=[memories.xl[0, 0, 0]] * 3)
+    with pytest.raises(TypeError, match="Memories object"):
+        model(tokens(2, 8), xl_memories=memories.xl)
     with pytest.raises(ValueError, match=r"states\[0\] must have shape \(1, 6, 32\)"):
         model(tokens(1, 8), states=states)
     with pytest.raises(ValueError, match=r"one tensor per recurrent layer \(2,\), got 2"):
