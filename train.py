@@ -1,6 +1,7 @@
 """Train a Block-Recurrent Transformer on enwik8 (or any file of bytes) and report bits per character.
 
     python train.py                          # enwik8 with the seed's setup, on one GPU (or, slowly, CPU)
+    python train.py --no-cuda-graph --no-compile   # a GPU's eager loop (the default there: TrainStep + compile)
     torchrun --nproc_per_node 8 train.py     # the same on 8 GPUs: the global batch grows 8x
     python train.py --resume                 # continue runs/enwik8/ckpt.pt exactly where it stopped
     python train.py --eval-only              # full validation and test bpc of runs/enwik8/ckpt.pt
@@ -337,12 +338,13 @@ def fast_path(cfg: TrainConfig, device: torch.device) -> FastPath:
     A flag passed (--cuda-graph / --no-cuda-graph, --compile / --no-compile) is obeyed. Left unset,
     both are on together on a CUDA device wherever TrainStep applies: that pair is the measured fast
     path (~14x the eager loop at the default 4 x 2048 on an H200). Compiling the eager loop alone is
-    not the default: it is launch-bound either way, and unmeasured. TrainStep does not apply with
+    unmeasured, so not a default (--compile asks for it). TrainStep does not apply with
     --bptt-segments > 1 (it backpropagates one segment at a time) or kNN layers (it does not carry
     their store); activation checkpointing has not been run under CUDA graphs and compile, so it
-    keeps the eager loop unless both are asked for. On a CPU both default to off, silently (a CUDA
-    graph needs a GPU, and compiling a CPU run costs more than it saves). Under torchrun TrainStep
-    applies too: train.py all-reduces its gradients by hand instead of through DDP.
+    keeps the eager loop unless both are asked for. On a CPU both default to off, silently: a CUDA
+    graph needs a GPU, and a CPU run is a test or a smoke run, not worth a compilation. Under
+    torchrun TrainStep applies too: train.py all-reduces its gradients by hand instead of through DDP.
+    The note, where there is one, is a single line saying which faster path is not used and why.
     """
     cuda = device.type == "cuda"
     blockers = []
