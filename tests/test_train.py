@@ -347,3 +347,97 @@ def test_train_step_run_matches_the_wrapper_run(tmp_path):
 def test_cuda_graph_flag_refuses_what_train_step_cannot_do(tmp_path):
     with pytest.raises(train.TrainError, match="--cuda-graph needs --bptt-segments 1"):
         tiny(tmp_path, cuda_graph=True, bptt_segments=2)
+
+
+# ---- the fast path: TrainStep + torch.compile by default on CUDA --------------------------------
+
+
+CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")  # a device object needs no GPU
+
+
+@pytest.mark.parametrize("device, flags_, expected, note", [
+    (CPU, {}, (False, False), None),  # a CPU run is unchanged: eager, uncompiled, silent
+    (CPU, dict(bptt_segments=2, knn_layers=(2,)), (False, False), None),
+    (CPU, dict(cuda_graph=True), (True, False), None),  # TrainStep eagerly, as the CPU tests use it
+    (CPU, dict(compile=True), (False, True), None),
+    (CUDA, {}, (True, True), None),
+    (CUDA, dict(cuda_graph=True), (True, True), None),
+    (CUDA, dict(compile=False), (True, False), None),
+    (CUDA, dict(cuda_graph=False, compile=False), (False, False), None),
+    (CUDA, dict(cuda_graph=False), (False, False), "--no-cuda-graph trains eagerly and uncompiled"),
+    (CUDA, dict(cuda_graph=False, compile=True), (False, True), None),
+    (CUDA, dict(bptt_segments=2), (False, False),
+     "without TrainStep's CUDA graphs and torch.compile (the fast path on a GPU): it needs --bptt-segments 1 (got 2"),
+    (CUDA, dict(knn_layers=(2,)), (False, False), "it needs no kNN layers (got --knn-layers 2: TrainStep does not"),
+    (CUDA, dict(activation_checkpointing=True), (False, False), "pass --cuda-graph --compile to try"),
+    (CUDA, dict(activation_checkpointing=True, cuda_graph=True, compile=True), (True, True), None),
+    (CUDA, dict(bptt_segments=2, compile=True), (False, True),
+     "training compiled, without TrainStep's CUDA graphs (the fast path on a GPU): TrainStep needs --bptt-segments 1"),
+    (CUDA, dict(bptt_segments=2, compile=False), (False, False), "without TrainStep's CUDA graphs (the fast"),
+])
+def test_fast_path_decision(tmp_path, device, flags_, expected, note):
+    fast = train.fast_path(tiny(tmp_path, **flags_), device)
+    assert (fast.cuda_graph, fast.compile) == expected
+    if note is None:
+        assert fast.note is None
+    else:
+        assert note in fast.note and "\n" not in fast.note
+
+
+def test_fast_path_flags_parse():
+    assert train.TrainConfig().cuda_graph is None and train.TrainConfig().compile is None  # decided by the device
+    assert train.parse_args([]) == {}
+    assert train.parse_args(["--no-compile", "--no-cuda-graph"]) == dict(compile=False, cuda_graph=False)
+    assert train.parse_args(["--compile", "--cuda-graph"]) == dict(compile=True, cuda_graph=True)
+    cfg = train.resolve_config(train.parse_args(["--no-cuda-graph", "--data", "x"]))
+    assert cfg.cuda_graph is False and cfg.compile is None
+
+
+def test_cpu_default_run_neither_compiles_nor_uses_train_step(tmp_path, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the CPU default must stay on the eager path")
+
+    monkeypatch.setattr(train, "TrainStep", refuse)
+    monkeypatch.setattr(torch.nn.Module, "compile", refuse)
+    train.train(tiny(tmp_path, max_steps=2))
+    printed = capsys.readouterr().out
+    assert "device: cpu; output:" in printed
+    assert "note:" not in printed and "compil" not in printed
+    assert all(r["kind"] != "first_step" for r in records(tmp_path / "run"))
+
+
+def test_compiled_training_compiles_once_and_evaluates_and_samples_eagerly(tmp_path, monkeypatch, capsys):
+    """The training step's calls compile (here with a counting backend, as a GPU run would with
+    inductor); the periodic evaluation, the samples and the final pass compile nothing more."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    real_compile = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: real_compile(self, backend=backend, **kw))
+    compiled_at = {}
+    for name in ("estimate_loss", "sample", "final_evaluation"):
+        def counted(*args, _real=getattr(train, name), _name=name, **kwargs):
+            before = len(graphs)
+            result = _real(*args, **kwargs)
+            assert len(graphs) == before, f"{_name} compiled the model again"
+            compiled_at.setdefault(_name, before)
+            return result
+        monkeypatch.setattr(train, name, counted)
+
+    torch._dynamo.reset()
+    try:
+        train.train(tiny(tmp_path, max_steps=4, eval_interval=2, sample_interval=2, sample_length=4, prime_length=4,
+                         cuda_graph=True, compile=True))
+    finally:
+        torch._dynamo.reset()
+    assert graphs and compiled_at.keys() == {"estimate_loss", "sample", "final_evaluation"}
+    assert compiled_at["estimate_loss"] == len(graphs)  # all at the first steps; no recompilation after
+    printed = capsys.readouterr().out
+    assert "TrainStep (eager), compiled" in printed
+    assert "compiling the training step (about a minute, once)..." in printed
+    assert "first step done in" in printed
+    first = [r for r in records(tmp_path / "run") if r["kind"] == "first_step"]
+    assert len(first) == 1 and first[0]["step"] == 1 and first[0]["seconds"] > 0
