@@ -181,6 +181,9 @@ def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Opt
     return decoder, decoder.append(prime)
 
 
+# every step without autograd, whatever the grad mode of the caller's ``next()`` (a decorator on a
+# generator function applies to each resumption; the caller's mode is restored at each yield)
+@torch.no_grad()
 def sample_tokens(decoder: Union[CachedDecoder, ReferenceDecoder], logits: Tensor, num_new: int, *,
                   temperature: float = 1.0,
                   filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,

@@ -186,3 +186,23 @@ def test_decoding_state_does_not_grow_with_the_generated_length():
                 shapes.append((decoder.memories.xl.shape, decoder.memories.compressed.shape))
     assert [t.data_ptr() for t in buffers] == addresses
     assert shapes[0] == shapes[1] == ((3, 2, 1, 1, 8, 8), (3, 2, 1, 1, 4, 8))
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_streaming_records_no_autograd_whatever_the_callers_grad_mode(use_cache):
+    """Each step of ``stream`` runs without autograd although the caller iterates with grad on:
+    otherwise the cache's in-place updates would chain one graph growing with every token."""
+    model = small_model().train()
+    steps = []
+    forward_block = model.forward_block
+
+    def spy(*args, **kwargs):
+        out = forward_block(*args, **kwargs)
+        steps.append((torch.is_grad_enabled(), out[0].grad_fn, [s.grad_fn for s in out[2]]))
+        return out
+
+    model.forward_block = spy
+    for token in model.stream(tokens(2, 5), 20, use_cache=use_cache):
+        assert torch.is_grad_enabled() and not token.requires_grad  # the caller's mode, restored at each yield
+    assert len(steps) == 20  # the prefill, then one per fed-back token
+    assert all(step == (False, None, [None]) for step in steps)
