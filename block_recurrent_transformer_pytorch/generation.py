@@ -170,6 +170,7 @@ def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Opt
     model.check_tokens(prime, "prime")
     if prime.shape[1] < 1:
         raise ValueError("prime must hold at least one token")
+    prime = prime.long()  # nn.Embedding takes int64 ids; a byte corpus is naturally uint8
     check_compile(compile)
     if compile and not use_cache:
         raise ValueError("compile=True compiles the cached decoder's step; it cannot go with use_cache=False")

@@ -243,8 +243,11 @@ class BlockRecurrentTransformer(nn.Module):
             through time); False keeps the graph, so that a later segment's loss reaches this one.
         Returns (logits (b, n, num_tokens) or the mean loss, memories, states). Only full blocks
         are committed to memories and states; a trailing partial block is not.
+        NaN or inf in the memories or states passed in are not checked for (a check would wait for
+        the device every call): they give NaN logits.
         """
         self.check_tokens(x)
+        x = x.long()  # nn.Embedding and the loss take int64 ids; a byte corpus is naturally uint8
         if return_loss:
             if x.shape[1] < 2:
                 raise ValueError(f"with return_loss=True, x needs at least 2 tokens, got {x.shape[1]}")

@@ -4,13 +4,14 @@ configurations where a part of the model cannot learn, sampling at extreme tempe
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
 
 from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper, TrainStep
 
-from .helpers import small_model, tokens
+from .helpers import run_segments, small_model, tokens
 
 
 def test_a_state_write_that_cannot_learn_is_warned_about():
@@ -27,3 +28,38 @@ def test_a_state_write_that_cannot_learn_is_warned_about():
         warnings.simplefilter("error")  # nothing to say: two blocks per segment, or bptt over segments
         TrainStep(RecurrentTrainerWrapper(small_model()), cuda_graph=False)
         RecurrentTrainerWrapper(model, bptt_segments=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_any_integer_token_dtype_gives_the_int64_results(dtype):
+    """uint8 (a byte corpus), int16 and int32 ids reach nn.Embedding as int64, wherever tokens enter."""
+    model = small_model()
+    x = tokens(2, 33)
+    expected, _, _ = model(x[:, :16])
+    got, _, _ = model(x[:, :16].to(dtype))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert model(x[:, :17].to(dtype), return_loss=True)[0] == model(x[:, :17], return_loss=True)[0]
+    wrapper = RecurrentTrainerWrapper(model)
+    assert wrapper(x.to(dtype)) == wrapper(x)
+    for use_cache in (True, False):
+        assert torch.equal(model.generate(x[:, :5].to(dtype), 12, temperature=0, use_cache=use_cache),
+                           model.generate(x[:, :5], 12, temperature=0, use_cache=use_cache))
+        streamed = torch.stack(list(model.stream(x[:, :5].to(dtype), 7, temperature=0, use_cache=use_cache)), 1)
+        assert torch.equal(streamed, model.generate(x[:, :5], 12, temperature=0))
+    step = TrainStep(RecurrentTrainerWrapper(model), cuda_graph=False, amp_dtype=None)
+    assert step(x.to(dtype)) == step(x)
+
+
+def test_memories_of_a_wrong_dtype_or_xl_length_are_rejected():
+    model = small_model()
+    _, memories, _ = model(tokens(2, 16))
+    for dtype in (torch.bool, torch.int64):
+        with pytest.raises(TypeError, match=rf"xl_memories.xl must hold floating-point keys/values, got dtype {dtype}"):
+            model(tokens(2, 8), xl_memories=replace(memories, xl=memories.xl.to(dtype)))
+    for length in (3, 7):
+        with pytest.raises(ValueError, match=rf"xl_memories.xl must hold 0 .* or block_width=8 .*got {length}"):
+            model(tokens(2, 8), xl_memories=replace(memories, xl=memories.xl[..., :length, :]))
+    compressed = small_model(use_compressed_mem=True)
+    _, memories, _ = run_segments(compressed, tokens(2, 32), 16)
+    with pytest.raises(TypeError, match="xl_memories.compressed must hold floating-point"):
+        compressed(tokens(2, 8), xl_memories=replace(memories, compressed=memories.compressed.to(torch.int64)))
