@@ -160,7 +160,7 @@ def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[i
     b, kv_heads, m, _ = q.shape
     budget = SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
     # a whole number of grouped_top_k's groups per chunk
-    chunk = chunk or max(top_k, budget // (b * kv_heads * m) // TOP_K_GROUP * TOP_K_GROUP)
+    chunk = chunk or max(top_k, budget // max(b * kv_heads * m, 1) // TOP_K_GROUP * TOP_K_GROUP)  # 0: no query
     best_scores = best_index = None
     for start in range(0, keys.shape[-2], chunk):
         scores = q @ keys[..., start:start + chunk, :].transpose(-1, -2).to(q.dtype)
@@ -245,10 +245,11 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     else:
         index = route.indices
     weights = route.scores.to(q.dtype)
-    chosen = flat_valid.gather(1, index).reshape(b, kv_heads, 1, -1)
+    chosen_len = index.shape[-1]  # named, not -1: a reshape cannot infer it when the batch is empty
+    chosen = flat_valid.gather(1, index).reshape(b, kv_heads, 1, chosen_len)
     gather = index[..., None].expand(-1, -1, d)
-    top_keys = flat_keys.gather(1, gather).to(q.dtype).reshape(b, kv_heads, -1, d)
-    top_values = (flat_values.gather(1, gather).to(q.dtype) * weights[..., None]).reshape(b, kv_heads, -1, d)
+    top_keys = flat_keys.gather(1, gather).to(q.dtype).reshape(b, kv_heads, chosen_len, d)
+    top_values = (flat_values.gather(1, gather).to(q.dtype) * weights[..., None]).reshape(b, kv_heads, chosen_len, d)
     scores = (fold_query_groups(q, kv_heads) @ top_keys.transpose(-1, -2)) * scale
     weights, lse = masked_softmax(scores, chosen)
     out = weights.to(top_values.dtype) @ top_values

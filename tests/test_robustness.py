@@ -3,6 +3,7 @@ configurations where a part of the model cannot learn, sampling at extreme tempe
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import replace
 
@@ -63,3 +64,26 @@ def test_memories_of_a_wrong_dtype_or_xl_length_are_rejected():
     _, memories, _ = run_segments(compressed, tokens(2, 32), 16)
     with pytest.raises(TypeError, match="xl_memories.compressed must hold floating-point"):
         compressed(tokens(2, 8), xl_memories=replace(memories, compressed=memories.compressed.to(torch.int64)))
+
+
+KNN = dict(knn_layers=(3,), knn_memory_size=24, knn_top_k=4)
+HAS_FAISS = importlib.util.find_spec("faiss") is not None and \
+    importlib.util.find_spec("memorizing_transformers_pytorch") is not None
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(KNN), dict(KNN, knn_retrieval="routed"),
+    pytest.param(dict(KNN, knn_backend="faiss"), marks=pytest.mark.skipif(not HAS_FAISS, reason="needs faiss")),
+])
+def test_empty_inputs_give_empty_outputs(options):
+    """A batch of 0 rows or 0 tokens gives logits of that shape (no division by the empty batch in
+    the kNN search), and generating for 0 rows gives (0, new tokens), past several blocks."""
+    model = small_model(**options)
+    for batch, length in ((0, 16), (0, 0), (2, 0)):
+        logits, _, _ = model(tokens(batch, length))
+        assert logits.shape == (batch, length, 64)
+    _, memories, states = run_segments(model, tokens(2, 48), 16)  # a store with entries
+    logits, _, _ = model(tokens(2, 0), xl_memories=memories, states=states)
+    assert logits.shape == (2, 0, 64)
+    for use_cache in (True, False):
+        assert model.generate(tokens(0, 3), 40, use_cache=use_cache).shape == (0, 37)
