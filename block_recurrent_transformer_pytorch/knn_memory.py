@@ -239,7 +239,8 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     kv_heads, capacity = keys.shape[1], keys.shape[2]
     flat_keys, flat_values = keys.reshape(b * kv_heads, capacity, d), values.reshape(b * kv_heads, capacity, d)
     flat_valid = valid.repeat_interleave(kv_heads, dim=0)
-    route = router(flat_keys.float(), num_tokens=top_k, mask=flat_valid)
+    # in the router's own dtype: its weights follow the model's (fp32 under autocast, or .double() ...)
+    route = router(flat_keys.to(next(router.parameters()).dtype), num_tokens=top_k, mask=flat_valid)
     if route.indices is None:  # the store is no larger than top_k: every entry is chosen
         index = torch.arange(capacity, device=q.device).expand(b * kv_heads, capacity)
     else:
