@@ -52,6 +52,7 @@ class RecurrentTrainerWrapper(nn.Module):
                 states: Optional[list[Tensor]] = None):
         """Mean loss over the segments (and the final memories and states if asked)."""
         segments = self.count_segments(x)
+        self.check_recomputable(segments)
         loss = 0.0
         for i in range(segments):
             drop_memories, drop_states = self.draw_dropout()
@@ -80,6 +81,20 @@ class RecurrentTrainerWrapper(nn.Module):
                 f"k * {self.seq_len} + 1 for some k >= 1 (one extra token for the last target)"
             )
         return (total - 1) // self.seq_len
+
+    def check_recomputable(self, segments: int) -> None:
+        """Refuse, before any work, a call whose backward could not recompute its first segment: under
+        activation checkpointing each block is recomputed after every segment of the call has written
+        to the kNN store, and the faiss store keeps the entries of only one model call for that."""
+        model, config = self.transformer, self.transformer.config
+        if (segments > 1 and model.activation_checkpointing and torch.is_grad_enabled() and config.knn_layers
+                and config.knn_backend == "faiss"):
+            raise ValueError(
+                f'activation_checkpointing with knn_backend="faiss" takes one segment per wrapper call, got '
+                f"{segments}: the backward recomputes each segment after all {segments} have written to the kNN "
+                f"store, which keeps entries for one call's recomputation only. Pass one segment (max_seq_len + 1 "
+                f"tokens) per call, carrying xl_memories and states (return_memories_and_states=True), or use "
+                f'knn_backend="torch" or activation_checkpointing=False')
 
     def draw_dropout(self) -> tuple[bool, bool]:
         """Whether the next segment starts without memories, and with the initial states (drawn from
