@@ -34,12 +34,16 @@ def sample(logits: Tensor, temperature: float = 1.0, top_k: Optional[int] = None
            filter_thres: Optional[float] = None, generator: Optional[torch.Generator] = None) -> Tensor:
     """Sample one token per row of logits (b, vocab) -> (b,).
 
-    temperature 0 is greedy (argmax). ``filter_thres`` is the seed's top-k: keep the top
-    ceil((1 - filter_thres) * vocab) logits. top_k and top_p filters apply after it.
+    temperature 0 is greedy (argmax), and so is one too small for float32 (below its smallest
+    normal number). ``filter_thres`` is the seed's top-k: keep the top ceil((1 - filter_thres) * vocab)
+    logits. top_k and top_p filters apply after it.
     """
-    if temperature == 0:
+    if temperature < torch.finfo(torch.float32).tiny:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # shifted so that the best logit is 0: divided by a tiny temperature the others may overflow,
+    # but only to -inf (probability 0), never to inf (whose softmax is NaN, and argmax of NaN is token 0)
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     vocab = logits.shape[-1]
     keep = vocab
     if filter_thres is not None:

@@ -206,3 +206,15 @@ def test_streaming_records_no_autograd_whatever_the_callers_grad_mode(use_cache)
         assert torch.is_grad_enabled() and not token.requires_grad  # the caller's mode, restored at each yield
     assert len(steps) == 20  # the prefill, then one per fed-back token
     assert all(step == (False, None, [None]) for step in steps)
+
+
+@pytest.mark.parametrize("temperature", [1e-46, 1e-40, 1e-37])
+def test_a_vanishing_temperature_is_greedy(temperature):
+    """logits / temperature would overflow to inf (softmax NaN, argmax of NaN token 0): the greedy token."""
+    logits = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(0)) * 50
+    logits[:, 0] = -100.0  # token 0 is never the greedy one
+    for options in (dict(), dict(filter_thres=None), dict(top_p=0.9), dict(top_k=5)):
+        assert torch.equal(sample(logits, temperature, **options), logits.argmax(dim=-1))
+    model = small_model()
+    prime = tokens(2, 5)
+    assert torch.equal(model.generate(prime, 12, temperature=1e-40), model.generate(prime, 12, temperature=0))
