@@ -9,7 +9,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .config import typechecked
+from .config import check_bool, typechecked
 from .memory import Memories
 from .transformer import BlockRecurrentTransformer
 
@@ -51,6 +51,7 @@ class RecurrentTrainerWrapper(nn.Module):
     def forward(self, x: Tensor, return_memories_and_states: bool = False, xl_memories: Optional[Memories] = None,
                 states: Optional[list[Tensor]] = None):
         """Mean loss over the segments (and the final memories and states if asked)."""
+        check_bool("return_memories_and_states", return_memories_and_states)
         segments = self.count_segments(x)
         self.check_recomputable(segments)
         loss = 0.0

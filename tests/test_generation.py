@@ -7,7 +7,7 @@ import torch
 
 from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
-from block_recurrent_transformer_pytorch.sampling import sample
+from block_recurrent_transformer_pytorch.sampling import check_sampling, sample
 
 from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
 
@@ -218,3 +218,24 @@ def test_a_vanishing_temperature_is_greedy(temperature):
     model = small_model()
     prime = tokens(2, 5)
     assert torch.equal(model.generate(prime, 12, temperature=1e-40), model.generate(prime, 12, temperature=0))
+
+
+def test_generate_takes_a_generator_and_stream_checks_it_at_the_call():
+    model = small_model()
+    prime = tokens(2, 5)
+
+    def sampled(seed: int, use_cache: bool = True) -> torch.Tensor:
+        return model.generate(prime, 30, generator=torch.Generator().manual_seed(seed), use_cache=use_cache)
+
+    assert torch.equal(sampled(3), sampled(3)) and not torch.equal(sampled(3), sampled(4))
+    assert torch.equal(sampled(3, use_cache=False), sampled(3))
+    streamed = model.stream(prime, 25, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.stack(list(streamed), dim=1), sampled(3))
+    assert torch.equal(RecurrentTrainerWrapper(model).generate(prime, 30, generator=torch.Generator().manual_seed(3)),
+                       sampled(3))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        model.stream(prime, 5, generator=3)  # at the call, not at the first next()
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        model.generate(prime, 10, generator=3)
+    with pytest.raises(ValueError, match=r"generator is on cpu; it must be on the model's device type \(cuda\)"):
+        check_sampling(VOCAB, generator=torch.Generator(), device=torch.device("cuda"))

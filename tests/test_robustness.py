@@ -87,3 +87,23 @@ def test_empty_inputs_give_empty_outputs(options):
     assert logits.shape == (2, 0, 64)
     for use_cache in (True, False):
         assert model.generate(tokens(0, 3), 40, use_cache=use_cache).shape == (0, 37)
+
+
+@pytest.mark.parametrize("flag", ["return_loss", "detach", "use_cache", "return_memories_and_states", "compile"])
+def test_flags_must_be_bools(flag):
+    """A truthy stand-in ("no", 0, None) would silently act as True or False: refused, named."""
+    model = small_model()
+    calls = {
+        "return_loss": [lambda v: model(tokens(1, 9), return_loss=v)],
+        "detach": [lambda v: model(tokens(1, 8), detach=v)],
+        "use_cache": [lambda v: model.generate(tokens(1, 3), 6, use_cache=v),
+                      lambda v: model.stream(tokens(1, 3), 3, use_cache=v)],
+        "return_memories_and_states": [lambda v: model.generate(tokens(1, 3), 6, return_memories_and_states=v),
+                                       lambda v: RecurrentTrainerWrapper(model)(tokens(1, 17),
+                                                                                return_memories_and_states=v)],
+        "compile": [lambda v: model.generate(tokens(1, 3), 6, compile=v)],
+    }[flag]
+    for call in calls:
+        for value in ("no", 0, None):
+            with pytest.raises(TypeError, match=rf"{flag} must be a bool \(True or False\), got {value!r}"):
+                call(value)
