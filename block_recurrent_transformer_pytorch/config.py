@@ -12,6 +12,7 @@ from beartype import BeartypeConf, beartype
 # Type-check public constructors; a wrong type raises a TypeError naming the argument and value.
 typechecked = beartype(conf=BeartypeConf(violation_type=TypeError))
 
+
 def check_bool(name: str, value: object) -> None:
     """Raise a TypeError naming the flag unless it is a bool: a truthy stand-in (the string "no")
     would silently act as True."""
