@@ -15,6 +15,14 @@ from beartype import BeartypeConf, beartype
 # Type-check public constructors; a wrong type raises a TypeError naming the argument and value.
 typechecked = beartype(conf=BeartypeConf(violation_type=TypeError))
 
+
+def check_bool(name: str, value: object) -> None:
+    """Raise a TypeError naming the flag unless it is a bool: a truthy stand-in (the string "no")
+    would silently act as True."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -77,8 +85,7 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
             if value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value}")
         for name in ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         for name in ("ff_mult", "qk_rmsnorm_scale", "rotary_theta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(value) or value <= 0:

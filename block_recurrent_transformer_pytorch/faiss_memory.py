@@ -168,7 +168,8 @@ class FaissStore:
             for layer, shard in enumerate(shards[slot] for shards in self.shards):
                 # its wholesale wipe triggers past max_memories: never get there
                 assert all(knn.index.ntotal + take <= self.shard_size for knn in shard.knns)
-                shard.add(kv[layer, :, done:done + take])
+                if self.batch:  # memorizing-transformers fails to add to no index at all (an empty batch)
+                    shard.add(kv[layer, :, done:done + take])
             self.written += take
 
     def read(self, start: int, n: int) -> Optional[np.ndarray]:

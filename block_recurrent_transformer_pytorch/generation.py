@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .cache import DecodeCache
+from .config import check_bool
 from .memory import Memories
 from .sampling import check_sampling, sample
 
@@ -58,7 +59,7 @@ class CachedDecoder:
     def __init__(self, model: "BlockRecurrentTransformer", memories: Memories, states: list[Tensor],
                  use_cuda_graph: Optional[bool] = None, compile: bool = False) -> None:
         device, knn_layers = memories.device, model.config.knn_layers
-        check_compile(compile)
+        check_bool("compile", compile)
         # a graph reads fixed addresses; the kNN store is a new tensor after every block
         if use_cuda_graph and knn_layers:
             raise ValueError("use_cuda_graph=True cannot serve a model with knn_layers: the graph would read "
@@ -151,12 +152,6 @@ class CachedDecoder:
             rewind(length)
 
 
-def check_compile(compile: object) -> None:
-    """Raise a clear TypeError unless ``compile`` is a bool."""
-    if not isinstance(compile, bool):
-        raise TypeError(f"compile must be a bool (True: compile the CUDA-graph decoding step), got {compile!r}")
-
-
 def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Optional[Memories] = None,
           states: Optional[Sequence[Tensor]] = None, use_cache: bool = True,
           compile: bool = False) -> tuple[Union[CachedDecoder, ReferenceDecoder], Tensor]:
@@ -165,7 +160,9 @@ def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Opt
     model.check_tokens(prime, "prime")
     if prime.shape[1] < 1:
         raise ValueError("prime must hold at least one token")
-    check_compile(compile)
+    prime = prime.long()  # nn.Embedding takes int64 ids; a byte corpus is naturally uint8
+    check_bool("compile", compile)
+    check_bool("use_cache", use_cache)
     if compile and not use_cache:
         raise ValueError("compile=True compiles the cached decoder's step; it cannot go with use_cache=False")
     memories, states = model.prepare(prime.shape[0], xl_memories, states)
@@ -176,6 +173,9 @@ def start(model: "BlockRecurrentTransformer", prime: Tensor, *, xl_memories: Opt
     return decoder, decoder.append(prime)
 
 
+# every step without autograd, whatever the grad mode of the caller's ``next()`` (a decorator on a
+# generator function applies to each resumption; the caller's mode is restored at each yield)
+@torch.no_grad()
 def sample_tokens(decoder: Union[CachedDecoder, ReferenceDecoder], logits: Tensor, num_new: int, *,
                   temperature: float = 1.0,
                   filter_thres: Optional[float] = 0.9, top_k: Optional[int] = None, top_p: Optional[float] = None,
@@ -199,7 +199,7 @@ def _decode(model: "BlockRecurrentTransformer", prime: Tensor, num_new: int, xl_
     """Check every argument at once, prefill, and return the decoder and the iterator of new tokens."""
     if not isinstance(num_new, int) or isinstance(num_new, bool) or num_new < 1:
         raise ValueError(f"the number of new tokens must be a positive int, got {num_new!r}")
-    check_sampling(model.config.num_tokens, **sampling)
+    check_sampling(model.config.num_tokens, **sampling, device=model.device)
     decoder, logits = start(model, prime, xl_memories=xl_memories, states=states, use_cache=use_cache, compile=compile)
     return decoder, sample_tokens(decoder, logits, num_new, **sampling)
 
@@ -227,6 +227,7 @@ def generate(model: "BlockRecurrentTransformer", prime: Tensor, length: int, *,
         model.check_tokens(prime, "prime")  # raises the clear error
     if not isinstance(length, int) or isinstance(length, bool) or length <= prime.shape[-1]:
         raise ValueError(f"length (total, prime included) must be an int > prime length {prime.shape[-1]}, got {length!r}")
+    check_bool("return_memories_and_states", return_memories_and_states)
     decoder, tokens = _decode(model, prime, length - prime.shape[-1], xl_memories, states, use_cache, compile,
                               sampling)
     new = torch.stack(list(tokens), dim=1)

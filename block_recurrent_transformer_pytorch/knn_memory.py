@@ -160,7 +160,7 @@ def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[i
     b, kv_heads, m, _ = q.shape
     budget = SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
     # a whole number of grouped_top_k's groups per chunk
-    chunk = chunk or max(top_k, budget // (b * kv_heads * m) // TOP_K_GROUP * TOP_K_GROUP)
+    chunk = chunk or max(top_k, budget // max(b * kv_heads * m, 1) // TOP_K_GROUP * TOP_K_GROUP)  # 0: no query
     best_scores = best_index = None
     for start in range(0, keys.shape[-2], chunk):
         scores = q @ keys[..., start:start + chunk, :].transpose(-1, -2).to(q.dtype)
@@ -239,16 +239,18 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     kv_heads, capacity = keys.shape[1], keys.shape[2]
     flat_keys, flat_values = keys.reshape(b * kv_heads, capacity, d), values.reshape(b * kv_heads, capacity, d)
     flat_valid = valid.repeat_interleave(kv_heads, dim=0)
-    route = router(flat_keys.float(), num_tokens=top_k, mask=flat_valid)
+    # in the router's own dtype: its weights follow the model's (fp32 under autocast, or .double() ...)
+    route = router(flat_keys.to(next(router.parameters()).dtype), num_tokens=top_k, mask=flat_valid)
     if route.indices is None:  # the store is no larger than top_k: every entry is chosen
         index = torch.arange(capacity, device=q.device).expand(b * kv_heads, capacity)
     else:
         index = route.indices
     weights = route.scores.to(q.dtype)
-    chosen = flat_valid.gather(1, index).reshape(b, kv_heads, 1, -1)
+    chosen_len = index.shape[-1]  # named, not -1: a reshape cannot infer it when the batch is empty
+    chosen = flat_valid.gather(1, index).reshape(b, kv_heads, 1, chosen_len)
     gather = index[..., None].expand(-1, -1, d)
-    top_keys = flat_keys.gather(1, gather).to(q.dtype).reshape(b, kv_heads, -1, d)
-    top_values = (flat_values.gather(1, gather).to(q.dtype) * weights[..., None]).reshape(b, kv_heads, -1, d)
+    top_keys = flat_keys.gather(1, gather).to(q.dtype).reshape(b, kv_heads, chosen_len, d)
+    top_values = (flat_values.gather(1, gather).to(q.dtype) * weights[..., None]).reshape(b, kv_heads, chosen_len, d)
     scores = (fold_query_groups(q, kv_heads) @ top_keys.transpose(-1, -2)) * scale
     weights, lse = masked_softmax(scores, chosen)
     out = weights.to(top_values.dtype) @ top_values

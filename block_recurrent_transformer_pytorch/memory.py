@@ -227,6 +227,12 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
             )
         if t.device != device:
             raise ValueError(f"xl_memories.{name} is on {t.device}, the input is on {device}")
+        if not t.is_floating_point():
+            raise TypeError(f"xl_memories.{name} must hold floating-point keys/values, got dtype {t.dtype}")
+    # attention would run over any length, with the memory's positions shifted: logits silently wrong
+    if memories.xl.shape[-2] not in (0, config.block_width):
+        raise ValueError(f"xl_memories.xl must hold 0 positions (none yet) or block_width={config.block_width} "
+                         f"(the previous block), got {memories.xl.shape[-2]}")
     if bool(config.knn_layers) != (memories.knn is not None):
         raise ValueError(f"xl_memories {'lacks' if config.knn_layers else 'holds'} a kNN store, but the model "
                          f"has knn_layers={config.knn_layers}")

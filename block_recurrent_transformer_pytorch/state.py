@@ -13,7 +13,9 @@ shared. Learned state position ids are added after the state's pre-norm.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from einops import rearrange
@@ -40,24 +42,35 @@ class FixedGate(nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.randn(dim) * 0.1)
 
-    def forward(self, state: Tensor, update: Tensor) -> Tensor:
-        """The next state from the current one and the projected update, both (b, S, dim)."""
+    def forward(self, state: Tensor, update: Tensor, hidden: Optional[Tensor] = None) -> Tensor:
+        """The next state from the current one and the projected update, both (b, S, dim); ``hidden``
+        (what the lstm gate reads) is unused: this gate depends on its bias alone."""
         g = self.bias.sigmoid().to(update.dtype)
         return state * g + update * (1 - g)
 
 
 class LSTMGate(nn.Module):
-    """s' = s * f + z * i, f = sigmoid(W_f z + b_f + 1), i = sigmoid(W_i z + b_i - 1): biased to remember."""
+    """s' = s * f + z * i, f = sigmoid(W_f h + b_f + 1), i = sigmoid(W_i h + b_i - 1): biased to remember.
 
-    def __init__(self, dim: int) -> None:
+    As in the official code, the gates read h, the attention outputs that the update z is projected
+    from (not z), and start small: kernels truncated normal of variance 0.1 / fan_in, biases N(0, 0.1).
+    """
+
+    def __init__(self, dim_hidden: int, dim: int) -> None:
         super().__init__()
-        self.forget = nn.Linear(dim, dim)
-        self.input = nn.Linear(dim, dim)
+        self.forget = nn.Linear(dim_hidden, dim)
+        self.input = nn.Linear(dim_hidden, dim)
+        # flax's variance_scaling(0.1, "fan_in", "truncated_normal"): cut at 2 std, rescaled to keep the variance
+        std = math.sqrt(0.1 / dim_hidden) / 0.87962566103423978
+        for linear in (self.forget, self.input):
+            nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.normal_(linear.bias, std=0.1)
 
-    def forward(self, state: Tensor, update: Tensor) -> Tensor:
-        """The next state from the current one and the projected update, both (b, S, dim)."""
-        forget = torch.sigmoid(self.forget(update) + 1)
-        write = torch.sigmoid(self.input(update) - 1)
+    def forward(self, state: Tensor, update: Tensor, hidden: Tensor) -> Tensor:
+        """The next state from the current one and the projected update, both (b, S, dim), and the
+        attention outputs the update was projected from, (b, S, dim_hidden)."""
+        forget = torch.sigmoid(self.forget(hidden) + 1)
+        write = torch.sigmoid(self.input(hidden) - 1)
         return state * forget + update * write
 
 
@@ -84,7 +97,7 @@ class RecurrentState(nn.Module):
         self.read_attend = Attend(dim_head, **attend)
         self.self_attend = Attend(dim_head, **attend)
         self.cross_attend = Attend(dim_head, **attend)
-        self.gate = FixedGate(dim) if config.gate_type == "fixed" else LSTMGate(dim)
+        self.gate = FixedGate(dim) if config.gate_type == "fixed" else LSTMGate(2 * heads * dim_head, dim)
 
     def initial(self, batch: int) -> Tensor:
         """The learned initial state for a batch, (batch, S, dim)."""
@@ -110,8 +123,8 @@ class RecurrentState(nn.Module):
         self_out = self.self_attend(q_self, k_self, view.v)
         q_cross, k_cross = self.cross_attend.normalize(q_cross, block_k)
         cross_out = self.cross_attend(q_cross, k_cross, block_v)
-        update = self.to_update(rearrange(torch.cat((self_out, cross_out), dim=-1), "b h s d -> b s (h d)"))
-        return self.gate(view.state, update)
+        hidden = rearrange(torch.cat((self_out, cross_out), dim=-1), "b h s d -> b s (h d)")
+        return self.gate(view.state, self.to_update(hidden), hidden)
 
 
 def check_states(states: object, config: BlockRecurrentConfig, batch: int, device: torch.device,

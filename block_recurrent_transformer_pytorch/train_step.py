@@ -19,8 +19,9 @@ graph of its own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -72,7 +73,8 @@ class TrainStep:
         self.grads: list[Tensor] = []  # the persistent gradient buffers the graphs accumulate into
         self.graphs: dict[tuple, CapturedSegment] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
-        self.constants: dict[tuple[type, float | bool], Tensor] = {}
+        self.constants: dict[bool, Tensor] = {}
+        self.scale = torch.zeros((), device=self.model.device)  # loss_scale / segments, refilled each call
         self.tensors = self._model_tensors()
 
     def _model_tensors(self) -> tuple:
@@ -81,14 +83,16 @@ class TrainStep:
         return (tuple((p.data_ptr(), p.dtype, p.requires_grad) for p in self.model.parameters()),
                 tuple(b.data_ptr() for b in self.model.buffers()))
 
-    def __call__(self, x: Tensor, loss_scale: float = 1.0) -> Tensor:
+    def __call__(self, x: Tensor, loss_scale: Union[float, Tensor] = 1.0) -> Tensor:
         """Accumulate ``loss_scale`` x the gradient of the mean loss over x; returns the mean loss
         (a detached 0-d tensor on the model's device: reading it is the caller's only host sync).
+        ``loss_scale``: a finite number >= 0, or a one-element float tensor (e.g. a GradScaler's).
 
         x may be on the CPU (best: pinned): its token ids are then checked there and it is copied
         without a host sync. On the GPU, the check waits for the work queued before it.
         """
         segments = self.wrapper.count_segments(x)
+        loss_scale = checked_loss_scale(loss_scale)
         if self._model_tensors() != self.tensors:  # the model moved, was cast or (un)froze parameters
             self._forget_model()
         device = self.model.device
@@ -99,7 +103,8 @@ class TrainStep:
             self.model.check_tokens(x)
         self._attach_grads()
         seq, b = self.wrapper.seq_len, x.shape[0]
-        scale = self._constant(loss_scale / segments)
+        # one buffer filled in place, not a tensor per value (nor per tensor loss_scale, by identity)
+        scale = self.scale.fill_(loss_scale / segments)
         xl = compressed = None
         states = [torch.zeros(b, self.model.config.num_state_vectors, self.model.config.dim, device=device)
                   for _ in self.model.states]
@@ -114,12 +119,11 @@ class TrainStep:
             total = total + loss
         return total / segments
 
-    def _constant(self, value: float | bool) -> Tensor:
-        """A 0-d tensor on the model's device, made once per value (no host-to-device copy per step)."""
-        key = (type(value), value)  # True == 1.0 as a dict key: keep bool and float apart
-        if key not in self.constants:
-            self.constants[key] = torch.tensor(value, device=self.model.device)
-        return self.constants[key]
+    def _constant(self, value: bool) -> Tensor:
+        """A 0-d bool tensor on the model's device, made once per value (no host-to-device copy per step)."""
+        if value not in self.constants:
+            self.constants[value] = torch.tensor(value, device=self.model.device)
+        return self.constants[value]
 
     def _run(self, inputs: tuple[Optional[Tensor], ...]) -> tuple[Optional[Tensor], ...]:
         """One segment's forward and backward, eagerly or by its graph."""
@@ -169,6 +173,27 @@ class TrainStep:
             p.grad = buffer
         if cleared:
             torch._foreach_zero_(cleared)
+
+
+def checked_loss_scale(loss_scale: object) -> Union[float, Tensor]:
+    """``loss_scale`` as a number or a 0-d tensor (what ``Tensor.fill_`` takes; a GradScaler's scale
+    is (1,)); a clear error unless it is a finite number >= 0 or a one-element float tensor. A
+    tensor's value is checked only on the CPU: on a GPU, reading it would wait for the device."""
+    if isinstance(loss_scale, Tensor):
+        if loss_scale.numel() != 1 or not loss_scale.is_floating_point():
+            raise TypeError(f"loss_scale must be a number or a one-element float tensor, got a tensor of shape "
+                            f"{tuple(loss_scale.shape)} and dtype {loss_scale.dtype}")
+        loss_scale = loss_scale.reshape(())
+        if loss_scale.device.type != "cpu":
+            return loss_scale
+        value = loss_scale.item()
+    elif isinstance(loss_scale, (int, float)) and not isinstance(loss_scale, bool):
+        value = loss_scale
+    else:
+        raise TypeError(f"loss_scale must be a number or a one-element float tensor, got {loss_scale!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"loss_scale must be finite and >= 0 (it multiplies the gradients), got {value!r}")
+    return loss_scale
 
 
 class CapturedSegment:

@@ -13,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .blocks import AttentionBlock, FeedForward
 from .cache import DecodeCache
-from .config import BlockRecurrentConfig
+from .config import BlockRecurrentConfig, check_bool
 from .generation import generate, stream
 from .memory import MemoryCompressor, Memories, check_memories, empty_memories, from_layer_list, push
 from .positions import RotaryEmbedding
@@ -43,8 +43,7 @@ class BlockRecurrentTransformer(nn.Module):
             config = BlockRecurrentConfig(**kwargs)
         elif not isinstance(config, BlockRecurrentConfig) or kwargs:
             raise TypeError("pass a BlockRecurrentConfig or its fields as keywords, not both")
-        if not isinstance(activation_checkpointing, bool):
-            raise TypeError(f"activation_checkpointing must be a bool, got {activation_checkpointing!r}")
+        check_bool("activation_checkpointing", activation_checkpointing)
         self.config = config
         self.activation_checkpointing = activation_checkpointing
         depth, dim, dim_head = config.depth, config.dim, config.dim_head
@@ -174,7 +173,8 @@ class BlockRecurrentTransformer(nn.Module):
                  states: Optional[Sequence[Tensor]] = None, temperature: float = 1.0,
                  filter_thres: Optional[float] = 0.9, return_memories_and_states: bool = False, *,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, eos_token: Optional[int] = None,
-                 use_cache: bool = True, compile: bool = False) -> Union[Tensor, tuple[Tensor, Memories, States]]:
+                 use_cache: bool = True, compile: bool = False,
+                 generator: Optional[torch.Generator] = None) -> Union[Tensor, tuple[Tensor, Memories, States]]:
         """Sample ``length - prime_len`` new tokens after prime (b, prime_len); returns only the new ones.
 
         ``length`` counts the prime (seed semantics; default max_seq_len + 1) and may be any size.
@@ -183,13 +183,15 @@ class BlockRecurrentTransformer(nn.Module):
         ``use_cache=False`` decodes by the slow reference path. ``compile=True`` (CUDA) compiles the
         one-token step before its CUDA graph captures it: tens of seconds once per model (and once
         more for a second batch size, which then serves any), then about half the time per token
-        (H200, bench/RESULTS.md). The memories and states passed in are never modified.
+        (H200, bench/RESULTS.md). ``generator`` (a torch.Generator on the model's device) is the
+        source of the sampling's randomness: the same seed, the same samples. The memories and
+        states passed in are never modified.
         """
         length = self.max_seq_len + 1 if length is None else length
         out = generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
                        filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
                        return_memories_and_states=return_memories_and_states, use_cache=use_cache,
-                       compile=compile)
+                       compile=compile, generator=generator)
         if not return_memories_and_states:
             return out
         new, memories, next_states = out
@@ -280,11 +282,15 @@ class BlockRecurrentTransformer(nn.Module):
         Returns (logits (b, n, num_tokens) or the mean loss, memories, states). Only full blocks
         are committed to memories and states; a trailing partial block is not. The states
         returned are the caller's own tensors (never views of the initial state or of the states
-        passed in).
+        passed in). NaN or inf in the memories or states passed in are not checked for (a check
+        would wait for the device every call): they give NaN logits.
         """
-        if return_memories_and_states is not None and not isinstance(return_memories_and_states, bool):
-            raise TypeError(f"return_memories_and_states must be a bool or None, got {return_memories_and_states!r}")
+        if return_memories_and_states is not None:
+            check_bool("return_memories_and_states", return_memories_and_states)
         self.check_tokens(x)
+        check_bool("return_loss", return_loss)
+        check_bool("detach", detach)
+        x = x.long()  # nn.Embedding and the loss take int64 ids; a byte corpus is naturally uint8
         if return_loss:
             if x.shape[1] < 2:
                 raise ValueError(f"with return_loss=True, x needs at least 2 tokens, got {x.shape[1]}")

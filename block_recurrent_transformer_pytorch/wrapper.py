@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .config import typechecked
+from .config import check_bool, typechecked
 from .memory import Memories
 from .transformer import BlockRecurrentTransformer
 
@@ -33,6 +34,15 @@ class RecurrentTrainerWrapper(nn.Module):
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
         if bptt_segments < 1:
             raise ValueError(f"bptt_segments must be a positive int, got {bptt_segments}")
+        config = transformer.config
+        if config.max_seq_len == config.block_width and bptt_segments == 1:
+            # TrainStep takes its config from a wrapper: built on one, it has warned here already
+            warnings.warn(
+                f"max_seq_len == block_width ({config.block_width}): one block per segment, and with "
+                f"bptt_segments=1 the state a block writes is read only by the next segment, after the detach, "
+                f"so the state write (to_write_q, to_update, its qk gains, the gate) gets no gradient and cannot "
+                f"learn. Use several blocks per segment (max_seq_len a multiple >= 2 of block_width) or "
+                f"backprop through several segments (bptt_segments >= 2)", stacklevel=2)
         self.transformer = transformer
         self.bptt_segments = bptt_segments
         self.seq_len = transformer.max_seq_len
@@ -41,7 +51,9 @@ class RecurrentTrainerWrapper(nn.Module):
     def forward(self, x: Tensor, return_memories_and_states: bool = False, *, xl_memories: Optional[Memories] = None,
                 states: Optional[list[Tensor]] = None):
         """Mean loss over the segments (and the final memories and states if asked)."""
+        check_bool("return_memories_and_states", return_memories_and_states)
         segments = self.count_segments(x)
+        self.check_recomputable(segments)
         loss = 0.0
         for i in range(segments):
             drop_memories, drop_states = self.draw_dropout()
@@ -70,6 +82,20 @@ class RecurrentTrainerWrapper(nn.Module):
                 f"k * {self.seq_len} + 1 for some k >= 1 (one extra token for the last target)"
             )
         return (total - 1) // self.seq_len
+
+    def check_recomputable(self, segments: int) -> None:
+        """Refuse, before any work, a call whose backward could not recompute its first segment: under
+        activation checkpointing each block is recomputed after every segment of the call has written
+        to the kNN store, and the faiss store keeps the entries of only one model call for that."""
+        model, config = self.transformer, self.transformer.config
+        if (segments > 1 and model.activation_checkpointing and torch.is_grad_enabled() and config.knn_layers
+                and config.knn_backend == "faiss"):
+            raise ValueError(
+                f'activation_checkpointing with knn_backend="faiss" takes one segment per wrapper call, got '
+                f"{segments}: the backward recomputes each segment after all {segments} have written to the kNN "
+                f"store, which keeps entries for one call's recomputation only. Pass one segment (max_seq_len + 1 "
+                f"tokens) per call, carrying xl_memories and states (return_memories_and_states=True), or use "
+                f'knn_backend="torch" or activation_checkpointing=False')
 
     def draw_dropout(self) -> tuple[bool, bool]:
         """Whether the next segment starts without memories, and with the initial states (drawn from

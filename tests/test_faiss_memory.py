@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("faiss")
 pytest.importorskip("memorizing_transformers_pytorch")
 
-from block_recurrent_transformer_pytorch import BlockRecurrentConfig  # noqa: E402
+from block_recurrent_transformer_pytorch import BlockRecurrentConfig, RecurrentTrainerWrapper  # noqa: E402
 from block_recurrent_transformer_pytorch import faiss_memory  # noqa: E402
 from block_recurrent_transformer_pytorch.faiss_memory import FaissKNNMemory, FaissStore  # noqa: E402
 from block_recurrent_transformer_pytorch.generation import CachedDecoder  # noqa: E402
@@ -144,6 +144,28 @@ def test_activation_checkpointing_gradients_equal_torch_backend(two_block_shards
     assert grads[1][0] is not None
     for expected, got in zip(*grads):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_wrapper_with_activation_checkpointing_takes_one_segment_per_call():
+    """The backward recomputes the first segment after the later ones wrote to the store, past its
+    slack: several segments are refused up front; one per call, memories carried, equals torch's."""
+    models = [small_model(knn_backend=backend, activation_checkpointing=True, **KNN).train()
+              for backend in ("torch", "faiss")]
+    wrappers = [RecurrentTrainerWrapper(model) for model in models]
+    x = tokens(2, 81)
+    with pytest.raises(ValueError, match=r'activation_checkpointing with knn_backend="faiss" takes one segment '
+                                         r"per wrapper call, got 5"):
+        wrappers[1](x)
+    with torch.no_grad():  # nothing to recompute
+        wrappers[1](x)
+    for wrapper in wrappers:
+        memories = states = None
+        for start in range(0, 80, 16):
+            loss, memories, states = wrapper(x[:, start:start + 17], return_memories_and_states=True,
+                                             xl_memories=memories, states=states)
+            loss.backward()
+    for expected, got in zip(*(model.parameters() for model in models)):
+        torch.testing.assert_close(got.grad, expected.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_old_memories_are_read_but_not_branched():

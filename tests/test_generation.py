@@ -7,7 +7,7 @@ import torch
 
 from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
-from block_recurrent_transformer_pytorch.sampling import sample
+from block_recurrent_transformer_pytorch.sampling import check_sampling, sample
 
 from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
 
@@ -186,3 +186,56 @@ def test_decoding_state_does_not_grow_with_the_generated_length():
                 shapes.append((decoder.memories.xl.shape, decoder.memories.compressed.shape))
     assert [t.data_ptr() for t in buffers] == addresses
     assert shapes[0] == shapes[1] == ((3, 2, 1, 1, 8, 8), (3, 2, 1, 1, 4, 8))
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_streaming_records_no_autograd_whatever_the_callers_grad_mode(use_cache):
+    """Each step of ``stream`` runs without autograd although the caller iterates with grad on:
+    otherwise the cache's in-place updates would chain one graph growing with every token."""
+    model = small_model().train()
+    steps = []
+    forward_block = model.forward_block
+
+    def spy(*args, **kwargs):
+        out = forward_block(*args, **kwargs)
+        steps.append((torch.is_grad_enabled(), out[0].grad_fn, [s.grad_fn for s in out[2]]))
+        return out
+
+    model.forward_block = spy
+    for token in model.stream(tokens(2, 5), 20, use_cache=use_cache):
+        assert torch.is_grad_enabled() and not token.requires_grad  # the caller's mode, restored at each yield
+    assert len(steps) == 20  # the prefill, then one per fed-back token
+    assert all(step == (False, None, [None]) for step in steps)
+
+
+@pytest.mark.parametrize("temperature", [1e-46, 1e-40, 1e-37])
+def test_a_vanishing_temperature_is_greedy(temperature):
+    """logits / temperature would overflow to inf (softmax NaN, argmax of NaN token 0): the greedy token."""
+    logits = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(0)) * 50
+    logits[:, 0] = -100.0  # token 0 is never the greedy one
+    for options in (dict(), dict(filter_thres=None), dict(top_p=0.9), dict(top_k=5)):
+        assert torch.equal(sample(logits, temperature, **options), logits.argmax(dim=-1))
+    model = small_model()
+    prime = tokens(2, 5)
+    assert torch.equal(model.generate(prime, 12, temperature=1e-40), model.generate(prime, 12, temperature=0))
+
+
+def test_generate_takes_a_generator_and_stream_checks_it_at_the_call():
+    model = small_model()
+    prime = tokens(2, 5)
+
+    def sampled(seed: int, use_cache: bool = True) -> torch.Tensor:
+        return model.generate(prime, 30, generator=torch.Generator().manual_seed(seed), use_cache=use_cache)
+
+    assert torch.equal(sampled(3), sampled(3)) and not torch.equal(sampled(3), sampled(4))
+    assert torch.equal(sampled(3, use_cache=False), sampled(3))
+    streamed = model.stream(prime, 25, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.stack(list(streamed), dim=1), sampled(3))
+    assert torch.equal(RecurrentTrainerWrapper(model).generate(prime, 30, generator=torch.Generator().manual_seed(3)),
+                       sampled(3))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        model.stream(prime, 5, generator=3)  # at the call, not at the first next()
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        model.generate(prime, 10, generator=3)
+    with pytest.raises(ValueError, match=r"generator is on cpu; it must be on the model's device type \(cuda\)"):
+        check_sampling(VOCAB, generator=torch.Generator(), device=torch.device("cuda"))

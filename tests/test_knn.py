@@ -205,6 +205,21 @@ def test_gradients_reach_the_knn_queries_and_router(retrieval):
         assert block.router.routing_token.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-5), (torch.bfloat16, 0.1)])
+def test_routed_retrieval_runs_in_the_models_dtype(dtype, tolerance):
+    """The router's weights follow the model's dtype (.double(), .bfloat16()): it is fed keys in
+    that dtype, and gives fp32's logits up to the dtype's rounding, with gradients to the router."""
+    x = tokens(2, 48)
+    expected, _, _ = run_segments(small_model(knn_retrieval="routed", **KNN), x, 16)
+    model = small_model(knn_retrieval="routed", **KNN).to(dtype).train()
+    got, memories, states = run_segments(model, x, 16)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), expected, rtol=tolerance, atol=tolerance)
+    loss, _, _ = model(tokens(2, 17, seed=3), return_loss=True, xl_memories=memories, states=states)
+    loss.backward()
+    assert model.layers[2][0].router.routing_token.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("overrides, pattern", [
     (dict(knn_layers=(4,)), r"knn_layers must lie in 1..depth=3"),
     (dict(knn_layers=(1, 1)), "knn_layers must not repeat"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from block_recurrent_transformer_pytorch.state import FixedGate, LSTMGate
 
-from .helpers import small_model
+from .helpers import small_model, tokens
 
 
 def test_fixed_gate_is_a_learned_moving_average():
@@ -17,11 +19,28 @@ def test_fixed_gate_is_a_learned_moving_average():
 
 
 def test_lstm_gate_is_biased_to_remember():
-    gate = LSTMGate(16)
-    state, update = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
-    forget = torch.sigmoid(update @ gate.forget.weight.T + gate.forget.bias + 1)
-    write = torch.sigmoid(update @ gate.input.weight.T + gate.input.bias - 1)
-    torch.testing.assert_close(gate(state, update), state * forget + update * write)
+    """The gates read the attention outputs h (24 wide here) the update z was projected from."""
+    gate = LSTMGate(24, 16)
+    state, update, hidden = torch.randn(2, 5, 16), torch.randn(2, 5, 16), torch.randn(2, 5, 24)
+    forget = torch.sigmoid(hidden @ gate.forget.weight.T + gate.forget.bias + 1)
+    write = torch.sigmoid(hidden @ gate.input.weight.T + gate.input.bias - 1)
+    torch.testing.assert_close(gate(state, update, hidden), state * forget + update * write)
+
+
+def test_lstm_gate_reads_the_attention_outputs_starts_small_and_learns():
+    """As the official code: gates over the write's attention outputs (2 * heads * dim_head wide),
+    kernels of variance 0.1 / fan_in (truncated normal), biases N(0, 0.1); gradients reach them."""
+    model = small_model(dim=256, heads=8, dim_head=32, num_state_vectors=256, gate_type="lstm").train()
+    gate = model.states[0].gate
+    fan_in = 2 * 8 * 32
+    for linear in (gate.forget, gate.input):
+        assert linear.weight.shape == (256, fan_in)
+        assert abs(linear.weight.var().item() - 0.1 / fan_in) < 0.1 * 0.1 / fan_in
+        assert linear.weight.abs().max() <= 2 * math.sqrt(0.1 / fan_in) / 0.87962566103423978
+        assert abs(linear.bias.std().item() - 0.1) < 0.015
+    model(tokens(2, 17), return_loss=True)[0].backward()
+    for p in (gate.forget.weight, gate.forget.bias, gate.input.weight, gate.input.bias):
+        assert p.grad is not None and p.grad.abs().sum() > 0
 
 
 def test_initialisation_statistics():

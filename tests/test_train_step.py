@@ -149,3 +149,30 @@ def test_rotary_tables_stay_exact_in_any_dtype():
     address = rotary.tables.data_ptr()
     rotary.to("cpu").float()
     assert rotary.tables.data_ptr() == address
+
+
+def test_loss_scales_reuse_one_buffer_and_must_be_finite_and_non_negative():
+    """Any number of distinct scales (numbers or tensors, e.g. a GradScaler's (1,)) fill one device
+    buffer in place; a tensor per value would leak, one per tensor scale by identity."""
+    model = small_model().train()
+    step = TrainStep(RecurrentTrainerWrapper(model), cuda_graph=False, amp_dtype=None)
+    x = tokens(2, 33)
+    step(x)
+    constants, scale = len(step.constants), step.scale
+    for i in range(100):
+        step(x, loss_scale=1 + i / 7)
+        step(x, loss_scale=torch.full((1,), 1 + i / 7))
+    assert len(step.constants) == constants and step.scale is scale
+    model.zero_grad()
+    step(x, loss_scale=torch.tensor(0.5))
+    half = _grads(model)
+    model.zero_grad()
+    step(x)
+    for p, g in zip(model.parameters(), half):
+        torch.testing.assert_close(g, p.grad * 0.5)
+    for bad in (float("nan"), float("inf"), -1.0, torch.tensor(float("nan"))):
+        with pytest.raises(ValueError, match="loss_scale must be finite and >= 0"):
+            step(x, loss_scale=bad)
+    for bad in ("1", True, torch.ones(2), torch.tensor(2)):
+        with pytest.raises(TypeError, match="loss_scale must be a number or a one-element float tensor"):
+            step(x, loss_scale=bad)
