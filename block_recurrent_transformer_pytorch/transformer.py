@@ -285,8 +285,8 @@ class BlockRecurrentTransformer(nn.Module):
         passed in). NaN or inf in the memories or states passed in are not checked for (a check
         would wait for the device every call): they give NaN logits.
         """
-        if return_memories_and_states is not None:
-            check_bool("return_memories_and_states", return_memories_and_states)
+        if return_memories_and_states is not None and not isinstance(return_memories_and_states, bool):
+            raise TypeError(f"return_memories_and_states must be a bool or None, got {return_memories_and_states!r}")
         self.check_tokens(x)
         check_bool("return_loss", return_loss)
         check_bool("detach", detach)
