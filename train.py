@@ -275,6 +275,8 @@ def load_splits(cfg: TrainConfig) -> tuple[str, tuple[Tensor, Tensor, Tensor]]:
         name, data = cfg.data, read_bytes(Path(cfg.data))
     else:
         name, data = "enwik8", load_enwik8(Path(cfg.data_dir), cfg.enwik8_url)
+    if not data:  # torch.frombuffer cannot view an empty buffer: say what is wrong instead
+        raise TrainError(f"{name}: no bytes to train on (the file is empty, or unpacks to nothing)")
     splits = split_bytes(data)
     need = cfg.seq_len + 1
     for split, tokens in zip(("train", "validation"), splits):

@@ -241,11 +241,13 @@ def test_local_enwik8_of_the_wrong_size_is_refused(tmp_path):
         train.load_enwik8(tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory"])
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "empty.gz"])
 def test_unusable_data_path_is_a_clear_error(tmp_path, capsys, kind):
-    path = tmp_path / "nothing-here.txt"
+    path = tmp_path / ("nothing-here.gz" if kind == "empty.gz" else "nothing-here.txt")
     if kind == "directory":
         path.mkdir()
+    elif kind.startswith("empty"):
+        path.write_bytes(gzip.compress(b"") if kind == "empty.gz" else b"")
     cfg = tiny(tmp_path)
     assert train.main(flags(replace(cfg, data=str(path)))) == 1
     err = capsys.readouterr().err
