@@ -25,7 +25,7 @@ import time
 import urllib.request
 import zipfile
 import zlib
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -258,8 +258,15 @@ def load_enwik8(data_dir: Path, url: str = ENWIK8_URL, expected_size: int = ENWI
                 raise TrainError(f"{path} holds {len(data):,} bytes, enwik8 is exactly {expected_size:,}: "
                                  f"replace it, or delete it to download enwik8 again")
             return data
+    created = [d for d in (data_dir, *data_dir.parents) if not d.exists()]  # deepest first
     data_dir.mkdir(parents=True, exist_ok=True)
-    return download_enwik8(url, data_dir / "enwik8.zip", expected_size)
+    try:
+        return download_enwik8(url, data_dir / "enwik8.zip", expected_size)
+    except BaseException:  # a failed download leaves no empty directories behind (e.g. ./data outside the repo)
+        for d in created:
+            with suppress(OSError):  # not empty: something else wrote there meanwhile; keep it
+                d.rmdir()
+        raise
 
 
 def split_bytes(data: bytes) -> tuple[Tensor, Tensor, Tensor]:

@@ -219,7 +219,23 @@ def test_download_of_the_wrong_size_leaves_nothing(tmp_path, zip_server):
     data_dir = tmp_path / "data"
     with pytest.raises(train.TrainError, match=f"unpacked to {len(payload):,} bytes; enwik8 is exactly 1,001"):
         train.load_enwik8(data_dir, url, expected_size=len(payload) + 1)
-    assert list(data_dir.iterdir()) == []
+    assert not data_dir.exists()
+
+
+def test_a_failed_download_outside_the_repository_leaves_no_data_dir(tmp_path, zip_server, monkeypatch, capsys):
+    # the default --data-dir is ./data, relative to wherever train.py is run; a missing file on the server
+    url, _ = zip_server
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    argv = flags(replace(tiny(tmp_path), data=None, data_dir="data", out_dir=str(tmp_path / "run")))
+    assert train.main(argv + ["--enwik8-url", url.replace("enwik8.zip", "missing.zip")]) == 1
+    assert "could not download enwik8" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+    # nor the directories it had to create on the way
+    with pytest.raises(train.TrainError, match="could not download"):
+        train.load_enwik8(Path("new/data"), url.replace("enwik8.zip", "missing.zip"))
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_no_network_fails_clearly_and_leaves_nothing(tmp_path, capsys):
@@ -232,7 +248,7 @@ def test_no_network_fails_clearly_and_leaves_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"could not download enwik8 from http://127.0.0.1:{port}/enwik8.zip" in err
     assert f"put enwik8.zip (or the unpacked enwik8, or enwik8.gz) in {data_dir.resolve()}/" in err
-    assert list(data_dir.iterdir()) == [] and not out_dir.exists()
+    assert not data_dir.exists() and not out_dir.exists()
 
 
 def test_local_enwik8_of_the_wrong_size_is_refused(tmp_path):
