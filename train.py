@@ -10,6 +10,12 @@ enwik8 is read from data/enwik8, data/enwik8.zip or data/enwik8.gz and downloade
 prize page when none of them is there (data/README.md). The standard split is used: the first 90M
 bytes train, the next 5M validate, the last 5M test. Results are bits per character (bpc): the
 mean next-byte cross-entropy in nats divided by ln 2, over every byte of a split.
+
+The default schedule (linear warmup over 1,000 steps to a peak rate of 1e-4, cosine decay to 1e-5 at
+--max-steps 100,000) is for the full enwik8 run: a run of a few hundred steps or fewer barely leaves
+the warmup and learns almost nothing. Scale it with the run: for short runs raise --learning-rate
+(e.g. 1e-3 for a small model, 6e-4 for the default one) and lower --warmup-steps to a few percent of
+--max-steps (e.g. --max-steps 300 --warmup-steps 30).
 """
 
 from __future__ import annotations
@@ -79,7 +85,8 @@ class TrainConfig:
     max_seq_len: int = _opt(1024, "tokens per segment (one forward call); memories and states carry across")
     block_width: int = _opt(512, "tokens per block: the unit of attention and of state updates")
     num_state_vectors: int = _opt(512, "recurrent state vectors per recurrent layer")
-    recurrent_layers: tuple[int, ...] = _opt((4,), "layers (numbered from 1) that hold a recurrent state")
+    recurrent_layers: Optional[tuple[int, ...]] = _opt(None, "layers (numbered from 1) that hold a recurrent state "
+                                                             "(default: the middle layer, max(depth // 2, 1))")
     read_recurrent_layers: Optional[tuple[int, ...]] = _opt(None, "layer reading each state (default: its own)")
     gate_type: str = _opt("fixed", "state gate", choices=("fixed", "lstm"))
     all_layers_qk_rmsnorm: bool = _opt(False, "qk-rmsnorm in every layer, not only recurrent ones")
@@ -103,9 +110,9 @@ class TrainConfig:
     batch_size: int = _opt(4, "samples per micro-batch, per GPU")
     grad_accum: int = _opt(4, "micro-batches accumulated per optimizer step")
     max_steps: int = _opt(100_000, "optimizer steps; also the length of the cosine schedule")
-    learning_rate: float = _opt(1e-4, "peak learning rate (the seed's constant rate)")
+    learning_rate: float = _opt(1e-4, "peak learning rate (the seed's constant rate; see the schedule above)")
     min_lr: float = _opt(1e-5, "learning rate at the end of the cosine decay")
-    warmup_steps: int = _opt(1000, "steps of linear warmup")
+    warmup_steps: int = _opt(1000, "steps of linear warmup (see the schedule above)")
     weight_decay: float = _opt(0.1, "AdamW decoupled weight decay of linear and embedding weights")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
@@ -166,7 +173,7 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
         kind, flag = hints[f.name], "--" + f.name.replace("_", "-")
         if get_origin(kind) is Union:  # Optional[X]
             kind = next(a for a in get_args(kind) if a is not type(None))
-        text = f"{f.metadata['help']} (default: {f.default})"
+        text = f.metadata["help"] if f.default is None else f"{f.metadata['help']} (default: {f.default})"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         elif get_origin(kind) is tuple:
@@ -629,7 +636,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         n_params = sum(p.numel() for p in model.parameters())
         tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
         print(f"model: {n_params / 1e6:.2f}M parameters, {cfg.depth} layers x {cfg.dim}, "
-              f"recurrent layers {tuple(cfg.recurrent_layers)} with {cfg.num_state_vectors} state vectors")
+              f"recurrent layers {model.config.recurrent_layers} with {cfg.num_state_vectors} state vectors")
         print(f"data: {name}: train {len(train_data):,} / val {len(val_data):,} / test {len(test_data):,} bytes")
         print(f"batch: {cfg.batch_size} x {cfg.seq_len} tokens x {cfg.grad_accum} accumulation x "
               f"{env.world_size} process(es) = {tokens_per_step:,} tokens per step")

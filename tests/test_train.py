@@ -99,6 +99,22 @@ def test_short_run_learns_and_writes_its_outputs(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["model"]["dim"] == 32
 
 
+def test_recurrent_layer_defaults_to_the_middle_one_whatever_the_depth(tmp_path, capsys):
+    # --depth 2 without --recurrent-layers: layer 1 (the library's max(depth // 2, 1)), not a fixed 4
+    cfg = replace(tiny(tmp_path, max_steps=2, depth=2), recurrent_layers=None)
+    assert train.main(flags(cfg)) == 0
+    assert "recurrent layers (1,)" in capsys.readouterr().out
+    assert train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)["model_config"]["recurrent_layers"] == [1]
+
+
+def test_help_says_how_to_scale_the_schedule(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "for short runs raise --learning-rate" in text and "lower --warmup-steps" in text
+    assert "the middle layer, max(depth // 2, 1)" in text
+
+
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, cuda_graph):
     # dropout on memories and states draws python random numbers: resume must restore them too
