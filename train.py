@@ -34,7 +34,7 @@ import zlib
 from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, BinaryIO, Callable, Optional, Union, get_args, get_origin, get_type_hints
 
 import matplotlib
 
@@ -457,16 +457,16 @@ def sample(model: BlockRecurrentTransformer, prime: Tensor, cfg: TrainConfig, se
 # ---- checkpoints ---------------------------------------------------------------------------------
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write a checkpoint atomically: a crash at any moment leaves either the old or the new file.
+def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Replace path by what write puts in a file: a crash at any moment leaves either the old or the new file.
 
     The bytes go to a temporary file in the same directory (same filesystem, so the rename is
-    atomic), are forced to disk, and only then replace the checkpoint.
+    atomic), are forced to disk, and only then replace path.
     """
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -478,6 +478,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write a checkpoint atomically (write_atomically)."""
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> dict:
@@ -520,6 +525,22 @@ def seed_rngs(seed: int, data_generator: torch.Generator) -> None:
 # ---- logging -------------------------------------------------------------------------------------
 
 
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl. A torn last line (the run was killed while appending it) is
+    skipped with a warning; a damaged line before it is an error."""
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise TrainError(f"{path}: line {number} is not a JSON record; repair or delete the file") from None
+            print(f"warning: {path}: skipped its torn last line {line[:60]!r} (the run was killed while writing it)",
+                  file=sys.stderr)
+    return records
+
+
 class RunLog:
     """metrics.jsonl (one JSON record per line, appended as it happens) and bpc.png, on rank 0 only."""
 
@@ -530,9 +551,12 @@ class RunLog:
         if not enabled:
             return
         if until_step is not None and self.path.exists():
-            lines = self.path.read_text().splitlines()
-            self.records = [r for r in map(json.loads, filter(None, lines)) if r["step"] <= until_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            self.records = [r for r in read_records(self.path) if r["step"] <= until_step]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Write every record anew, atomically: a kill meanwhile must not lose the records of earlier runs."""
+        write_atomically(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in self.records).encode()))
 
     def log(self, **record: Any) -> None:
         """Append one record."""

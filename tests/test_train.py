@@ -3,6 +3,7 @@ the enwik8 download, clear data errors, atomic checkpoints and gradient sync acr
 
 from __future__ import annotations
 
+import builtins
 import functools
 import gzip
 import http.server
@@ -323,6 +324,56 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     assert train.load_checkpoint(out / train.CHECKPOINT)["step"] == 1
     train.train(replace(cfg, resume=True))
     assert train.load_checkpoint(out / train.CHECKPOINT)["step"] == 3
+
+
+class TornWrite:
+    """A file whose write puts half the bytes on disk and then fails: a process killed mid-write."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def __enter__(self) -> "TornWrite":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError("simulated kill mid-write")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_metrics_survive_a_kill_during_their_rewrite_and_a_torn_last_line(tmp_path, monkeypatch, capsys):
+    cfg = tiny(tmp_path, max_steps=4, log_interval=1, stop_at_step=2)
+    train.train(cfg)
+    metrics = Path(cfg.out_dir) / train.METRICS
+    before = metrics.read_bytes()
+
+    # a resume rewrites metrics.jsonl (keeping the records up to its checkpoint): killed meanwhile,
+    # the file must still hold every record, not a truncated part of them
+    real_open = io.open
+
+    def open_torn(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return TornWrite(f) if "w" in mode and Path(file).name.startswith(train.METRICS) else f
+
+    monkeypatch.setattr(io, "open", open_torn)
+    monkeypatch.setattr(builtins, "open", open_torn)
+    with pytest.raises(OSError, match="simulated kill"):
+        train.RunLog(Path(cfg.out_dir), enabled=True, until_step=1)
+    monkeypatch.undo()
+    assert metrics.read_bytes() == before
+
+    # a kill while appending a record leaves a torn last line: the resume skips it, with a warning
+    with open(metrics, "a") as f:
+        f.write('{"step": 3, "kind": "tr')
+    assert train.main(["--resume", "--out-dir", cfg.out_dir]) == 0
+    assert "skipped its torn last line" in capsys.readouterr().err
+    assert [r["step"] for r in records(Path(cfg.out_dir)) if r["kind"] == "train"] == [1, 2, 3, 4]
 
 
 # ---- several processes ---------------------------------------------------------------------------
