@@ -140,6 +140,8 @@ class TrainConfig:
     eval_only: bool = _opt(False, "only evaluate the checkpoint in out-dir on the whole val and test splits")
     stop_at_step: Optional[int] = _opt(None, "stop with a checkpoint after this step, keeping the max-steps "
                                             "schedule (for job time limits; continue with --resume)")
+    allow_data_change: bool = _opt(False, "resume (or evaluate) although the data differ from the checkpoint's "
+                                          "(its size or CRC-32)")
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "eval_streams",
@@ -155,6 +157,15 @@ class TrainConfig:
                              f"--bptt-segments {self.bptt_segments} --knn-layers {list(self.knn_layers)}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
             raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
+
+
+# flags of one invocation, not of the run: never stored with it, nor taken from its checkpoint
+INVOCATION_FLAGS = dict(resume=False, eval_only=False, stop_at_step=None, allow_data_change=False)
+
+
+def run_config(cfg: TrainConfig) -> dict[str, Any]:
+    """cfg as stored in the checkpoint and config.json: the run's flags, those of the invocation at their defaults."""
+    return asdict(replace(cfg, **INVOCATION_FLAGS))
 
 
 class TrainError(Exception):
@@ -195,7 +206,7 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     saved = load_checkpoint(Path(cfg.out_dir) / CHECKPOINT, mmap=True)["train_config"]
     known = {f.name for f in fields(TrainConfig)}
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
-    saved.update(resume=False, eval_only=False, stop_at_step=None, out_dir=cfg.out_dir)
+    saved.update(INVOCATION_FLAGS, out_dir=cfg.out_dir)
     return replace(TrainConfig(**saved), **passed)
 
 
@@ -300,6 +311,24 @@ def load_splits(cfg: TrainConfig) -> tuple[str, tuple[Tensor, Tensor, Tensor]]:
     if len(splits[2]) < cfg.eval_streams + 1:
         raise TrainError(f"{name}: the test split has {len(splits[2]):,} bytes, too few for {cfg.eval_streams} streams")
     return name, splits
+
+
+def data_fingerprint(splits: tuple[Tensor, Tensor, Tensor]) -> dict[str, int]:
+    """Size and CRC-32 of the whole corpus (its bytes after unpacking), kept in the checkpoint so that a
+    resume notices changed data. Every byte, not a sample: zlib's CRC-32 of enwik8 takes ~0.03 s."""
+    crc = 0
+    for split in splits:
+        crc = zlib.crc32(split.numpy(), crc)
+    return {"bytes": sum(len(split) for split in splits), "crc32": crc}
+
+
+def check_same_data(saved: Optional[dict[str, int]], now: dict[str, int], name: str) -> None:
+    """Refuse to continue a run on other data than its checkpoint's (checkpoints from before the
+    fingerprint have none: not checked)."""
+    if saved is not None and saved != now:
+        raise TrainError(f"{name}: the data differ from the checkpoint's ({saved['bytes']:,} bytes, CRC-32 "
+                         f"{saved['crc32']:08x}; now {now['bytes']:,} bytes, {now['crc32']:08x}): point --data at "
+                         f"the run's file, or pass --allow-data-change to go on with these")
 
 
 def get_batch(data: Tensor, batch_size: int, seq_len: int, generator: torch.Generator,
@@ -641,9 +670,13 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     # one process per node fetches enwik8 while the others wait, then all read it
     if distributed and env.local_rank != 0:
         dist.barrier()
-    name, (train_data, val_data, test_data) = load_splits(cfg)
+    name, splits = load_splits(cfg)
     if distributed and env.local_rank == 0:
         dist.barrier()
+    train_data, val_data, test_data = splits
+    fingerprint = data_fingerprint(splits)
+    if ckpt is not None and not cfg.allow_data_change:
+        check_same_data(ckpt.get("data"), fingerprint, name)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(device)
@@ -693,7 +726,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     del ckpt
     if is_main:
         (out_dir / "config.json").write_text(json.dumps(
-            {"train": asdict(cfg), "model": model.config.to_dict()}, indent=2) + "\n")
+            {"train": run_config(cfg), "model": model.config.to_dict()}, indent=2) + "\n")
 
     if cfg.compile:
         model.compile()  # in place: the state_dict keeps its names
@@ -716,7 +749,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "step": step, "rng": states,
                              "world_size": env.world_size, "model_config": model.config.to_dict(),
-                             "train_config": asdict(cfg)}, ckpt_path)
+                             "train_config": run_config(cfg), "data": fingerprint}, ckpt_path)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)

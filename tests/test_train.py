@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+import zlib
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -148,6 +149,29 @@ def test_a_fresh_run_refuses_to_overwrite_a_checkpoint(tmp_path, capsys):
     assert train.main(flags(cfg)) == 1
     assert "--resume" in capsys.readouterr().err
     assert (Path(cfg.out_dir) / train.CHECKPOINT).read_bytes() == before
+
+
+def test_resume_on_changed_data_is_refused_unless_allowed(tmp_path, capsys):
+    cfg = tiny(tmp_path, max_steps=4, stop_at_step=2)
+    train.train(cfg)
+    data, ckpt_path = Path(cfg.data), Path(cfg.out_dir) / train.CHECKPOINT
+    changed = bytearray(data.read_bytes())
+    changed[-1] ^= 1  # one bit of the test split: the same size, other bytes
+    data.write_bytes(changed)
+    capsys.readouterr()
+    assert train.main(["--resume", "--out-dir", cfg.out_dir]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {data}: the data differ from the checkpoint's (20,000 bytes, CRC-32 ")
+    assert "--allow-data-change" in err and err.count("\n") == 1
+    assert train.load_checkpoint(ckpt_path)["step"] == 2
+
+    assert train.main(["--resume", "--allow-data-change", "--out-dir", cfg.out_dir]) == 0
+    ckpt = train.load_checkpoint(ckpt_path)
+    assert ckpt["step"] == 4 and ckpt["data"] == {"bytes": 20_000, "crc32": zlib.crc32(bytes(changed))}
+    # flags of one invocation are not the run's: neither the checkpoint nor config.json keeps them
+    saved = json.loads((Path(cfg.out_dir) / "config.json").read_text())["train"]
+    for stored in (saved, ckpt["train_config"]):
+        assert not stored["resume"] and not stored["allow_data_change"] and stored["stop_at_step"] is None
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
