@@ -588,9 +588,15 @@ class RunLog:
         write_atomically(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in self.records).encode()))
 
     def log(self, **record: Any) -> None:
-        """Append one record."""
+        """Append one record; one of a step and kind already logged (a finished run evaluated again) replaces it."""
         if not self.enabled:
             return
+        if self.records and record["step"] <= self.records[-1]["step"]:
+            kept = [r for r in self.records if (r["step"], r["kind"]) != (record["step"], record["kind"])]
+            if len(kept) < len(self.records):
+                self.records = kept + [record]
+                self._rewrite()
+                return
         self.records.append(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -662,6 +668,8 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     out_dir, distributed = Path(cfg.out_dir), env.world_size > 1
     ckpt_path = out_dir / CHECKPOINT
     ckpt = load_checkpoint(ckpt_path) if cfg.resume or cfg.eval_only else None
+    if ckpt is not None and not cfg.eval_only:
+        check_steps_left(ckpt["step"], cfg)
     if ckpt is None and ckpt_path.exists():
         raise TrainError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out-dir")
     if device.type == "cuda":
@@ -708,6 +716,8 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     data_generator = torch.Generator()
     step = 0
+    # the train-loss record being accumulated: summed loss (nats), steps and seconds since the last one
+    window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
     if ckpt is None:
         seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
     else:
@@ -716,13 +726,15 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         step = ckpt["step"]
         if ckpt["world_size"] == env.world_size:
             set_rng_state(ckpt["rng"][env.rank], data_generator)
+            window = ckpt.get("window", [window] * env.world_size)[env.rank]  # older checkpoints kept none
         else:  # a different number of processes cannot replay the same batches; continue on fresh seeds
             seed_rngs(cfg.seed + env.rank + 7919 * step, data_generator)
             if is_main:
                 print(f"note: checkpoint from {ckpt['world_size']} processes, resumed on {env.world_size}: "
                       f"the data order differs from an uninterrupted run")
         if is_main:
-            print(f"resumed from {ckpt_path} at step {step}")
+            done = " = --max-steps: nothing left to train, evaluating it again" if step == cfg.max_steps else ""
+            print(f"resumed from {ckpt_path} at step {step}{done}")
     del ckpt
     if is_main:
         (out_dir / "config.json").write_text(json.dumps(
@@ -739,21 +751,23 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
     train_step = TrainStep(trainer, cuda_graph=device.type == "cuda", amp_dtype=amp_dtype) if cfg.cuda_graph else None
 
-    def checkpoint() -> None:
+    def checkpoint(window: dict[str, Any]) -> None:
+        """Save the run; window: this rank's unfinished train-loss record, so a resume logs what this run would."""
         states = [None] * env.world_size
         if distributed:
-            dist.all_gather_object(states, rng_state(data_generator))
+            dist.all_gather_object(states, (rng_state(data_generator), window))
         else:
-            states[0] = rng_state(data_generator)
+            states[0] = (rng_state(data_generator), window)
         if is_main:
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "rng": states,
-                             "world_size": env.world_size, "model_config": model.config.to_dict(),
+                             "scheduler": scheduler.state_dict(), "step": step, "rng": [r for r, _ in states],
+                             "window": [w for _, w in states], "world_size": env.world_size, "model_config": model.config.to_dict(),
                              "train_config": run_config(cfg), "data": fingerprint}, ckpt_path)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)
-    running_loss, running_steps, clock = torch.zeros((), device=device), 0, time.perf_counter()
+    running_loss = torch.tensor(window["loss"], device=device)
+    running_steps, clock = window["steps"], time.perf_counter() - window["seconds"]
     trainer.train()
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):
@@ -809,7 +823,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
             bar.write(f"--- sample at step {step} ---\n{prime_text}\n--- continued by the model ---\n{text}\n---")
         stopping = step == cfg.stop_at_step
         if step == cfg.max_steps or stopping or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
-            checkpoint()
+            checkpoint({"loss": running_loss.item(), "steps": running_steps, "seconds": paused - clock})
         clock += time.perf_counter() - paused  # evaluation, samples and checkpoints do not count in tokens/s
         if stopping:
             bar.close()
@@ -819,6 +833,15 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     bar.close()
     final_evaluation(model, val_data, test_data, cfg, step, log)
     return model
+
+
+def check_steps_left(step: int, cfg: TrainConfig) -> None:
+    """A resumed run must end at or after its checkpoint's step: a clear error, not a run that trains nothing."""
+    if cfg.max_steps < step:
+        raise TrainError(f"--max-steps {cfg.max_steps} is below the checkpoint's step {step}: pass --max-steps {step} "
+                         f"or more to resume (--eval-only evaluates the checkpoint)")
+    if cfg.stop_at_step is not None and cfg.stop_at_step <= step:
+        raise TrainError(f"--stop-at-step {cfg.stop_at_step} is not after the checkpoint's step {step}")
 
 
 def average_gradients(model: nn.Module, world_size: int) -> None:
