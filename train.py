@@ -26,7 +26,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -652,18 +654,79 @@ def setup_distributed(device: str) -> DistEnv:
     return DistEnv(rank, local, world, device)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop signal ended the run; the message (empty on ranks other than 0) says how. Exit status 128 + signum."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (kill, a job scheduler's time limit) while train() runs.
+
+    In the training loop (armed) the first signal only sets `received`: the loop finishes its step,
+    writes a checkpoint and stops, so a run stopped before its first periodic checkpoint loses
+    nothing. A second signal, or one outside the loop (setup, the final evaluation), raises
+    Interrupted at once. Handlers can only be set in the main thread; elsewhere the defaults stay.
+    """
+
+    def __init__(self, announce: bool) -> None:
+        self.announce, self.armed = announce, False
+        self.received: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+        self._pending: Optional[tuple[Tensor, Any]] = None
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not self.armed or self.received is not None:
+            raise Interrupted(signum, f"{name}: exited at once (the last checkpoint written, if any, is kept)"
+                              if self.announce else "")
+        self.received = signum
+        if self.announce:
+            print(f"\n{name}: stopping after this step, with a checkpoint (Ctrl-C again: exit at once)",
+                  file=sys.stderr, flush=True)
+
+    def agreed(self, device: torch.device, distributed: bool) -> Optional[int]:
+        """The signal to stop on after this step, if any; the same on every rank.
+
+        Distributed, the ranks' signals are all-reduced (the largest number wins) and read one step
+        later: no rank waits for its GPU every step, and all stop after the same step, the one after
+        the signal's.
+        """
+        if not distributed:
+            return self.received
+        flag = torch.tensor(self.received or 0, device=device)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True)
+        pending, self._pending = self._pending, (flag, work)
+        if pending is None:
+            return None
+        pending[1].wait()
+        return int(pending[0].item()) or None
+
+
 def train(cfg: TrainConfig) -> BlockRecurrentTransformer:
     """Train (or with cfg.eval_only, evaluate) as cfg says; returns the model. See the module docstring."""
     joined_before = dist.is_available() and dist.is_initialized()
     env = setup_distributed(cfg.device)
     try:
-        return _run(cfg, env)
+        with StopSignals(announce=env.is_main) as stop:
+            return _run(cfg, env, stop)
     finally:
         if env.world_size > 1 and not joined_before:
             dist.destroy_process_group()
 
 
-def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
+def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTransformer:
     device, is_main = env.device, env.is_main
     out_dir, distributed = Path(cfg.out_dir), env.world_size > 1
     ckpt_path = out_dir / CHECKPOINT
@@ -769,6 +832,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     running_loss = torch.tensor(window["loss"], device=device)
     running_steps, clock = window["steps"], time.perf_counter() - window["seconds"]
     trainer.train()
+    stop.armed = True
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):
             if train_step is not None:
@@ -821,15 +885,21 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
             text = sample(model, prime, cfg, seed=cfg.seed + step)
             prime_text = bytes(prime.tolist()).decode("utf-8", errors="replace")
             bar.write(f"--- sample at step {step} ---\n{prime_text}\n--- continued by the model ---\n{text}\n---")
-        stopping = step == cfg.stop_at_step
+        signalled = stop.agreed(device, distributed)
+        stopping = step == cfg.stop_at_step or signalled is not None
         if step == cfg.max_steps or stopping or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
             checkpoint({"loss": running_loss.item(), "steps": running_steps, "seconds": paused - clock})
         clock += time.perf_counter() - paused  # evaluation, samples and checkpoints do not count in tokens/s
         if stopping:
             bar.close()
+            by = "" if signalled is None else f" by {signal.Signals(signalled).name}"
+            message = f"stopped{by} at step {step}; continue with: python train.py --resume --out-dir {out_dir}"
+            if signalled is not None:
+                raise Interrupted(signalled, message if is_main else "")
             if is_main:
-                print(f"stopped at step {step}; continue with: python train.py --resume --out-dir {out_dir}")
+                print(message)
             return model
+    stop.armed = False  # a signal during the final evaluation exits at once: the checkpoint is written
     bar.close()
     final_evaluation(model, val_data, test_data, cfg, step, log)
     return model
@@ -866,12 +936,20 @@ def final_evaluation(model: BlockRecurrentTransformer, val_data: Tensor, test_da
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Command-line entry: 0 on success, 1 with a message on stderr for a problem the user can fix."""
+    """Command-line entry: 0 on success, 1 with a message on stderr for a problem the user can fix,
+    128 + the signal's number when SIGINT or SIGTERM stopped the run (one line on stderr)."""
     try:
         train(resolve_config(parse_args(argv)))
     except TrainError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Interrupted as stopped:
+        if str(stopped):
+            print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt:  # Ctrl-C before train() set its handlers
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -12,10 +12,12 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 import zlib
 from dataclasses import asdict, replace
@@ -154,6 +156,47 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys, 
     assert train.main(["--resume", "--stop-at-step", "5", "--max-steps", "8", "--out-dir", stopped.out_dir]) == 1
     assert "--stop-at-step 5 is not after the checkpoint's step 6" in capsys.readouterr().err
     assert train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)["train_config"]["max_steps"] == 6
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_checkpoints_the_current_step_and_the_run_resumes(tmp_path, signum):
+    # long before the first periodic checkpoint (there are none): the signal must not lose the run
+    cfg = tiny(tmp_path, max_steps=100_000, log_interval=1)
+    out = Path(cfg.out_dir)
+    run = subprocess.Popen([sys.executable, "train.py", *flags(cfg)], cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / train.METRICS).exists() and (out / train.METRICS).read_text()):  # training has begun
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        run.send_signal(signum)
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    name = signal.Signals(signum).name
+    assert run.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    step = train.load_checkpoint(out / train.CHECKPOINT)["step"]
+    assert err.splitlines()[-1] == (f"stopped by {name} at step {step}; continue with: "
+                                    f"python train.py --resume --out-dir {out}")
+    assert [r["step"] for r in records(out) if r["kind"] == "train"] == list(range(1, step + 1))
+    assert train.main(["--resume", "--stop-at-step", str(step + 2), "--out-dir", str(out)]) == 0
+    assert train.load_checkpoint(out / train.CHECKPOINT)["step"] == step + 2
+
+
+def test_a_second_signal_exits_at_once():
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with train.StopSignals(announce=False) as stop:
+        stop.armed = True
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.agreed(torch.device("cpu"), distributed=False) == signal.SIGINT  # the first only asks
+        with pytest.raises(train.Interrupted) as raised:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs between two bytecodes of the main thread: at once
+        assert raised.value.signum == signal.SIGTERM
+        stop.armed = False
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers given back
 
 
 def test_a_fresh_run_refuses_to_overwrite_a_checkpoint(tmp_path, capsys):
