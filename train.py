@@ -775,6 +775,13 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
         final_evaluation(model, val_data, test_data, cfg, ckpt["step"], log)
         return model
 
+    # before compiling: a dry pass over the first sample finds the parameters a step may leave without a gradient
+    sample = train_data[None, :cfg.seq_len + 1].long().to(device)
+    if is_main:
+        warn_untrained(params_without_gradient(model, cfg, sample, worst_case=False), cfg)
+    may_lack_gradients = distributed and not cfg.cuda_graph and bool(
+        params_without_gradient(model, cfg, sample, worst_case=True))
+
     optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     data_generator = torch.Generator()
@@ -805,11 +812,12 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
 
     if cfg.compile:
         model.compile()  # in place: the state_dict keeps its names
-    # DDP wraps the module the loss goes through, so backward all-reduces the gradients.
-    # Compressed memory is not touched by segments that start without memories: unused parameters.
+    # DDP wraps the module the loss goes through, so backward all-reduces the gradients. A parameter a
+    # step may leave without a gradient (compressed memory in a step whose segments start without
+    # memories, ...) would make it wait for that gradient forever: find_unused_parameters then.
     # TrainStep's graphs run the model itself, so with it the gradients are all-reduced by hand.
     ddp = DistributedDataParallel(trainer, device_ids=[env.local_rank] if device.type == "cuda" else None,
-                                  find_unused_parameters=cfg.use_compressed_mem) if distributed and not cfg.cuda_graph else None
+                                  find_unused_parameters=may_lack_gradients) if distributed and not cfg.cuda_graph else None
     forward = ddp if ddp is not None else trainer
     amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
     train_step = TrainStep(trainer, cuda_graph=device.type == "cuda", amp_dtype=amp_dtype) if cfg.cuda_graph else None
@@ -903,6 +911,43 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     bar.close()
     final_evaluation(model, val_data, test_data, cfg, step, log)
     return model
+
+
+def params_without_gradient(model: BlockRecurrentTransformer, cfg: TrainConfig, sample: Tensor,
+                            worst_case: bool) -> list[str]:
+    """Names of the trainable parameters that get no gradient from the training loss of sample (1, seq_len + 1).
+
+    worst_case: every memory and state dropout cfg allows happens (each segment starts without memories
+    and from the initial states, as the first one does). Dropping only cuts paths to earlier segments,
+    so what gets a gradient then gets one in every step; without it, what never gets one at all.
+    The weights, the gradients and every random stream are left as they were.
+    """
+    def worst(p: float) -> float:
+        return float(worst_case and p > 0)
+
+    trainer = RecurrentTrainerWrapper(model, worst(cfg.xl_memories_dropout), worst(cfg.state_dropout), cfg.bptt_segments)
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    python_rng = random.getstate()  # a dropout draw is certain here, but still consumes a number
+    try:
+        grads = torch.autograd.grad(trainer(sample), [p for _, p in named], allow_unused=True)
+    finally:
+        random.setstate(python_rng)
+    return [name for (name, _), grad in zip(named, grads) if grad is None]
+
+
+def warn_untrained(names: list[str], cfg: TrainConfig) -> None:
+    """Say which parameters never train, and why when it is the usual cause (a state cut from its readers)."""
+    if not names:
+        return
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    why = ""
+    if cfg.max_seq_len == cfg.block_width:
+        why = (f": with one block per segment (--max-seq-len = --block-width = {cfg.block_width}) the state a block "
+               f"writes is read only by the next segment, where the gradient is cut (--bptt-segments "
+               f"{cfg.bptt_segments}, {cfg.seq_len // cfg.max_seq_len} segment(s) per sample). Use --max-seq-len "
+               f"{2 * cfg.block_width} or more, or --bptt-segments 2 or more with a --seq-len of as many segments")
+    print(f"warning: {listed} never get a gradient in this configuration, so they never train{why}",
+          file=sys.stderr)
 
 
 def check_steps_left(step: int, cfg: TrainConfig) -> None:

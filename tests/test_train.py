@@ -469,11 +469,8 @@ def _ddp_worker(rank: int, port: int, cfg: train.TrainConfig, result: str) -> No
     torch.save(model.state_dict(), f"{result}.{rank}")
 
 
-@pytest.mark.parametrize("cuda_graph", [False, True])
-def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
-    # each rank samples different batches: only all-reduced gradients keep the weights equal
-    # (by DDP, or by hand around TrainStep)
-    cfg = tiny(tmp_path, max_steps=3, cuda_graph=cuda_graph)
+def train_on_two_processes(tmp_path: Path, cfg: train.TrainConfig) -> tuple[dict, dict]:
+    """train.train(cfg) on 2 CPU processes (gloo); the weights each ended with."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -485,8 +482,16 @@ def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
     for w in workers:
         w.join(timeout=180)
     assert [w.exitcode for w in workers] == [0, 0]
-
     rank0, rank1 = (torch.load(f"{result}.{r}", weights_only=True) for r in range(2))
+    return rank0, rank1
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
+    # each rank samples different batches: only all-reduced gradients keep the weights equal
+    # (by DDP, or by hand around TrainStep)
+    cfg = tiny(tmp_path, max_steps=3, cuda_graph=cuda_graph)
+    rank0, rank1 = train_on_two_processes(tmp_path, cfg)
     torch.manual_seed(cfg.seed)
     initial = train.build_model(cfg).state_dict()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
@@ -494,6 +499,28 @@ def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
     ckpt = train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])
+
+
+@pytest.mark.parametrize("config", [dict(bptt_segments=1), dict(bptt_segments=2, state_dropout=1.0)],
+                         ids=["state-writes-never-trained", "states-always-dropped"])
+def test_two_processes_train_when_a_step_leaves_parameters_without_gradient(tmp_path, config):
+    # one block per segment: the state writes get no gradient (never; or, with bptt, when the next
+    # segment drops the state). DDP must not wait for those gradients: it crashed at step 2
+    cfg = tiny(tmp_path, max_steps=3, max_seq_len=16, block_width=16, **config)
+    rank0, rank1 = train_on_two_processes(tmp_path, cfg)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)["step"] == 3
+
+
+def test_one_block_per_segment_warns_that_the_state_writes_never_train(tmp_path, capsys):
+    train.train(tiny(tmp_path, max_steps=1, max_seq_len=16, block_width=16))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: states.0.to_write_q.weight, " in err and "never get a gradient" in err
+    assert "the state a block writes is read only by the next segment, where the gradient is cut" in err
+    assert "Use --max-seq-len 32 or more, or --bptt-segments 2 or more" in err
+    # with the gradient carried across segments they train: no warning
+    train.train(tiny(tmp_path, "bptt", max_steps=1, max_seq_len=16, block_width=16, bptt_segments=2))
+    assert "never get a gradient" not in capsys.readouterr().err
 
 
 def test_train_step_run_matches_the_wrapper_run(tmp_path):
