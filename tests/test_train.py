@@ -469,6 +469,35 @@ def _ddp_worker(rank: int, port: int, cfg: train.TrainConfig, result: str) -> No
     torch.save(model.state_dict(), f"{result}.{rank}")
 
 
+def _ddp_main_worker(rank: int, port: int, argv: list[str]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    sys.exit(train.main(argv))
+
+
+def test_a_signal_to_one_rank_stops_both_after_the_same_step(tmp_path):
+    cfg = tiny(tmp_path, max_steps=100_000, log_interval=1)
+    out = Path(cfg.out_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_ddp_main_worker, args=(rank, port, flags(cfg))) for rank in range(2)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 120
+    while not ((out / train.METRICS).exists() and (out / train.METRICS).read_text()):  # training has begun
+        assert all(w.is_alive() for w in workers) and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(workers[1].pid, signal.SIGTERM)  # rank 1 only, as when one node of a job is preempted
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [128 + signal.SIGTERM] * 2
+    ckpt = train.load_checkpoint(out / train.CHECKPOINT)
+    assert ckpt["step"] >= 1 and ckpt["world_size"] == 2
+
+
 def train_on_two_processes(tmp_path: Path, cfg: train.TrainConfig) -> tuple[dict, dict]:
     """train.train(cfg) on 2 CPU processes (gloo); the weights each ended with."""
     with socket.socket() as s:
