@@ -675,6 +675,7 @@ class StopSignals:
         self.announce, self.armed = announce, False
         self.received: Optional[int] = None
         self._previous: dict[int, Any] = {}
+        self._group: Optional[Any] = None
         self._pending: Optional[tuple[Tensor, Any]] = None
 
     def __enter__(self) -> StopSignals:
@@ -696,17 +697,19 @@ class StopSignals:
             print(f"\n{name}: stopping after this step, with a checkpoint (Ctrl-C again: exit at once)",
                   file=sys.stderr, flush=True)
 
-    def agreed(self, device: torch.device, distributed: bool) -> Optional[int]:
+    def agreed(self, distributed: bool) -> Optional[int]:
         """The signal to stop on after this step, if any; the same on every rank.
 
-        Distributed, the ranks' signals are all-reduced (the largest number wins) and read one step
-        later: no rank waits for its GPU every step, and all stop after the same step, the one after
-        the signal's.
+        Distributed, the ranks' signals are all-reduced (the largest number wins) on the CPU, through
+        gloo, and read one step later: exchanging them never waits for a GPU nor holds up a step, and
+        all ranks stop after the same step, the one after the signal's.
         """
         if not distributed:
             return self.received
-        flag = torch.tensor(self.received or 0, device=device)
-        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True)
+        if self._group is None:  # every rank gets here at its first step: a collective call, as needed
+            self._group = dist.new_group(backend="gloo")
+        flag = torch.tensor(self.received or 0)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True)
         pending, self._pending = self._pending, (flag, work)
         if pending is None:
             return None
@@ -776,11 +779,11 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
         return model
 
     # before compiling: a dry pass over the first sample finds the parameters a step may leave without a gradient
-    sample = train_data[None, :cfg.seq_len + 1].long().to(device)
+    first = train_data[None, :cfg.seq_len + 1].long().to(device)
     if is_main:
-        warn_untrained(params_without_gradient(model, cfg, sample, worst_case=False), cfg)
+        warn_untrained(params_without_gradient(model, cfg, first, worst_case=False), cfg)
     may_lack_gradients = distributed and not cfg.cuda_graph and bool(
-        params_without_gradient(model, cfg, sample, worst_case=True))
+        params_without_gradient(model, cfg, first, worst_case=True))
 
     optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -807,8 +810,8 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             print(f"resumed from {ckpt_path} at step {step}{done}")
     del ckpt
     if is_main:
-        (out_dir / "config.json").write_text(json.dumps(
-            {"train": run_config(cfg), "model": model.config.to_dict()}, indent=2) + "\n")
+        config = {"train": run_config(cfg), "model": model.config.to_dict()}
+        write_atomically(out_dir / "config.json", lambda f: f.write((json.dumps(config, indent=2) + "\n").encode()))
 
     if cfg.compile:
         model.compile()  # in place: the state_dict keeps its names
@@ -893,7 +896,7 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             text = sample(model, prime, cfg, seed=cfg.seed + step)
             prime_text = bytes(prime.tolist()).decode("utf-8", errors="replace")
             bar.write(f"--- sample at step {step} ---\n{prime_text}\n--- continued by the model ---\n{text}\n---")
-        signalled = stop.agreed(device, distributed)
+        signalled = stop.agreed(distributed)
         stopping = step == cfg.stop_at_step or signalled is not None
         if step == cfg.max_steps or stopping or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
             checkpoint({"loss": running_loss.item(), "steps": running_steps, "seconds": paused - clock})

@@ -190,7 +190,7 @@ def test_a_second_signal_exits_at_once():
     with train.StopSignals(announce=False) as stop:
         stop.armed = True
         os.kill(os.getpid(), signal.SIGINT)
-        assert stop.agreed(torch.device("cpu"), distributed=False) == signal.SIGINT  # the first only asks
+        assert stop.agreed(distributed=False) == signal.SIGINT  # the first only asks
         with pytest.raises(train.Interrupted) as raised:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)  # the handler runs between two bytecodes of the main thread: at once
