@@ -11,6 +11,12 @@ enwik8 is read from data/enwik8, data/enwik8.zip or data/enwik8.gz and downloade
 prize page when none of them is there (data/README.md). The standard split is used: the first 90M
 bytes train, the next 5M validate, the last 5M test. Results are bits per character (bpc): the
 mean next-byte cross-entropy in nats divided by ln 2, over every byte of a split.
+
+The default schedule (linear warmup over 1,000 steps to a peak rate of 1e-4, cosine decay to 1e-5 at
+--max-steps 100,000) is for the full enwik8 run: a run of a few hundred steps or fewer barely leaves
+the warmup and learns almost nothing. Scale it with the run: for short runs raise --learning-rate
+(e.g. 1e-3 for a small model, 6e-4 for the default one) and lower --warmup-steps to a few percent of
+--max-steps (e.g. --max-steps 300 --warmup-steps 30).
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
 import zlib
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, BinaryIO, Callable, Optional, Union, get_args, get_origin, get_type_hints
 
 import matplotlib
 
@@ -80,7 +88,8 @@ class TrainConfig:
     max_seq_len: int = _opt(1024, "tokens per segment (one forward call); memories and states carry across")
     block_width: int = _opt(512, "tokens per block: the unit of attention and of state updates")
     num_state_vectors: int = _opt(512, "recurrent state vectors per recurrent layer")
-    recurrent_layers: tuple[int, ...] = _opt((4,), "layers (numbered from 1) that hold a recurrent state")
+    recurrent_layers: Optional[tuple[int, ...]] = _opt(None, "layers (numbered from 1) that hold a recurrent state "
+                                                             "(default: the middle layer, max(depth // 2, 1))")
     read_recurrent_layers: Optional[tuple[int, ...]] = _opt(None, "layer reading each state (default: its own)")
     gate_type: str = _opt("fixed", "state gate", choices=("fixed", "lstm"))
     all_layers_qk_rmsnorm: bool = _opt(False, "qk-rmsnorm in every layer, not only recurrent ones")
@@ -104,9 +113,9 @@ class TrainConfig:
     batch_size: int = _opt(4, "samples per micro-batch, per GPU")
     grad_accum: int = _opt(4, "micro-batches accumulated per optimizer step")
     max_steps: int = _opt(100_000, "optimizer steps; also the length of the cosine schedule")
-    learning_rate: float = _opt(1e-4, "peak learning rate (the seed's constant rate)")
+    learning_rate: float = _opt(1e-4, "peak learning rate (the seed's constant rate; see the schedule above)")
     min_lr: float = _opt(1e-5, "learning rate at the end of the cosine decay")
-    warmup_steps: int = _opt(1000, "steps of linear warmup")
+    warmup_steps: int = _opt(1000, "steps of linear warmup (see the schedule above)")
     weight_decay: float = _opt(0.1, "AdamW decoupled weight decay of linear and embedding weights")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
@@ -137,6 +146,8 @@ class TrainConfig:
     eval_only: bool = _opt(False, "only evaluate the checkpoint in out-dir on the whole val and test splits")
     stop_at_step: Optional[int] = _opt(None, "stop with a checkpoint after this step, keeping the max-steps "
                                             "schedule (for job time limits; continue with --resume)")
+    allow_data_change: bool = _opt(False, "resume (or evaluate) although the data differ from the checkpoint's "
+                                          "(its size or CRC-32)")
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "eval_streams",
@@ -152,6 +163,15 @@ class TrainConfig:
                              f"--bptt-segments {self.bptt_segments} --knn-layers {list(self.knn_layers)}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
             raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
+
+
+# flags of one invocation, not of the run: never stored with it, nor taken from its checkpoint
+INVOCATION_FLAGS = dict(resume=False, eval_only=False, stop_at_step=None, allow_data_change=False)
+
+
+def run_config(cfg: TrainConfig) -> dict[str, Any]:
+    """cfg as stored in the checkpoint and config.json: the run's flags, those of the invocation at their defaults."""
+    return asdict(replace(cfg, **INVOCATION_FLAGS))
 
 
 class TrainError(Exception):
@@ -170,9 +190,8 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
         kind, flag = hints[f.name], "--" + f.name.replace("_", "-")
         if get_origin(kind) is Union:  # Optional[X]
             kind = next(a for a in get_args(kind) if a is not type(None))
-        text = f"{f.metadata['help']} (default: {f.default})"
+        text = f.metadata["help"] if f.default is None else f"{f.metadata['help']} (default: {f.default})"
         if kind is bool:
-            text = f.metadata["help"] if f.default is None else text  # None: the help says what decides
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         elif get_origin(kind) is tuple:
             parser.add_argument(flag, type=int, nargs="*", metavar="LAYER", help=text)  # none: no such layer
@@ -193,7 +212,7 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     saved = load_checkpoint(Path(cfg.out_dir) / CHECKPOINT, mmap=True)["train_config"]
     known = {f.name for f in fields(TrainConfig)}
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
-    saved.update(resume=False, eval_only=False, stop_at_step=None, out_dir=cfg.out_dir)
+    saved.update(INVOCATION_FLAGS, out_dir=cfg.out_dir)
     return replace(TrainConfig(**saved), **passed)
 
 
@@ -263,8 +282,15 @@ def load_enwik8(data_dir: Path, url: str = ENWIK8_URL, expected_size: int = ENWI
                 raise TrainError(f"{path} holds {len(data):,} bytes, enwik8 is exactly {expected_size:,}: "
                                  f"replace it, or delete it to download enwik8 again")
             return data
+    created = [d for d in (data_dir, *data_dir.parents) if not d.exists()]  # deepest first
     data_dir.mkdir(parents=True, exist_ok=True)
-    return download_enwik8(url, data_dir / "enwik8.zip", expected_size)
+    try:
+        return download_enwik8(url, data_dir / "enwik8.zip", expected_size)
+    except BaseException:  # a failed download leaves no empty directories behind (e.g. ./data outside the repo)
+        for d in created:
+            with suppress(OSError):  # not empty: something else wrote there meanwhile; keep it
+                d.rmdir()
+        raise
 
 
 def split_bytes(data: bytes) -> tuple[Tensor, Tensor, Tensor]:
@@ -280,6 +306,8 @@ def load_splits(cfg: TrainConfig) -> tuple[str, tuple[Tensor, Tensor, Tensor]]:
         name, data = cfg.data, read_bytes(Path(cfg.data))
     else:
         name, data = "enwik8", load_enwik8(Path(cfg.data_dir), cfg.enwik8_url)
+    if not data:  # torch.frombuffer cannot view an empty buffer: say what is wrong instead
+        raise TrainError(f"{name}: no bytes to train on (the file is empty, or unpacks to nothing)")
     splits = split_bytes(data)
     need = cfg.seq_len + 1
     for split, tokens in zip(("train", "validation"), splits):
@@ -289,6 +317,24 @@ def load_splits(cfg: TrainConfig) -> tuple[str, tuple[Tensor, Tensor, Tensor]]:
     if len(splits[2]) < cfg.eval_streams + 1:
         raise TrainError(f"{name}: the test split has {len(splits[2]):,} bytes, too few for {cfg.eval_streams} streams")
     return name, splits
+
+
+def data_fingerprint(splits: tuple[Tensor, Tensor, Tensor]) -> dict[str, int]:
+    """Size and CRC-32 of the whole corpus (its bytes after unpacking), kept in the checkpoint so that a
+    resume notices changed data. Every byte, not a sample: zlib's CRC-32 of enwik8 takes ~0.03 s."""
+    crc = 0
+    for split in splits:
+        crc = zlib.crc32(split.numpy(), crc)
+    return {"bytes": sum(len(split) for split in splits), "crc32": crc}
+
+
+def check_same_data(saved: Optional[dict[str, int]], now: dict[str, int], name: str) -> None:
+    """Refuse to continue a run on other data than its checkpoint's (checkpoints from before the
+    fingerprint have none: not checked)."""
+    if saved is not None and saved != now:
+        raise TrainError(f"{name}: the data differ from the checkpoint's ({saved['bytes']:,} bytes, CRC-32 "
+                         f"{saved['crc32']:08x}; now {now['bytes']:,} bytes, {now['crc32']:08x}): point --data at "
+                         f"the run's file, or pass --allow-data-change to go on with these")
 
 
 def get_batch(data: Tensor, batch_size: int, seq_len: int, generator: torch.Generator,
@@ -499,16 +545,16 @@ def sample(model: BlockRecurrentTransformer, prime: Tensor, cfg: TrainConfig, se
 # ---- checkpoints ---------------------------------------------------------------------------------
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write a checkpoint atomically: a crash at any moment leaves either the old or the new file.
+def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Replace path by what write puts in a file: a crash at any moment leaves either the old or the new file.
 
     The bytes go to a temporary file in the same directory (same filesystem, so the rename is
-    atomic), are forced to disk, and only then replace the checkpoint.
+    atomic), are forced to disk, and only then replace path.
     """
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -520,6 +566,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write a checkpoint atomically (write_atomically)."""
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> dict:
@@ -562,6 +613,22 @@ def seed_rngs(seed: int, data_generator: torch.Generator) -> None:
 # ---- logging -------------------------------------------------------------------------------------
 
 
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl. A torn last line (the run was killed while appending it) is
+    skipped with a warning; a damaged line before it is an error."""
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise TrainError(f"{path}: line {number} is not a JSON record; repair or delete the file") from None
+            print(f"warning: {path}: skipped its torn last line {line[:60]!r} (the run was killed while writing it)",
+                  file=sys.stderr)
+    return records
+
+
 class RunLog:
     """metrics.jsonl (one JSON record per line, appended as it happens) and bpc.png, on rank 0 only."""
 
@@ -572,14 +639,23 @@ class RunLog:
         if not enabled:
             return
         if until_step is not None and self.path.exists():
-            lines = self.path.read_text().splitlines()
-            self.records = [r for r in map(json.loads, filter(None, lines)) if r["step"] <= until_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            self.records = [r for r in read_records(self.path) if r["step"] <= until_step]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Write every record anew, atomically: a kill meanwhile must not lose the records of earlier runs."""
+        write_atomically(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in self.records).encode()))
 
     def log(self, **record: Any) -> None:
-        """Append one record."""
+        """Append one record; one of a step and kind already logged (a finished run evaluated again) replaces it."""
         if not self.enabled:
             return
+        if self.records and record["step"] <= self.records[-1]["step"]:
+            kept = [r for r in self.records if (r["step"], r["kind"]) != (record["step"], record["kind"])]
+            if len(kept) < len(self.records):
+                self.records = kept + [record]
+                self._rewrite()
+                return
         self.records.append(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -635,22 +711,88 @@ def setup_distributed(device: str) -> DistEnv:
     return DistEnv(rank, local, world, device)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop signal ended the run; the message (empty on ranks other than 0) says how. Exit status 128 + signum."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (kill, a job scheduler's time limit) while train() runs.
+
+    In the training loop (armed) the first signal only sets `received`: the loop finishes its step,
+    writes a checkpoint and stops, so a run stopped before its first periodic checkpoint loses
+    nothing. A second signal, or one outside the loop (setup, the final evaluation), raises
+    Interrupted at once. Handlers can only be set in the main thread; elsewhere the defaults stay.
+    """
+
+    def __init__(self, announce: bool) -> None:
+        self.announce, self.armed = announce, False
+        self.received: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+        self._group: Optional[Any] = None
+        self._pending: Optional[tuple[Tensor, Any]] = None
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not self.armed or self.received is not None:
+            raise Interrupted(signum, f"{name}: exited at once (the last checkpoint written, if any, is kept)"
+                              if self.announce else "")
+        self.received = signum
+        if self.announce:
+            print(f"\n{name}: stopping after this step, with a checkpoint (Ctrl-C again: exit at once)",
+                  file=sys.stderr, flush=True)
+
+    def agreed(self, distributed: bool) -> Optional[int]:
+        """The signal to stop on after this step, if any; the same on every rank.
+
+        Distributed, the ranks' signals are all-reduced (the largest number wins) on the CPU, through
+        gloo, and read one step later: exchanging them never waits for a GPU nor holds up a step, and
+        all ranks stop after the same step, the one after the signal's.
+        """
+        if not distributed:
+            return self.received
+        if self._group is None:  # every rank gets here at its first step: a collective call, as needed
+            self._group = dist.new_group(backend="gloo")
+        flag = torch.tensor(self.received or 0)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True)
+        pending, self._pending = self._pending, (flag, work)
+        if pending is None:
+            return None
+        pending[1].wait()
+        return int(pending[0].item()) or None
+
+
 def train(cfg: TrainConfig) -> BlockRecurrentTransformer:
     """Train (or with cfg.eval_only, evaluate) as cfg says; returns the model. See the module docstring."""
     joined_before = dist.is_available() and dist.is_initialized()
     env = setup_distributed(cfg.device)
     try:
-        return _run(cfg, env)
+        with StopSignals(announce=env.is_main) as stop:
+            return _run(cfg, env, stop)
     finally:
         if env.world_size > 1 and not joined_before:
             dist.destroy_process_group()
 
 
-def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
+def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTransformer:
     device, is_main = env.device, env.is_main
     out_dir, distributed = Path(cfg.out_dir), env.world_size > 1
     ckpt_path = out_dir / CHECKPOINT
     ckpt = load_checkpoint(ckpt_path) if cfg.resume or cfg.eval_only else None
+    if ckpt is not None and not cfg.eval_only:
+        check_steps_left(ckpt["step"], cfg)
     if ckpt is None and ckpt_path.exists():
         raise TrainError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out-dir")
     if device.type == "cuda":
@@ -659,9 +801,13 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
     # one process per node fetches enwik8 while the others wait, then all read it
     if distributed and env.local_rank != 0:
         dist.barrier()
-    name, (train_data, val_data, test_data) = load_splits(cfg)
+    name, splits = load_splits(cfg)
     if distributed and env.local_rank == 0:
         dist.barrier()
+    train_data, val_data, test_data = splits
+    fingerprint = data_fingerprint(splits)
+    if ckpt is not None and not cfg.allow_data_change:
+        check_same_data(ckpt.get("data"), fingerprint, name)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(device)
@@ -679,7 +825,7 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         n_params = sum(p.numel() for p in model.parameters())
         tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
         print(f"model: {n_params / 1e6:.2f}M parameters, {cfg.depth} layers x {cfg.dim}, "
-              f"recurrent layers {tuple(cfg.recurrent_layers)} with {cfg.num_state_vectors} state vectors")
+              f"recurrent layers {model.config.recurrent_layers} with {cfg.num_state_vectors} state vectors")
         print(f"data: {name}: train {len(train_data):,} / val {len(val_data):,} / test {len(test_data):,} bytes")
         print(f"batch: {cfg.batch_size} x {cfg.seq_len} tokens x {cfg.grad_accum} accumulation x "
               f"{env.world_size} process(es) = {tokens_per_step:,} tokens per step")
@@ -694,10 +840,19 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         final_evaluation(model, val_data, test_data, cfg, ckpt["step"], log)
         return model
 
+    # before compiling: a dry pass over the first sample finds the parameters a step may leave without a gradient
+    first = train_data[None, :cfg.seq_len + 1].long().to(device)
+    if is_main:
+        warn_untrained(params_without_gradient(model, cfg, first, worst_case=False), cfg)
+    may_lack_gradients = distributed and not fast.cuda_graph and bool(
+        params_without_gradient(model, cfg, first, worst_case=True))
+
     optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     data_generator = torch.Generator()
     step = 0
+    # the train-loss record being accumulated: summed loss (nats), steps and seconds since the last one
+    window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
     if ckpt is None:
         seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
     else:
@@ -706,17 +861,19 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         step = ckpt["step"]
         if ckpt["world_size"] == env.world_size:
             set_rng_state(ckpt["rng"][env.rank], data_generator)
+            window = ckpt.get("window", [window] * env.world_size)[env.rank]  # older checkpoints kept none
         else:  # a different number of processes cannot replay the same batches; continue on fresh seeds
             seed_rngs(cfg.seed + env.rank + 7919 * step, data_generator)
             if is_main:
                 print(f"note: checkpoint from {ckpt['world_size']} processes, resumed on {env.world_size}: "
                       f"the data order differs from an uninterrupted run")
         if is_main:
-            print(f"resumed from {ckpt_path} at step {step}")
+            done = " = --max-steps: nothing left to train, evaluating it again" if step == cfg.max_steps else ""
+            print(f"resumed from {ckpt_path} at step {step}{done}")
     del ckpt
     if is_main:
-        (out_dir / "config.json").write_text(json.dumps(
-            {"train": asdict(cfg), "model": model.config.to_dict()}, indent=2) + "\n")
+        config = {"train": run_config(cfg), "model": model.config.to_dict()}
+        write_atomically(out_dir / "config.json", lambda f: f.write((json.dumps(config, indent=2) + "\n").encode()))
 
     if fast.compile:
         # In place: the state_dict keeps its names. Only the training step's calls compile: one graph
@@ -726,11 +883,12 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         # each compile it again: ~1 min each at the first evaluation, sample and final pass, for
         # passes that take seconds eagerly (sampling uses the cached decoder's own CUDA graph).
         model.compile(dynamic=False)
-    # DDP wraps the module the loss goes through, so backward all-reduces the gradients.
-    # Compressed memory is not touched by segments that start without memories: unused parameters.
+    # DDP wraps the module the loss goes through, so backward all-reduces the gradients. A parameter a
+    # step may leave without a gradient (compressed memory in a step whose segments start without
+    # memories, ...) would make it wait for that gradient forever: find_unused_parameters then.
     # TrainStep's graphs run the model itself, so with it the gradients are all-reduced by hand.
     ddp = DistributedDataParallel(trainer, device_ids=[env.local_rank] if device.type == "cuda" else None,
-                                  find_unused_parameters=cfg.use_compressed_mem) if distributed and not fast.cuda_graph else None
+                                  find_unused_parameters=may_lack_gradients) if distributed and not fast.cuda_graph else None
     forward = ddp if ddp is not None else trainer
     amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
     train_step = TrainStep(trainer, cuda_graph=device.type == "cuda", amp_dtype=amp_dtype) if fast.cuda_graph else None
@@ -740,23 +898,26 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
         print("compiling the training step (about a minute, once)..." if fast.compile else
               "capturing the training step's CUDA graphs (a few seconds, once)...", flush=True)
 
-    def checkpoint() -> None:
+    def checkpoint(window: dict[str, Any]) -> None:
+        """Save the run; window: this rank's unfinished train-loss record, so a resume logs what this run would."""
         states = [None] * env.world_size
         if distributed:
-            dist.all_gather_object(states, rng_state(data_generator))
+            dist.all_gather_object(states, (rng_state(data_generator), window))
         else:
-            states[0] = rng_state(data_generator)
+            states[0] = (rng_state(data_generator), window)
         if is_main:
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "rng": states,
-                             "world_size": env.world_size, "model_config": model.config.to_dict(),
-                             "train_config": asdict(cfg)}, ckpt_path)
+                             "scheduler": scheduler.state_dict(), "step": step, "rng": [r for r, _ in states],
+                             "window": [w for _, w in states], "world_size": env.world_size, "model_config": model.config.to_dict(),
+                             "train_config": run_config(cfg), "data": fingerprint}, ckpt_path)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)
-    running_loss, running_steps, clock = torch.zeros((), device=device), 0, time.perf_counter()
-    started = clock
+    running_loss = torch.tensor(window["loss"], device=device)
+    running_steps, clock = window["steps"], time.perf_counter() - window["seconds"]
+    started = time.perf_counter()
     trainer.train()
+    stop.armed = True
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):
             if train_step is not None:
@@ -817,18 +978,71 @@ def _run(cfg: TrainConfig, env: DistEnv) -> BlockRecurrentTransformer:
             text = sample(model, prime, cfg, seed=cfg.seed + step)
             prime_text = bytes(prime.tolist()).decode("utf-8", errors="replace")
             bar.write(f"--- sample at step {step} ---\n{prime_text}\n--- continued by the model ---\n{text}\n---")
-        stopping = step == cfg.stop_at_step
+        signalled = stop.agreed(distributed)
+        stopping = step == cfg.stop_at_step or signalled is not None
         if step == cfg.max_steps or stopping or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
-            checkpoint()
+            checkpoint({"loss": running_loss.item(), "steps": running_steps, "seconds": paused - clock})
         clock += time.perf_counter() - paused  # evaluation, samples and checkpoints do not count in tokens/s
         if stopping:
             bar.close()
+            by = "" if signalled is None else f" by {signal.Signals(signalled).name}"
+            message = f"stopped{by} at step {step}; continue with: python train.py --resume --out-dir {out_dir}"
+            if signalled is not None:
+                raise Interrupted(signalled, message if is_main else "")
             if is_main:
-                print(f"stopped at step {step}; continue with: python train.py --resume --out-dir {out_dir}")
+                print(message)
             return model
+    stop.armed = False  # a signal during the final evaluation exits at once: the checkpoint is written
     bar.close()
     final_evaluation(model, val_data, test_data, cfg, step, log)
     return model
+
+
+def params_without_gradient(model: BlockRecurrentTransformer, cfg: TrainConfig, sample: Tensor,
+                            worst_case: bool) -> list[str]:
+    """Names of the trainable parameters that get no gradient from the training loss of sample (1, seq_len + 1).
+
+    worst_case: every memory and state dropout cfg allows happens (each segment starts without memories
+    and from the initial states, as the first one does). Dropping only cuts paths to earlier segments,
+    so what gets a gradient then gets one in every step; without it, what never gets one at all.
+    The weights, the gradients and every random stream are left as they were.
+    """
+    def worst(p: float) -> float:
+        return float(worst_case and p > 0)
+
+    trainer = RecurrentTrainerWrapper(model, worst(cfg.xl_memories_dropout), worst(cfg.state_dropout),
+                                      bptt_segments=cfg.bptt_segments)
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    python_rng = random.getstate()  # a dropout draw is certain here, but still consumes a number
+    try:
+        grads = torch.autograd.grad(trainer(sample), [p for _, p in named], allow_unused=True)
+    finally:
+        random.setstate(python_rng)
+    return [name for (name, _), grad in zip(named, grads) if grad is None]
+
+
+def warn_untrained(names: list[str], cfg: TrainConfig) -> None:
+    """Say which parameters never train, and why when it is the usual cause (a state cut from its readers)."""
+    if not names:
+        return
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    why = ""
+    if cfg.max_seq_len == cfg.block_width:
+        why = (f": with one block per segment (--max-seq-len = --block-width = {cfg.block_width}) the state a block "
+               f"writes is read only by the next segment, where the gradient is cut (--bptt-segments "
+               f"{cfg.bptt_segments}, {cfg.seq_len // cfg.max_seq_len} segment(s) per sample). Use --max-seq-len "
+               f"{2 * cfg.block_width} or more, or --bptt-segments 2 or more with a --seq-len of as many segments")
+    print(f"warning: {listed} never get a gradient in this configuration, so they never train{why}",
+          file=sys.stderr)
+
+
+def check_steps_left(step: int, cfg: TrainConfig) -> None:
+    """A resumed run must end at or after its checkpoint's step: a clear error, not a run that trains nothing."""
+    if cfg.max_steps < step:
+        raise TrainError(f"--max-steps {cfg.max_steps} is below the checkpoint's step {step}: pass --max-steps {step} "
+                         f"or more to resume (--eval-only evaluates the checkpoint)")
+    if cfg.stop_at_step is not None and cfg.stop_at_step <= step:
+        raise TrainError(f"--stop-at-step {cfg.stop_at_step} is not after the checkpoint's step {step}")
 
 
 def average_gradients(model: nn.Module, world_size: int) -> None:
@@ -853,12 +1067,20 @@ def final_evaluation(model: BlockRecurrentTransformer, val_data: Tensor, test_da
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Command-line entry: 0 on success, 1 with a message on stderr for a problem the user can fix."""
+    """Command-line entry: 0 on success, 1 with a message on stderr for a problem the user can fix,
+    128 + the signal's number when SIGINT or SIGTERM stopped the run (one line on stderr)."""
     try:
         train(resolve_config(parse_args(argv)))
     except TrainError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Interrupted as stopped:
+        if str(stopped):
+            print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt:  # Ctrl-C before train() set its handlers
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

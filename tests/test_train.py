@@ -3,6 +3,7 @@ the enwik8 download, clear data errors, atomic checkpoints and gradient sync acr
 
 from __future__ import annotations
 
+import builtins
 import functools
 import gzip
 import http.server
@@ -11,11 +12,14 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import zipfile
+import zlib
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -99,8 +103,24 @@ def test_short_run_learns_and_writes_its_outputs(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["model"]["dim"] == 32
 
 
+def test_recurrent_layer_defaults_to_the_middle_one_whatever_the_depth(tmp_path, capsys):
+    # --depth 2 without --recurrent-layers: layer 1 (the library's max(depth // 2, 1)), not a fixed 4
+    cfg = replace(tiny(tmp_path, max_steps=2, depth=2), recurrent_layers=None)
+    assert train.main(flags(cfg)) == 0
+    assert "recurrent layers (1,)" in capsys.readouterr().out
+    assert train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)["model_config"]["recurrent_layers"] == [1]
+
+
+def test_help_says_how_to_scale_the_schedule(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "for short runs raise --learning-rate" in text and "lower --warmup-steps" in text
+    assert "the middle layer, max(depth // 2, 1)" in text
+
+
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, cuda_graph):
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys, cuda_graph):
     # dropout on memories and states draws python random numbers: resume must restore them too
     common = dict(max_steps=6, xl_memories_dropout=0.5, state_dropout=0.5, eval_interval=2, sample_interval=3,
                   sample_length=4, prime_length=4, cuda_graph=cuda_graph)
@@ -119,9 +139,64 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, cuda_gra
         assert torch.equal(weight, parts["model"][name]), name
     for a, b in zip(whole["optimizer"]["state"].values(), parts["optimizer"]["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
-    # the log of the resumed run holds each step once
-    steps = [r["step"] for r in records(tmp_path / "parts") if r["kind"] == "train"]
-    assert steps == [2, 4, 6]
+    # the log of the resumed run is the uninterrupted run's (but for the speed): the record at step 4
+    # averages steps 3 and 4, though step 3 ran before the stop
+    def logged(run: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records(tmp_path / run)]
+
+    assert logged("parts") == logged("whole")
+    assert [r["step"] for r in logged("parts") if r["kind"] == "train"] == [2, 4, 6]
+
+    # resuming the finished run evaluates it again, replacing (not repeating) its final records
+    assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
+    assert logged("parts") == logged("whole")
+    # a --max-steps the checkpoint has passed is an error, not a run that trains nothing
+    assert train.main(["--resume", "--max-steps", "4", "--out-dir", stopped.out_dir]) == 1
+    assert "--max-steps 4 is below the checkpoint's step 6" in capsys.readouterr().err
+    assert train.main(["--resume", "--stop-at-step", "5", "--max-steps", "8", "--out-dir", stopped.out_dir]) == 1
+    assert "--stop-at-step 5 is not after the checkpoint's step 6" in capsys.readouterr().err
+    assert train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)["train_config"]["max_steps"] == 6
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_checkpoints_the_current_step_and_the_run_resumes(tmp_path, signum):
+    # long before the first periodic checkpoint (there are none): the signal must not lose the run
+    cfg = tiny(tmp_path, max_steps=100_000, log_interval=1)
+    out = Path(cfg.out_dir)
+    run = subprocess.Popen([sys.executable, "train.py", *flags(cfg)], cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / train.METRICS).exists() and (out / train.METRICS).read_text()):  # training has begun
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        run.send_signal(signum)
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    name = signal.Signals(signum).name
+    assert run.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    step = train.load_checkpoint(out / train.CHECKPOINT)["step"]
+    assert err.splitlines()[-1] == (f"stopped by {name} at step {step}; continue with: "
+                                    f"python train.py --resume --out-dir {out}")
+    assert [r["step"] for r in records(out) if r["kind"] == "train"] == list(range(1, step + 1))
+    assert train.main(["--resume", "--stop-at-step", str(step + 2), "--out-dir", str(out)]) == 0
+    assert train.load_checkpoint(out / train.CHECKPOINT)["step"] == step + 2
+
+
+def test_a_second_signal_exits_at_once():
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with train.StopSignals(announce=False) as stop:
+        stop.armed = True
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.agreed(distributed=False) == signal.SIGINT  # the first only asks
+        with pytest.raises(train.Interrupted) as raised:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs between two bytecodes of the main thread: at once
+        assert raised.value.signum == signal.SIGTERM
+        stop.armed = False
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers given back
 
 
 def test_a_fresh_run_refuses_to_overwrite_a_checkpoint(tmp_path, capsys):
@@ -131,6 +206,29 @@ def test_a_fresh_run_refuses_to_overwrite_a_checkpoint(tmp_path, capsys):
     assert train.main(flags(cfg)) == 1
     assert "--resume" in capsys.readouterr().err
     assert (Path(cfg.out_dir) / train.CHECKPOINT).read_bytes() == before
+
+
+def test_resume_on_changed_data_is_refused_unless_allowed(tmp_path, capsys):
+    cfg = tiny(tmp_path, max_steps=4, stop_at_step=2)
+    train.train(cfg)
+    data, ckpt_path = Path(cfg.data), Path(cfg.out_dir) / train.CHECKPOINT
+    changed = bytearray(data.read_bytes())
+    changed[-1] ^= 1  # one bit of the test split: the same size, other bytes
+    data.write_bytes(changed)
+    capsys.readouterr()
+    assert train.main(["--resume", "--out-dir", cfg.out_dir]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {data}: the data differ from the checkpoint's (20,000 bytes, CRC-32 ")
+    assert "--allow-data-change" in err and err.count("\n") == 1
+    assert train.load_checkpoint(ckpt_path)["step"] == 2
+
+    assert train.main(["--resume", "--allow-data-change", "--out-dir", cfg.out_dir]) == 0
+    ckpt = train.load_checkpoint(ckpt_path)
+    assert ckpt["step"] == 4 and ckpt["data"] == {"bytes": 20_000, "crc32": zlib.crc32(bytes(changed))}
+    # flags of one invocation are not the run's: neither the checkpoint nor config.json keeps them
+    saved = json.loads((Path(cfg.out_dir) / "config.json").read_text())["train"]
+    for stored in (saved, ckpt["train_config"]):
+        assert not stored["resume"] and not stored["allow_data_change"] and stored["stop_at_step"] is None
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
@@ -177,7 +275,8 @@ def test_eval_only_of_a_checkpoint_is_repeatable(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"test: {first:.4f} bpc over all {len(test_data) - 1:,} predicted bytes (step 2)" in done.stdout
     logged = [r for r in records(Path(cfg.out_dir)) if r["kind"] == "test_full"]
-    assert len(logged) == 2 and logged[-1]["bpc"] == pytest.approx(first, rel=1e-6)
+    # evaluated again, the step's result replaces the one the training run logged
+    assert len(logged) == 1 and logged[-1]["bpc"] == pytest.approx(first, rel=1e-6)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -219,7 +318,23 @@ def test_download_of_the_wrong_size_leaves_nothing(tmp_path, zip_server):
     data_dir = tmp_path / "data"
     with pytest.raises(train.TrainError, match=f"unpacked to {len(payload):,} bytes; enwik8 is exactly 1,001"):
         train.load_enwik8(data_dir, url, expected_size=len(payload) + 1)
-    assert list(data_dir.iterdir()) == []
+    assert not data_dir.exists()
+
+
+def test_a_failed_download_outside_the_repository_leaves_no_data_dir(tmp_path, zip_server, monkeypatch, capsys):
+    # the default --data-dir is ./data, relative to wherever train.py is run; a missing file on the server
+    url, _ = zip_server
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    argv = flags(replace(tiny(tmp_path), data=None, data_dir="data", out_dir=str(tmp_path / "run")))
+    assert train.main(argv + ["--enwik8-url", url.replace("enwik8.zip", "missing.zip")]) == 1
+    assert "could not download enwik8" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+    # nor the directories it had to create on the way
+    with pytest.raises(train.TrainError, match="could not download"):
+        train.load_enwik8(Path("new/data"), url.replace("enwik8.zip", "missing.zip"))
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_no_network_fails_clearly_and_leaves_nothing(tmp_path, capsys):
@@ -232,7 +347,7 @@ def test_no_network_fails_clearly_and_leaves_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"could not download enwik8 from http://127.0.0.1:{port}/enwik8.zip" in err
     assert f"put enwik8.zip (or the unpacked enwik8, or enwik8.gz) in {data_dir.resolve()}/" in err
-    assert list(data_dir.iterdir()) == [] and not out_dir.exists()
+    assert not data_dir.exists() and not out_dir.exists()
 
 
 def test_local_enwik8_of_the_wrong_size_is_refused(tmp_path):
@@ -241,11 +356,13 @@ def test_local_enwik8_of_the_wrong_size_is_refused(tmp_path):
         train.load_enwik8(tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory"])
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "empty.gz"])
 def test_unusable_data_path_is_a_clear_error(tmp_path, capsys, kind):
-    path = tmp_path / "nothing-here.txt"
+    path = tmp_path / ("nothing-here.gz" if kind == "empty.gz" else "nothing-here.txt")
     if kind == "directory":
         path.mkdir()
+    elif kind.startswith("empty"):
+        path.write_bytes(gzip.compress(b"") if kind == "empty.gz" else b"")
     cfg = tiny(tmp_path)
     assert train.main(flags(replace(cfg, data=str(path)))) == 1
     err = capsys.readouterr().err
@@ -291,6 +408,56 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     assert train.load_checkpoint(out / train.CHECKPOINT)["step"] == 3
 
 
+class TornWrite:
+    """A file whose write puts half the bytes on disk and then fails: a process killed mid-write."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def __enter__(self) -> "TornWrite":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError("simulated kill mid-write")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_metrics_survive_a_kill_during_their_rewrite_and_a_torn_last_line(tmp_path, monkeypatch, capsys):
+    cfg = tiny(tmp_path, max_steps=4, log_interval=1, stop_at_step=2)
+    train.train(cfg)
+    metrics = Path(cfg.out_dir) / train.METRICS
+    before = metrics.read_bytes()
+
+    # a resume rewrites metrics.jsonl (keeping the records up to its checkpoint): killed meanwhile,
+    # the file must still hold every record, not a truncated part of them
+    real_open = io.open
+
+    def open_torn(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return TornWrite(f) if "w" in mode and Path(file).name.startswith(train.METRICS) else f
+
+    monkeypatch.setattr(io, "open", open_torn)
+    monkeypatch.setattr(builtins, "open", open_torn)
+    with pytest.raises(OSError, match="simulated kill"):
+        train.RunLog(Path(cfg.out_dir), enabled=True, until_step=1)
+    monkeypatch.undo()
+    assert metrics.read_bytes() == before
+
+    # a kill while appending a record leaves a torn last line: the resume skips it, with a warning
+    with open(metrics, "a") as f:
+        f.write('{"step": 3, "kind": "tr')
+    assert train.main(["--resume", "--out-dir", cfg.out_dir]) == 0
+    assert "skipped its torn last line" in capsys.readouterr().err
+    assert [r["step"] for r in records(Path(cfg.out_dir)) if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
 # ---- several processes ---------------------------------------------------------------------------
 
 
@@ -302,11 +469,37 @@ def _ddp_worker(rank: int, port: int, cfg: train.TrainConfig, result: str) -> No
     torch.save(model.state_dict(), f"{result}.{rank}")
 
 
-@pytest.mark.parametrize("cuda_graph", [False, True])
-def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
-    # each rank samples different batches: only all-reduced gradients keep the weights equal
-    # (by DDP, or by hand around TrainStep)
-    cfg = tiny(tmp_path, max_steps=3, cuda_graph=cuda_graph)
+def _ddp_main_worker(rank: int, port: int, argv: list[str]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    sys.exit(train.main(argv))
+
+
+def test_a_signal_to_one_rank_stops_both_after_the_same_step(tmp_path):
+    cfg = tiny(tmp_path, max_steps=100_000, log_interval=1)
+    out = Path(cfg.out_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_ddp_main_worker, args=(rank, port, flags(cfg))) for rank in range(2)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 120
+    while not ((out / train.METRICS).exists() and (out / train.METRICS).read_text()):  # training has begun
+        assert all(w.is_alive() for w in workers) and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(workers[1].pid, signal.SIGTERM)  # rank 1 only, as when one node of a job is preempted
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [128 + signal.SIGTERM] * 2
+    ckpt = train.load_checkpoint(out / train.CHECKPOINT)
+    assert ckpt["step"] >= 1 and ckpt["world_size"] == 2
+
+
+def train_on_two_processes(tmp_path: Path, cfg: train.TrainConfig) -> tuple[dict, dict]:
+    """train.train(cfg) on 2 CPU processes (gloo); the weights each ended with."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -318,8 +511,16 @@ def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
     for w in workers:
         w.join(timeout=180)
     assert [w.exitcode for w in workers] == [0, 0]
-
     rank0, rank1 = (torch.load(f"{result}.{r}", weights_only=True) for r in range(2))
+    return rank0, rank1
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
+    # each rank samples different batches: only all-reduced gradients keep the weights equal
+    # (by DDP, or by hand around TrainStep)
+    cfg = tiny(tmp_path, max_steps=3, cuda_graph=cuda_graph)
+    rank0, rank1 = train_on_two_processes(tmp_path, cfg)
     torch.manual_seed(cfg.seed)
     initial = train.build_model(cfg).state_dict()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
@@ -327,6 +528,28 @@ def test_two_processes_keep_identical_weights(tmp_path, cuda_graph):
     ckpt = train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])
+
+
+@pytest.mark.parametrize("config", [dict(bptt_segments=1), dict(bptt_segments=2, state_dropout=1.0)],
+                         ids=["state-writes-never-trained", "states-always-dropped"])
+def test_two_processes_train_when_a_step_leaves_parameters_without_gradient(tmp_path, config):
+    # one block per segment: the state writes get no gradient (never; or, with bptt, when the next
+    # segment drops the state). DDP must not wait for those gradients: it crashed at step 2
+    cfg = tiny(tmp_path, max_steps=3, max_seq_len=16, block_width=16, **config)
+    rank0, rank1 = train_on_two_processes(tmp_path, cfg)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert train.load_checkpoint(Path(cfg.out_dir) / train.CHECKPOINT)["step"] == 3
+
+
+def test_one_block_per_segment_warns_that_the_state_writes_never_train(tmp_path, capsys):
+    train.train(tiny(tmp_path, max_steps=1, max_seq_len=16, block_width=16))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: states.0.to_write_q.weight, " in err and "never get a gradient" in err
+    assert "the state a block writes is read only by the next segment, where the gradient is cut" in err
+    assert "Use --max-seq-len 32 or more, or --bptt-segments 2 or more" in err
+    # with the gradient carried across segments they train: no warning
+    train.train(tiny(tmp_path, "bptt", max_steps=1, max_seq_len=16, block_width=16, bptt_segments=2))
+    assert "never get a gradient" not in capsys.readouterr().err
 
 
 def test_train_step_run_matches_the_wrapper_run(tmp_path):
