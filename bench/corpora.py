@@ -13,16 +13,18 @@ Corpora (one document = one file, kept whole and in order):
 
 Each corpus: the matching files, sorted by path, NUL bytes stripped (NUL is the separator), those
 shorter than --min-doc dropped, shuffled at document level by a fixed seed (random.Random(SEED)),
-optionally cut to a byte target (linux_c), then the last documents (--test-bytes, at most
+optionally cut to a byte target (linux_c), then the last documents (--test-mb, at most
 --test-fraction of the documents) held out as the test split. The documents of a split are
 joined, each followed by one separator byte 0x00:
 
   <out>/<name>.train.bin, <name>.test.bin        raw bytes
-  <out>/<name>.train.bin.xz, <name>.test.bin.xz  xz copies to carry to a machine without internet;
-                                                 the train copy may hold only the first documents
-                                                 of the train split (--carry-train-mb, whole documents)
   <out>/<name>.json                              the recipe: packages, versions, sha256 of each .deb,
-                                                 filters, counts, bytes, length distribution
+                                                 filters, counts, bytes, length distribution, paths
+  <out>/xz/<name>.train.bin.xz, <name>.test.bin.xz   xz copies to carry to a machine without internet
+                                                 (carry the one folder <out>/xz; all three corpora
+                                                 whole: ~30 MiB); a train copy may hold only the first
+                                                 documents of its split (--carry-train-mb)
+  <out>/xz/<name>.json                           the recipe without the paths
 
     python bench/corpora.py --download --out /work/main/.corpora     # apt-get download the pinned .debs, build all
     python bench/corpora.py --out DIR --only text_docs               # one corpus (the .debs already in DIR/src)
@@ -65,7 +67,9 @@ def bucket_name(lo: int, hi: Optional[int]) -> str:
 # ---- reading packages ----------------------------------------------------------------------------
 
 def deb_path(src: Path, package: str, version: str) -> Path:
-    return src / f"{package}_{version.replace(':', '%3a')}_{'amd64' if package.startswith('libpython') else 'all'}.deb"
+    """The .deb apt-get download saved for package=version (any architecture)."""
+    found = sorted(src.glob(f"{package}_{version.replace(':', '%3a')}_*.deb"))
+    return found[0] if found else src / f"{package}_{version}_MISSING.deb"
 
 
 def download(src: Path) -> None:
@@ -169,7 +173,8 @@ def build(name: str, docs: dict[str, bytes], out: Path, recipe: dict, min_doc: i
         carry_blob = b"".join(data + bytes([SEPARATOR]) for _, data in carried)
         start = time.perf_counter()
         packed = lzma.compress(carry_blob, preset=6)
-        (out / f"{name}.{split}.bin.xz").write_bytes(packed)
+        (out / "xz").mkdir(exist_ok=True)
+        (out / "xz" / f"{name}.{split}.bin.xz").write_bytes(packed)
         record["splits"][split] = dict(length_stats([len(d) for _, d in items]), bytes_with_separators=len(blob),
                                        sha256=hashlib.sha256(blob).hexdigest(),
                                        first_paths=[p for p, _ in items[:5]])
@@ -179,6 +184,7 @@ def build(name: str, docs: dict[str, bytes], out: Path, recipe: dict, min_doc: i
             seconds_to_compress=round(time.perf_counter() - start, 1))
         print(f"{name}.{split}: {len(items):,} documents, {len(blob) / 1e6:.1f} MB; xz {len(packed) / 2 ** 20:.1f} MiB"
               f" holding {len(carried):,} documents ({len(carry_blob) / 1e6:.1f} MB)", flush=True)
+    (out / "xz" / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     record["paths"] = {split: [p for p, _ in items] for split, items in splits.items()}
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
@@ -198,14 +204,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--linux-mb", type=float, default=125.0, help="linux_c: bytes selected in all (MB, 1e6)")
     parser.add_argument("--test-mb", type=float, default=4.0, help="bytes held out as test (MB), at most "
                                                                      "--test-fraction of the documents")
-    parser.add_argument("--test-fraction", type=float, default=0.05)
-    parser.add_argument("--carry-train-mb", type=float, nargs=3, default=(90.0, 30.0, 40.0),
-                        metavar=("LINUX", "PY", "TEXT"), help="MiB of the train split in each .xz copy")
+    parser.add_argument("--test-fraction", type=float, default=0.1)
+    parser.add_argument("--carry-train-mb", type=float, nargs=3, default=None, metavar=("LINUX", "PY", "TEXT"),
+                        help="MiB of the train split in each .xz copy (default: the whole split; all three "
+                             "whole make ~30 MiB of .xz)")
     args = parser.parse_args(argv)
     out, src = Path(args.out), Path(args.out) / "src"
     if args.download:
         download(src)
-    carry = dict(zip(NAMES, args.carry_train_mb))
+    carry = dict(zip(NAMES, args.carry_train_mb or (None,) * len(NAMES)))
     common = dict(min_doc=args.min_doc, test_bytes=int(args.test_mb * 1e6), test_fraction=args.test_fraction)
 
     if "linux_c" in args.only or "text_docs" in args.only:
@@ -246,15 +253,21 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 # ---- loading ----------------------------------------------------------------------------------------
 
+def split_path(root: str | Path, name: str, split: str) -> Optional[Path]:
+    """Where a split is: <root>/<name>.<split>.bin, else its xz copy in <root>/xz/ or <root>/ (None: nowhere)."""
+    root = Path(root)
+    for path in (root / f"{name}.{split}.bin", root / "xz" / f"{name}.{split}.bin.xz", root / f"{name}.{split}.bin.xz"):
+        if path.exists():
+            return path
+    return None
+
+
 def load_split(root: str | Path, name: str, split: str) -> bytes:
-    """The bytes of <root>/<name>.<split>.bin, or of its .xz copy when the raw file is absent."""
-    raw = Path(root) / f"{name}.{split}.bin"
-    if raw.exists():
-        return raw.read_bytes()
-    packed = raw.with_name(raw.name + ".xz")
-    if packed.exists():
-        return lzma.decompress(packed.read_bytes())
-    raise FileNotFoundError(f"neither {raw} nor {packed}: build it with bench/corpora.py")
+    """The bytes of a split: the raw file, or the xz copy when the raw file is absent."""
+    path = split_path(root, name, split)
+    if path is None:
+        raise FileNotFoundError(f"no {name}.{split}.bin(.xz) in {root} or {root}/xz: build it with bench/corpora.py")
+    return lzma.decompress(path.read_bytes()) if path.suffix == ".xz" else path.read_bytes()
 
 
 def documents(blob: bytes) -> list[bytes]:

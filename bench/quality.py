@@ -28,10 +28,11 @@ segment and from step to step, detached (truncated backprop through time, one se
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
 then cosine to lr/10 (over the token or time budget) or constant, gradient clipping --clip.
 
-Evaluation: the first held-out documents (in their order in the test split) up to --eval-bytes, each
-as one row read from its start with fresh memories and states: the input is the separator byte
-followed by the document, every byte of the document is predicted once. Rows are batched by length
-(longest first), padded to whole segments and masked. bits/byte = mean next-byte loss (nats) / ln 2.
+Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
+order in the test split) up to --eval-bytes, each as one row read from its start with fresh memories
+and states: the input is the separator byte followed by the document, every byte of the document is
+predicted once. Rows are batched by length (longest first), padded to whole segments and masked.
+bits/byte = mean next-byte loss (nats) / ln 2.
 
     python bench/quality.py --model ours --corpus linux_c --tokens 100e6 --out bench_out/q_ours.jsonl
     python bench/quality.py --model xl --seg 1024 --mem 1024 --seconds 300 --out bench_out/q_xl.jsonl
@@ -91,7 +92,7 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--corpus", default="linux_c", help="a corpus of bench/corpora.py (linux_c, python_stdlib, "
                                                             "text_docs)")
     parser.add_argument("--corpora", default=None, help="where the corpora are (default: .corpora/ in the repository, "
-                                                        "else /work/main/.corpora); raw .bin or .bin.xz")
+                                                        "else /work/main/.corpora); raw .bin, else xz/*.bin.xz")
     parser.add_argument("--tokens", type=float, default=None, help="train on this many tokens (e.g. 100e6)")
     parser.add_argument("--seconds", type=float, default=None, help="or train this long (after the untimed steps)")
     parser.add_argument("--untimed-steps", type=int, default=2, help="first steps (compilation, graph capture) "
@@ -103,6 +104,8 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--mem", type=int, default=512, help="xl: memory length (max_mem_len)")
     parser.add_argument("--xl-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an x-transformers Decoder keyword, e.g. attn_kv_heads=8, ff_glu=false")
+    parser.add_argument("--xl-match-params", action="store_true",
+                        help="xl: widen its feed-forward so its parameter count matches ours' (state layers included)")
     parser.add_argument("--batch", type=int, default=8, help="rows (streams) per step")
     parser.add_argument("--seq", type=int, default=2048, help="tokens per row per step (a multiple of the segment)")
     parser.add_argument("--lr", type=float, default=6e-4)
@@ -148,7 +151,7 @@ def load_corpus(args) -> tuple[str, Tensor, bytes]:
         return "tiny (this repository's .py/.md files)", torch.frombuffer(bytearray(train), dtype=torch.uint8), test
     roots = [args.corpora] if args.corpora else [REPO / ".corpora", Path("/work/main/.corpora")]
     for root in roots:
-        if any((Path(root) / f"{args.corpus}.train.bin{ext}").exists() for ext in ("", ".xz")):
+        if corpora.split_path(root, args.corpus, "train") is not None:
             train = corpora.load_split(root, args.corpus, "train")
             return (f"{args.corpus} from {root}", torch.frombuffer(bytearray(train), dtype=torch.uint8),
                     corpora.load_split(root, args.corpus, "test"))
@@ -288,7 +291,9 @@ class Ours:
         """Logits of one segment x (b, seg) and the memory (memories, states) for the next."""
         memories, states = memory if memory is not None else (None, None)
         with autocast(self.device):
-            logits, memories, states = self.model(x, xl_memories=memories, states=states if keep_states else None)
+            # .forward: eager (a compiled call would compile again for the evaluation's shapes)
+            logits, memories, states = self.model.forward(x, xl_memories=memories,
+                                                          states=states if keep_states else None)
         return logits, (memories, states)
 
 
@@ -304,7 +309,14 @@ class XL:
         self.xt = x_transformers
         self.cfg = ours_config(args)
         self.wrapper_kwargs, self.decoder_kwargs = xl_kwargs(args, self.cfg)
-        self.model = TransformerWrapper(**self.wrapper_kwargs, attn_layers=Decoder(**self.decoder_kwargs)).to(device)
+        build = lambda: TransformerWrapper(**self.wrapper_kwargs, attn_layers=Decoder(**self.decoder_kwargs))  # noqa: E731
+        if args.xl_match_params:  # each GEGLU hidden unit costs 3 * dim parameters per layer
+            import block_recurrent_transformer_pytorch as brt
+            target = param_count(brt.BlockRecurrentTransformer(**self.cfg))
+            dim, depth = self.decoder_kwargs["dim"], self.decoder_kwargs["depth"]
+            hidden = int(dim * self.decoder_kwargs["ff_mult"]) + round((target - param_count(build())) / (3 * dim * depth))
+            self.decoder_kwargs["ff_mult"] = (hidden + 0.5) / dim
+        self.model = build().to(device)
         self.seg, self.device, self.mem_dropout = args.seg, device, args.mem_dropout
         self.forward: Callable = self.model
         if device.type == "cuda" and not args.no_compile:
@@ -338,7 +350,7 @@ class XL:
     @torch.no_grad()
     def eval_segment(self, x: Tensor, memory: Any, keep_states: bool = True) -> tuple[Tensor, Any]:
         with autocast(self.device):
-            logits, mems = self.forward(x, mems=memory, return_mems=True)
+            logits, mems = self.model(x, mems=memory, return_mems=True)  # eager, as ours' evaluation
         return logits, mems
 
 
