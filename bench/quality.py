@@ -19,12 +19,15 @@ Models:
   xl            x-transformers' TransformerWrapper + Decoder with Transformer-XL memories (max_mem_len =
                 --mem, mems carried with return_mems=True / mems=), flash attention, rotary positions,
                 the same dim/depth/heads/dim_head/kv_heads as ours and a GEGLU feed-forward of ours' width
-                (ff_glu, ff_mult = 4 * 2/3, no bias); segment length --seg; torch.compile'd on CUDA
+                (ff_glu, ff_mult = 4 * 2/3, no bias; --xl-match-params widens it to ours' parameter count);
+                segment length --seg; torch.compile'd on CUDA except segments without memories (eager:
+                compiled, their flash-attention backward fails inductor's stride check in torch 2.11)
 
 Training data (the same for every model): the train split as --batch contiguous streams starting at
 evenly spaced offsets; each step takes the next --seq tokens of every row (wrapping around), cut
 into segments (ours: max_seq_len; xl: --seg) whose memories (and states) are carried from segment to
-segment and from step to step, detached (truncated backprop through time, one segment). AdamW
+segment and from step to step (--no-carry: reset every step, as train.py), detached (truncated
+backprop through time, one segment); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
 then cosine to lr/10 (over the token or time budget) or constant, gradient clipping --clip.
 
@@ -113,10 +116,14 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     parser.add_argument("--clip", type=float, default=0.5)
     parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--mem-dropout", type=float, default=0.0, help="chance a segment starts without memories "
-                                                                       "(ours and xl)")
-    parser.add_argument("--state-dropout", type=float, default=0.0, help="ours: chance a segment starts from the "
-                                                                         "initial states")
+    parser.add_argument("--mem-dropout", type=float, default=0.1, help="chance a segment starts without memories "
+                                                                       "(ours and xl; train.py's default)")
+    parser.add_argument("--state-dropout", type=float, default=0.1,
+                        help="ours: chance a segment starts from the initial states (train.py's default). Without it "
+                             "carried states never restart in training, while evaluation starts every document "
+                             "from the initial states: at 0 ours trained to 2.50 bits/byte against 1.39 without state")
+    parser.add_argument("--no-carry", action="store_true", help="start every step without memories and states "
+                                                                "(train.py's layout) instead of carrying them")
     parser.add_argument("--log-every", type=int, default=50, help="steps between train-loss records")
     parser.add_argument("--eval-bytes", type=float, default=2e6, help="held-out bytes evaluated (whole documents)")
     parser.add_argument("--eval-batch", type=int, default=16, help="documents per evaluation batch")
@@ -250,6 +257,7 @@ class Ours:
         self.step_fn = brt.TrainStep(self.wrapper, cuda_graph=device.type == "cuda" and not args.no_cuda_graph,
                                      amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
         self.carry: Optional[tuple] = None
+        self.no_carry = args.no_carry
 
     def describe(self) -> dict[str, Any]:
         return dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.cfg.items()},
@@ -258,6 +266,8 @@ class Ours:
     def train_step(self, x: Tensor) -> Tensor:
         """Accumulate the gradient of the mean loss over x (b, k * seg + 1); returns the loss."""
         ts = self.step_fn
+        if self.no_carry:
+            self.carry = None
         segments = self.wrapper.count_segments(x)
         if ts._model_tensors() != ts.tensors:
             ts._forget_model()
@@ -322,6 +332,7 @@ class XL:
         if device.type == "cuda" and not args.no_compile:
             self.forward = torch.compile(self.model)
         self.mems: Optional[list[Tensor]] = None
+        self.no_carry = args.no_carry
 
     def describe(self) -> dict[str, Any]:
         from importlib.metadata import version
@@ -336,12 +347,17 @@ class XL:
         x = x.to(self.device, non_blocking=True)
         segments = (x.shape[1] - 1) // self.seg
         total = torch.zeros((), device=self.device)
+        if self.no_carry:
+            self.mems = None
         for i in range(segments):
             if self.mem_dropout and random.random() < self.mem_dropout:
                 self.mems = None
             chunk = x[:, i * self.seg:(i + 1) * self.seg + 1]
+            # A segment without memories runs eagerly: compiled (torch 2.11), its flash-attention backward
+            # fails inductor's stride check; with memories x-transformers passes a mask (no flash kernel).
+            forward = self.forward if self.mems is not None else self.model
             with autocast(self.device):
-                logits, self.mems = self.forward(chunk[:, :-1], mems=self.mems, return_mems=True)
+                logits, self.mems = forward(chunk[:, :-1], mems=self.mems, return_mems=True)
             loss = F.cross_entropy(logits.float().transpose(1, 2), chunk[:, 1:])
             (loss / segments).backward()
             total = total + loss.detach()
