@@ -1,0 +1,503 @@
+"""Long-document quality: ours vs x-transformers' Transformer-XL at equal tokens or equal time (issue 15).
+
+One run trains one model (--model) from scratch on a corpus of bench/corpora.py for --tokens tokens
+or --seconds of training (compilation and CUDA-graph capture excluded: the first --untimed-steps
+steps are trained but timed apart, as warmup_s), then evaluates held-out documents and writes JSONL:
+
+  {"kind": "config", ...}   the model's parameters (count and settings), the run's flags
+  {"kind": "train", ...}    every --log-every steps: mean train loss (nats and bits/byte), lr, tokens, tokens/s
+  {"kind": "result", ...}   steps, tokens, tokens/s, warmup_s, train_s, and the evaluation: bits/byte over
+                            all held-out bytes and by byte offset within the document (0-1k, 1k-4k,
+                            4k-16k, 16k-64k, 64k+); for ours also with the states reset every segment
+                            ("nostate_eval": what the recurrent state contributes)
+
+Models:
+  ours          BlockRecurrentTransformer (--preset seed|large|tiny, any field with --set k=v, e.g.
+                --set kv_heads=8 --set recurrent_layers=4,), trained through TrainStep (CUDA graphs) on a
+                model.compile()d model with bf16 autocast and fused AdamW on CUDA; eagerly on CPU
+  ours_nostate  the same with recurrent_layers=() (no state; XL memories only)
+  xl            x-transformers' TransformerWrapper + Decoder with Transformer-XL memories (max_mem_len =
+                --mem, mems carried with return_mems=True / mems=), flash attention, rotary positions,
+                the same dim/depth/heads/dim_head/kv_heads as ours and a GEGLU feed-forward of ours' width
+                (ff_glu, ff_mult = 4 * 2/3, no bias; --xl-match-params widens it to ours' parameter count);
+                segment length --seg; torch.compile'd on CUDA except segments without memories (eager:
+                compiled, their flash-attention backward fails inductor's stride check in torch 2.11)
+
+Training data (the same for every model): the train split as --batch contiguous streams starting at
+evenly spaced offsets; each step takes the next --seq tokens of every row (wrapping around), cut
+into segments (ours: max_seq_len; xl: --seg) whose memories (and states) are carried from segment to
+segment and from step to step (--no-carry: reset every step, as train.py), detached (truncated
+backprop through time, one segment); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
+(betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
+then cosine to lr/10 (over the token or time budget) or constant, gradient clipping --clip.
+
+Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
+order in the test split) up to --eval-bytes, each as one row read from its start with fresh memories
+and states: the input is the separator byte followed by the document, every byte of the document is
+predicted once. Rows are batched by length (longest first), padded to whole segments and masked.
+bits/byte = mean next-byte loss (nats) / ln 2.
+
+    python bench/quality.py --model ours --corpus linux_c --tokens 100e6 --out bench_out/q_ours.jsonl
+    python bench/quality.py --model xl --seg 1024 --mem 1024 --seconds 300 --out bench_out/q_xl.jsonl
+    PYTHONPATH=/tmp/xt:$PWD python bench/quality.py --tiny --model xl     # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import corpora  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PRESETS: dict[str, dict[str, Any]] = {"seed": common.SEED_CONFIG, "large": common.LARGE_CONFIG,
+                                      "tiny": common.TINY_CONFIG}
+BUCKETS = corpora.BUCKETS
+LN2 = math.log(2)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def parse_value(text: str) -> Any:
+    """'4,' / '4,6' / '()' -> tuple of ints; true/false/none; int; float; else the string."""
+    t = text.strip()
+    if t in ("()", "", ","):
+        return ()
+    if "," in t:
+        return tuple(int(v) for v in t.strip("()").split(",") if v.strip())
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    if t.lower() == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(t)
+        except ValueError:
+            pass
+    return t
+
+
+def parse_args(argv: Optional[list[str]] = None):
+    parser = common.base_parser(__doc__)
+    parser.add_argument("--model", choices=("ours", "ours_nostate", "xl"), default="ours")
+    parser.add_argument("--corpus", default="linux_c", help="a corpus of bench/corpora.py (linux_c, python_stdlib, "
+                                                            "text_docs)")
+    parser.add_argument("--corpora", default=None, help="where the corpora are (default: .corpora/ in the repository, "
+                                                        "else /work/main/.corpora); raw .bin, else xz/*.bin.xz")
+    parser.add_argument("--tokens", type=float, default=None, help="train on this many tokens (e.g. 100e6)")
+    parser.add_argument("--seconds", type=float, default=None, help="or train this long (after the untimed steps)")
+    parser.add_argument("--untimed-steps", type=int, default=2, help="first steps (compilation, graph capture) "
+                                                                    "trained but timed apart")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="seed", help="ours' configuration (and xl's sizes)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a BlockRecurrentTransformer field, e.g. kv_heads=8, recurrent_layers=4,")
+    parser.add_argument("--seg", type=int, default=512, help="xl: segment length")
+    parser.add_argument("--mem", type=int, default=512, help="xl: memory length (max_mem_len)")
+    parser.add_argument("--xl-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an x-transformers Decoder keyword, e.g. attn_kv_heads=8, ff_glu=false")
+    parser.add_argument("--xl-match-params", action="store_true",
+                        help="xl: widen its feed-forward so its parameter count matches ours' (state layers included)")
+    parser.add_argument("--batch", type=int, default=8, help="rows (streams) per step")
+    parser.add_argument("--seq", type=int, default=2048, help="tokens per row per step (a multiple of the segment)")
+    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--warmup", type=int, default=200, help="linear warmup steps")
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    parser.add_argument("--clip", type=float, default=0.5)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--mem-dropout", type=float, default=0.1, help="chance a segment starts without memories "
+                                                                       "(ours and xl; train.py's default)")
+    parser.add_argument("--state-dropout", type=float, default=0.1,
+                        help="ours: chance a segment starts from the initial states (train.py's default); evaluation "
+                             "starts every document from the initial states, which carried training never revisits "
+                             "without it")
+    parser.add_argument("--no-carry", action="store_true", help="start every step without memories and states "
+                                                                "(train.py's layout) instead of carrying them")
+    parser.add_argument("--log-every", type=int, default=50, help="steps between train-loss records")
+    parser.add_argument("--eval-bytes", type=float, default=2e6, help="held-out bytes evaluated (whole documents)")
+    parser.add_argument("--eval-batch", type=int, default=16, help="documents per evaluation batch")
+    parser.add_argument("--eval-max-doc", type=int, default=None, help="cut documents longer than this (bytes)")
+    parser.add_argument("--no-nostate-eval", action="store_true", help="ours: skip the states-reset evaluation")
+    parser.add_argument("--no-compile", action="store_true", help="do not torch.compile (CUDA)")
+    parser.add_argument("--no-cuda-graph", action="store_true", help="ours: eager TrainStep (CUDA)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.preset = "tiny"
+        for name, value in dict(batch=4, seq=128, seg=32, mem=32, eval_batch=4, log_every=2, warmup=5).items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+        if args.tokens is None and args.seconds is None:
+            args.tokens = 4 * 128 * 12
+        if args.eval_bytes == parser.get_default("eval_bytes"):
+            args.eval_bytes = 24_000
+        if args.eval_max_doc is None:
+            args.eval_max_doc = 6000
+    if (args.tokens is None) == (args.seconds is None):
+        parser.error("give one of --tokens and --seconds")
+    return args
+
+
+# ---- data -----------------------------------------------------------------------------------------
+
+def load_corpus(args) -> tuple[str, Tensor, bytes]:
+    """(description, train split as a uint8 tensor, test split bytes)."""
+    if args.tiny and args.corpora is None:
+        train, test = corpora.tiny_corpus(REPO)
+        return "tiny (this repository's .py/.md files)", torch.frombuffer(bytearray(train), dtype=torch.uint8), test
+    roots = [args.corpora] if args.corpora else [REPO / ".corpora", Path("/work/main/.corpora")]
+    for root in roots:
+        if corpora.split_path(root, args.corpus, "train") is not None:
+            train = corpora.load_split(root, args.corpus, "train")
+            return (f"{args.corpus} from {root}", torch.frombuffer(bytearray(train), dtype=torch.uint8),
+                    corpora.load_split(root, args.corpus, "test"))
+    raise SystemExit(f"corpus {args.corpus} not found in {roots}: build it with bench/corpora.py")
+
+
+class Streams:
+    """``rows`` contiguous streams through data at evenly spaced offsets; ``next(n)`` gives each row's
+    next n + 1 tokens (the last one is the next call's first: inputs and targets), wrapping around."""
+
+    def __init__(self, data: Tensor, rows: int) -> None:
+        self.data, self.rows = data, rows
+        self.pos = torch.arange(rows) * (len(data) // rows)
+
+    def next(self, n: int) -> Tensor:
+        index = (self.pos[:, None] + torch.arange(n + 1)) % len(self.data)
+        self.pos = (self.pos + n) % len(self.data)
+        return self.data[index].long()
+
+
+def eval_documents(test: bytes, eval_bytes: float, max_doc: Optional[int]) -> list[bytes]:
+    """The first documents of the test split up to eval_bytes (whole, or cut at max_doc)."""
+    docs, total = [], 0
+    for doc in corpora.documents(test):
+        if total >= eval_bytes:
+            break
+        doc = doc[:max_doc] if max_doc else doc
+        docs.append(doc)
+        total += len(doc)
+    return docs
+
+
+# ---- models ---------------------------------------------------------------------------------------
+
+def ours_config(args) -> dict[str, Any]:
+    cfg = dict(PRESETS[args.preset])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        cfg[key.strip()] = parse_value(value)
+    if args.model == "ours_nostate":
+        cfg["recurrent_layers"] = ()  # the config accepts an empty tuple: no state is written or read
+        cfg.pop("read_recurrent_layers", None)
+    return cfg
+
+
+def xl_kwargs(args, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(TransformerWrapper keywords, Decoder keywords) of the XL peer, sized like ours."""
+    ff_hidden = int(cfg["dim"] * cfg.get("ff_mult", 4) * 2 / 3)  # ours' GEGLU hidden width
+    decoder = dict(dim=cfg["dim"], depth=cfg["depth"], heads=cfg.get("heads", 8), attn_dim_head=cfg.get("dim_head", 64),
+                   attn_kv_heads=cfg.get("kv_heads", 1), attn_flash=True, rotary_pos_emb=True,
+                   ff_glu=True, ff_mult=ff_hidden / cfg["dim"], ff_no_bias=True)
+    for item in args.xl_set:
+        key, _, value = item.partition("=")
+        decoder[key.strip()] = parse_value(value)
+    wrapper = dict(num_tokens=cfg.get("num_tokens", 256), max_seq_len=args.seg, max_mem_len=args.mem)
+    return wrapper, decoder
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def make_optimizer(model: nn.Module, args, device: torch.device) -> torch.optim.AdamW:
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": args.weight_decay},
+              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def learning_rate(args, step: int, progress: float) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    if args.schedule == "constant":
+        return args.lr
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+class Ours:
+    """Our model trained through TrainStep, memories and states carried from one step to the next."""
+
+    def __init__(self, args, device: torch.device) -> None:
+        import block_recurrent_transformer_pytorch as brt
+        self.brt = brt
+        self.cfg = ours_config(args)
+        self.model = brt.BlockRecurrentTransformer(**self.cfg).to(device)
+        self.seg = self.model.max_seq_len
+        self.wrapper = brt.RecurrentTrainerWrapper(self.model, args.mem_dropout, args.state_dropout)
+        self.device = device
+        if device.type == "cuda" and not args.no_compile:
+            self.model.compile(fullgraph=True, dynamic=False)
+        self.step_fn = brt.TrainStep(self.wrapper, cuda_graph=device.type == "cuda" and not args.no_cuda_graph,
+                                     amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
+        self.carry: Optional[tuple] = None
+        self.no_carry = args.no_carry
+
+    def describe(self) -> dict[str, Any]:
+        return dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.cfg.items()},
+                    version=getattr(self.brt, "__version__", None), module=os.path.dirname(self.brt.__file__))
+
+    def train_step(self, x: Tensor) -> Tensor:
+        """Accumulate the gradient of the mean loss over x (b, k * seg + 1); returns the loss."""
+        ts = self.step_fn
+        if self.no_carry:
+            self.carry = None
+        segments = self.wrapper.count_segments(x)
+        if ts._model_tensors() != ts.tensors:
+            ts._forget_model()
+        if x.device != self.device:
+            x = x.to(self.device, non_blocking=True)
+        ts._attach_grads()
+        b, seq = x.shape[0], self.seg
+        scale = ts._constant(1.0 / segments)
+        if self.carry is None:
+            xl = compressed = None
+            states = [torch.zeros(b, self.model.config.num_state_vectors, self.model.config.dim, device=self.device)
+                      for _ in self.model.states]
+        else:
+            xl, compressed, states = self.carry
+        total = torch.zeros((), device=self.device)
+        for i in range(segments):
+            drop_memories, drop_states = self.wrapper.draw_dropout()
+            if drop_memories:
+                xl = compressed = None
+            fresh = ts._constant(bool((i == 0 and self.carry is None) or drop_states))
+            loss, xl, compressed, *states = ts._run((x[:, i * seq:(i + 1) * seq + 1], xl, compressed, fresh, scale,
+                                                     *states))
+            total = total + loss
+        # graph outputs are overwritten by the next replay: keep copies for the next step
+        self.carry = (None if xl is None else xl.clone(), None if compressed is None else compressed.clone(),
+                      [s.clone() for s in states])
+        return total / segments
+
+    @torch.no_grad()
+    def eval_segment(self, x: Tensor, memory: Any, keep_states: bool = True) -> tuple[Tensor, Any]:
+        """Logits of one segment x (b, seg) and the memory (memories, states) for the next."""
+        memories, states = memory if memory is not None else (None, None)
+        with autocast(self.device):
+            # .forward: eager (a compiled call would compile again for the evaluation's shapes)
+            logits, memories, states = self.model.forward(x, xl_memories=memories,
+                                                          states=states if keep_states else None)
+        return logits, (memories, states)
+
+
+class XL:
+    """x-transformers' Transformer-XL: one forward/backward per segment, mems carried detached."""
+
+    def __init__(self, args, device: torch.device) -> None:
+        try:
+            import x_transformers
+        except ImportError as error:
+            raise SystemExit(f"xl needs x-transformers==2.31.10 on PYTHONPATH ({error})")
+        from x_transformers import Decoder, TransformerWrapper
+        self.xt = x_transformers
+        self.cfg = ours_config(args)
+        self.wrapper_kwargs, self.decoder_kwargs = xl_kwargs(args, self.cfg)
+        build = lambda: TransformerWrapper(**self.wrapper_kwargs, attn_layers=Decoder(**self.decoder_kwargs))  # noqa: E731
+        if args.xl_match_params:  # each GEGLU hidden unit costs 3 * dim parameters per layer
+            import block_recurrent_transformer_pytorch as brt
+            target = param_count(brt.BlockRecurrentTransformer(**self.cfg))
+            dim, depth = self.decoder_kwargs["dim"], self.decoder_kwargs["depth"]
+            hidden = int(dim * self.decoder_kwargs["ff_mult"]) + round((target - param_count(build())) / (3 * dim * depth))
+            self.decoder_kwargs["ff_mult"] = (hidden + 0.5) / dim
+        self.model = build().to(device)
+        self.seg, self.device, self.mem_dropout = args.seg, device, args.mem_dropout
+        self.forward: Callable = self.model
+        if device.type == "cuda" and not args.no_compile:
+            self.forward = torch.compile(self.model)
+        self.mems: Optional[list[Tensor]] = None
+        self.no_carry = args.no_carry
+
+    def describe(self) -> dict[str, Any]:
+        from importlib.metadata import version
+        try:
+            v = version("x-transformers")
+        except Exception:  # noqa: BLE001
+            v = None
+        return dict(wrapper=self.wrapper_kwargs, decoder=self.decoder_kwargs, version=v,
+                    module=os.path.dirname(self.xt.__file__))
+
+    def train_step(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
+        segments = (x.shape[1] - 1) // self.seg
+        total = torch.zeros((), device=self.device)
+        if self.no_carry:
+            self.mems = None
+        for i in range(segments):
+            if self.mem_dropout and random.random() < self.mem_dropout:
+                self.mems = None
+            chunk = x[:, i * self.seg:(i + 1) * self.seg + 1]
+            # A segment without memories runs eagerly: compiled (torch 2.11), its flash-attention backward
+            # fails inductor's stride check; with memories x-transformers passes a mask (no flash kernel).
+            forward = self.forward if self.mems is not None else self.model
+            with autocast(self.device):
+                logits, self.mems = forward(chunk[:, :-1], mems=self.mems, return_mems=True)
+            loss = F.cross_entropy(logits.float().transpose(1, 2), chunk[:, 1:])
+            (loss / segments).backward()
+            total = total + loss.detach()
+        return total / segments
+
+    @torch.no_grad()
+    def eval_segment(self, x: Tensor, memory: Any, keep_states: bool = True) -> tuple[Tensor, Any]:
+        with autocast(self.device):
+            logits, mems = self.model(x, mems=memory, return_mems=True)  # eager, as ours' evaluation
+        return logits, mems
+
+
+# ---- evaluation -------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True) -> dict[str, Any]:
+    """bits/byte over every byte of docs, overall and by byte offset within the document."""
+    device, seg = peer.device, peer.seg
+    was_training = peer.model.training
+    peer.model.eval()
+    edges = torch.tensor([lo for lo, _ in BUCKETS[1:]], device=device)
+    sums = torch.zeros(len(BUCKETS), device=device, dtype=torch.float64)
+    counts = torch.zeros(len(BUCKETS), device=device, dtype=torch.float64)
+    order = sorted(range(len(docs)), key=lambda i: (-len(docs[i]), i))
+    start = time.perf_counter()
+    for first in range(0, len(order), batch):
+        rows = [docs[i] for i in order[first:first + batch]]
+        length = math.ceil(max(len(r) for r in rows) / seg) * seg
+        tokens = torch.zeros(batch, length + 1, dtype=torch.long)  # padded rows keep the batch shape constant
+        valid = torch.zeros(batch, length, dtype=torch.bool)
+        for r, doc in enumerate(rows):
+            tokens[r, 0] = corpora.SEPARATOR  # a document follows a separator, as in training
+            tokens[r, 1:len(doc) + 1] = torch.frombuffer(bytearray(doc), dtype=torch.uint8).long()
+            valid[r, :len(doc)] = True
+        tokens, valid = tokens.to(device), valid.to(device)
+        memory = None
+        for s in range(0, length, seg):
+            logits, memory = peer.eval_segment(tokens[:, s:s + seg], memory, keep_states)
+            loss = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, s + 1:s + seg + 1], reduction="none")
+            bucket = torch.bucketize(torch.arange(s, s + seg, device=device), edges, right=True)
+            mask = valid[:, s:s + seg]
+            sums.index_add_(0, bucket, (loss * mask).sum(0).double())
+            counts.index_add_(0, bucket, mask.sum(0).double())
+    sums, counts = sums.cpu(), counts.cpu()
+    peer.model.train(was_training)
+    by_offset = {corpora.bucket_name(lo, hi): dict(bpb=round(float(sums[i] / counts[i]) / LN2, 4) if counts[i] else None,
+                                                   bytes=int(counts[i]))
+                 for i, (lo, hi) in enumerate(BUCKETS)}
+    return dict(bpb=round(float(sums.sum() / counts.sum()) / LN2, 4), bytes=int(counts.sum()), documents=len(docs),
+                by_offset=by_offset, eval_s=round(time.perf_counter() - start, 1))
+
+
+# ---- training ---------------------------------------------------------------------------------------
+
+def run(args) -> list[dict[str, Any]]:
+    device = common.pick_device("cpu" if args.tiny and args.device is None else args.device)
+    common.setup_precision()
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    records: list[dict[str, Any]] = []
+    writer = common.JsonlWriter(args.out)
+
+    def write(record: dict[str, Any]) -> None:
+        record = dict(model=args.model, impl=args.impl, **record)
+        records.append(record)
+        writer(record)
+
+    corpus_name, train_data, test = load_corpus(args)
+    peer = XL(args, device) if args.model == "xl" else Ours(args, device)
+    if args.seq % peer.seg:
+        raise SystemExit(f"--seq {args.seq} must be a multiple of the segment length {peer.seg}")
+    params = param_count(peer.model)
+    emb = sum(m.weight.numel() for m in peer.model.modules() if isinstance(m, nn.Embedding))
+    docs = eval_documents(test, args.eval_bytes, args.eval_max_doc)
+    tokens_per_step = args.batch * args.seq
+    write(dict(kind="config", corpus=corpus_name, train_bytes=len(train_data), test_bytes=len(test),
+               eval_documents=len(docs), eval_bytes=sum(map(len, docs)), params=params, params_embedding=emb,
+               segment=peer.seg, tokens_per_step=tokens_per_step, device=str(device), torch=torch.__version__,
+               gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+               args={k: v for k, v in vars(args).items()}, **peer.describe()))
+    print(f"{args.model}: {params / 1e6:.2f}M parameters ({emb / 1e6:.2f}M in embeddings)", flush=True)
+
+    optimizer = make_optimizer(peer.model, args, device)
+    params_list = [p for p in peer.model.parameters() if p.requires_grad]
+    streams = Streams(train_data, args.batch)
+    total_steps = math.ceil(args.tokens / tokens_per_step) if args.tokens else None
+    step, losses, curve_loss = 0, [], torch.zeros((), device=device)
+    warmup_s, train_s, clock_start = 0.0, 0.0, None
+    wall = time.perf_counter()
+    while True:
+        if total_steps is not None and step >= total_steps:
+            break
+        if args.seconds is not None and clock_start is not None and time.perf_counter() - clock_start >= args.seconds:
+            break
+        if step == args.untimed_steps:
+            common.synchronize(device)
+            warmup_s = time.perf_counter() - wall
+            clock_start = time.perf_counter()
+            timed_from = step
+        progress = (step / total_steps if total_steps else
+                    0.0 if clock_start is None else (time.perf_counter() - clock_start) / args.seconds)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(args, step, progress)
+        x = streams.next(args.seq)
+        if device.type == "cuda":
+            x = x.pin_memory()
+        loss = peer.train_step(x)
+        torch.nn.utils.clip_grad_norm_(params_list, args.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)  # TrainStep keeps its gradient buffers
+        curve_loss += loss
+        step += 1
+        if step % args.log_every == 0:
+            mean = curve_loss.item() / args.log_every
+            curve_loss.zero_()
+            elapsed = time.perf_counter() - clock_start if clock_start is not None else None
+            timed_tokens = (step - timed_from) * tokens_per_step if clock_start is not None else 0
+            write(dict(kind="train", step=step, tokens=step * tokens_per_step, loss=round(mean, 4),
+                       bpb=round(mean / LN2, 4), lr=common.round_sig(optimizer.param_groups[0]["lr"]),
+                       train_s=None if elapsed is None else round(elapsed, 1),
+                       tokens_per_s=round(timed_tokens / elapsed) if elapsed else None))
+    common.synchronize(device)
+    if clock_start is None:  # fewer steps than untimed steps
+        warmup_s, clock_start, timed_from = time.perf_counter() - wall, time.perf_counter(), step
+    train_s = time.perf_counter() - clock_start
+    timed_tokens = (step - timed_from) * tokens_per_step
+    result = dict(kind="result", corpus=corpus_name, params=params, steps=step, tokens=step * tokens_per_step,
+                  warmup_s=round(warmup_s, 1), untimed_steps=min(args.untimed_steps, step), train_s=round(train_s, 1),
+                  tokens_per_s=round(timed_tokens / train_s) if train_s > 0 and timed_tokens else None,
+                  peak_gib=common.peak_gib(device))
+    result["eval"] = evaluate(peer, docs, args.eval_batch)
+    if args.model != "xl" and not args.no_nostate_eval and peer.model.config.recurrent_layers:
+        result["nostate_eval"] = evaluate(peer, docs, args.eval_batch, keep_states=False)
+    write(result)
+    return records
+
+
+def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# bench/quality.py runs side by side on one machine: run i on GPU i mod NGPU (3 per GPU on 2 GPUs).
+#
+#   RUNS="ours:--tokens 100e6 ; ours_nostate:--tokens 100e6 ; xl:--seg 512 --mem 512 --tokens 100e6" \
+#       bash bench/quality_gpu.sh
+#
+# RUNS: runs separated by ';', each MODEL:FLAGS (MODEL = ours | ours_nostate | xl; FLAGS go to
+#   bench/quality.py as they are, e.g. --corpus text_docs --seconds 300 --set kv_heads=8).
+# COMMON: flags added to every run (e.g. "--corpus linux_c --eval-bytes 2e6").
+# OUT: where the JSONL (quality_<i>_<model>.jsonl) and logs go (default bench_out/).
+# RUN_TIMEOUT: seconds after which a run is killed (default 540: a 10-minute call with start-up to spare).
+# NGPU: GPUs to spread over (default: all that nvidia-smi lists).
+#
+# Carry `.whl` (the wheels below) and the corpora's xz folder, e.g. from /work/main: carry
+# [".whl", ".corpora/xz"]. Wheels, downloaded once where there is internet (all pure Python):
+#   python3 -m pip download --no-deps -d .whl beartype==0.23.1 x-transformers==2.31.10 einx==0.4.3 \
+#       loguru==0.7.3 torch-einops-utils==0.2.0 frozendict==2.5.1
+# (einops, numpy, packaging, sympy come with the GPU image's torch; einx imports sympy.)
+# Never install the seed package's wheel here: on PYTHONPATH it would shadow this repository's.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench_out}
+RUN_TIMEOUT=${RUN_TIMEOUT:-540}
+COMMON=${COMMON:-}
+mkdir -p "$OUT"
+SITE=/tmp/site
+if ls .whl/*.whl >/dev/null 2>&1; then
+    wheels=$(ls .whl/*.whl | grep -Ei '/(beartype|x_transformers|einx|loguru|torch_einops_utils|frozendict)-' || true)
+    [ -n "$wheels" ] && python3 -m pip install -q --no-index --no-deps --target "$SITE" $wheels
+fi
+export PYTHONPATH=$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}
+NGPU=${NGPU:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+[ "$NGPU" -ge 1 ] || NGPU=1
+: "${RUNS:?set RUNS, e.g. RUNS=\"ours:--tokens 100e6 ; xl:--seg 512 --mem 512 --tokens 100e6\"}"
+
+pids=()
+i=0
+IFS=';' read -ra specs <<< "$RUNS"
+for spec in "${specs[@]}"; do
+    spec=$(echo "$spec" | sed 's/^ *//; s/ *$//')
+    [ -z "$spec" ] && continue
+    model=${spec%%:*}
+    flags=${spec#*:}
+    [ "$flags" = "$spec" ] && flags=""
+    gpu=$((i % NGPU))
+    name="quality_${i}_${model}"
+    echo "run $i on GPU $gpu: $model $COMMON $flags"
+    # shellcheck disable=SC2086  # the flags are meant to split into words
+    CUDA_VISIBLE_DEVICES=$gpu timeout -k 10 "$RUN_TIMEOUT" python3 bench/quality.py --model "$model" \
+        --impl "$name" $COMMON $flags --out "$OUT/$name.jsonl" > "$OUT/$name.log" 2>&1 &
+    pids+=($!)
+    i=$((i + 1))
+done
+status=0
+for j in "${!pids[@]}"; do
+    if ! wait "${pids[$j]}"; then
+        status=1
+        echo "=== run $j failed or timed out; the end of its log:"
+        tail -n 15 "$OUT"/quality_${j}_*.log
+    fi
+done
+echo "=== results (JSON lines of kind result; configs and train curves are in $OUT/quality_*.jsonl)"
+for f in "$OUT"/quality_*.jsonl; do
+    [ -e "$f" ] || continue
+    grep -h '"kind": "result"' "$f" || echo "{\"file\": \"$f\", \"result\": null, \"last\": $(tail -n 1 "$f" || echo null)}"
+done
+python3 - "$OUT" <<'EOF' || true
+import glob, json, sys
+print(f"{'run':28} {'params':>7} {'tokens':>9} {'tok/s':>8} {'bpb':>6} " + " ".join(f"{b:>7}" for b in
+      ("0k-1k", "1k-4k", "4k-16k", "16k-64k", "64k+")) + "  nostate")
+for path in sorted(glob.glob(f"{sys.argv[1]}/quality_*.jsonl")):
+    recs = [json.loads(line) for line in open(path) if line.strip()]
+    res = next((r for r in recs if r.get("kind") == "result"), None)
+    if res is None:
+        print(f"{path.split('/')[-1][:-6]:28} (no result)")
+        continue
+    ev, ns = res["eval"], res.get("nostate_eval")
+    cells = " ".join(f"{(ev['by_offset'][b]['bpb'] or float('nan')):7.4f}" for b in ev["by_offset"])
+    print(f"{res['impl']:28} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M {res['tokens_per_s'] or 0:8d} "
+          f"{ev['bpb']:6.4f} {cells}  {ns['bpb'] if ns else '-'}")
+EOF
+exit $status
