@@ -734,6 +734,7 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
         self._group: Optional[Any] = None
         self._pending: Optional[tuple[Tensor, Any]] = None
+        self.stopped_together = False  # set when the ranks agreed to stop on a signal
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -773,14 +774,34 @@ class StopSignals:
         pending[1].wait()
         return int(pending[0].item()) or None
 
+    def close(self) -> None:
+        """Distributed, once every rank has left the training loop together (finished, or stopped by
+        an agreed signal): finish the exchange in flight, wait for every rank and drop the group.
+        Destroying process groups while a rank still has gloo work in flight deadlocked at exit (the
+        group's destructor joins a worker thread that needs the GIL the destructor holds)."""
+        if self._group is None:
+            return
+        if self._pending is not None:
+            self._pending[1].wait()
+        dist.barrier(group=self._group)
+        dist.destroy_process_group(self._group)
+        self._group = self._pending = None
+
 
 def train(cfg: TrainConfig) -> BlockRecurrentTransformer:
     """Train (or with cfg.eval_only, evaluate) as cfg says; returns the model. See the module docstring."""
     joined_before = dist.is_available() and dist.is_initialized()
     env = setup_distributed(cfg.device)
+    stop = StopSignals(announce=env.is_main)
     try:
-        with StopSignals(announce=env.is_main) as stop:
-            return _run(cfg, env, stop)
+        with stop:
+            model = _run(cfg, env, stop)
+        stop.close()
+        return model
+    except Interrupted:
+        if stop.stopped_together:  # every rank raised it after the same step: they can still meet
+            stop.close()
+        raise
     finally:
         if env.world_size > 1 and not joined_before:
             dist.destroy_process_group()
@@ -988,6 +1009,7 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             by = "" if signalled is None else f" by {signal.Signals(signalled).name}"
             message = f"stopped{by} at step {step}; continue with: python train.py --resume --out-dir {out_dir}"
             if signalled is not None:
+                stop.stopped_together = True
                 raise Interrupted(signalled, message if is_main else "")
             if is_main:
                 print(message)

@@ -484,15 +484,22 @@ def test_a_signal_to_one_rank_stops_both_after_the_same_step(tmp_path):
         port = s.getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_ddp_main_worker, args=(rank, port, flags(cfg))) for rank in range(2)]
-    for w in workers:
-        w.start()
-    deadline = time.monotonic() + 120
-    while not ((out / train.METRICS).exists() and (out / train.METRICS).read_text()):  # training has begun
-        assert all(w.is_alive() for w in workers) and time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(workers[1].pid, signal.SIGTERM)  # rank 1 only, as when one node of a job is preempted
-    for w in workers:
-        w.join(timeout=120)
+    try:
+        for w in workers:
+            w.start()
+        deadline = time.monotonic() + 120
+        while not ((out / train.METRICS).exists() and (out / train.METRICS).read_text()):  # training has begun
+            assert all(w.is_alive() for w in workers) and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(workers[1].pid, signal.SIGTERM)  # rank 1 only, as when one node of a job is preempted
+        for w in workers:
+            w.join(timeout=120)
+    finally:
+        for w in workers:  # a hung worker must not hang the test session at exit
+            if w.is_alive():
+                w.kill()
+    # both ranks stopped by the agreed signal, after the step the checkpoint holds: a rank that
+    # had gone on would have waited for the other in its next collective and been killed above
     assert [w.exitcode for w in workers] == [128 + signal.SIGTERM] * 2
     ckpt = train.load_checkpoint(out / train.CHECKPOINT)
     assert ckpt["step"] >= 1 and ckpt["world_size"] == 2
@@ -506,10 +513,15 @@ def train_on_two_processes(tmp_path: Path, cfg: train.TrainConfig) -> tuple[dict
     result = str(tmp_path / "weights")
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_ddp_worker, args=(rank, port, cfg, result)) for rank in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=180)
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=180)
+    finally:
+        for w in workers:  # a hung worker must not hang the test session at exit
+            if w.is_alive():
+                w.kill()
     assert [w.exitcode for w in workers] == [0, 0]
     rank0, rank1 = (torch.load(f"{result}.{r}", weights_only=True) for r in range(2))
     return rank0, rank1
