@@ -264,37 +264,13 @@ class Ours:
                     version=getattr(self.brt, "__version__", None), module=os.path.dirname(self.brt.__file__))
 
     def train_step(self, x: Tensor) -> Tensor:
-        """Accumulate the gradient of the mean loss over x (b, k * seg + 1); returns the loss."""
-        ts = self.step_fn
-        if self.no_carry:
-            self.carry = None
-        segments = self.wrapper.count_segments(x)
-        if ts._model_tensors() != ts.tensors:
-            ts._forget_model()
-        if x.device != self.device:
-            x = x.to(self.device, non_blocking=True)
-        ts._attach_grads()
-        b, seq = x.shape[0], self.seg
-        scale = ts._constant(1.0 / segments)
-        if self.carry is None:
-            xl = compressed = None
-            states = [torch.zeros(b, self.model.config.num_state_vectors, self.model.config.dim, device=self.device)
-                      for _ in self.model.states]
-        else:
-            xl, compressed, states = self.carry
-        total = torch.zeros((), device=self.device)
-        for i in range(segments):
-            drop_memories, drop_states = self.wrapper.draw_dropout()
-            if drop_memories:
-                xl = compressed = None
-            fresh = ts._constant(bool((i == 0 and self.carry is None) or drop_states))
-            loss, xl, compressed, *states = ts._run((x[:, i * seq:(i + 1) * seq + 1], xl, compressed, fresh, scale,
-                                                     *states))
-            total = total + loss
-        # graph outputs are overwritten by the next replay: keep copies for the next step
-        self.carry = (None if xl is None else xl.clone(), None if compressed is None else compressed.clone(),
-                      [s.clone() for s in states])
-        return total / segments
+        """Accumulate the gradient of the mean loss over x (b, k * seg + 1); returns the loss. The
+        memories and states the last step ended with start this one (the rows are streams)."""
+        memories, states = (None, None) if self.no_carry or self.carry is None else self.carry
+        loss, memories, states = self.step_fn(x.to(self.device, non_blocking=True), xl_memories=memories,
+                                              states=states, return_memories_and_states=True)
+        self.carry = (memories, states)
+        return loss
 
     @torch.no_grad()
     def eval_segment(self, x: Tensor, memory: Any, keep_states: bool = True) -> tuple[Tensor, Any]:

@@ -34,11 +34,16 @@ def sdpa_backends() -> list[SDPBackend]:
     """The SDPA backends the caller has enabled (``torch.nn.attention.sdpa_kernel``), less cuDNN's.
 
     While torch.compile traces, the switches cannot be read (they are not tensors): the three
-    backends are named as they are, and the compiled code keeps the choice made at trace time.
+    backends are named as they are, so a caller's restriction does not reach compiled code, which
+    keeps the kernel chosen at trace time.
     """
     if torch.compiler.is_compiling():
         return [backend for backend, _ in _BACKENDS]
-    return [backend for backend, enabled in _BACKENDS if enabled()]
+    backends = [backend for backend, enabled in _BACKENDS if enabled()]
+    if not backends:
+        raise RuntimeError("the SDPA backends enabled (torch.nn.attention.sdpa_kernel) leave our attention none to "
+                           "run on: it uses flash, memory-efficient or math, never cuDNN's (see attention.py)")
+    return backends
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,

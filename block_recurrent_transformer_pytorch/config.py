@@ -37,6 +37,15 @@ def _layers_tuple(name: str, value: Sequence[int], depth: int) -> tuple[int, ...
     return layers
 
 
+# The fields by kind, in declaration order: what __post_init__ checks and coerce_seed_values converts.
+_POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len", "block_width",
+                        "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k")
+_INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index"))  # these two checked apart
+_BOOL_FIELDS = ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias")
+_NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta")
+_LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
+
+
 @typechecked
 @dataclass
 class BlockRecurrentConfig:
@@ -77,16 +86,15 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     state_update_bias: bool = False  # a bias on the state update's projection (the seed's; see from_seed)
 
     def __post_init__(self) -> None:
-        for name in ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len",
-                     "block_width", "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k"):
+        for name in _POSITIVE_INT_FIELDS:
             value = getattr(self, name)
             if not _is_int(value):
                 raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
             if value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value}")
-        for name in ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias"):
+        for name in _BOOL_FIELDS:
             check_bool(name, getattr(self, name))
-        for name in ("ff_mult", "qk_rmsnorm_scale", "rotary_theta"):
+        for name in _NUMBER_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -167,12 +175,6 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
         return d
 
 
-_INT_FIELDS = frozenset(("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len", "block_width",
-                         "num_state_vectors", "knn_memory_size", "knn_top_k", "ignore_index", "compressed_mem_factor",
-                         "xpos_scale_base"))
-_BOOL_FIELDS = frozenset(("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias"))
-_NUMBER_FIELDS = frozenset(("qk_rmsnorm_scale", "ff_mult", "rotary_theta"))
-_LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 
 
 def _numpy_bool(value: object) -> bool:

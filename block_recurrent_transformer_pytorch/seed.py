@@ -53,13 +53,22 @@ def seed_config(**keywords) -> BlockRecurrentConfig:
     return BlockRecurrentConfig(**keywords, qk_rmsnorm_scale=scale, state_update_bias=True)
 
 
+def _unwrapped(key: str) -> str:
+    """A state-dict key without DistributedDataParallel's ``module.`` or torch.compile's ``_orig_mod.``."""
+    for prefix in ("module.", "_orig_mod."):
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
 def convert_state_dict(state_dict: Union[Mapping[str, Tensor], nn.Module], config: BlockRecurrentConfig) -> dict:
     """The seed model's state dict as this package's, for the config ``seed_config`` made."""
     if isinstance(state_dict, nn.Module):
         state_dict = state_dict.state_dict()
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"from_seed takes the seed model's state_dict(), got {type(state_dict).__name__}")
-    source = dict(state_dict)
+    # a state dict saved from a DDP-wrapped or compiled model names every key under a prefix
+    source = {_unwrapped(key): value for key, value in state_dict.items()}
     out: dict[str, Tensor] = {}
 
     def take(key: str) -> Tensor:

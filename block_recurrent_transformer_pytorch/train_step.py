@@ -26,7 +26,9 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .memory import Memories
+from .config import check_bool
+from .memory import Memories, check_memories
+from .state import check_states
 from .wrapper import RecurrentTrainerWrapper
 
 WARMUP_RUNS = 2  # eager runs on a side stream before a capture (cuBLAS handles, compiled kernels)
@@ -83,14 +85,22 @@ class TrainStep:
         return (tuple((p.data_ptr(), p.dtype, p.requires_grad) for p in self.model.parameters()),
                 tuple(b.data_ptr() for b in self.model.buffers()))
 
-    def __call__(self, x: Tensor, loss_scale: Union[float, Tensor] = 1.0) -> Tensor:
+    def __call__(self, x: Tensor, loss_scale: Union[float, Tensor] = 1.0, *, xl_memories: Optional[Memories] = None,
+                 states: Optional[list[Tensor]] = None,
+                 return_memories_and_states: bool = False) -> Union[Tensor, tuple[Tensor, Memories, list[Tensor]]]:
         """Accumulate ``loss_scale`` x the gradient of the mean loss over x; returns the mean loss
         (a detached 0-d tensor on the model's device: reading it is the caller's only host sync).
         ``loss_scale``: a finite number >= 0, or a one-element float tensor (e.g. a GradScaler's).
 
         x may be on the CPU (best: pinned): its token ids are then checked there and it is copied
         without a host sync. On the GPU, the check waits for the work queued before it.
+
+        As the wrapper's, the first segment starts from ``xl_memories`` and ``states`` (what a
+        previous call returned, to read a long sequence across calls; None: afresh), and with
+        ``return_memories_and_states=True`` the final ones come back too: copies, detached, since a
+        replay overwrites the graph's outputs.
         """
+        check_bool("return_memories_and_states", return_memories_and_states)
         segments = self.wrapper.count_segments(x)
         loss_scale = checked_loss_scale(loss_scale)
         if self._model_tensors() != self.tensors:  # the model moved, was cast or (un)froze parameters
@@ -105,19 +115,41 @@ class TrainStep:
         seq, b = self.wrapper.seq_len, x.shape[0]
         # one buffer filled in place, not a tensor per value (nor per tensor loss_scale, by identity)
         scale = self.scale.fill_(loss_scale / segments)
-        xl = compressed = None
-        states = [torch.zeros(b, self.model.config.num_state_vectors, self.model.config.dim, device=device)
-                  for _ in self.model.states]
+        xl, compressed = self._carried_memories(xl_memories, b)
+        fresh_start = states is None
+        states = self._carried_states(states, b)
         total = torch.zeros((), device=device)
         for i in range(segments):
             drop_memories, drop_states = self.wrapper.draw_dropout()
-            if i == 0 or drop_memories:
+            if drop_memories:
                 xl = compressed = None
-            fresh = self._constant(i == 0 or drop_states)
+            fresh = self._constant((i == 0 and fresh_start) or drop_states)
             inputs = (x[:, i * seq:(i + 1) * seq + 1], xl, compressed, fresh, scale, *states)
             loss, xl, compressed, *states = self._run(inputs)
             total = total + loss
-        return total / segments
+        if not return_memories_and_states:
+            return total / segments
+        # a dropped last memory: the segment still pushed its block, which the outputs hold
+        memories = Memories(xl=xl.clone(), compressed=None if compressed is None else compressed.clone())
+        return total / segments, memories, [s.clone() for s in states]
+
+    def _carried_memories(self, memories: Optional[Memories], batch: int) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """The XL and compressed tensors of memories passed in (None: none), checked."""
+        if memories is None or (memories.xl.shape[-2] == 0 and memories.compressed is None):
+            return None, None  # empty memories: the no-memory graph
+        memories = check_memories(memories, self.model.config, batch, self.model.device)
+        if memories.blocks_since_reset is not None:
+            raise ValueError("xl_memories hold entries from before a per-row reset (a reset mask): TrainStep "
+                             "takes memories whose every entry is valid; call the wrapper for these")
+        return memories.xl, memories.compressed
+
+    def _carried_states(self, states: Optional[list[Tensor]], batch: int) -> list[Tensor]:
+        """States passed in (checked), or placeholders that the first segment's fresh flag replaces."""
+        config = self.model.config
+        if states is None:
+            return [torch.zeros(batch, config.num_state_vectors, config.dim, device=self.model.device)
+                    for _ in self.model.states]
+        return check_states(states, config, batch, self.model.device, torch.float32)
 
     def _constant(self, value: bool) -> Tensor:
         """A 0-d bool tensor on the model's device, made once per value (no host-to-device copy per step)."""

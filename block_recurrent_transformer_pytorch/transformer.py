@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Optional, Union
 
 import torch
@@ -78,7 +78,7 @@ class BlockRecurrentTransformer(nn.Module):
         return cls(config if isinstance(config, BlockRecurrentConfig) else BlockRecurrentConfig(**config), **options)
 
     @classmethod
-    def from_seed(cls, state_dict, **seed_keywords) -> "BlockRecurrentTransformer":
+    def from_seed(cls, state_dict: Union[Mapping[str, Tensor], nn.Module], **seed_keywords) -> "BlockRecurrentTransformer":
         """The model a seed package 0.4.4 model computes: ``state_dict`` is the seed model's
         ``state_dict()`` (or the model), ``seed_keywords`` the keywords its constructor was given.
         Logits, memories and states match the seed's (see seed.py for how the weights map, README

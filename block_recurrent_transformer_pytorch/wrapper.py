@@ -35,14 +35,15 @@ class RecurrentTrainerWrapper(nn.Module):
         if bptt_segments < 1:
             raise ValueError(f"bptt_segments must be a positive int, got {bptt_segments}")
         config = transformer.config
-        if config.max_seq_len == config.block_width and bptt_segments == 1:
+        if config.recurrent_layers and config.max_seq_len == config.block_width and bptt_segments == 1:
             # TrainStep takes its config from a wrapper: built on one, it has warned here already
             warnings.warn(
                 f"max_seq_len == block_width ({config.block_width}): one block per segment, and with "
                 f"bptt_segments=1 the state a block writes is read only by the next segment, after the detach, "
                 f"so the state write (to_write_q, to_update, its qk gains, the gate) gets no gradient and cannot "
                 f"learn. Use several blocks per segment (max_seq_len a multiple >= 2 of block_width) or "
-                f"backprop through several segments (bptt_segments >= 2)", stacklevel=2)
+                f"backprop through several segments (bptt_segments >= 2)",
+                stacklevel=3)  # the caller's line: 2 would name beartype's wrapper of __init__
         self.transformer = transformer
         self.bptt_segments = bptt_segments
         self.seq_len = transformer.max_seq_len

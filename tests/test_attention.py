@@ -93,3 +93,5 @@ def test_sdpa_backends_keep_the_callers_choice_without_cudnn():
         assert sdpa_backends() == [math]
     with sdpa_kernel([efficient, flash]):
         assert sdpa_backends() == [flash, efficient]
+    with sdpa_kernel(cudnn), pytest.raises(RuntimeError, match="never cuDNN"):
+        sdpa_backends()

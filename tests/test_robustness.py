@@ -19,8 +19,9 @@ def test_a_state_write_that_cannot_learn_is_warned_about():
     """One block per segment with bptt over one segment: the written state is read only after the
     detach, so the write's parameters get no gradient (checked), and the wrapper says so once."""
     model = small_model(max_seq_len=8).train()
-    with pytest.warns(UserWarning, match=r"max_seq_len == block_width \(8\).*bptt_segments >= 2"):
+    with pytest.warns(UserWarning, match=r"max_seq_len == block_width \(8\).*bptt_segments >= 2") as caught:
         wrapper = RecurrentTrainerWrapper(model)
+    assert caught[0].filename == __file__  # points at the caller's line
     wrapper(tokens(2, 25)).backward()
     write = model.states[0]
     assert all(p.grad is None or not p.grad.any() for p in (write.to_write_q.weight, write.to_update.weight,
@@ -29,6 +30,7 @@ def test_a_state_write_that_cannot_learn_is_warned_about():
         warnings.simplefilter("error")  # nothing to say: two blocks per segment, or bptt over segments
         TrainStep(RecurrentTrainerWrapper(small_model()), cuda_graph=False)
         RecurrentTrainerWrapper(model, bptt_segments=2)
+        RecurrentTrainerWrapper(small_model(max_seq_len=8, recurrent_layers=()))  # no state to write
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])

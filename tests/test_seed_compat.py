@@ -58,6 +58,17 @@ def test_from_seed_reproduces_the_seed(name):
     assert memories.compressed is not None if name == "compressed" else memories.compressed is None
 
 
+def test_from_seed_takes_a_ddp_or_compiled_models_state_dict():
+    """Keys under DistributedDataParallel's ``module.`` or torch.compile's ``_orig_mod.`` load as the bare ones."""
+    fixture = load_fixture("plain")
+    bare = BlockRecurrentTransformer.from_seed(fixture["state_dict"], **fixture["config"])
+    for prefix in ("module.", "_orig_mod.", "module._orig_mod."):
+        wrapped = {prefix + key: value for key, value in fixture["state_dict"].items()}
+        model = BlockRecurrentTransformer.from_seed(wrapped, **fixture["config"])
+        for (name, ours), theirs in zip(model.state_dict().items(), bare.state_dict().values()):
+            assert torch.equal(ours, theirs), name
+
+
 @pytest.mark.parametrize("name", ["plain", "compressed"])
 def test_seed_memories_and_states_continue_in_our_model(name):
     """The seed's own returned list of memories and its states, passed to the converted model,

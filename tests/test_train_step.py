@@ -44,6 +44,48 @@ def test_train_step_equals_wrapper_backward(compressed):
     assert all(g.abs().sum() > 0 for g in reference)  # every parameter learns, both paths
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_train_step_carries_memories_and_states_as_the_wrapper(compressed):
+    """Reading a long sequence across calls: memories and states passed in and returned, dropout on,
+    give the wrapper's losses, gradients, memories and states; the returned ones are copies."""
+    model = small_model(use_compressed_mem=compressed).train()
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.3, state_dropout=0.3)
+    chunks = [tokens(2, 2 * 16 + 1, seed=s) for s in (1, 2, 3)]
+    results = []
+    for run in (wrapper, TrainStep(wrapper, cuda_graph=False, amp_dtype=None)):
+        model.zero_grad(set_to_none=True)
+        random.seed(5)
+        memories = states = None
+        losses = []
+        for x in chunks:
+            if run is wrapper:
+                loss, memories, states = run(x, True, xl_memories=memories, states=states)
+                loss.backward()
+            else:
+                loss, memories, states = run(x, xl_memories=memories, states=states, return_memories_and_states=True)
+            losses.append(loss.detach())
+        results.append((torch.stack(losses), _grads(model), memories, states))
+    (want_loss, want_grads, want_mem, want_states), (loss, grads, mem, states) = results
+    torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, want_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values())
+    for got, want in zip(states, want_states):
+        torch.testing.assert_close(got, want)
+        assert not got.requires_grad
+
+
+def test_train_step_refuses_memories_with_a_reset_mask():
+    model = small_model().train()
+    step = TrainStep(RecurrentTrainerWrapper(model), cuda_graph=False, amp_dtype=None)
+    _, memories, states = model(tokens(2, 16))
+    # a reset, then less than a block: row 0's memory still holds its entries from before the reset
+    _, memories, states = model(tokens(2, 4), xl_memories=memories, states=states, reset=torch.tensor([True, False]))
+    assert memories.blocks_since_reset is not None
+    with pytest.raises(ValueError, match="reset mask"):
+        step(tokens(2, 17), xl_memories=memories, states=states)
+
+
 def test_train_step_with_activation_checkpointing_equals_wrapper_backward():
     model = small_model(activation_checkpointing=True).train()
     wrapper = RecurrentTrainerWrapper(model)
@@ -159,7 +201,7 @@ def test_loss_scales_reuse_one_buffer_and_must_be_finite_and_non_negative():
     x = tokens(2, 33)
     step(x)
     constants, scale = len(step.constants), step.scale
-    for i in range(100):
+    for i in range(10):
         step(x, loss_scale=1 + i / 7)
         step(x, loss_scale=torch.full((1,), 1 + i / 7))
     assert len(step.constants) == constants and step.scale is scale
