@@ -175,8 +175,6 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
         return d
 
 
-
-
 def _numpy_bool(value: object) -> bool:
     return type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
 
