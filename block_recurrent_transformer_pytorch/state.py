@@ -58,19 +58,21 @@ class LSTMGate(nn.Module):
 
     def __init__(self, dim_hidden: int, dim: int) -> None:
         super().__init__()
-        self.forget = nn.Linear(dim_hidden, dim)
-        self.input = nn.Linear(dim_hidden, dim)
+        # named apart from the gates of before 2026-11-30 (which read z): their checkpoints fail to
+        # load with missing keys instead of loading into a gate that computes something else
+        self.forget_gate = nn.Linear(dim_hidden, dim)
+        self.input_gate = nn.Linear(dim_hidden, dim)
         # flax's variance_scaling(0.1, "fan_in", "truncated_normal"): cut at 2 std, rescaled to keep the variance
         std = math.sqrt(0.1 / dim_hidden) / 0.87962566103423978
-        for linear in (self.forget, self.input):
+        for linear in (self.forget_gate, self.input_gate):
             nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
             nn.init.normal_(linear.bias, std=0.1)
 
     def forward(self, state: Tensor, update: Tensor, hidden: Tensor) -> Tensor:
         """The next state from the current one and the projected update, both (b, S, dim), and the
         attention outputs the update was projected from, (b, S, dim_hidden)."""
-        forget = torch.sigmoid(self.forget(hidden) + 1)
-        write = torch.sigmoid(self.input(hidden) - 1)
+        forget = torch.sigmoid(self.forget_gate(hidden) + 1)
+        write = torch.sigmoid(self.input_gate(hidden) - 1)
         return state * forget + update * write
 
 

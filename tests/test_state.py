@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from block_recurrent_transformer_pytorch.state import FixedGate, LSTMGate
@@ -22,8 +23,8 @@ def test_lstm_gate_is_biased_to_remember():
     """The gates read the attention outputs h (24 wide here) the update z was projected from."""
     gate = LSTMGate(24, 16)
     state, update, hidden = torch.randn(2, 5, 16), torch.randn(2, 5, 16), torch.randn(2, 5, 24)
-    forget = torch.sigmoid(hidden @ gate.forget.weight.T + gate.forget.bias + 1)
-    write = torch.sigmoid(hidden @ gate.input.weight.T + gate.input.bias - 1)
+    forget = torch.sigmoid(hidden @ gate.forget_gate.weight.T + gate.forget_gate.bias + 1)
+    write = torch.sigmoid(hidden @ gate.input_gate.weight.T + gate.input_gate.bias - 1)
     torch.testing.assert_close(gate(state, update, hidden), state * forget + update * write)
 
 
@@ -33,13 +34,13 @@ def test_lstm_gate_reads_the_attention_outputs_starts_small_and_learns():
     model = small_model(dim=256, heads=8, dim_head=32, num_state_vectors=256, gate_type="lstm").train()
     gate = model.states[0].gate
     fan_in = 2 * 8 * 32
-    for linear in (gate.forget, gate.input):
+    for linear in (gate.forget_gate, gate.input_gate):
         assert linear.weight.shape == (256, fan_in)
         assert abs(linear.weight.var().item() - 0.1 / fan_in) < 0.1 * 0.1 / fan_in
         assert linear.weight.abs().max() <= 2 * math.sqrt(0.1 / fan_in) / 0.87962566103423978
         assert abs(linear.bias.std().item() - 0.1) < 0.015
     model(tokens(2, 17), return_loss=True)[0].backward()
-    for p in (gate.forget.weight, gate.forget.bias, gate.input.weight, gate.input.bias):
+    for p in (gate.forget_gate.weight, gate.forget_gate.bias, gate.input_gate.weight, gate.input_gate.bias):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
@@ -58,3 +59,12 @@ def test_state_ids_enter_after_the_norm_and_only_the_projections():
     view = state.view(s)
     torch.testing.assert_close(view.normed, state.norm(s) + state.state_ids)
     assert view.state is s
+
+
+def test_an_lstm_checkpoint_from_before_the_official_gate_does_not_load():
+    """The old gates read the update z (Linear(dim, dim) named forget/input): loading one must fail
+    loudly, also where the shapes would match (dim == 2 * heads * dim_head), not compute another gate."""
+    model = small_model(gate_type="lstm", dim=32, heads=2, dim_head=16)
+    old = {k.replace("forget_gate", "forget").replace("input_gate", "input"): v for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match="gate.forget.weight"):
+        model.load_state_dict(old)
