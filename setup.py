@@ -15,7 +15,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     license="MIT",
-    packages=find_packages(exclude=("tests", "bench")),
+    packages=find_packages(include=("block_recurrent_transformer_pytorch", "block_recurrent_transformer_pytorch.*")),
     python_requires=">=3.9",
     install_requires=["torch>=2.5", "einops>=0.8", "beartype>=0.18"],
     extras_require={

@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .block_context import BlockContext
 from .blocks import AttentionBlock, FeedForward
-from .cache import DecodeCache
 from .config import BlockRecurrentConfig, check_bool
-from .generation import generate, stream
 from .memory import MemoryCompressor, Memories, check_memories, empty_memories, from_layer_list, push
 from .positions import RotaryEmbedding
 from .state import RecurrentState, StateView, check_states
@@ -187,6 +186,8 @@ class BlockRecurrentTransformer(nn.Module):
         source of the sampling's randomness: the same seed, the same samples. The memories and
         states passed in are never modified.
         """
+        from .generation import generate  # decoding imports the model's modules: resolved at call time
+
         length = self.max_seq_len + 1 if length is None else length
         out = generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
                        filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
@@ -200,6 +201,8 @@ class BlockRecurrentTransformer(nn.Module):
     @torch.no_grad()
     def stream(self, prime: Tensor, max_new_tokens: int, **kwargs) -> Iterator[Tensor]:
         """An iterator of the next token of every row, (b,), as each is sampled; kwargs as for ``generate``."""
+        from .generation import stream  # as in generate
+
         return stream(self, prime, max_new_tokens, **kwargs)
 
     # ---- the computation ---------------------------------------------------------------------
@@ -217,7 +220,7 @@ class BlockRecurrentTransformer(nn.Module):
         return self.rotary(-m, m)
 
     def forward_block(self, h: Tensor, memories: Memories, states: States,
-                      cache: Optional[DecodeCache] = None) -> tuple[Tensor, Memories, States]:
+                      cache: Optional[BlockContext] = None) -> tuple[Tensor, Memories, States]:
         """Run embeddings h (b, n, dim) of one block through every layer.
 
         Without a cache, h is a block from its start (n <= block_width). With a cache, h continues
@@ -330,7 +333,7 @@ class BlockRecurrentTransformer(nn.Module):
 
 class WholeBlock:
     """What a block run from its start attends to (training, the reference path): its memories,
-    positioned afresh, then its own keys/values. The same interface as ``DecodeCache``."""
+    positioned afresh, then its own keys/values. A ``BlockContext``, as ``DecodeCache`` is."""
 
     causal = True  # the block's queries over [memories | block], aligned lower-right
     length = 0  # a whole block starts at position 0

@@ -1,0 +1,129 @@
+"""The run's config (every flag of train.py) and the error a user can fix."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Optional
+
+ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
+ENWIK8_BYTES = 100_000_000
+
+
+def _opt(default: Any, help: str, choices: Optional[tuple[str, ...]] = None, metavar: Optional[str] = None) -> Any:
+    """A config field with its command-line help text (and allowed values or a name for its value)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on.
+
+    The model, batch and dropout defaults are the seed package's enwik8 setup (and its 1e-4 rate);
+    the optimisation adds AdamW, warmup then cosine decay, and gradient clipping.
+    """
+
+    # data and files
+    data: Optional[str] = _opt(None, "train on this file of bytes instead of enwik8, split 90/5/5 by "
+                                     "fraction (a .gz or single-member .zip is unpacked)", metavar="PATH")
+    data_dir: str = _opt("data", "where enwik8 is looked for and downloaded to", metavar="DIR")
+    enwik8_url: str = _opt(ENWIK8_URL, "where enwik8.zip is downloaded from when data-dir has no copy", metavar="URL")
+    out_dir: str = _opt("runs/enwik8", "checkpoint, metrics.jsonl and bpc.png go here", metavar="DIR")
+    # model (byte-level: 256 tokens)
+    num_tokens: int = _opt(256, "vocabulary size (bytes)")
+    dim: int = _opt(512, "model width")
+    depth: int = _opt(6, "number of layers")
+    heads: int = _opt(8, "query heads")
+    dim_head: int = _opt(64, "width of a head")
+    kv_heads: int = _opt(1, "key/value heads (1: multi-query, as in the seed)")
+    ff_mult: float = _opt(4.0, "feed-forward expansion")
+    max_seq_len: int = _opt(1024, "tokens per segment (one forward call); memories and states carry across")
+    block_width: int = _opt(512, "tokens per block: the unit of attention and of state updates")
+    num_state_vectors: int = _opt(512, "recurrent state vectors per recurrent layer")
+    recurrent_layers: Optional[tuple[int, ...]] = _opt(None, "layers (numbered from 1) that hold a recurrent state "
+                                                             "(default: the middle layer, max(depth // 2, 1))")
+    read_recurrent_layers: Optional[tuple[int, ...]] = _opt(None, "layer reading each state (default: its own)")
+    gate_type: str = _opt("fixed", "state gate", choices=("fixed", "lstm"))
+    all_layers_qk_rmsnorm: bool = _opt(False, "qk-rmsnorm in every layer, not only recurrent ones")
+    use_compressed_mem: bool = _opt(False, "also keep compressed memories of older blocks")
+    compressed_mem_factor: int = _opt(4, "compression factor of compressed memories")
+    use_flash_attn: bool = _opt(True, "attention through torch SDPA (flash kernel on CUDA with bf16)")
+    knn_layers: tuple[int, ...] = _opt((), "layers with kNN memory attention over a long-range store")
+    knn_memory_size: int = _opt(262144, "entries per row in each kNN layer's store (a multiple of block-width)")
+    knn_top_k: int = _opt(32, "entries each query retrieves (routed: each block)")
+    knn_retrieval: str = _opt("exact", "kNN store retrieval", choices=("exact", "routed"))
+    qk_rmsnorm_scale: float = _opt(8.0, "attention temperature where queries and keys are rms-normalised")
+    xpos_scale_base: int = _opt(512, "xpos length scale of the rotary positions")
+    rotary_theta: float = _opt(10000.0, "rotary embedding base")
+    xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without memories")
+    state_dropout: float = _opt(0.1, "chance a training segment starts from the initial states")
+    bptt_segments: int = _opt(1, "segments the gradient flows back through before memories and states "
+                                 "are detached (truncated backprop through time)")
+    activation_checkpointing: bool = _opt(False, "recompute block activations in the backward pass (less memory)")
+    # optimisation; one step = batch_size * grad_accum * world_size samples of seq_len tokens
+    seq_len: int = _opt(2048, "tokens per training sample, a multiple of max-seq-len (segments per sample)")
+    batch_size: int = _opt(4, "samples per micro-batch, per GPU")
+    grad_accum: int = _opt(4, "micro-batches accumulated per optimizer step")
+    max_steps: int = _opt(100_000, "optimizer steps; also the length of the cosine schedule")
+    learning_rate: float = _opt(1e-4, "peak learning rate (the seed's constant rate; see the schedule above)")
+    min_lr: float = _opt(1e-5, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _opt(1000, "steps of linear warmup (see the schedule above)")
+    weight_decay: float = _opt(0.1, "AdamW decoupled weight decay of linear and embedding weights")
+    beta1: float = _opt(0.9, "AdamW beta1")
+    beta2: float = _opt(0.95, "AdamW beta2")
+    grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")
+    # evaluation, logging, checkpoints (an interval of 0 turns the thing off)
+    eval_interval: int = _opt(100, "steps between validation estimates")
+    eval_batches: int = _opt(8, "random validation batches per estimate (the same ones every time)")
+    eval_streams: int = _opt(4, "contiguous streams the final full val/test pass runs in parallel")
+    log_interval: int = _opt(10, "steps between train-loss records")
+    checkpoint_interval: int = _opt(1000, "steps between checkpoints (one is also written at the end)")
+    sample_interval: int = _opt(500, "steps between printed samples")
+    prime_length: int = _opt(128, "bytes of validation text that prime a sample")
+    sample_length: int = _opt(512, "new bytes generated per sample")
+    temperature: float = _opt(1.0, "sampling temperature (0: greedy)")
+    filter_thres: float = _opt(0.9, "sample from the top (1 - filter_thres) of the vocabulary")
+    # system
+    seed: int = _opt(1337, "seed of initialisation, data sampling and dropout (rank r uses seed + r)")
+    device: str = _opt("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
+    amp: bool = _opt(True, "bf16 autocast on CUDA (no effect on CPU)")
+    # None (the default): decided by fast_path() from the device and the rest of the config
+    compile: Optional[bool] = _opt(None, "torch.compile the model (default: on a CUDA GPU together with "
+                                         "--cuda-graph's TrainStep; --no-compile: never)")
+    cuda_graph: Optional[bool] = _opt(None, "train through TrainStep: each segment's forward and backward on its "
+                                            "own, replayed from a CUDA graph on a GPU (the same computation, "
+                                            "eagerly, on a CPU); needs --bptt-segments 1 and no kNN layers "
+                                            "(default: on a CUDA GPU wherever it applies; --no-cuda-graph: never)")
+    resume: bool = _opt(False, "continue the checkpoint in out-dir (its config, changed only by flags you pass)")
+    eval_only: bool = _opt(False, "only evaluate the checkpoint in out-dir on the whole val and test splits")
+    stop_at_step: Optional[int] = _opt(None, "stop with a checkpoint after this step, keeping the max-steps "
+                                            "schedule (for job time limits; continue with --resume)")
+    allow_data_change: bool = _opt(False, "resume (or evaluate) although the data differ from the checkpoint's "
+                                          "(its size or CRC-32)")
+
+    def __post_init__(self) -> None:
+        positive = ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "eval_streams",
+                    "log_interval", "prime_length", "sample_length")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.seq_len % self.max_seq_len != 0:
+            raise TrainError(f"--seq-len ({self.seq_len}) must be a multiple of --max-seq-len ({self.max_seq_len}): "
+                             f"a sample is processed as whole segments")
+        if self.cuda_graph and (self.bptt_segments != 1 or self.knn_layers):
+            raise TrainError(f"--cuda-graph needs --bptt-segments 1 and no --knn-layers, got "
+                             f"--bptt-segments {self.bptt_segments} --knn-layers {list(self.knn_layers)}")
+        if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
+            raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
+
+
+# flags of one invocation, not of the run: never stored with it, nor taken from its checkpoint
+INVOCATION_FLAGS = dict(resume=False, eval_only=False, stop_at_step=None, allow_data_change=False)
+
+
+def run_config(cfg: TrainConfig) -> dict[str, Any]:
+    """cfg as stored in the checkpoint and config.json: the run's flags, those of the invocation at their defaults."""
+    return asdict(replace(cfg, **INVOCATION_FLAGS))
+
+
+class TrainError(Exception):
+    """A problem the user can fix (missing data, no checkpoint, bad flag): reported without a traceback."""

@@ -1,0 +1,138 @@
+"""This process' place in a torchrun job, gradients averaged by hand, and stop signals (SIGINT, SIGTERM)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .config import TrainError
+
+
+@dataclass
+class DistEnv:
+    """This process' place in the (possibly single-process) job."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> DistEnv:
+    """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK), if any."""
+    rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise TrainError("--device cuda, but torch sees no CUDA GPU")
+    if use_cuda:
+        torch.cuda.set_device(local)
+    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    return DistEnv(rank, local, world, device)
+
+
+def rank_world() -> tuple[int, int]:
+    """This process' rank and the number of processes (0 and 1 outside a distributed job)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def average_gradients(model: nn.Module, world_size: int) -> None:
+    """All-reduce every gradient to its mean over the ranks (what DDP does), in one flat buffer."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    for g, reduced in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(reduced.view_as(g))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal ended the run; the message (empty on ranks other than 0) says how. Exit status 128 + signum."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (kill, a job scheduler's time limit) while train() runs.
+
+    In the training loop (armed) the first signal only sets `received`: the loop finishes its step,
+    writes a checkpoint and stops, so a run stopped before its first periodic checkpoint loses
+    nothing. A second signal, or one outside the loop (setup, the final evaluation), raises
+    Interrupted at once. Handlers can only be set in the main thread; elsewhere the defaults stay.
+    """
+
+    def __init__(self, announce: bool) -> None:
+        self.announce, self.armed = announce, False
+        self.received: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+        self._group: Optional[Any] = None
+        self._pending: Optional[tuple[Tensor, Any]] = None
+        self.stopped_together = False  # set when the ranks agreed to stop on a signal
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not self.armed or self.received is not None:
+            raise Interrupted(signum, f"{name}: exited at once (the last checkpoint written, if any, is kept)"
+                              if self.announce else "")
+        self.received = signum
+        if self.announce:
+            print(f"\n{name}: stopping after this step, with a checkpoint (Ctrl-C again: exit at once)",
+                  file=sys.stderr, flush=True)
+
+    def agreed(self, distributed: bool) -> Optional[int]:
+        """The signal to stop on after this step, if any; the same on every rank.
+
+        Distributed, the ranks' signals are all-reduced (the largest number wins) on the CPU, through
+        gloo, and read one step later: exchanging them never waits for a GPU nor holds up a step, and
+        all ranks stop after the same step, the one after the signal's.
+        """
+        if not distributed:
+            return self.received
+        if self._group is None:  # every rank gets here at its first step: a collective call, as needed
+            self._group = dist.new_group(backend="gloo")
+        flag = torch.tensor(self.received or 0)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True)
+        pending, self._pending = self._pending, (flag, work)
+        if pending is None:
+            return None
+        pending[1].wait()
+        return int(pending[0].item()) or None
+
+    def close(self) -> None:
+        """Distributed, once every rank has left the training loop together (finished, or stopped by
+        an agreed signal): finish the exchange in flight, wait for every rank and drop the group.
+        Destroying process groups while a rank still has gloo work in flight deadlocked at exit (the
+        group's destructor joins a worker thread that needs the GIL the destructor holds)."""
+        if self._group is None:
+            return
+        if self._pending is not None:
+            self._pending[1].wait()
+        dist.barrier(group=self._group)
+        dist.destroy_process_group(self._group)
+        self._group = self._pending = None
