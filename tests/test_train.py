@@ -4,6 +4,7 @@ the enwik8 download, clear data errors, atomic checkpoints and gradient sync acr
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import gzip
 import http.server
@@ -20,8 +21,10 @@ import threading
 import time
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -476,17 +479,29 @@ def _ddp_main_worker(rank: int, port: int, argv: list[str]) -> None:
     sys.exit(train.main(argv))
 
 
-def test_a_signal_to_one_rank_stops_both_after_the_same_step(tmp_path):
-    cfg = tiny(tmp_path, max_steps=100_000, log_interval=1)
-    out = Path(cfg.out_dir)
+@contextlib.contextmanager
+def two_ranks(target: Callable, *args: Any) -> Iterator[list]:
+    """target(rank, port, *args) started on 2 spawned processes (a free port for their job); a worker
+    still alive on leaving is killed, so that a hung rank fails its test instead of hanging the session."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_ddp_main_worker, args=(rank, port, flags(cfg))) for rank in range(2)]
+    workers = [ctx.Process(target=target, args=(rank, port, *args)) for rank in range(2)]
     try:
         for w in workers:
             w.start()
+        yield workers
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+
+
+def test_a_signal_to_one_rank_stops_both_after_the_same_step(tmp_path):
+    cfg = tiny(tmp_path, max_steps=100_000, log_interval=1)
+    out = Path(cfg.out_dir)
+    with two_ranks(_ddp_main_worker, flags(cfg)) as workers:
         deadline = time.monotonic() + 120
         while not ((out / train.METRICS).exists() and (out / train.METRICS).read_text()):  # training has begun
             assert all(w.is_alive() for w in workers) and time.monotonic() < deadline
@@ -494,10 +509,6 @@ def test_a_signal_to_one_rank_stops_both_after_the_same_step(tmp_path):
         os.kill(workers[1].pid, signal.SIGTERM)  # rank 1 only, as when one node of a job is preempted
         for w in workers:
             w.join(timeout=120)
-    finally:
-        for w in workers:  # a hung worker must not hang the test session at exit
-            if w.is_alive():
-                w.kill()
     # both ranks stopped by the agreed signal, after the step the checkpoint holds: a rank that
     # had gone on would have waited for the other in its next collective and been killed above
     assert [w.exitcode for w in workers] == [128 + signal.SIGTERM] * 2
@@ -507,21 +518,10 @@ def test_a_signal_to_one_rank_stops_both_after_the_same_step(tmp_path):
 
 def train_on_two_processes(tmp_path: Path, cfg: train.TrainConfig) -> tuple[dict, dict]:
     """train.train(cfg) on 2 CPU processes (gloo); the weights each ended with."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     result = str(tmp_path / "weights")
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_ddp_worker, args=(rank, port, cfg, result)) for rank in range(2)]
-    try:
-        for w in workers:
-            w.start()
+    with two_ranks(_ddp_worker, cfg, result) as workers:
         for w in workers:
             w.join(timeout=180)
-    finally:
-        for w in workers:  # a hung worker must not hang the test session at exit
-            if w.is_alive():
-                w.kill()
     assert [w.exitcode for w in workers] == [0, 0]
     rank0, rank1 = (torch.load(f"{result}.{r}", weights_only=True) for r in range(2))
     return rank0, rank1
