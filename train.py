@@ -47,7 +47,8 @@ from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, TrainCo
 from training.data import (check_same_data, data_fingerprint, download_enwik8, get_batch, load_enwik8,  # noqa: F401
                            load_splits, read_bytes, split_bytes)
 from training.distributed import DistEnv, Interrupted, StopSignals, average_gradients, setup_distributed  # noqa: F401
-from training.evaluation import estimate_loss, evaluate, final_evaluation, sample  # noqa: F401
+from training.evaluation import (document_offsets, estimate_loss, evaluate, evaluate_split,  # noqa: F401
+                                 final_evaluation, sample)
 from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, lr_factor,  # noqa: F401
                             params_without_gradient, warn_untrained)
 

@@ -262,6 +262,47 @@ def test_evaluate_scores_every_byte_once_whatever_the_batching():
                                                                       rel=1e-5)
 
 
+def test_document_offsets_count_from_the_last_separator():
+    data = torch.tensor([5, 6, 0, 7, 0, 0, 8, 9, 9], dtype=torch.uint8)
+    # the split's first document counts from its start; a separator ends its document
+    assert train.document_offsets(data, 0).tolist() == [0, 1, 2, 0, 1, 0, 0, 1, 2]
+
+
+def test_bits_per_byte_by_offset_in_the_document_and_with_the_states_restarted():
+    """The buckets partition the split's predictions (bytes add up, their byte-weighted mean is the
+    split's figure) and each holds the bytes of its offsets; restarting the states every segment
+    changes the figure of a model with a recurrent layer, and nothing without one."""
+    torch.manual_seed(0)
+    model = train.build_model(train.TrainConfig(**{**TINY, "data": "unused"})).eval()
+    data = torch.randint(1, 256, (3000,), dtype=torch.uint8)
+    data[[100, 1300, 2900]] = 0  # documents of 100, 1199, 1599 bytes, and a last one of 99
+    result = train.evaluate_split(model, data, streams=3, separator=0)
+    assert result.bpc == train.evaluate(model, data, streams=3)[0]
+    counts = {name: count for name, (_, count) in result.by_offset.items()}
+    offsets = train.document_offsets(data, 0)[1:]
+    assert counts == {"0-1k": int((offsets < 1024).sum()), "1k-4k": int((offsets >= 1024).sum()),
+                      "4k-16k": 0, "16k-64k": 0, "64k+": 0}
+    weighted = sum(bpc * count for bpc, count in result.by_offset.values() if count)
+    assert weighted / result.count == pytest.approx(result.bpc, rel=1e-9)
+    reset = train.evaluate_split(model, data, streams=3, keep_states=False)
+    assert reset.bpc != pytest.approx(result.bpc, rel=1e-6)
+    stateless = train.build_model(train.TrainConfig(**{**TINY, "data": "unused", "recurrent_layers": ()})).eval()
+    assert train.evaluate_split(stateless, data, 3, keep_states=False).bpc == train.evaluate(stateless, data, 3)[0]
+
+
+def test_final_evaluation_reports_offsets_and_the_states_worth(tmp_path, capsys):
+    cfg = tiny(tmp_path, max_steps=2, doc_separator=ord("\n"))
+    train.train(cfg)
+    final = {r["kind"]: r for r in records(Path(cfg.out_dir)) if r["step"] == 2}
+    assert set(final["test_by_offset"]) >= {"0-1k", "64k+"} and final["val_by_offset"]["0-1k"]["bytes"] > 0
+    assert final["test_states_reset"]["state_gain"] == pytest.approx(
+        final["test_states_reset"]["bpc"] - final["test_full"]["bpc"])
+    out = capsys.readouterr().out
+    assert "test by offset in document: 0-1k" in out and "the recurrent state is worth" in out
+    with pytest.raises(train.TrainError, match="--doc-separator must be a byte value in 0..255, got 256"):
+        tiny(tmp_path, doc_separator=256)
+
+
 def test_eval_only_of_a_checkpoint_is_repeatable(tmp_path):
     cfg = tiny(tmp_path, max_steps=2)
     train.train(cfg)

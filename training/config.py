@@ -75,6 +75,9 @@ class TrainConfig:
     eval_interval: int = _opt(100, "steps between validation estimates")
     eval_batches: int = _opt(8, "random validation batches per estimate (the same ones every time)")
     eval_streams: int = _opt(4, "contiguous streams the final full val/test pass runs in parallel")
+    doc_separator: Optional[int] = _opt(None, "the byte that ends each document of the data (e.g. 0): the final "
+                                              "evaluation then also reports bits per byte by offset in the document",
+                                        metavar="BYTE")
     log_interval: int = _opt(10, "steps between train-loss records")
     checkpoint_interval: int = _opt(1000, "steps between checkpoints (one is also written at the end)")
     sample_interval: int = _opt(500, "steps between printed samples")
@@ -106,6 +109,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.doc_separator is not None and not 0 <= self.doc_separator <= 255:
+            raise TrainError(f"--doc-separator must be a byte value in 0..255, got {self.doc_separator}")
         if self.seq_len % self.max_seq_len != 0:
             raise TrainError(f"--seq-len ({self.seq_len}) must be a multiple of --max-seq-len ({self.max_seq_len}): "
                              f"a sample is processed as whole segments")

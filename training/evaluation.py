@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
@@ -43,33 +45,60 @@ def estimate_loss(trainer: nn.Module, data: Tensor, cfg: TrainConfig, device: to
     return total.item() / (cfg.eval_batches * world)
 
 
+# Buckets of a byte's offset in its document, for bits per byte by position: where memories and
+# the recurrent state can help is after the first block (1k) and beyond the attention window.
+OFFSET_BUCKETS = ((0, "0-1k"), (1024, "1k-4k"), (4096, "4k-16k"), (16384, "16k-64k"), (65536, "64k+"))
+
+
+@dataclass
+class SplitEvaluation:
+    """Bits per byte over every predicted byte of a split, their count, and (with a document
+    separator) per offset bucket: {name: (bits per byte, bytes)}."""
+
+    bpc: float
+    count: int
+    by_offset: Optional[dict[str, tuple[float, int]]] = None
+
+
 @torch.no_grad()
-def _stream_nats(model: BlockRecurrentTransformer, streams: Tensor, amp: torch.autocast) -> Tensor:
-    """Summed next-token loss (nats, float64) of every row of streams (b, L + 1), read in order.
+def _stream_nats(model: BlockRecurrentTransformer, streams: Tensor, amp: torch.autocast,
+                 keep_states: bool = True) -> Tensor:
+    """Next-token loss (nats, float64) of every prediction of streams (b, L + 1), read in order: (b, L).
 
     Each row is cut into segments of at most max_seq_len predictions; memories and states are
-    carried from one segment to the next (Transformer-XL evaluation), and each segment's mean loss
-    is weighted by its number of predictions, the last, shorter segment included.
+    carried from one segment to the next (Transformer-XL evaluation); keep_states=False starts every
+    segment from the initial states (memories still carried): what the recurrent state adds.
     """
-    total = torch.zeros((), device=streams.device, dtype=torch.float64)
-    memories = states = None
+    nats, memories, states = [], None, None
     for start in range(0, streams.shape[1] - 1, model.max_seq_len):
         segment = streams[:, start:start + model.max_seq_len + 1]
         with amp:
-            loss, memories, states = model(segment, return_loss=True, xl_memories=memories, states=states)
-        total += loss.double() * segment.shape[0] * (segment.shape[1] - 1)
-    return total
+            logits, memories, states = model(segment[:, :-1], xl_memories=memories,
+                                              states=states if keep_states else None)
+        nats.append(F.cross_entropy(logits.float().transpose(1, 2), segment[:, 1:], reduction="none").double())
+    return torch.cat(nats, dim=1)
+
+
+def document_offsets(data: Tensor, separator: int) -> Tensor:
+    """For every position p of data, the offset in its document of the byte at p: bytes since the
+    last separator before p (a split's first document counts from the split's start)."""
+    positions = torch.arange(len(data))
+    ends = torch.where(data == separator, positions, -1).cummax(dim=0).values  # last separator at or before p
+    last_before = torch.cat((torch.tensor([-1]), ends[:-1]))
+    return positions - last_before - 1
 
 
 @torch.compiler.set_stance("force_eager")  # eagerly, as estimate_loss
 @torch.no_grad()
-def evaluate(model: BlockRecurrentTransformer, data: Tensor, streams: int,
-             amp: Optional[torch.autocast] = None) -> tuple[float, int]:
-    """Bits per character over every predicted byte of data (all but the first), and their count.
+def evaluate_split(model: BlockRecurrentTransformer, data: Tensor, streams: int, amp: Optional[torch.autocast] = None,
+                   keep_states: bool = True, separator: Optional[int] = None) -> SplitEvaluation:
+    """Bits per character over every predicted byte of data (all but the first), and their count;
+    with ``separator``, also by the byte's offset in its document (``OFFSET_BUCKETS``).
 
     data is cut into `streams` contiguous streams run as one batch (spread over the ranks when
     distributed). The count of predictions rarely divides evenly: the r left over are the split's
     first bytes, evaluated as one more short stream. Each byte is predicted exactly once.
+    ``keep_states=False``: the states restart every segment (see ``_stream_nats``).
     """
     rank, world = rank_world()
     device, amp = model.device, amp or nullcontext()
@@ -79,17 +108,40 @@ def evaluate(model: BlockRecurrentTransformer, data: Tensor, streams: int,
         raise TrainError(f"{len(data):,} bytes are too few for {streams} evaluation streams")
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=device, dtype=torch.float64)
+    positions, nats = [], []  # this rank's predicted positions in data, and their losses
     rows = range(rank, streams, world)
     if len(rows):
         index = head + torch.tensor(rows)[:, None] * length + torch.arange(length + 1)
-        total += _stream_nats(model, data[index].long().to(device), amp)
+        positions.append(index[:, 1:].flatten())
+        nats.append(_stream_nats(model, data[index].long().to(device), amp, keep_states).flatten())
     if rank == 0 and head:
-        total += _stream_nats(model, data[None, :head + 1].long().to(device), amp)
+        positions.append(torch.arange(1, head + 1))
+        nats.append(_stream_nats(model, data[None, :head + 1].long().to(device), amp, keep_states).flatten())
     model.train(was_training)
+    positions = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
+    nats = torch.cat(nats) if nats else torch.zeros(0, device=device, dtype=torch.float64)
+    # per bucket (the whole split as the last row): summed nats and bytes, summed over the ranks
+    buckets = torch.zeros(2, len(OFFSET_BUCKETS) + 1, device=device, dtype=torch.float64)
+    buckets[0, -1], buckets[1, -1] = nats.sum(), len(nats)
+    if separator is not None:
+        starts = torch.tensor([start for start, _ in OFFSET_BUCKETS[1:]])
+        bucket = torch.bucketize(document_offsets(data, separator)[positions], starts, right=True).to(device)
+        buckets[0, :-1].index_add_(0, bucket, nats)
+        buckets[1, :-1].index_add_(0, bucket, torch.ones_like(nats))
     if world > 1:
-        dist.all_reduce(total)
-    return total.item() / targets / math.log(2), targets
+        dist.all_reduce(buckets)
+    total, counts = buckets.tolist()
+    by_offset = None if separator is None else {
+        name: (total[i] / counts[i] / math.log(2) if counts[i] else float("nan"), int(counts[i]))
+        for i, (_, name) in enumerate(OFFSET_BUCKETS)}
+    return SplitEvaluation(total[-1] / targets / math.log(2), targets, by_offset)
+
+
+def evaluate(model: BlockRecurrentTransformer, data: Tensor, streams: int,
+             amp: Optional[torch.autocast] = None) -> tuple[float, int]:
+    """Bits per character over every predicted byte of data, and their count (``evaluate_split``)."""
+    result = evaluate_split(model, data, streams, amp)
+    return result.bpc, result.count
 
 
 @torch.compiler.set_stance("force_eager")  # eagerly, as estimate_loss; generate has its own CUDA graph
@@ -114,10 +166,27 @@ def sample(model: BlockRecurrentTransformer, prime: Tensor, cfg: TrainConfig, se
 
 def final_evaluation(model: BlockRecurrentTransformer, val_data: Tensor, test_data: Tensor, cfg: TrainConfig,
                      step: int, log: RunLog) -> None:
-    """Bpc over the whole validation and test splits, printed, logged and plotted."""
+    """Bpc over the whole validation and test splits, printed, logged and plotted; with
+    --doc-separator also by offset in the document; with recurrent layers, also the test split with
+    the states restarted every segment: what the recurrent state is worth."""
+    amp = autocast(cfg, model.device)
+    results = {}
     for split, data in (("val", val_data), ("test", test_data)):
-        bpc, count = evaluate(model, data, cfg.eval_streams, autocast(cfg, model.device))
-        log.log(step=step, kind=f"{split}_full", bpc=bpc, bytes=count)
+        results[split] = result = evaluate_split(model, data, cfg.eval_streams, amp, separator=cfg.doc_separator)
+        log.log(step=step, kind=f"{split}_full", bpc=result.bpc, bytes=result.count)
         if log.enabled:
-            print(f"{split}: {bpc:.4f} bpc over all {count:,} predicted bytes (step {step})")
+            print(f"{split}: {result.bpc:.4f} bpc over all {result.count:,} predicted bytes (step {step})")
+        if result.by_offset is not None:
+            log.log(step=step, kind=f"{split}_by_offset",
+                    **{name: dict(bpc=bpc, bytes=count) for name, (bpc, count) in result.by_offset.items()})
+            if log.enabled:
+                print(f"{split} by offset in document: " + ", ".join(
+                    f"{name} {bpc:.4f} ({count:,} bytes)" for name, (bpc, count) in result.by_offset.items()))
+    if model.config.recurrent_layers:
+        reset = evaluate_split(model, test_data, cfg.eval_streams, amp, keep_states=False)
+        gain = reset.bpc - results["test"].bpc
+        log.log(step=step, kind="test_states_reset", bpc=reset.bpc, bytes=reset.count, state_gain=gain)
+        if log.enabled:
+            print(f"test with the states restarted every segment: {reset.bpc:.4f} bpc "
+                  f"(the recurrent state is worth {gain:+.4f} bpc)")
     log.plot()
