@@ -49,7 +49,7 @@ from training.data import (check_same_data, data_fingerprint, download_enwik8, g
 from training.distributed import DistEnv, Interrupted, StopSignals, average_gradients, setup_distributed  # noqa: F401
 from training.evaluation import estimate_loss, evaluate, final_evaluation, sample  # noqa: F401
 from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, load_initial_weights,  # noqa: F401
-                            lr_factor, params_without_gradient, pretrained_config, save_final, warn_untrained)
+                            lr_factor, params_without_gradient, pretrained_flags, save_final, warn_untrained)
 from training.tokens import bits_per_byte, decoder, sample_ids
 
 
@@ -80,9 +80,11 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     """The run's config: the flags over the defaults, or, to resume or evaluate, over the checkpoint's config."""
+    if passed.get("init_from") and not (passed.get("resume") or passed.get("eval_only")):
+        passed = pretrained_flags(passed)  # a new run from saved weights: their model flags
     cfg = TrainConfig(**passed)
     if not (cfg.resume or cfg.eval_only):
-        return cfg if cfg.init_from is None else pretrained_config(cfg, passed)
+        return cfg
     # the checkpoint's flags win unless passed again: `--resume` alone continues the same run
     saved = load_checkpoint(Path(cfg.out_dir) / CHECKPOINT, mmap=True)["train_config"]
     known = {f.name for f in fields(TrainConfig)}

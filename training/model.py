@@ -38,10 +38,12 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
         raise TrainError(f"invalid model flags: {error}") from None
 
 
-def pretrained_config(cfg: TrainConfig, passed: dict[str, Any]) -> TrainConfig:
-    """cfg with the model flags of --init-from's config.json; one passed with another value is refused."""
+def pretrained_flags(passed: dict[str, Any]) -> dict[str, Any]:
+    """The flags passed, with the model flags of --init-from's config.json added; one passed with
+    another value than the saved model's is refused."""
+    directory = passed["init_from"]
     try:
-        saved = read_config(cfg.init_from)
+        saved = read_config(directory)
     except PretrainedError as error:
         raise TrainError(f"--init-from: {error}") from None
     names = {f.name for f in fields(TrainConfig)}
@@ -49,9 +51,9 @@ def pretrained_config(cfg: TrainConfig, passed: dict[str, Any]) -> TrainConfig:
     differ = [f"--{k.replace('_', '-')} {passed[k]} (saved: {v})" for k, v in model_flags.items()
               if k in passed and passed[k] != v]
     if differ:
-        raise TrainError(f"--init-from {cfg.init_from}: model flags differ from its {Path(cfg.init_from) / 'config.json'}: "
+        raise TrainError(f"--init-from {directory}: model flags differ from its {Path(directory) / 'config.json'}: "
                          f"{'; '.join(differ)}; leave them out to take the saved model's")
-    return replace(cfg, **model_flags)
+    return {**passed, **model_flags}
 
 
 def load_initial_weights(model: BlockRecurrentTransformer, directory: str) -> None:
