@@ -35,10 +35,11 @@ BYTES_SEPARATOR_ID = 256  # byte ids are 0..255; the document separator is one m
 class TokenSplit:
     """One split of a token directory, memory-mapped. ``split[index]`` (ints, slices, index tensors)
     returns an int64 tensor of only those tokens; ``tokens_per_byte`` converts per-token losses to
-    per-byte ones (bits/byte = nats per token * tokens_per_byte / ln 2)."""
+    per-byte ones (bits/byte = nats per token * tokens_per_byte / ln 2). An id outside the vocabulary
+    (a corrupted file) raises a TrainError naming the file when read."""
 
-    def __init__(self, path: Path, dtype: str, tokens: int, text_bytes: int) -> None:
-        self.path, self.tokens_per_byte = path, tokens / max(text_bytes, 1)
+    def __init__(self, path: Path, dtype: str, tokens: int, text_bytes: int, vocab_size: int) -> None:
+        self.path, self.tokens_per_byte, self.vocab_size = path, tokens / max(text_bytes, 1), vocab_size
         self.array = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r", shape=(tokens,)) \
             if tokens else np.zeros(0, dtype)
 
@@ -48,7 +49,11 @@ class TokenSplit:
     def __getitem__(self, index: Any) -> Tensor:
         index = tuple(i.numpy() if isinstance(i, Tensor) else i for i in index) if isinstance(index, tuple) \
             else index.numpy() if isinstance(index, Tensor) else index
-        return torch.from_numpy(np.asarray(self.array[index], dtype=np.int64))
+        ids = torch.from_numpy(np.asarray(self.array[index], dtype=np.int64))
+        if ids.numel() and int(ids.max()) >= self.vocab_size:
+            raise TrainError(f"{self.path}: holds token id {int(ids.max())}, outside the vocabulary of "
+                             f"{self.vocab_size} in {META}: the file is corrupted; prepare the directory again")
+        return ids
 
     def numpy(self) -> np.ndarray:
         """The memory map itself (for a checksum over the raw file)."""
@@ -87,7 +92,7 @@ def open_splits(directory: Path) -> tuple[dict, tuple[TokenSplit, TokenSplit, To
             raise TrainError(f"{path}: {size:,} bytes, but {META} says {info['tokens']:,} {meta['dtype']} tokens "
                              f"({info['tokens'] * itemsize:,} bytes): the file is truncated or corrupted; "
                              f"prepare the directory again (data/prepare.py)")
-        splits.append(TokenSplit(path, meta["dtype"], info["tokens"], info["bytes"]))
+        splits.append(TokenSplit(path, meta["dtype"], info["tokens"], info["bytes"], meta["vocab_size"]))
     return meta, tuple(splits)
 
 
