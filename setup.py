@@ -5,6 +5,9 @@ from setuptools import find_packages, setup
 # libraries, where faiss-cpu serves; and imports einops_exts without declaring it):
 #   pip install "block-recurrent-transformer-pytorch[faiss]"
 #   pip install --no-deps memorizing-transformers-pytorch==0.4.1
+# save_pretrained / from_pretrained write safetensors; data/prepare.py trains a byte-level BPE tokenizer
+HUB = ["safetensors>=0.4"]
+TOKENIZE = ["tokenizers>=0.19", "numpy", "tqdm"]
 FAISS = ["faiss-cpu>=1.7.3", "einops-exts>=0.0.4", "joblib", "filelock", "numpy"]
 
 setup(
@@ -19,8 +22,10 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch>=2.5", "einops>=0.8", "beartype>=0.18"],
     extras_require={
-        "test": ["pytest>=8", "tqdm", "matplotlib", "numpy", "colt5-attention>=0.11.2", *FAISS],
-        "train": ["tqdm", "matplotlib", "numpy"],
+        "test": ["pytest>=8", "tqdm", "matplotlib", "numpy", "colt5-attention>=0.11.2", *FAISS, *HUB, *TOKENIZE],
+        "train": ["tqdm", "matplotlib", "numpy", *HUB, *TOKENIZE],
+        "hub": HUB,  # model.save_pretrained / from_pretrained (model.safetensors + config.json)
+        "tokenize": TOKENIZE,  # data/prepare.py --tokenizer bpe, and train.py on its token files
         "routed": ["colt5-attention>=0.11.2"],  # knn_retrieval="routed"
         "faiss": FAISS,  # knn_backend="faiss"
     },

@@ -49,8 +49,9 @@ from training.data import (check_same_data, data_fingerprint, download_enwik8, g
 from training.distributed import DistEnv, Interrupted, StopSignals, average_gradients, setup_distributed  # noqa: F401
 from training.evaluation import (document_offsets, estimate_loss, evaluate, evaluate_split,  # noqa: F401
                                  final_evaluation, sample)
-from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, lr_factor,  # noqa: F401
-                            params_without_gradient, warn_untrained)
+from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, load_initial_weights,  # noqa: F401
+                            lr_factor, params_without_gradient, pretrained_flags, save_final, warn_untrained)
+from training.tokens import bits_per_byte, decoder, sample_ids
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -80,6 +81,8 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     """The run's config: the flags over the defaults, or, to resume or evaluate, over the checkpoint's config."""
+    if passed.get("init_from") and not (passed.get("resume") or passed.get("eval_only")):
+        passed = pretrained_flags(passed)  # a new run from saved weights: their model flags
     cfg = TrainConfig(**passed)
     if not (cfg.resume or cfg.eval_only):
         return cfg
@@ -191,6 +194,8 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
                              "scheduler": scheduler.state_dict(), "step": step, "rng": [r for r, _ in states],
                              "window": [w for _, w in states], "world_size": env.world_size, "model_config": model.config.to_dict(),
                              "train_config": run_config(cfg), "data": fingerprint}, ckpt_path)
+            if step == cfg.max_steps:  # the finished weights, shareable: model.safetensors + config.json
+                save_final(model, out_dir)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)
@@ -239,7 +244,7 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
                 running_loss /= env.world_size
             loss_nats = running_loss.item() / running_steps  # .item() waits for the GPU: time is exact here
             speed = tokens_per_step * running_steps / (time.perf_counter() - clock)
-            bpc = loss_nats / math.log(2)
+            bpc = bits_per_byte(loss_nats, train_data)  # bits per byte of text: bytes' bpc, comparable across vocabularies
             bar.set_postfix(loss=f"{loss_nats:.4f}", bpc=f"{bpc:.4f}", tok_s=f"{speed:,.0f}", refresh=False)
             log.log(step=step, kind="train", loss=loss_nats, bpc=bpc, lr=scheduler.get_last_lr()[0],
                     grad_norm=grad_norm.item(), tokens_per_s=speed, tokens=step * tokens_per_step)
@@ -293,6 +298,8 @@ def _load_model(cfg: TrainConfig, device: torch.device, ckpt: Optional[dict]) ->
             changed = sorted(k for k, v in model.config.to_dict().items() if ckpt["model_config"].get(k) != v)
             raise TrainError(f"the model flags {changed} differ from the checkpoint's model; they cannot change")
         model.load_state_dict(ckpt["model"])
+    elif cfg.init_from is not None:  # a new run from save_pretrained's weights
+        load_initial_weights(model, cfg.init_from)
     return model
 
 
@@ -304,7 +311,8 @@ def _describe(cfg: TrainConfig, env: DistEnv, model: BlockRecurrentTransformer, 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
     print(f"model: {n_params / 1e6:.2f}M parameters, {cfg.depth} layers x {cfg.dim}, "
           f"recurrent layers {model.config.recurrent_layers} with {cfg.num_state_vectors} state vectors")
-    print(f"data: {name}: train {len(train_data):,} / val {len(val_data):,} / test {len(test_data):,} bytes")
+    print(f"data: {name}: train {len(train_data):,} / val {len(val_data):,} / test {len(test_data):,} "
+          f"{'bytes' if cfg.data_tokens is None else 'tokens'}")
     print(f"batch: {cfg.batch_size} x {cfg.seq_len} tokens x {cfg.grad_accum} accumulation x "
           f"{env.world_size} process(es) = {tokens_per_step:,} tokens per step")
     graphs = " (CUDA graphs)" if device.type == "cuda" else " (eager)"
@@ -347,14 +355,18 @@ def _evaluate_and_sample(cfg: TrainConfig, step: int, trainer: RecurrentTrainerW
     if cfg.eval_interval and step % cfg.eval_interval == 0:
         val_loss = estimate_loss(trainer, val_data, cfg, device)
         if is_main:
-            bar.write(f"step {step}: val loss {val_loss:.4f} nats, {val_loss / math.log(2):.4f} bpc")
-        log.log(step=step, kind="val", loss=val_loss, bpc=val_loss / math.log(2))
+            bar.write(f"step {step}: val loss {val_loss:.4f} nats, {bits_per_byte(val_loss, val_data):.4f} bpc")
+        log.log(step=step, kind="val", loss=val_loss, bpc=bits_per_byte(val_loss, val_data))
         log.plot()
     if cfg.sample_interval and step % cfg.sample_interval == 0 and is_main:
         start = random.Random(cfg.seed + step).randrange(max(len(val_data) - cfg.prime_length, 0) + 1)
         prime = val_data[start:start + cfg.prime_length]
-        text = sample(model, prime, cfg, seed=cfg.seed + step)
-        prime_text = bytes(prime.tolist()).decode("utf-8", errors="replace")
+        if cfg.data_tokens is None:
+            text = sample(model, prime, cfg, seed=cfg.seed + step)
+            prime_text = bytes(prime.tolist()).decode("utf-8", errors="replace")
+        else:  # decoded through the token directory's tokenizer
+            decode = decoder(Path(cfg.data_tokens))
+            text, prime_text = decode(sample_ids(model, prime, cfg, seed=cfg.seed + step)), decode(prime.tolist())
         bar.write(f"--- sample at step {step} ---\n{prime_text}\n--- continued by the model ---\n{text}\n---")
 
 

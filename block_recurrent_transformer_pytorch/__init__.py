@@ -2,8 +2,9 @@
 
 from .config import BlockRecurrentConfig
 from .memory import Memories
+from .pretrained import PretrainedError
 from .train_step import TrainStep
 from .transformer import BlockRecurrentTransformer
 from .wrapper import RecurrentTrainerWrapper
 
-__all__ = ["BlockRecurrentConfig", "BlockRecurrentTransformer", "Memories", "RecurrentTrainerWrapper", "TrainStep"]
+__all__ = ["BlockRecurrentConfig", "BlockRecurrentTransformer", "Memories", "PretrainedError", "RecurrentTrainerWrapper", "TrainStep"]

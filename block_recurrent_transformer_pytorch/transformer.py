@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Optional, Union
 
 import torch
@@ -75,6 +76,21 @@ class BlockRecurrentTransformer(nn.Module):
         """Build a model from a config (or its ``to_dict()``), e.g. from a checkpoint; ``options``
         are the constructor's settings that change no weight (activation_checkpointing)."""
         return cls(config if isinstance(config, BlockRecurrentConfig) else BlockRecurrentConfig(**config), **options)
+
+    def save_pretrained(self, directory: Union[str, Path]) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into directory (huggingface_hub's file names;
+        needs the ``hub`` extra). See pretrained.py."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: Union[str, Path], **options) -> "BlockRecurrentTransformer":
+        """The model save_pretrained wrote in directory; a missing, damaged or mismatched file raises a
+        ``PretrainedError`` naming it. ``options`` as from_config's."""
+        from .pretrained import from_pretrained
+
+        return from_pretrained(cls, directory, **options)
 
     @classmethod
     def from_seed(cls, state_dict: Union[Mapping[str, Tensor], nn.Module], **seed_keywords) -> "BlockRecurrentTransformer":

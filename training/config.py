@@ -25,11 +25,17 @@ class TrainConfig:
     # data and files
     data: Optional[str] = _opt(None, "train on this file of bytes instead of enwik8, split 90/5/5 by "
                                      "fraction (a .gz or single-member .zip is unpacked)", metavar="PATH")
+    data_tokens: Optional[str] = _opt(None, "train on a token directory written by data/prepare.py, read by "
+                                            "memory map (its meta.json gives --num-tokens)", metavar="DIR")
+    init_from: Optional[str] = _opt(None, "start a new run (step 0, fresh optimizer) from the weights save_pretrained "
+                                          "wrote in DIR, e.g. a run's out-dir/final; model flags default to its "
+                                          "config.json and may not differ from it", metavar="DIR")
     data_dir: str = _opt("data", "where enwik8 is looked for and downloaded to", metavar="DIR")
     enwik8_url: str = _opt(ENWIK8_URL, "where enwik8.zip is downloaded from when data-dir has no copy", metavar="URL")
-    out_dir: str = _opt("runs/enwik8", "checkpoint, metrics.jsonl and bpc.png go here", metavar="DIR")
-    # model (byte-level: 256 tokens)
-    num_tokens: int = _opt(256, "vocabulary size (bytes)")
+    out_dir: str = _opt("runs/enwik8", "checkpoint, metrics.jsonl, bpc.png and the final weights (final/) go here",
+                        metavar="DIR")
+    # model (byte-level: 256 tokens, unless --data-tokens says otherwise)
+    num_tokens: Optional[int] = _opt(None, "vocabulary size (default: 256 bytes, or the --data-tokens directory's)")
     dim: int = _opt(512, "model width")
     depth: int = _opt(6, "number of layers")
     heads: int = _opt(8, "query heads")
@@ -104,6 +110,12 @@ class TrainConfig:
                                           "(its size or CRC-32)")
 
     def __post_init__(self) -> None:
+        if self.data is not None and self.data_tokens is not None:
+            raise TrainError("pass --data (a file of bytes) or --data-tokens (a token directory), not both")
+        if self.num_tokens is None:
+            from .tokens import read_meta
+
+            self.num_tokens = 256 if self.data_tokens is None else read_meta(self.data_tokens)["vocab_size"]
         positive = ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "eval_streams",
                     "log_interval", "prime_length", "sample_length")
         for name in positive:

@@ -1,4 +1,5 @@
-"""The corpus: enwik8 (found or downloaded) or any file of bytes, its 90/5/5 split, random batches."""
+"""The corpus: enwik8 (found or downloaded), any file of bytes (split 90/5/5), or a token directory
+(training/tokens.py, memory-mapped); random batches."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .config import ENWIK8_BYTES, ENWIK8_URL, TrainConfig, TrainError
+from .tokens import check_vocab, open_splits
 
 
 def read_bytes(path: Path, fmt: Optional[str] = None) -> bytes:
@@ -101,20 +103,26 @@ def split_bytes(data: bytes) -> tuple[Tensor, Tensor, Tensor]:
 
 def load_splits(cfg: TrainConfig) -> tuple[str, tuple[Tensor, Tensor, Tensor]]:
     """The corpus' name and its three splits, checked to be long enough for cfg."""
-    if cfg.data is not None:
-        name, data = cfg.data, read_bytes(Path(cfg.data))
+    unit = "bytes"
+    if cfg.data_tokens is not None:  # memory-mapped token files (training/tokens.py)
+        name, unit = cfg.data_tokens, "tokens"
+        meta, splits = open_splits(Path(cfg.data_tokens))
+        check_vocab(meta, Path(cfg.data_tokens), cfg.num_tokens)
     else:
-        name, data = "enwik8", load_enwik8(Path(cfg.data_dir), cfg.enwik8_url)
-    if not data:  # torch.frombuffer cannot view an empty buffer: say what is wrong instead
-        raise TrainError(f"{name}: no bytes to train on (the file is empty, or unpacks to nothing)")
-    splits = split_bytes(data)
+        if cfg.data is not None:
+            name, data = cfg.data, read_bytes(Path(cfg.data))
+        else:
+            name, data = "enwik8", load_enwik8(Path(cfg.data_dir), cfg.enwik8_url)
+        if not data:  # torch.frombuffer cannot view an empty buffer: say what is wrong instead
+            raise TrainError(f"{name}: no bytes to train on (the file is empty, or unpacks to nothing)")
+        splits = split_bytes(data)
     need = cfg.seq_len + 1
     for split, tokens in zip(("train", "validation"), splits):
         if len(tokens) < need:
-            raise TrainError(f"{name}: the {split} split has {len(tokens):,} bytes, fewer than one sample "
+            raise TrainError(f"{name}: the {split} split has {len(tokens):,} {unit}, fewer than one sample "
                              f"(seq-len + 1 = {need:,}); use a larger file or a smaller --seq-len")
     if len(splits[2]) < cfg.eval_streams + 1:
-        raise TrainError(f"{name}: the test split has {len(splits[2]):,} bytes, too few for {cfg.eval_streams} streams")
+        raise TrainError(f"{name}: the test split has {len(splits[2]):,} {unit}, too few for {cfg.eval_streams} streams")
     return name, splits
 
 

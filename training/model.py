@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 import random
 import sys
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
+from block_recurrent_transformer_pytorch.pretrained import PretrainedError, load_weights, read_config
 
 from .config import TrainConfig, TrainError
+
+FINAL = "final"  # out_dir/final/: the finished run's weights, by save_pretrained
 
 
 def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
@@ -32,6 +36,46 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
         )
     except (TypeError, ValueError) as error:
         raise TrainError(f"invalid model flags: {error}") from None
+
+
+def pretrained_flags(passed: dict[str, Any]) -> dict[str, Any]:
+    """The flags passed, with the model flags of --init-from's config.json added; one passed with
+    another value than the saved model's is refused."""
+    directory = passed["init_from"]
+    try:
+        saved = read_config(directory)
+    except PretrainedError as error:
+        raise TrainError(f"--init-from: {error}") from None
+    names = {f.name for f in fields(TrainConfig)}
+    model_flags = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    differ = [f"--{k.replace('_', '-')} {passed[k]} (saved: {v})" for k, v in model_flags.items()
+              if k in passed and passed[k] != v]
+    if differ:
+        raise TrainError(f"--init-from {directory}: model flags differ from its {Path(directory) / 'config.json'}: "
+                         f"{'; '.join(differ)}; leave them out to take the saved model's")
+    return {**passed, **model_flags}
+
+
+def load_initial_weights(model: BlockRecurrentTransformer, directory: str) -> None:
+    """--init-from: the weights save_pretrained wrote in directory, into model, whose config must be theirs."""
+    try:
+        saved = read_config(directory)
+        if saved != model.config.to_dict():
+            changed = sorted(k for k, v in model.config.to_dict().items() if saved.get(k) != v)
+            raise TrainError(f"--init-from {directory}: the model's {changed} differ from its config.json "
+                             f"(fields train.py has no flag for cannot be changed)")
+        load_weights(model, directory)
+    except (PretrainedError, ImportError) as error:
+        raise TrainError(f"--init-from: {error}") from None
+
+
+def save_final(model: BlockRecurrentTransformer, out_dir: Path) -> None:
+    """The finished run's weights as out_dir/final/ (model.safetensors + config.json); without
+    safetensors installed, a warning instead."""
+    try:
+        model.save_pretrained(out_dir / FINAL)
+    except ImportError as error:
+        print(f"warning: {out_dir / FINAL} not written: {error}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
