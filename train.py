@@ -47,11 +47,11 @@ from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, TrainCo
 from training.data import (check_same_data, data_fingerprint, download_enwik8, get_batch, load_enwik8,  # noqa: F401
                            load_splits, read_bytes, split_bytes)
 from training.distributed import DistEnv, Interrupted, StopSignals, average_gradients, setup_distributed  # noqa: F401
-from training.evaluation import (document_offsets, estimate_loss, evaluate, evaluate_split,  # noqa: F401
-                                 final_evaluation, sample)
+from training.evaluation import (decode_bytes, document_offsets, estimate_loss, evaluate,  # noqa: F401
+                                 evaluate_split, final_evaluation, sample)
 from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, load_initial_weights,  # noqa: F401
                             lr_factor, params_without_gradient, pretrained_flags, save_final, warn_untrained)
-from training.tokens import bits_per_byte, decoder, sample_ids
+from training.tokens import bits_per_byte, decoder
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -361,12 +361,9 @@ def _evaluate_and_sample(cfg: TrainConfig, step: int, trainer: RecurrentTrainerW
     if cfg.sample_interval and step % cfg.sample_interval == 0 and is_main:
         start = random.Random(cfg.seed + step).randrange(max(len(val_data) - cfg.prime_length, 0) + 1)
         prime = val_data[start:start + cfg.prime_length]
-        if cfg.data_tokens is None:
-            text = sample(model, prime, cfg, seed=cfg.seed + step)
-            prime_text = bytes(prime.tolist()).decode("utf-8", errors="replace")
-        else:  # decoded through the token directory's tokenizer
-            decode = decoder(Path(cfg.data_tokens))
-            text, prime_text = decode(sample_ids(model, prime, cfg, seed=cfg.seed + step)), decode(prime.tolist())
+        # a token directory's text is decoded through its tokenizer
+        decode = decode_bytes if cfg.data_tokens is None else decoder(Path(cfg.data_tokens))
+        text, prime_text = sample(model, prime, cfg, seed=cfg.seed + step, decode=decode), decode(prime.tolist())
         bar.write(f"--- sample at step {step} ---\n{prime_text}\n--- continued by the model ---\n{text}\n---")
 
 

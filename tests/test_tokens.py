@@ -107,6 +107,16 @@ def test_train_reads_token_files_and_logs_bits_per_byte(corpus, tmp_path, capsys
             assert r["bpc"] == pytest.approx(r["loss"] * ratio / math.log(2), rel=1e-12)
             assert r["bpc"] < r["loss"] / math.log(2)  # fewer tokens than bytes: fewer bits per byte than per token
     assert train.build_model(tiny_tokens(out, tmp_path / "x")).config.num_tokens == meta["vocab_size"]
+    # the final whole-split figure too: bits per token over the test split (as a plain tensor of
+    # ids, which converts nothing) times tokens per byte
+    cfg = tiny_tokens(out, tmp_path / "run", max_steps=3)
+    model = train.build_model(cfg)
+    model.load_state_dict(train.load_checkpoint(tmp_path / "run" / train.CHECKPOINT)["model"])
+    test = train.load_splits(cfg)[1][2]
+    per_token = train.evaluate_split(model, test[0:len(test)], cfg.eval_streams).bpc
+    final = {r["kind"]: r for r in records(tmp_path / "run") if r["step"] == 3}
+    assert final["test_full"]["bpc"] == pytest.approx(per_token * test.tokens_per_byte, rel=1e-6)
+    assert final["test_full"]["bpc"] < per_token
 
 
 def test_byte_data_bits_per_byte_is_bits_per_token():

@@ -112,6 +112,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.data is not None and self.data_tokens is not None:
             raise TrainError("pass --data (a file of bytes) or --data-tokens (a token directory), not both")
+        if self.data_tokens is not None and self.doc_separator is not None:
+            raise TrainError("--doc-separator applies to byte data (--data, enwik8): a token directory's documents "
+                             "are not measured by offset yet")
         if self.num_tokens is None:
             from .tokens import read_meta
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -19,6 +19,7 @@ from .config import TrainConfig, TrainError
 from .data import get_batch
 from .distributed import rank_world
 from .model import autocast
+from .tokens import bits_per_byte
 
 
 # Evaluation and sampling run eagerly even when the training step compiled the model in place (see
@@ -134,7 +135,7 @@ def evaluate_split(model: BlockRecurrentTransformer, data: Tensor, streams: int,
     by_offset = None if separator is None else {
         name: (total[i] / counts[i] / math.log(2) if counts[i] else float("nan"), int(counts[i]))
         for i, (_, name) in enumerate(OFFSET_BUCKETS)}
-    return SplitEvaluation(total[-1] / targets / math.log(2), targets, by_offset)
+    return SplitEvaluation(bits_per_byte(total[-1] / targets, data), targets, by_offset)
 
 
 def evaluate(model: BlockRecurrentTransformer, data: Tensor, streams: int,
@@ -144,10 +145,17 @@ def evaluate(model: BlockRecurrentTransformer, data: Tensor, streams: int,
     return result.bpc, result.count
 
 
+def decode_bytes(ids: list[int]) -> str:
+    """Byte ids as text (invalid UTF-8 replaced)."""
+    return bytes(ids).decode("utf-8", errors="replace")
+
+
 @torch.compiler.set_stance("force_eager")  # eagerly, as estimate_loss; generate has its own CUDA graph
 @torch.no_grad()
-def sample(model: BlockRecurrentTransformer, prime: Tensor, cfg: TrainConfig, seed: int) -> str:
-    """Text the model writes after prime (a 1-d tensor of bytes), with its own seed.
+def sample(model: BlockRecurrentTransformer, prime: Tensor, cfg: TrainConfig, seed: int,
+           decode: Callable[[list[int]], str] = decode_bytes) -> str:
+    """Text the model writes after prime (1-d token ids), with its own seed, decoded by ``decode``
+    (bytes by default; a token directory's tokenizer).
 
     Generation runs inside fork_rng so the training run's random streams are not disturbed:
     sampling must not change what a resumed run computes.
@@ -161,7 +169,7 @@ def sample(model: BlockRecurrentTransformer, prime: Tensor, cfg: TrainConfig, se
             new = model.generate(prime[None].long().to(device), len(prime) + cfg.sample_length,
                                  temperature=cfg.temperature, filter_thres=cfg.filter_thres)
     model.train(was_training)
-    return bytes(new[0].tolist()).decode("utf-8", errors="replace")
+    return decode(new[0].tolist())
 
 
 def final_evaluation(model: BlockRecurrentTransformer, val_data: Tensor, test_data: Tensor, cfg: TrainConfig,

@@ -146,21 +146,3 @@ def bits_per_byte(loss_nats: float, data: Any) -> float:
     """Bits per byte of text from a mean loss in nats per token over data: nats * tokens / bytes / ln 2.
     Byte data (a plain tensor of bytes: tokens are bytes) has tokens_per_byte 1: bits per character."""
     return loss_nats * getattr(data, "tokens_per_byte", 1.0) / math.log(2)
-
-
-@torch.compiler.set_stance("force_eager")  # eagerly, as evaluation.sample
-@torch.no_grad()
-def sample_ids(model: Any, prime: Tensor, cfg: Any, seed: int) -> list[int]:
-    """The ids the model writes after prime (1-d), with its own seed and without touching the run's
-    random streams (as evaluation.sample, which decodes bytes only)."""
-    from .model import autocast
-
-    device, was_training = model.device, model.training
-    model.eval()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        with autocast(cfg, device):
-            new = model.generate(prime[None].long().to(device), len(prime) + cfg.sample_length,
-                                 temperature=cfg.temperature, filter_thres=cfg.filter_thres)
-    model.train(was_training)
-    return new[0].tolist()
