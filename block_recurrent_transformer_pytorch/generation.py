@@ -234,4 +234,5 @@ def generate(model: "BlockRecurrentTransformer", prime: Tensor, length: int, *,
     if not return_memories_and_states:
         return new
     decoder.append(new[:, -1:])  # commit the last token too
-    return new, decoder.memories, decoder.states
+    # the caller's own tensors, as forward's (the decoder's may be views of its cache or of the initial state)
+    return new, decoder.memories, [state.clone() for state in decoder.states]

@@ -205,14 +205,10 @@ class BlockRecurrentTransformer(nn.Module):
         from .generation import generate  # decoding imports the model's modules: resolved at call time
 
         length = self.max_seq_len + 1 if length is None else length
-        out = generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
-                       filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
-                       return_memories_and_states=return_memories_and_states, use_cache=use_cache,
-                       compile=compile, generator=generator)
-        if not return_memories_and_states:
-            return out
-        new, memories, next_states = out
-        return new, memories, [s.clone() for s in next_states]  # the caller's own tensors, as forward's
+        return generate(self, prime, length, xl_memories=xl_memories, states=states, temperature=temperature,
+                        filter_thres=filter_thres, top_k=top_k, top_p=top_p, eos_token=eos_token,
+                        return_memories_and_states=return_memories_and_states, use_cache=use_cache,
+                        compile=compile, generator=generator)
 
     @torch.no_grad()
     def stream(self, prime: Tensor, max_new_tokens: int, **kwargs) -> Iterator[Tensor]:
