@@ -339,8 +339,14 @@ class BlockRecurrentTransformer(nn.Module):
                 memories, states = memories.detach(), [s.detach() for s in states]
         if not return_loss:
             return logits, memories, states
-        loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index)
-        return loss, memories, states
+        return self.loss(logits, labels), memories, states
+
+    def loss(self, logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
+        """Cross-entropy of logits (b, n, num_tokens) against labels (b, n); positions labelled
+        ``ignore_index`` count for nothing. ``reduction``: "mean" over the labelled positions (what
+        ``return_loss=True`` gives) or "sum" (to average over several segments by their labels)."""
+        return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index,
+                               reduction=reduction)
 
 
 class WholeBlock:
