@@ -44,8 +44,9 @@ from training.checkpoints import (CHECKPOINT, METRICS, PLOT, RunLog, load_checkp
                                   rng_state, save_checkpoint, seed_rngs, set_rng_state, write_atomically)
 from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, TrainConfig, TrainError,  # noqa: F401
                              run_config)
-from training.data import (check_same_data, data_fingerprint, download_enwik8, get_batch, load_enwik8,  # noqa: F401
-                           load_splits, read_bytes, split_bytes)
+from training.data import (check_same_data, data_fingerprint, document_separator, download_enwik8,  # noqa: F401
+                           get_batch, load_enwik8, load_splits, read_bytes, split_bytes)
+from training.documents import DocumentRows
 from training.distributed import DistEnv, Interrupted, StopSignals, average_gradients, setup_distributed  # noqa: F401
 from training.evaluation import (decode_bytes, document_offsets, estimate_loss, evaluate,  # noqa: F401
                                  evaluate_split, final_evaluation, sample)
@@ -139,8 +140,9 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     if is_main:
         _describe(cfg, env, model, name, splits, fast)
 
+    separator = document_separator(cfg)
     if cfg.eval_only:
-        final_evaluation(model, val_data, test_data, cfg, ckpt["step"], log)
+        final_evaluation(model, val_data, test_data, cfg, ckpt["step"], log, separator)
         return model
 
     # before compiling: a dry pass over the first sample finds the parameters a step may leave without a gradient
@@ -154,6 +156,11 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     data_generator = torch.Generator()
     step, window = _restore_progress(cfg, env, ckpt, ckpt_path, optimizer, scheduler, data_generator)
+    # --documents: each row reads whole documents, its memories and states carried across steps
+    documents = DocumentRows(train_data, separator, cfg, model.config.ignore_index, data_generator) \
+        if cfg.documents else None
+    if documents is not None and ckpt is not None and ckpt["world_size"] == env.world_size:
+        documents.load_state_dict(ckpt["documents"][env.rank], device)
     del ckpt
     if is_main:
         config = {"train": run_config(cfg), "model": model.config.to_dict()}
@@ -185,14 +192,16 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     def checkpoint(window: dict[str, Any]) -> None:
         """Save the run; window: this rank's unfinished train-loss record, so a resume logs what this run would."""
         states = [None] * env.world_size
+        mine = (rng_state(data_generator), window, None if documents is None else documents.state_dict())
         if distributed:
-            dist.all_gather_object(states, (rng_state(data_generator), window))
+            dist.all_gather_object(states, mine)
         else:
-            states[0] = (rng_state(data_generator), window)
+            states[0] = mine
         if is_main:
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "rng": [r for r, _ in states],
-                             "window": [w for _, w in states], "world_size": env.world_size, "model_config": model.config.to_dict(),
+                             "scheduler": scheduler.state_dict(), "step": step, "rng": [r for r, _, _ in states],
+                             "window": [w for _, w, _ in states], "documents": [d for _, _, d in states],
+                             "world_size": env.world_size, "model_config": model.config.to_dict(),
                              "train_config": run_config(cfg), "data": fingerprint}, ckpt_path)
             if step == cfg.max_steps:  # the finished weights, shareable: model.safetensors + config.json
                 save_final(model, out_dir)
@@ -206,6 +215,10 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     stop.armed = True
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):
+            if documents is not None:
+                running_loss += _documents_micro_step(documents, micro, cfg, train_step, forward, ddp, device) \
+                    / cfg.grad_accum
+                continue
             if train_step is not None:
                 # a pinned CPU batch: TrainStep checks it there and copies it without a host sync
                 x = get_batch(train_data, cfg.batch_size, cfg.seq_len, data_generator, torch.device("cpu"))
@@ -270,8 +283,30 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             return model
     stop.armed = False  # a signal during the final evaluation exits at once: the checkpoint is written
     bar.close()
-    final_evaluation(model, val_data, test_data, cfg, step, log)
+    final_evaluation(model, val_data, test_data, cfg, step, log, separator)
     return model
+
+
+def _documents_micro_step(documents: DocumentRows, micro: int, cfg: TrainConfig, train_step: Optional[TrainStep],
+                          forward: torch.nn.Module, ddp: Optional[DistributedDataParallel],
+                          device: torch.device) -> torch.Tensor:
+    """One micro-batch of --documents training: the rows' next segments, from the memories and states
+    they ended the last step with; accumulates loss / grad_accum's gradient, returns the loss."""
+    batch, memories, states = documents.next(micro)
+    if train_step is not None:
+        # TrainStep copies pinned CPU tensors without a host sync, and reads the resets on the host
+        inputs, labels = (t.pin_memory() if device.type == "cuda" else t for t in (batch.inputs, batch.labels))
+        loss, memories, states = train_step(inputs, 1 / cfg.grad_accum, labels=labels, reset=batch.reset,
+                                            xl_memories=memories, states=states, return_memories_and_states=True)
+    else:
+        sync = ddp is None or micro == cfg.grad_accum - 1  # as the windows' loop: one all-reduce per step
+        with nullcontext() if sync else ddp.no_sync():
+            with autocast(cfg, device):
+                loss, memories, states = forward(batch.inputs.to(device), True, labels=batch.labels.to(device),
+                                                 reset=batch.reset.to(device), xl_memories=memories, states=states)
+            (loss / cfg.grad_accum).backward()
+    documents.carry(micro, memories, states)
+    return loss.detach()
 
 
 def _load_data(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict]) -> tuple[str, tuple, dict[str, int]]:

@@ -84,6 +84,10 @@ class TrainConfig:
     doc_separator: Optional[int] = _opt(None, "the byte that ends each document of the data (e.g. 0): the final "
                                               "evaluation then also reports bits per byte by offset in the document",
                                         metavar="BYTE")
+    documents: bool = _opt(False, "each batch row reads whole documents from their start, one after another, "
+                                  "segment by segment, its memories and states carried from step to step and reset "
+                                  "where its next document starts; the final evaluation reads every document so "
+                                  "(needs --doc-separator, or a --data-tokens directory: its separator)")
     log_interval: int = _opt(10, "steps between train-loss records")
     checkpoint_interval: int = _opt(1000, "steps between checkpoints (one is also written at the end)")
     sample_interval: int = _opt(500, "steps between printed samples")
@@ -124,6 +128,9 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.documents and self.doc_separator is None and self.data_tokens is None:
+            raise TrainError("--documents needs the byte that ends each document: pass --doc-separator (e.g. 0), "
+                             "or train on a --data-tokens directory (its meta.json names the separator)")
         if self.doc_separator is not None and not 0 <= self.doc_separator <= 255:
             raise TrainError(f"--doc-separator must be a byte value in 0..255, got {self.doc_separator}")
         if self.seq_len % self.max_seq_len != 0:
