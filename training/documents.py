@@ -75,7 +75,8 @@ class DocumentStreams:
                  generator: Optional[torch.Generator] = None, ignore_index: int = -100,
                  documents: Optional[Sequence[int]] = None) -> None:
         if not isinstance(data, (Tensor, TokenSplit)) or isinstance(data, Tensor) and (
-                data.dim() != 1 or data.is_floating_point() or data.is_complex() or data.device.type != "cpu"):
+                data.dim() != 1 or data.device.type != "cpu" or data.dtype == torch.bool
+                or data.is_floating_point() or data.is_complex()):
             raise TypeError(f"data must be a 1-d CPU integer tensor or a TokenSplit, got {_describe(data)}")
         vocab = 256 if isinstance(data, Tensor) and data.dtype == torch.uint8 else getattr(data, "vocab_size", None)
         if not isinstance(separator, int) or isinstance(separator, bool):
