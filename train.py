@@ -157,8 +157,8 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     data_generator = torch.Generator()
     step, window = _restore_progress(cfg, env, ckpt, ckpt_path, optimizer, scheduler, data_generator)
     # --documents: each row reads whole documents, its memories and states carried across steps
-    documents = DocumentRows(train_data, separator, cfg, model.config.ignore_index, data_generator) \
-        if cfg.documents else None
+    documents = DocumentRows(train_data, separator, cfg.batch_size, cfg.max_seq_len, cfg.seq_len // cfg.max_seq_len,
+                             cfg.grad_accum, model.config.ignore_index, data_generator) if cfg.documents else None
     if documents is not None and ckpt is not None and ckpt["world_size"] == env.world_size:
         documents.load_state_dict(ckpt["documents"][env.rank], device)
     del ckpt

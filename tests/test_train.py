@@ -298,7 +298,7 @@ def test_final_evaluation_reports_offsets_and_the_states_worth(tmp_path, capsys)
     assert final["test_states_reset"]["state_gain"] == pytest.approx(
         final["test_states_reset"]["bpc"] - final["test_full"]["bpc"])
     out = capsys.readouterr().out
-    assert "test by offset in document: 0-1k" in out and "the recurrent state is worth" in out
+    assert "test by offset in document (bytes; bits per byte): 0-1k" in out and "the recurrent state is worth" in out
     with pytest.raises(train.TrainError, match="--doc-separator must be a byte value in 0..255, got 256"):
         tiny(tmp_path, doc_separator=256)
 

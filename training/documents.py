@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from block_recurrent_transformer_pytorch.memory import Memories
+
 from .tokens import TokenSplit
 
 Data = Union[Tensor, TokenSplit]
@@ -180,6 +182,42 @@ class DocumentStreams:
         self.piece, self.offset, self.queue = list(state["piece"]), list(state["offset"]), state["queue"]
         if self.shuffle:
             self.generator.set_state(state["generator"])
+
+
+class DocumentRows:
+    """train.py's --documents reader: per micro-batch, a ``DocumentStreams`` over the train split and
+    the memories and states its rows ended the last step with (detached), to start the next one from."""
+
+    def __init__(self, data: Data, separator: int, rows: int, segment: int, segments: int, micro_batches: int,
+                 ignore_index: int, generator: torch.Generator) -> None:
+        self.streams = [DocumentStreams(data, separator, rows, segment, shuffle=True, generator=generator,
+                                        ignore_index=ignore_index) for _ in range(micro_batches)]
+        self.segments = segments
+        self.carried: list[tuple[Optional[Memories], Optional[list[Tensor]]]] = [(None, None)] * micro_batches
+
+    def next(self, micro: int) -> tuple[DocumentBatch, Optional[Memories], Optional[list[Tensor]]]:
+        """Micro-batch ``micro``'s next segments, and the memories and states to start them from."""
+        return self.streams[micro].next(self.segments), *self.carried[micro]
+
+    def carry(self, micro: int, memories: Memories, states: list[Tensor]) -> None:
+        """Keep what micro-batch ``micro`` ended with, for its next step."""
+        self.carried[micro] = (memories, states)
+
+    def state_dict(self) -> dict:
+        """The streams' positions and the carried memories and states (on the CPU), for an exact resume."""
+        return {"streams": [s.state_dict() for s in self.streams],
+                "carried": [(None if m is None else m.to("cpu"), None if s is None else [t.cpu() for t in s])
+                            for m, s in self.carried]}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        """Continue where ``state_dict`` was taken, the carried memories and states moved to device."""
+        if len(state["streams"]) != len(self.streams):
+            raise ValueError(f"the state holds {len(state['streams'])} micro-batches' streams, this run has "
+                             f"{len(self.streams)} (--grad-accum): they cannot continue")
+        for streams, saved in zip(self.streams, state["streams"]):
+            streams.load_state_dict(saved)
+        self.carried = [(None if m is None else m.to(device), None if s is None else [t.to(device) for t in s])
+                        for m, s in state["carried"]]
 
 
 def _describe(value: object) -> str:

@@ -1,0 +1,81 @@
+"""train.py --documents: rows read whole documents with their memories and states reset where each
+starts; the final evaluation reads every document from its start; a stopped run resumes exactly."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from training.evaluation import evaluate_documents
+
+from .test_train import TINY, records, tiny
+
+
+def _documents(sizes: list[int], seed: int = 0) -> torch.Tensor:
+    """Random bytes 1..255 in documents of these sizes, each followed by the separator 0."""
+    g = torch.Generator().manual_seed(seed)
+    parts = [torch.cat((torch.randint(1, 256, (n,), generator=g, dtype=torch.uint8), torch.zeros(1, dtype=torch.uint8)))
+             for n in sizes]
+    return torch.cat(parts)
+
+
+@pytest.mark.parametrize("keep_states", [True, False])
+def test_document_evaluation_is_each_document_read_alone_from_its_start(keep_states):
+    """evaluate_documents (3 rows side by side, documents of 1 to 5 segments) gives every document
+    exactly the loss of the model reading it alone from fresh memories and states, the separator
+    before it as its first input: nothing of the previous document leaks into the next."""
+    torch.manual_seed(0)
+    model = train.build_model(train.TrainConfig(**{**TINY, "use_compressed_mem": True, "data": "unused"})).eval()
+    data = _documents([5, 140, 31, 70, 2, 33])
+    result = evaluate_documents(model, data, separator=0, rows=3, keep_states=keep_states)
+
+    separators = (data == 0).nonzero().flatten().tolist()
+    total = 0.0
+    for start, end in zip([0] + separators[:-1], separators):  # inputs data[start:end], targets one later
+        memories = states = None
+        for s in range(start, end, model.max_seq_len):
+            stop = min(s + model.max_seq_len, end)
+            with torch.no_grad():
+                logits, memories, states = model(data[None, s:stop].long(), xl_memories=memories,
+                                                 states=states if keep_states else None)
+            total += F.cross_entropy(logits[0].double(), data[s + 1:stop + 1].long(), reduction="sum").item()
+    assert result.count == len(data) - 1
+    assert result.bpc == pytest.approx(total / (len(data) - 1) / math.log(2), rel=1e-5)
+    assert sum(count for _, count in result.by_offset.values()) == len(data) - 1
+    assert result.by_offset["0-1k"][1] == len(data) - 1
+
+
+def test_a_documents_run_resumes_exactly_and_reports_by_offset(tmp_path, capsys):
+    """--documents (sentences as documents, so rows reset every few segments, through TrainStep's
+    eager twin): a run stopped and resumed ends with the uninterrupted run's weights and log, the
+    carried memories and states in its checkpoint; its final evaluation reads documents."""
+    common = dict(max_steps=4, documents=True, doc_separator=ord("."), xl_memories_dropout=0.3, state_dropout=0.3,
+                  cuda_graph=True)
+    train.train(tiny(tmp_path, "whole", **common))
+    train.train(tiny(tmp_path, "parts", stop_at_step=2, **common))
+    ckpt = train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)
+    (documents,) = ckpt["documents"]
+    assert len(documents["carried"]) == TINY["grad_accum"] and documents["carried"][0][0] is not None
+    assert train.main(["--resume", "--out-dir", str(tmp_path / "parts")]) == 0
+    whole = train.load_checkpoint(tmp_path / "whole" / train.CHECKPOINT)
+    parts = train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)
+    for name, weight in whole["model"].items():
+        assert torch.equal(weight, parts["model"][name]), name
+
+    def logged(run: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records(tmp_path / run)]
+
+    assert logged("parts") == logged("whole")
+    final = {r["kind"]: r for r in records(tmp_path / "whole") if r["step"] == 4}
+    assert final["test_by_offset"]["0-1k"]["bytes"] == final["test_full"]["bytes"]
+    assert "the recurrent state is worth" in capsys.readouterr().out
+
+
+def test_documents_needs_a_separator(tmp_path):
+    with pytest.raises(train.TrainError, match="--documents needs the byte that ends each document"):
+        tiny(tmp_path, documents=True)
