@@ -42,8 +42,8 @@ from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, Recur
 # train.py's parts (training/), importable from here as before: train.TrainConfig, train.evaluate, ...
 from training.checkpoints import (CHECKPOINT, METRICS, PLOT, RunLog, load_checkpoint, read_records,  # noqa: F401
                                   rng_state, save_checkpoint, seed_rngs, set_rng_state, write_atomically)
-from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, TrainConfig, TrainError,  # noqa: F401
-                             run_config)
+from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, PRESETS, TrainConfig,  # noqa: F401
+                             TrainError, run_config)
 from training.data import (check_same_data, data_fingerprint, document_separator, download_enwik8,  # noqa: F401
                            get_batch, load_enwik8, load_splits, read_bytes, split_bytes)
 from training.documents import DocumentRows
@@ -82,6 +82,8 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     """The run's config: the flags over the defaults, or, to resume or evaluate, over the checkpoint's config."""
+    if passed.get("preset"):  # the preset's flags, under those passed
+        passed = {**PRESETS[passed["preset"]], **passed}
     if passed.get("init_from") and not (passed.get("resume") or passed.get("eval_only")):
         passed = pretrained_flags(passed)  # a new run from saved weights: their model flags
     cfg = TrainConfig(**passed)

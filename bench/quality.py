@@ -110,6 +110,8 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--preset", choices=tuple(PRESETS), default="seed", help="ours' configuration (and xl's sizes)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a BlockRecurrentTransformer field, e.g. kv_heads=8, recurrent_layers=4,")
+    parser.add_argument("--emb-std", type=float, default=None,
+                        help="ours: initialise the token embeddings from N(0, std^2) (default: the model's, N(0, 1))")
     parser.add_argument("--seg", type=int, default=512, help="xl: segment length")
     parser.add_argument("--mem", type=int, default=512, help="xl: memory length (max_mem_len)")
     parser.add_argument("--xl-set", action="append", default=[], metavar="KEY=VALUE",
@@ -240,6 +242,8 @@ class Ours:
         self.brt = brt
         self.cfg = ours_config(args)
         self.model = brt.BlockRecurrentTransformer(**self.cfg).to(device)
+        if args.emb_std is not None:  # an ablation of the initialisation (the seed's: N(0, 1))
+            nn.init.normal_(self.model.token_emb.weight, std=args.emb_std)
         self.seg = self.model.max_seq_len
         self.wrapper = brt.RecurrentTrainerWrapper(self.model, args.mem_dropout, args.state_dropout)
         self.device = device

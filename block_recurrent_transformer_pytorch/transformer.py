@@ -54,7 +54,9 @@ class BlockRecurrentTransformer(nn.Module):
         self.writes_at = {w: i for i, w in enumerate(config.recurrent_layers)}
         self.knn_at = {layer: i for i, layer in enumerate(config.knn_layers)}  # layer -> its slice of the store
 
-        self.token_emb = nn.Embedding(config.num_tokens, dim)
+        self.token_emb = nn.Embedding(config.num_tokens, dim)  # N(0, 1): nn.Embedding's default, the seed's
+        if config.embedding_init_std != 1.0:  # drawn only then, so the default consumes the seed's random numbers
+            nn.init.normal_(self.token_emb.weight, std=config.embedding_init_std)
         max_memory = config.block_width + (config.compressed_mem_len if config.use_compressed_mem else 0)
         self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base,
                                       max_memory=max_memory, block_width=config.block_width)

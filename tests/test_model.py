@@ -243,3 +243,16 @@ def test_activation_checkpointing_changes_nothing_but_memory():
     expected = _gradients(plain)
     for name, grad in _gradients(checkpointed).items():
         torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_embedding_init_std_sets_the_embeddings_scale_and_leaves_the_default_as_the_seeds():
+    """1.0 (the default) draws exactly what nn.Embedding draws, as the seed did: the same weights as
+    a model built without the field; another value rescales only the embeddings' initial draw."""
+    default, explicit = small_model(seed=3), small_model(seed=3, embedding_init_std=1.0)
+    for a, b in zip(default.state_dict().values(), explicit.state_dict().values()):
+        assert torch.equal(a, b)
+    small = small_model(seed=3, embedding_init_std=0.02)
+    assert abs(default.token_emb.weight.std().item() - 1.0) < 0.05
+    assert abs(small.token_emb.weight.std().item() - 0.02) < 0.002
+    with pytest.raises(ValueError, match="embedding_init_std must be a positive finite number, got -1"):
+        small_model(embedding_init_std=-1)

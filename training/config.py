@@ -22,6 +22,9 @@ class TrainConfig:
     the optimisation adds AdamW, warmup then cosine decay, and gradient clipping.
     """
 
+    preset: Optional[str] = _opt(None, "start from a named set of flags (PRESETS in training/config.py), any flag "
+                                       "passed overriding it: long-documents = the configuration measured best on "
+                                       "long documents (bench/RESULTS.md)", choices=("long-documents",))
     # data and files
     data: Optional[str] = _opt(None, "train on this file of bytes instead of enwik8, split 90/5/5 by "
                                      "fraction (a .gz or single-member .zip is unpacked)", metavar="PATH")
@@ -60,6 +63,8 @@ class TrainConfig:
     qk_rmsnorm_scale: float = _opt(8.0, "attention temperature where queries and keys are rms-normalised")
     xpos_scale_base: int = _opt(512, "xpos length scale of the rotary positions")
     rotary_theta: float = _opt(10000.0, "rotary embedding base")
+    embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
+                                          "seed's; 0.02 learns far faster, see --preset)")
     xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without memories")
     state_dropout: float = _opt(0.1, "chance a training segment starts from the initial states")
     bptt_segments: int = _opt(1, "segments the gradient flows back through before memories and states "
@@ -141,6 +146,18 @@ class TrainConfig:
                              f"--bptt-segments {self.bptt_segments} --knn-layers {list(self.knn_layers)}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
             raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
+
+
+# Named flag sets (--preset NAME): the flags passed override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed's model (19M parameters at 256 tokens) trained as measured on long C files in
+    # bench/RESULTS.md (2026-11-30, issue 15): small initial embeddings (the seed's N(0, 1) learns far
+    # slower), each row reading whole documents with its memories and states carried from step to
+    # step and reset at a document's start, 16 rows of one segment per step, a rate for ~100k steps.
+    # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
+    "long-documents": dict(embedding_init_std=0.02, documents=True, batch_size=16, seq_len=1024, grad_accum=1,
+                           learning_rate=6e-4, min_lr=6e-5, warmup_steps=200),
+}
 
 
 # flags of one invocation, not of the run: never stored with it, nor taken from its checkpoint
