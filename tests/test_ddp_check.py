@@ -51,7 +51,7 @@ def test_two_processes_give_the_single_process_gradients_and_both_speeds(tmp_pat
     # stdout: the JSON line, then the markdown table (train.py's own output went to stderr)
     stdout = done.stdout.splitlines()
     assert json.loads(stdout[0]) == record
-    assert "| card | torch | world size | tokens/s | ratio to 1 |" in stdout
+    assert "| card | torch | world size | tokens/s | ratio to 1 | MFU | peak GiB |" in stdout
     assert any(line.startswith("| cpu | ") and "| 2 |" in line for line in stdout)
     assert "gradient check" in done.stdout and "PASSED" in done.stdout
 
