@@ -379,6 +379,7 @@ def main(argv: Optional[list[str]] = None, bench: str = "ddp_check") -> int:
             fsdp=cfg.fsdp, activation_checkpointing=cfg.activation_checkpointing,
             batch_size=cfg.batch_size, seq_len=cfg.seq_len, grad_accum=cfg.grad_accum,
             data=passed.get("data", f"{args.data_bytes:,} random bytes"),
+            train_flags={k: list(v) if isinstance(v, tuple) else v for k, v in passed.items()},
         )
         # train.py's prints and progress bars go to stderr; stdout holds the results
         with contextlib.redirect_stdout(sys.stderr):
