@@ -1,15 +1,12 @@
 """train.py --fsdp on CPU (gloo, 2 processes, tiny model): FSDP2's sharded gradients equal one process's
-(bench/fsdp_check.py, with a negative control), a stopped and resumed sharded run equals an uninterrupted
-one and leaves whole, loadable weights, and the flags it cannot combine with are refused."""
+(bench/fsdp_check.py; its negative control, --perturb-rank1, is the shared code test_ddp_check.py tests), a
+stopped and resumed sharded run equals an uninterrupted one and leaves whole, loadable weights, and the
+flags it cannot combine with are refused."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,43 +14,19 @@ import torch.distributed as dist
 
 import train
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
+from tests.test_ddp_check import run_check
 from tests.test_train import flags, records, tiny, two_ranks
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def fsdp_check(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """torchrun of bench/fsdp_check.py with 2 CPU processes, gradient check only; the completed process and its record."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "fsdp_check.jsonl"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), "bench/fsdp_check.py", "--device", "cpu", "--tiny", "--no-speed",
-         "--out", str(out), *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
-    )
-    assert out.exists(), done.stderr[-3000:]
-    return done, json.loads(out.read_text())
 
 
 @pytest.mark.parametrize("extra", [(), ("--activation-checkpointing", "--use-compressed-mem", "--bptt-segments", "2")],
                          ids=["plain", "checkpointing-compressed-bptt"])
 def test_sharded_gradients_equal_one_process_gradients(tmp_path, extra):
-    done, record = fsdp_check(tmp_path, *extra)
+    done, record = run_check(tmp_path, "--no-speed", *extra, script="bench/fsdp_check.py")
     assert done.returncode == 0, done.stderr[-3000:]
     assert record["bench"] == "fsdp_check" and record["fsdp"] and record["world_size"] == 2
     check = record["check"]
     assert check["passed"] and check["max_rel_err"] < 1e-5 and check["zero_grad_params"] == 0
     assert "FSDP: sharded over 2 processes" in done.stderr and "PASSED" in done.stdout
-
-
-def test_a_rank_training_on_other_bytes_fails_the_sharded_check(tmp_path):
-    done, record = fsdp_check(tmp_path, "--perturb-rank1")
-    assert done.returncode == 1 and not record["check"]["passed"] and record["check"]["max_rel_err"] > 1e-2
 
 
 def _runs_worker(rank: int, port: int, argvs: list[list[str]]) -> None:
