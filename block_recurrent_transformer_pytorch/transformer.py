@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from .block_context import BlockContext
 from .blocks import AttentionBlock, FeedForward
 from .config import BlockRecurrentConfig, check_bool
+from .knn_memory import KNNStore
 from .memory import MemoryCompressor, Memories, check_memories, empty_memories, from_layer_list, push
 from .positions import RotaryEmbedding
 from .state import RecurrentState, StateView, check_states
@@ -247,7 +248,7 @@ class BlockRecurrentTransformer(nn.Module):
 
         next_states = list(states)
         for index, layer in enumerate(self.layers):
-            h, written = layer(h, self, index, block, rotary, mask, memories, full)
+            h, written = layer(h, self, index, block, rotary, mask, memories.knn, full)
             if written is not None:
                 next_states[self.writes_at[index + 1]] = written
         block.advance(n)
@@ -341,18 +342,19 @@ class Layer(nn.ModuleList):
     """
 
     def forward(self, h: Tensor, model: BlockRecurrentTransformer, index: int, block: BlockContext,
-                rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Tensor], memories: Memories,
+                rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Tensor], knn_store: Optional[KNNStore],
                 full: bool) -> tuple[Tensor, Optional[Tensor]]:
-        """h (b, n, dim) through layer ``index`` of model (attention over the block context's keys and
-        values, state reads, the state write when the block is ``full``, then the feed-forward).
-        Returns the new h and the state this layer wrote (None if it wrote none)."""
+        """h (b, n, dim) through layer ``index`` of model: attention over the block context's keys and
+        values (and, in a kNN layer, over knn_store's entries), state reads, the state write when the
+        block is ``full``, then the feed-forward. Returns the new h and the state this layer wrote
+        (None if it wrote none)."""
         attn, ff = self
         layer = index + 1
         x_normed, q_raw, k, v = attn.project(h)
         q, k_positioned = attn.position(q_raw, k, rotary)
         keys, values = block.extend(index, k_positioned, k, v)
         if layer in model.knn_at:
-            out = attn.attend_with_memory(q_raw, q, keys, values, memories.knn, model.knn_at[layer],
+            out = attn.attend_with_memory(q_raw, q, keys, values, knn_store, model.knn_at[layer],
                                           causal=block.causal, mask=mask)
         else:
             out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
