@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
@@ -82,7 +82,21 @@ def shard_model(model: BlockRecurrentTransformer) -> None:
     """
     for layer in model.layers:
         fully_shard(layer)
+        layer.register_forward_pre_hook(_gather_for_recomputation)  # runs after FSDP's own (prepended)
     fully_shard(model)
+
+
+def _gather_for_recomputation(layer: FSDPModule, args: tuple) -> None:
+    """Gather the layer's weights if they are still shards when it is called.
+
+    FSDP's pre-forward hook gathers them, except (torch <= 2.11; pytorch issues 153354 and 187437) in
+    an activation-checkpointing recomputation during the backward, where it counts on its
+    pre-backward hook having done so: not true here, where a layer runs once per block and the
+    backward of a later block's call has freed the weights again before an earlier block is
+    recomputed. The recomputation then fails (a DTensor met a Tensor). Later torch gathers them itself.
+    """
+    if isinstance(next(layer.parameters()), DTensor):  # FSDP puts the shards (DTensors) back when it frees
+        layer.unshard()  # freed again by this call's post-backward hook, as FSDP's own gathering would be
 
 
 @torch.no_grad()
