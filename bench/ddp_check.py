@@ -397,6 +397,7 @@ def main(argv: Optional[list[str]] = None, bench: str = "ddp_check") -> int:
                 if is_main:  # one process first; the others wait
                     with single_process_env():
                         one = measure_speed(cfg, replace(env, world_size=1), window, windows)
+                    torch._dynamo.reset()  # compiled code may hold the first run's model: free it for the next
                     gc.collect()
                     if cuda:
                         torch.cuda.empty_cache()
