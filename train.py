@@ -49,7 +49,7 @@ from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, TrainCo
 from training.data import (check_same_data, data_fingerprint, download_enwik8, get_batch, load_enwik8,  # noqa: F401
                            load_splits, read_bytes, split_bytes)
 from training.distributed import (DistEnv, Interrupted, StopSignals, average_gradients, copy_full_weights,  # noqa: F401
-                                  gathered, load_optimizer_state, setup_distributed, shard_model)
+                                  gathered, load_optimizer_state, setup_distributed, shard_model, whole_tensor)
 from training.evaluation import (decode_bytes, document_offsets, estimate_loss, evaluate,  # noqa: F401
                                  evaluate_split, final_evaluation, sample)
 from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, load_initial_weights,  # noqa: F401

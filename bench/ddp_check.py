@@ -69,7 +69,6 @@ import torch.distributed as dist  # noqa: E402
 import common  # noqa: E402  (bench/, first on the path of a script run from there)
 import train  # noqa: E402
 from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper  # noqa: E402
-from torch.distributed.tensor import DTensor  # noqa: E402
 
 # tests/test_train.py's tiny model: 2 blocks per segment, 2 segments per sample, every part live
 TINY = dict(dim=32, depth=2, heads=2, dim_head=16, max_seq_len=32, block_width=16, num_state_vectors=8,
@@ -150,7 +149,7 @@ def check_gradients(cfg: train.TrainConfig, env: train.DistEnv, args: argparse.N
     def clip_hook(parameters, *a, **k):
         params = list(parameters)
         # every rank: FSDP's shards are gathered whole (collectives), with the weights they belong to
-        ddp_grads = [None if p.grad is None else whole(p.grad.detach()).clone() for p in params]
+        ddp_grads = [None if p.grad is None else train.whole_tensor(p.grad.detach()).clone() for p in params]
         weights = train.gathered(models[0].state_dict(), env.is_main)
         result.update(compare(cfg, env, models[0], weights, params, ddp_grads, batches, args.rtol, real_build))
         raise _GradientsTaken
@@ -175,11 +174,6 @@ def check_gradients(cfg: train.TrainConfig, env: train.DistEnv, args: argparse.N
         torch.set_float32_matmul_precision(precision)
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
     return result
-
-
-def whole(x: torch.Tensor) -> torch.Tensor:
-    """x, or an FSDP shard (DTensor) gathered whole: every rank must call it together."""
-    return x.full_tensor() if isinstance(x, DTensor) else x
 
 
 def compare(cfg: train.TrainConfig, env: train.DistEnv, live: torch.nn.Module, weights: dict[str, Any],

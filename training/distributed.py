@@ -99,13 +99,18 @@ def _gather_for_recomputation(layer: FSDPModule, args: tuple) -> None:
         layer.unshard()  # freed again by this call's post-backward hook, as FSDP's own gathering would be
 
 
+def whole_tensor(x: Tensor) -> Tensor:
+    """x, or for a shard (a DTensor) the whole tensor, all-gathered: every rank must call it together."""
+    return x.full_tensor() if isinstance(x, DTensor) else x
+
+
 @torch.no_grad()
 def copy_full_weights(sharded: nn.Module, whole: nn.Module) -> None:
     """Copy the weights of sharded (FSDP) into whole, an unsharded model of the same architecture.
     Every rank must call it together: each sharded parameter is all-gathered in turn."""
     target = whole.state_dict()
     for name, value in sharded.state_dict().items():
-        target[name].copy_(value.full_tensor() if isinstance(value, DTensor) else value)
+        target[name].copy_(whole_tensor(value))
 
 
 def gathered(state: Any, keep: bool) -> Any:
@@ -113,7 +118,7 @@ def gathered(state: Any, keep: bool) -> Any:
     all-gathered, then moved to the CPU where keep (the rank that saves it), else dropped (None).
     Every rank must call it together on the same structure. Other values are returned as they are."""
     if isinstance(state, DTensor):
-        whole = state.full_tensor()
+        whole = whole_tensor(state)  # on every rank: a collective
         return whole.cpu() if keep else None
     if isinstance(state, dict):
         return {k: gathered(v, keep) for k, v in state.items()}
