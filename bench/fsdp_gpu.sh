@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Paper scale on two GPUs (issue 17), in one call of at most 10 minutes (~6-7 expected) on 2 H200s:
+# Paper scale on two GPUs (issue 17), in one call of at most 10 minutes (~7 expected) on 2 H200s:
 #
 #   1. check: bench/fsdp_check.py's gradient check at the default model (dim 512 x 6 layers, fp32,
 #      global batch 8 x 2048 x 2 accumulation), plain and with --activation-checkpointing;
@@ -17,9 +17,10 @@
 # OUT (default bench_out/): fsdp_gpu.jsonl (one record per run) and fsdp_gpu.md (the tables).
 # PARTS ("check fast fsdp"): the parts to run. BATCH (16): per-GPU samples of 2048 tokens in the
 # 1.3B runs, one micro-batch per step. WINDOW (5) and WINDOWS (3): steps per timed window and timed
-# windows after the first (warm-up, compilation) one. Each run has a time limit (CHECK_S 75 for
-# each of the two checks, FAST_S 290, FSDP_S 150 seconds), so a slow one cannot take the others'
-# time. ARGS: flags added to every run; PAPER: the model's flags. A CPU smoke test of the script:
+# windows after the first (warm-up, compilation) one. Each run has a time limit (CHECK_S 60 for
+# each of the two checks, FAST_S 330, FSDP_S 150 seconds: 600 in all), so a slow one cannot take
+# the others' time; PARTS=fast in a call of its own gives it more (FAST_S=540). ARGS: flags added
+# to every run; PAPER: the model's flags. A CPU smoke test of the script (~30 s):
 #   PAPER="--dim 64" ARGS="--device cpu --tiny" BATCH=4 WINDOW=1 WINDOWS=1 bash bench/fsdp_gpu.sh
 set -uo pipefail  # no -e: one failing part must not lose the others' results
 cd "$(dirname "$0")/.."
@@ -64,12 +65,12 @@ run() {  # run NAME SECONDS SCRIPT FLAGS...: torchrun on 2 GPUs; its tables go t
 for part in $PARTS; do
     case $part in
         check)
-            run check "${CHECK_S:-75}" bench/fsdp_check.py --no-speed --batch-size 4 --grad-accum 2
-            run check_ac "${CHECK_S:-75}" bench/fsdp_check.py --no-speed --batch-size 4 --grad-accum 2 \
+            run check "${CHECK_S:-60}" bench/fsdp_check.py --no-speed --batch-size 4 --grad-accum 2
+            run check_ac "${CHECK_S:-60}" bench/fsdp_check.py --no-speed --batch-size 4 --grad-accum 2 \
                 --activation-checkpointing ;;
         fast)
             # shellcheck disable=SC2086  # flag lists split into words
-            run fast "${FAST_S:-290}" bench/ddp_check.py --no-check $PAPER --batch-size "$BATCH" --grad-accum 1 $STEPS ;;
+            run fast "${FAST_S:-330}" bench/ddp_check.py --no-check $PAPER --batch-size "$BATCH" --grad-accum 1 $STEPS ;;
         fsdp)
             # shellcheck disable=SC2086
             run fsdp "${FSDP_S:-150}" bench/fsdp_check.py --no-check $PAPER --activation-checkpointing \
