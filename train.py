@@ -5,6 +5,7 @@
     torchrun --nproc_per_node 8 train.py     # the same on 8 GPUs: the global batch grows 8x
     python train.py --resume                 # continue runs/enwik8/ckpt.pt exactly where it stopped
     python train.py --eval-only              # full validation and test bpc of runs/enwik8/ckpt.pt
+    torchrun --nproc_per_node 8 train.py --fsdp --activation-checkpointing   # a model too large for one GPU
     python train.py --help                   # every hyperparameter has a flag
 
 enwik8 is read from data/enwik8, data/enwik8.zip or data/enwik8.gz and downloaded from the Hutter
@@ -22,6 +23,7 @@ the warmup and learns almost nothing. Scale it with the run: for short runs rais
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -31,7 +33,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Optional, Union, get_args, get_origin, get_type_hints
 
 import torch
 import torch.distributed as dist
@@ -46,8 +48,9 @@ from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, PRESETS
                              TrainError, run_config)
 from training.data import (check_same_data, data_fingerprint, document_separator, download_enwik8,  # noqa: F401
                            get_batch, load_enwik8, load_splits, read_bytes, split_bytes)
+from training.distributed import (DistEnv, Interrupted, StopSignals, average_gradients, copy_full_weights,  # noqa: F401
+                                  gathered, load_optimizer_state, setup_distributed, shard_model, whole_tensor)
 from training.documents import DocumentRows
-from training.distributed import DistEnv, Interrupted, StopSignals, average_gradients, setup_distributed  # noqa: F401
 from training.evaluation import (decode_bytes, document_offsets, estimate_loss, evaluate,  # noqa: F401
                                  evaluate_split, final_evaluation, sample)
 from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, load_initial_weights,  # noqa: F401
@@ -134,7 +137,7 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     name, splits, fingerprint = _load_data(cfg, env, ckpt)
     train_data, val_data, test_data = splits
     model = _load_model(cfg, device, ckpt)
-    trainer = RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout, bptt_segments=cfg.bptt_segments)
+    trainer = _trainer(model, cfg)
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(out_dir, is_main, until_step=None if ckpt is None else ckpt["step"])
@@ -153,6 +156,21 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
         warn_untrained(params_without_gradient(model, cfg, first, worst_case=False), cfg)
     may_lack_gradients = distributed and not fast.cuda_graph and bool(
         params_without_gradient(model, cfg, first, worst_case=True))
+
+    # --fsdp: the weights become shards, which evaluation (uneven over the ranks) and sampling (rank 0
+    # alone, through a CUDA graph) could not all-gather. They read a whole copy on every rank instead
+    # (4 bytes per parameter), refreshed from the shards when they run: full_model(), every rank together.
+    sharded = cfg.fsdp and distributed
+    whole = copy.deepcopy(model) if sharded else model
+    if sharded:
+        shard_model(model)
+    eval_trainer = _trainer(whole, cfg) if sharded else trainer
+
+    def full_model() -> BlockRecurrentTransformer:
+        """The model with its current weights whole on this rank (sharded: every rank calls it together)."""
+        if sharded:
+            copy_full_weights(model, whole)
+        return whole
 
     optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -180,8 +198,10 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     # step may leave without a gradient (compressed memory in a step whose segments start without
     # memories, ...) would make it wait for that gradient forever: find_unused_parameters then.
     # TrainStep's graphs run the model itself, so with it the gradients are all-reduced by hand.
+    # FSDP reduce-scatters the gradients itself, in each backward.
+    use_ddp = distributed and not (fast.cuda_graph or sharded)
     ddp = DistributedDataParallel(trainer, device_ids=[env.local_rank] if device.type == "cuda" else None,
-                                  find_unused_parameters=may_lack_gradients) if distributed and not fast.cuda_graph else None
+                                  find_unused_parameters=may_lack_gradients) if use_ddp else None
     forward = ddp if ddp is not None else trainer
     amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
     train_step = TrainStep(trainer, cuda_graph=device.type == "cuda", amp_dtype=amp_dtype) if fast.cuda_graph else None
@@ -199,14 +219,17 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             dist.all_gather_object(states, mine)
         else:
             states[0] = mine
+        # whole tensors, as one process saves them: --fsdp's shards are gathered (every rank), to rank 0's CPU
+        weights, optimizer_state = gathered(model.state_dict(), is_main), gathered(optimizer.state_dict(), is_main)
+        finished = full_model() if step == cfg.max_steps else None
         if is_main:
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_checkpoint({"model": weights, "optimizer": optimizer_state,
                              "scheduler": scheduler.state_dict(), "step": step, "rng": [r for r, _, _ in states],
                              "window": [w for _, w, _ in states], "documents": [d for _, _, d in states],
                              "world_size": env.world_size, "model_config": model.config.to_dict(),
                              "train_config": run_config(cfg), "data": fingerprint}, ckpt_path)
-            if step == cfg.max_steps:  # the finished weights, shareable: model.safetensors + config.json
-                save_final(model, out_dir)
+            if finished is not None:  # the finished weights, shareable: model.safetensors + config.json
+                save_final(finished, out_dir)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)
@@ -267,7 +290,7 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             running_steps, clock = 0, time.perf_counter()
 
         paused = time.perf_counter()
-        _evaluate_and_sample(cfg, step, trainer, model, val_data, device, log, bar, is_main)
+        _evaluate_and_sample(cfg, step, eval_trainer, full_model, val_data, device, log, bar, is_main)
         signalled = stop.agreed(distributed)
         stopping = step == cfg.stop_at_step or signalled is not None
         if step == cfg.max_steps or stopping or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
@@ -282,11 +305,16 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
                 raise Interrupted(signalled, message if is_main else "")
             if is_main:
                 print(message)
-            return model
+            return full_model()
     stop.armed = False  # a signal during the final evaluation exits at once: the checkpoint is written
     bar.close()
-    final_evaluation(model, val_data, test_data, cfg, step, log, separator)
-    return model
+    final_evaluation(full_model(), val_data, test_data, cfg, step, log, separator)
+    return whole
+
+
+def _trainer(model: BlockRecurrentTransformer, cfg: TrainConfig) -> RecurrentTrainerWrapper:
+    """The wrapper that computes the training loss of model (its segments, memory and state dropout)."""
+    return RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout, bptt_segments=cfg.bptt_segments)
 
 
 def _documents_micro_step(documents: DocumentRows, micro: int, cfg: TrainConfig, train_step: Optional[TrainStep],
@@ -353,11 +381,14 @@ def _describe(cfg: TrainConfig, env: DistEnv, model: BlockRecurrentTransformer, 
     print(f"batch: {cfg.batch_size} x {cfg.seq_len} tokens x {cfg.grad_accum} accumulation x "
           f"{env.world_size} process(es) = {tokens_per_step:,} tokens per step")
     graphs = " (CUDA graphs)" if device.type == "cuda" else " (eager)"
+    sharded = f", FSDP: sharded over {env.world_size} processes" if cfg.fsdp and env.world_size > 1 else ""
     print(f"device: {device}{', bf16 autocast' if cfg.amp and device.type == 'cuda' else ''}"
-          f"{', TrainStep' + graphs if fast.cuda_graph else ''}{', compiled' if fast.compile else ''}; "
+          f"{', TrainStep' + graphs if fast.cuda_graph else ''}{', compiled' if fast.compile else ''}{sharded}; "
           f"output: {Path(cfg.out_dir)}")
     if fast.note and not cfg.eval_only:
         print(fast.note)
+    if cfg.fsdp and env.world_size == 1 and not cfg.eval_only:
+        print("note: --fsdp with one process: nothing to shard, the model trains whole (on the eager loop)")
 
 
 def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt_path: Path,
@@ -369,7 +400,7 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
     if ckpt is None:
         seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
         return step, window
-    optimizer.load_state_dict(ckpt["optimizer"])
+    load_optimizer_state(optimizer, ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     step = ckpt["step"]
     if ckpt["world_size"] == env.world_size:
@@ -386,16 +417,23 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
     return step, window
 
 
-def _evaluate_and_sample(cfg: TrainConfig, step: int, trainer: RecurrentTrainerWrapper, model: BlockRecurrentTransformer,
-                         val_data: torch.Tensor, device: torch.device, log: RunLog, bar: tqdm, is_main: bool) -> None:
-    """The periodic validation estimate (every rank) and sample (rank 0), when this step is due for them."""
-    if cfg.eval_interval and step % cfg.eval_interval == 0:
+def _evaluate_and_sample(cfg: TrainConfig, step: int, trainer: RecurrentTrainerWrapper,
+                         full_model: Callable[[], BlockRecurrentTransformer], val_data: torch.Tensor,
+                         device: torch.device, log: RunLog, bar: tqdm, is_main: bool) -> None:
+    """The periodic validation estimate (every rank) and sample (rank 0), when this step is due for them.
+    trainer wraps the model full_model() returns (called on every rank when either is due)."""
+    evaluate_now = cfg.eval_interval and step % cfg.eval_interval == 0
+    sample_now = cfg.sample_interval and step % cfg.sample_interval == 0
+    if not (evaluate_now or sample_now):
+        return
+    model = full_model()
+    if evaluate_now:
         val_loss = estimate_loss(trainer, val_data, cfg, device)
         if is_main:
             bar.write(f"step {step}: val loss {val_loss:.4f} nats, {bits_per_byte(val_loss, val_data):.4f} bpc")
         log.log(step=step, kind="val", loss=val_loss, bpc=bits_per_byte(val_loss, val_data))
         log.plot()
-    if cfg.sample_interval and step % cfg.sample_interval == 0 and is_main:
+    if sample_now and is_main:
         start = random.Random(cfg.seed + step).randrange(max(len(val_data) - cfg.prime_length, 0) + 1)
         prime = val_data[start:start + cfg.prime_length]
         # a token directory's text is decoded through its tokenizer

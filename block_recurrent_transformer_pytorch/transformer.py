@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from .block_context import BlockContext
 from .blocks import AttentionBlock, FeedForward
 from .config import BlockRecurrentConfig, check_bool
+from .knn_memory import KNNStore
 from .memory import MemoryCompressor, Memories, check_memories, empty_memories, from_layer_list, push
 from .positions import RotaryEmbedding
 from .state import RecurrentState, StateView, check_states
@@ -61,7 +62,7 @@ class BlockRecurrentTransformer(nn.Module):
         self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base,
                                       max_memory=max_memory, block_width=config.block_width)
         self.layers = nn.ModuleList(
-            nn.ModuleList([
+            Layer([
                 AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
                                knn=layer in self.knn_at),
                 FeedForward(dim, config.ff_mult),
@@ -248,22 +249,10 @@ class BlockRecurrentTransformer(nn.Module):
         rotary, mask = block.rotary(n), block.attention_mask(n)
 
         next_states = list(states)
-        for index, (attn, ff) in enumerate(self.layers):
-            layer = index + 1
-            x_normed, q_raw, k, v = attn.project(h)
-            q, k_positioned = attn.position(q_raw, k, rotary)
-            keys, values = block.extend(index, k_positioned, k, v)
-            if layer in self.knn_at:
-                out = attn.attend_with_memory(q_raw, q, keys, values, memories.knn, self.knn_at[layer],
-                                              causal=block.causal, mask=mask)
-            else:
-                out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
-            reads = [self.states[i].read(x_normed, block.view(i)) for i in self.reads_at[layer]]
-            h = h + attn.output(out, reads)
-            if full and layer in self.writes_at:
-                i = self.writes_at[layer]
-                next_states[i] = self.states[i].write(block.view(i), *block.layer_kv(index))
-            h = h + ff(h)
+        for index, layer in enumerate(self.layers):
+            h, written = layer(h, self, index, block, rotary, mask, memories.knn, full)
+            if written is not None:
+                next_states[self.writes_at[index + 1]] = written
         block.advance(n)
 
         if not full:
@@ -349,6 +338,41 @@ class BlockRecurrentTransformer(nn.Module):
         ``return_loss=True`` gives) or "sum" (to average over several segments by their labels)."""
         return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index,
                                reduction=reduction)
+
+
+class Layer(nn.ModuleList):
+    """One layer: its ``AttentionBlock`` and ``FeedForward``, a ModuleList of the two, so that the
+    state dict keeps the seed's names (``layers.{i}.0.*``, ``layers.{i}.1.*``).
+
+    ``forward_block`` runs a block through each layer by one call of this module, so that module
+    hooks see each layer's work: FSDP all-gathers a layer's sharded weights just before its call
+    and frees them after it (train.py --fsdp), which it could not do for bare method calls.
+    """
+
+    def forward(self, h: Tensor, model: BlockRecurrentTransformer, index: int, block: BlockContext,
+                rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Tensor], knn_store: Optional[KNNStore],
+                full: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """h (b, n, dim) through layer ``index`` of model: attention over the block context's keys and
+        values (and, in a kNN layer, over knn_store's entries), state reads, the state write when the
+        block is ``full``, then the feed-forward. Returns the new h and the state this layer wrote
+        (None if it wrote none)."""
+        attn, ff = self
+        layer = index + 1
+        x_normed, q_raw, k, v = attn.project(h)
+        q, k_positioned = attn.position(q_raw, k, rotary)
+        keys, values = block.extend(index, k_positioned, k, v)
+        if layer in model.knn_at:
+            out = attn.attend_with_memory(q_raw, q, keys, values, knn_store, model.knn_at[layer],
+                                          causal=block.causal, mask=mask)
+        else:
+            out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
+        reads = [model.states[i].read(x_normed, block.view(i)) for i in model.reads_at[layer]]
+        h = h + attn.output(out, reads)
+        written = None
+        if full and layer in model.writes_at:
+            i = model.writes_at[layer]
+            written = model.states[i].write(block.view(i), *block.layer_kv(index))
+        return h + ff(h), written
 
 
 class WholeBlock:

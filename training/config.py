@@ -111,6 +111,9 @@ class TrainConfig:
                                             "own, replayed from a CUDA graph on a GPU (the same computation, "
                                             "eagerly, on a CPU); needs --bptt-segments 1 and no kNN layers "
                                             "(default: on a CUDA GPU wherever it applies; --no-cuda-graph: never)")
+    fsdp: bool = _opt(False, "under torchrun, shard parameters, gradients and optimizer state over the processes "
+                             "(FSDP2, one unit per layer), for models whose training does not fit one GPU; trains "
+                             "on the eager loop (no TrainStep, no compile)")
     resume: bool = _opt(False, "continue the checkpoint in out-dir (its config, changed only by flags you pass)")
     eval_only: bool = _opt(False, "only evaluate the checkpoint in out-dir on the whole val and test splits")
     stop_at_step: Optional[int] = _opt(None, "stop with a checkpoint after this step, keeping the max-steps "
@@ -144,6 +147,10 @@ class TrainConfig:
         if self.cuda_graph and (self.bptt_segments != 1 or self.knn_layers):
             raise TrainError(f"--cuda-graph needs --bptt-segments 1 and no --knn-layers, got "
                              f"--bptt-segments {self.bptt_segments} --knn-layers {list(self.knn_layers)}")
+        if self.fsdp and (self.cuda_graph or self.compile):
+            given = " ".join(flag for flag, on in (("--cuda-graph", self.cuda_graph), ("--compile", self.compile)) if on)
+            raise TrainError(f"--fsdp trains on the eager loop, not with {given}: a CUDA graph cannot hold FSDP's "
+                             f"all-gathers, and compiling the sharded layers is untested; drop {given}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
             raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
 

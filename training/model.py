@@ -101,6 +101,7 @@ def fast_path(cfg: TrainConfig, device: torch.device) -> FastPath:
     keeps the eager loop unless both are asked for. On a CPU both default to off, silently: a CUDA
     graph needs a GPU, and a CPU run is a test or a smoke run, not worth a compilation. Under
     torchrun TrainStep applies too: train.py all-reduces its gradients by hand instead of through DDP.
+    --fsdp keeps the eager loop, uncompiled (TrainConfig refuses --cuda-graph and --compile with it).
     The note, where there is one, is a single line saying which faster path is not used and why.
     """
     cuda = device.type == "cuda"
@@ -110,6 +111,8 @@ def fast_path(cfg: TrainConfig, device: torch.device) -> FastPath:
     if cfg.knn_layers:
         blockers.append(f"no kNN layers (got --knn-layers {' '.join(map(str, cfg.knn_layers))}: "
                         f"TrainStep does not carry their store)")
+    if cfg.fsdp:
+        blockers.append("no --fsdp (a CUDA graph cannot hold FSDP's all-gathers)")
     if cfg.activation_checkpointing:
         blockers.append("no --activation-checkpointing (untested with CUDA graphs and compile: pass "
                         "--cuda-graph --compile to try)")
