@@ -368,7 +368,7 @@ def main(argv: Optional[list[str]] = None, bench: str = "ddp_check") -> int:
             nccl_nvls_enable=os.environ.get("NCCL_NVLS_ENABLE"), perturb_rank1=args.perturb_rank1,
             model=dict(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head, kv_heads=cfg.kv_heads,
                        ff_mult=cfg.ff_mult, max_seq_len=cfg.max_seq_len, block_width=cfg.block_width,
-                       num_state_vectors=cfg.num_state_vectors, recurrent_layers=list(cfg.recurrent_layers),
+                       num_state_vectors=cfg.num_state_vectors, recurrent_layers=None if cfg.recurrent_layers is None else list(cfg.recurrent_layers),
                        parameters=params, train_flops_per_token=round(flops_per_token)),
             fsdp=cfg.fsdp, activation_checkpointing=cfg.activation_checkpointing,
             batch_size=cfg.batch_size, seq_len=cfg.seq_len, grad_accum=cfg.grad_accum,

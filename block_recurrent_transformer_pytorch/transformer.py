@@ -62,11 +62,9 @@ class BlockRecurrentTransformer(nn.Module):
         self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base,
                                       max_memory=max_memory, block_width=config.block_width)
         self.layers = nn.ModuleList(
-            Layer([
-                AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
-                               knn=layer in self.knn_at),
-                FeedForward(dim, config.ff_mult),
-            ])
+            Layer(AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
+                                 knn=layer in self.knn_at),
+                  FeedForward(dim, config.ff_mult))
             for layer in range(1, depth + 1)
         )
         self.states = nn.ModuleList(RecurrentState(config) for _ in config.recurrent_layers)
@@ -340,14 +338,28 @@ class BlockRecurrentTransformer(nn.Module):
                                reduction=reduction)
 
 
-class Layer(nn.ModuleList):
-    """One layer: its ``AttentionBlock`` and ``FeedForward``, a ModuleList of the two, so that the
-    state dict keeps the seed's names (``layers.{i}.0.*``, ``layers.{i}.1.*``).
+class Layer(nn.Module):
+    """One layer: its ``AttentionBlock`` and ``FeedForward``, registered as "0" and "1" so that the
+    state dict keeps the seed's names (``layers.{i}.0.*``, ``layers.{i}.1.*``); ``layer[0]`` and
+    ``attn, ff = layer`` read them. Not a ModuleList: FSDP2 in torch 2.11 refuses to shard any
+    ModuleList, whatever its forward.
 
     ``forward_block`` runs a block through each layer by one call of this module, so that module
     hooks see each layer's work: FSDP all-gathers a layer's sharded weights just before its call
     and frees them after it (train.py --fsdp), which it could not do for bare method calls.
     """
+
+    def __init__(self, attention: AttentionBlock, feed_forward: FeedForward) -> None:
+        super().__init__()
+        self.add_module("0", attention)
+        self.add_module("1", feed_forward)
+
+    def __getitem__(self, index: int) -> nn.Module:
+        """0: the attention block, 1: the feed-forward."""
+        return self._modules[str(index)]
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self._modules.values())
 
     def forward(self, h: Tensor, model: BlockRecurrentTransformer, index: int, block: BlockContext,
                 rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Tensor], knn_store: Optional[KNNStore],
