@@ -22,6 +22,18 @@ def _grads(model) -> list[torch.Tensor]:
     return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
 
 
+def _assert_step_matches_wrapper_backward(wrapper: RecurrentTrainerWrapper, x: torch.Tensor, **kwargs) -> None:
+    """TrainStep's gradients (eagerly) equal those of the wrapper's loss.backward(), both from zero."""
+    model = wrapper.transformer
+    model.zero_grad(set_to_none=True)
+    wrapper(x, **kwargs).backward()
+    want = _grads(model)
+    model.zero_grad(set_to_none=True)
+    TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x, **kwargs)
+    for got, expected in zip(_grads(model), want):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("compressed", [False, True])
 def test_train_step_equals_wrapper_backward(compressed):
     """Same mean loss and gradients as (wrapper(x) * scale).backward(), memory and state dropout on
@@ -44,28 +56,31 @@ def test_train_step_equals_wrapper_backward(compressed):
     assert all(g.abs().sum() > 0 for g in reference)  # every parameter learns, both paths
 
 
-@pytest.mark.parametrize("compressed", [False, True])
-def test_train_step_carries_memories_and_states_as_the_wrapper(compressed):
-    """Reading a long sequence across calls: memories and states passed in and returned, dropout on,
-    give the wrapper's losses, gradients, memories and states; the returned ones are copies."""
-    model = small_model(use_compressed_mem=compressed).train()
-    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.3, state_dropout=0.3)
-    chunks = [tokens(2, 2 * 16 + 1, seed=s) for s in (1, 2, 3)]
-    results = []
-    for run in (wrapper, TrainStep(wrapper, cuda_graph=False, amp_dtype=None)):
-        model.zero_grad(set_to_none=True)
-        random.seed(5)
-        memories = states = None
-        losses = []
-        for x in chunks:
-            if run is wrapper:
-                loss, memories, states = run(x, True, xl_memories=memories, states=states)
-                loss.backward()
-            else:
-                loss, memories, states = run(x, xl_memories=memories, states=states, return_memories_and_states=True)
-            losses.append(loss.detach())
-        results.append((torch.stack(losses), _grads(model), memories, states))
-    (want_loss, want_grads, want_mem, want_states), (loss, grads, mem, states) = results
+def _read_across_calls(wrapper: RecurrentTrainerWrapper, run, batches: list, seed: int, loss_scale: float = 1.0):
+    """Losses, gradients and the final memories and states of ``run`` (the wrapper, or a TrainStep on
+    it) reading ``batches`` ((x, keywords) pairs) one call after another, memories and states carried."""
+    model = wrapper.transformer
+    model.zero_grad(set_to_none=True)
+    random.seed(seed)
+    memories = states = None
+    losses = []
+    for x, keywords in batches:
+        kwargs = dict(xl_memories=memories, states=states, **keywords)
+        if run is wrapper:
+            loss, memories, states = run(x, True, **kwargs)
+            (loss * loss_scale).backward()
+        else:
+            loss, memories, states = run(x, loss_scale, return_memories_and_states=True, **kwargs)
+        losses.append(loss.detach())
+    return torch.stack(losses), _grads(model), memories, states
+
+
+def _assert_same_reading(wrapper: RecurrentTrainerWrapper, batches: list, seed: int, loss_scale: float = 1.0):
+    """TrainStep (eagerly) gives the wrapper's losses, gradients, memories and states over ``batches``;
+    returns both final memories (TrainStep's, the wrapper's) for further checks."""
+    step = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)
+    want_loss, want_grads, want_mem, want_states = _read_across_calls(wrapper, wrapper, batches, seed, loss_scale)
+    loss, grads, mem, states = _read_across_calls(wrapper, step, batches, seed, loss_scale)
     torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=1e-6)
     for got, want in zip(grads, want_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
@@ -73,6 +88,16 @@ def test_train_step_carries_memories_and_states_as_the_wrapper(compressed):
     for got, want in zip(states, want_states):
         torch.testing.assert_close(got, want)
         assert not got.requires_grad
+    return mem, want_mem
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_train_step_carries_memories_and_states_as_the_wrapper(compressed):
+    """Reading a long sequence across calls: memories and states passed in and returned, dropout on,
+    give the wrapper's losses, gradients, memories and states; the returned ones are copies."""
+    model = small_model(use_compressed_mem=compressed).train()
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.3, state_dropout=0.3)
+    _assert_same_reading(wrapper, [(tokens(2, 2 * 16 + 1, seed=s), {}) for s in (1, 2, 3)], seed=5)
 
 
 def _documents_batch(seed: int, segments: int = 4, seq: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,34 +118,16 @@ def test_train_step_with_labels_and_resets_equals_the_wrapper(compressed):
     memories (with their mask of pre-reset entries) and states are the wrapper's."""
     model = small_model(use_compressed_mem=compressed).train()
     wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.2, state_dropout=0.2)
-    batches = [_documents_batch(seed) for seed in (1, 2, 3)]
-    results = []
-    for run in (wrapper, TrainStep(wrapper, cuda_graph=False, amp_dtype=None)):
-        model.zero_grad(set_to_none=True)
-        random.seed(7)
-        memories = states = None
-        losses = []
-        for x, labels, reset in batches:
-            kwargs = dict(xl_memories=memories, states=states, labels=labels, reset=reset)
-            if run is wrapper:
-                loss, memories, states = run(x, True, **kwargs)
-                (loss * 0.5).backward()
-            else:
-                loss, memories, states = run(x, 0.5, return_memories_and_states=True, **kwargs)
-            losses.append(loss.detach())
-        results.append((torch.stack(losses), _grads(model), memories, states))
-    (want_loss, want_grads, want_mem, want_states), (loss, grads, mem, states) = results
-    torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=1e-6)
-    for got, want in zip(grads, want_grads):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values())
+    batches = []
+    for seed in (1, 2, 3):
+        x, labels, reset = _documents_batch(seed)
+        batches.append((x, dict(labels=labels, reset=reset)))
+    mem, want_mem = _assert_same_reading(wrapper, batches, seed=7, loss_scale=0.5)
     assert (mem.blocks_since_reset is None) == (want_mem.blocks_since_reset is None)
     if compressed:  # row 0's compressed memory still holds entries from before its reset a segment ago
         refill = 3  # pushes until nothing older is held (the same mask for any count from there)
         assert mem.blocks_since_reset.clamp(max=refill).tolist() == want_mem.blocks_since_reset.clamp(max=refill).tolist()
         assert mem.blocks_until_valid == want_mem.blocks_until_valid
-    for got, want in zip(states, want_states):
-        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("step", ["wrapper", "train_step"])
@@ -158,13 +165,7 @@ def test_train_step_continues_memories_masked_by_a_model_reset():
         _, memories, states = model(tokens(2, 16))
         _, memories, states = model(tokens(2, 8), xl_memories=memories, states=states, reset=torch.tensor([True, False]))
     assert memories.blocks_since_reset is not None
-    x = tokens(2, 2 * 16 + 1, seed=9)
-    wrapper(x, xl_memories=memories, states=states).backward()
-    want = _grads(model)
-    model.zero_grad(set_to_none=True)
-    TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x, xl_memories=memories, states=states)
-    for got, expected in zip(_grads(model), want):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    _assert_step_matches_wrapper_backward(wrapper, tokens(2, 2 * 16 + 1, seed=9), xl_memories=memories, states=states)
 
 
 def test_labels_and_resets_are_checked():
@@ -191,14 +192,7 @@ def test_labels_and_resets_are_checked():
 
 def test_train_step_with_activation_checkpointing_equals_wrapper_backward():
     model = small_model(activation_checkpointing=True).train()
-    wrapper = RecurrentTrainerWrapper(model)
-    x = tokens(2, 3 * 16 + 1)
-    wrapper(x).backward()
-    reference = _grads(model)
-    model.zero_grad(set_to_none=True)
-    TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x)
-    for got, want in zip(_grads(model), reference):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    _assert_step_matches_wrapper_backward(RecurrentTrainerWrapper(model), tokens(2, 3 * 16 + 1))
 
 
 def test_train_step_accumulates_and_survives_zero_grad():
