@@ -53,8 +53,9 @@ from training.distributed import (DistEnv, Interrupted, StopSignals, average_gra
 from training.documents import DocumentRows
 from training.evaluation import (decode_bytes, document_offsets, estimate_loss, evaluate,  # noqa: F401
                                  evaluate_split, final_evaluation, sample)
-from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, load_initial_weights,  # noqa: F401
-                            lr_factor, params_without_gradient, pretrained_flags, save_final, warn_untrained)
+from training.model import (FastPath, autocast, build_model, build_optimizer, complete_model_config,  # noqa: F401
+                            fast_path, load_initial_weights, lr_factor, params_without_gradient, pretrained_flags,
+                            save_final, warn_untrained)
 from training.tokens import bits_per_byte, decoder
 
 
@@ -85,10 +86,10 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     """The run's config: the flags over the defaults, or, to resume or evaluate, over the checkpoint's config."""
-    if passed.get("preset"):  # the preset's flags, under those passed
-        passed = {**PRESETS[passed["preset"]], **passed}
     if passed.get("init_from") and not (passed.get("resume") or passed.get("eval_only")):
         passed = pretrained_flags(passed)  # a new run from saved weights: their model flags
+    if passed.get("preset"):  # the preset's flags, under those passed (and a saved model's)
+        passed = {**PRESETS[passed["preset"]], **passed}
     cfg = TrainConfig(**passed)
     if not (cfg.resume or cfg.eval_only):
         return cfg
@@ -179,8 +180,8 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     # --documents: each row reads whole documents, its memories and states carried across steps
     documents = DocumentRows(train_data, separator, cfg.batch_size, cfg.max_seq_len, cfg.seq_len // cfg.max_seq_len,
                              cfg.grad_accum, model.config.ignore_index, data_generator) if cfg.documents else None
-    if documents is not None and ckpt is not None and ckpt["world_size"] == env.world_size:
-        documents.load_state_dict(ckpt["documents"][env.rank], device)
+    if documents is not None and ckpt is not None:
+        _restore_documents(documents, ckpt, env, device)
     del ckpt
     if is_main:
         config = {"train": run_config(cfg), "model": model.config.to_dict()}
@@ -359,8 +360,9 @@ def _load_model(cfg: TrainConfig, device: torch.device, ckpt: Optional[dict]) ->
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(device)
     if ckpt is not None:
-        if ckpt["model_config"] != model.config.to_dict():
-            changed = sorted(k for k, v in model.config.to_dict().items() if ckpt["model_config"].get(k) != v)
+        saved = complete_model_config(ckpt["model_config"])
+        if saved != model.config.to_dict():
+            changed = sorted(k for k, v in model.config.to_dict().items() if saved[k] != v)
             raise TrainError(f"the model flags {changed} differ from the checkpoint's model; they cannot change")
         model.load_state_dict(ckpt["model"])
     elif cfg.init_from is not None:  # a new run from save_pretrained's weights
@@ -415,6 +417,24 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
         done = " = --max-steps: nothing left to train, evaluating it again" if step == cfg.max_steps else ""
         print(f"resumed from {ckpt_path} at step {step}{done}")
     return step, window
+
+
+def _restore_documents(documents: DocumentRows, ckpt: dict, env: DistEnv, device: torch.device) -> None:
+    """--documents on resume: each row continues its document with the memories and states it
+    carried, as the checkpoint kept them; a fresh start of every row (said) where it cannot."""
+    saved = ckpt.get("documents", [None] * ckpt["world_size"])  # older checkpoints kept none
+    why = None
+    if ckpt["world_size"] != env.world_size:
+        why = f"it was written by {ckpt['world_size']} processes, not {env.world_size}"
+    elif saved[env.rank] is None:
+        why = "its run did not read documents (no --documents)"
+    else:
+        try:
+            documents.load_state_dict(saved[env.rank], device)
+        except ValueError as error:  # another --batch-size or --grad-accum
+            why = str(error)
+    if why is not None and env.is_main:
+        print(f"note: every row starts a new document: the checkpoint's rows cannot continue ({why})")
 
 
 def _evaluate_and_sample(cfg: TrainConfig, step: int, trainer: RecurrentTrainerWrapper,

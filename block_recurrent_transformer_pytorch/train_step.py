@@ -83,6 +83,9 @@ class TrainStep:
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
         self.constants: dict[bool, Tensor] = {}
         self.scale = torch.zeros((), device=self.model.device)  # loss_scale / segments, refilled each call
+        # the blocks_since_reset last returned (on the device) and its copy on the host, so that passing
+        # those memories back needs no host sync
+        self.returned_since: tuple[Optional[Tensor], Optional[Tensor]] = (None, None)
         self.tensors = self._model_tensors()
 
     def _model_tensors(self) -> tuple:
@@ -152,6 +155,7 @@ class TrainStep:
         memories = Memories(xl=xl.clone(), compressed=None if compressed is None else compressed.clone())
         if resets is not None:
             memories = resets.carried(memories)
+            self.returned_since = (memories.blocks_since_reset, resets.since)
         return mean, memories, [s.clone() for s in states]
 
     def _on_device(self, t: Optional[Tensor], name: str) -> Optional[Tensor]:
@@ -173,7 +177,11 @@ class TrainStep:
         if memories is None or (memories.xl.shape[-2] == 0 and memories.compressed is None):
             return None, None, None  # empty memories: the no-memory graph
         memories = check_memories(memories, self.model.config, batch, self.model.device)
-        since = None if memories.blocks_since_reset is None else memories.blocks_since_reset.cpu()
+        since = memories.blocks_since_reset
+        if since is not None:
+            # the host copy of what the last call returned, or a read that waits for the device
+            returned, on_host = self.returned_since
+            since = on_host if since is returned else since.cpu()
         return memories.xl, memories.compressed, since
 
     def _carried_states(self, states: Optional[list[Tensor]], batch: int) -> list[Tensor]:

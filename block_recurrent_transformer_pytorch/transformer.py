@@ -334,7 +334,8 @@ class BlockRecurrentTransformer(nn.Module):
         """Cross-entropy of logits (b, n, num_tokens) against labels (b, n); positions labelled
         ``ignore_index`` count for nothing. ``reduction``: "mean" over the labelled positions (what
         ``return_loss=True`` gives) or "sum" (to average over several segments by their labels)."""
-        return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index,
+        # int64 targets, whatever integer type the caller's labels have (cross_entropy takes no other)
+        return F.cross_entropy(logits.transpose(1, 2), labels.long(), ignore_index=self.config.ignore_index,
                                reduction=reduction)
 
 
@@ -355,11 +356,16 @@ class Layer(nn.Module):
         self.add_module("1", feed_forward)
 
     def __getitem__(self, index: int) -> nn.Module:
-        """0: the attention block, 1: the feed-forward."""
-        return self._modules[str(index)]
+        """0 (or -2): the attention block, 1 (or -1): the feed-forward."""
+        if not isinstance(index, int) or not -len(self) <= index < len(self):
+            raise IndexError(f"a layer holds 2 modules (0: attention, 1: feed-forward), got index {index!r}")
+        return self._modules[str(index % len(self))]
 
     def __iter__(self) -> Iterator[nn.Module]:
         return iter(self._modules.values())
+
+    def __len__(self) -> int:
+        return len(self._modules)
 
     def forward(self, h: Tensor, model: BlockRecurrentTransformer, index: int, block: BlockContext,
                 rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Tensor], knn_store: Optional[KNNStore],

@@ -87,3 +87,32 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     assert cfg.documents and cfg.embedding_init_std == 0.02 and cfg.learning_rate == 6e-4
     assert cfg.batch_size == 4  # passed: it wins over the preset's 16
     assert train.build_model(cfg).config.embedding_init_std == 0.02
+
+
+def test_runs_saved_before_a_model_field_existed_resume_and_start_new_runs(tmp_path, capsys):
+    """A checkpoint and final/ config.json written before embedding_init_std existed (the field
+    removed here) still resume, evaluate and --init-from (with a preset, whose flags yield to the
+    saved model's); --documents on a run that read windows starts every row afresh, saying so."""
+    import json
+
+    cfg = tiny(tmp_path, "old", max_steps=2)
+    train.train(cfg)
+    ckpt_path = Path(cfg.out_dir) / train.CHECKPOINT
+    ckpt = train.load_checkpoint(ckpt_path)
+    del ckpt["model_config"]["embedding_init_std"]
+    train.save_checkpoint(ckpt, ckpt_path)
+    config_json = Path(cfg.out_dir) / "final" / "config.json"
+    saved = json.loads(config_json.read_text())
+    del saved["embedding_init_std"]
+    config_json.write_text(json.dumps(saved))
+
+    assert train.main(["--eval-only", "--out-dir", cfg.out_dir]) == 0
+    assert train.main(["--resume", "--out-dir", cfg.out_dir, "--max-steps", "3", "--documents",
+                       "--doc-separator", "46"]) == 0
+    assert "every row starts a new document" in capsys.readouterr().out
+    new = str(tmp_path / "new")
+    assert train.main(["--init-from", str(config_json.parent), "--preset", "long-documents", "--doc-separator", "46",
+                       "--data", cfg.data, "--out-dir", new, "--max-steps", "1", "--device", "cpu",
+                       "--eval-interval", "0", "--sample-interval", "0", "--seq-len", "64", "--batch-size", "2",
+                       "--eval-streams", "2"]) == 0
+    assert train.load_checkpoint(Path(new) / train.CHECKPOINT)["model_config"]["embedding_init_std"] == 1.0

@@ -184,6 +184,8 @@ def test_labels_and_resets_are_checked():
             run(x, labels=labels, reset=reset[:, :3])
         with pytest.raises(ValueError, match="with labels: the inputs only"):
             run(tokens(2, 4 * 16 + 1), labels=labels)
+    # labels of any integer type (int64 or not, as a token file's uint16 read as int32) give the same loss
+    torch.testing.assert_close(wrapper(x, labels=labels.int(), reset=reset), wrapper(x, labels=labels, reset=reset))
     # nothing labelled: a zero loss and no gradient, not NaN
     model.zero_grad(set_to_none=True)
     loss = step(x, labels=torch.full_like(labels, -100), reset=reset)

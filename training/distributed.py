@@ -129,16 +129,22 @@ def gathered(state: Any, keep: bool) -> Any:
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Load a whole optimizer state (``optimizer.state_dict()`` layout, as checkpoints keep it with or
-    without --fsdp); for sharded parameters, each per-element value (exp_avg, exp_avg_sq: the
-    parameter's shape) is then cut to this rank's shard of the parameter, locally (every rank holds
-    the whole state)."""
-    optimizer.load_state_dict(state)
-    for param, values in optimizer.state.items():
-        if not isinstance(param, DTensor):
-            continue
-        for key, value in values.items():
-            if not isinstance(value, DTensor) and value.ndim > 0 and value.shape == param.shape:
-                values[key] = distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
+    without --fsdp). For sharded parameters, each per-element value (exp_avg, exp_avg_sq: the
+    parameter's shape) is cut to this rank's shard first, one tensor at a time and locally (every
+    rank holds the whole state on its CPU): loading the whole state onto the GPU would hold all of it
+    there at once, which a model that needs FSDP may not have room for."""
+    params = {}  # the state's parameter numbers -> the parameters, group by group
+    for group, saved in zip(optimizer.param_groups, state["param_groups"]):
+        params.update(zip(saved["params"], group["params"]))
+    shards = {}
+    for number, values in state["state"].items():
+        param = params[number]
+        if isinstance(param, DTensor):
+            values = {key: distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
+                      if isinstance(value, Tensor) and value.ndim > 0 and value.shape == param.shape else value
+                      for key, value in values.items()}
+        shards[number] = values
+    optimizer.load_state_dict({**state, "state": shards})
 
 
 class Interrupted(KeyboardInterrupt):

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
+from block_recurrent_transformer_pytorch import BlockRecurrentConfig, BlockRecurrentTransformer, RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.pretrained import PretrainedError, load_weights, read_config
 
 from .config import TrainConfig, TrainError
@@ -39,12 +39,21 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
         raise TrainError(f"invalid model flags: {error}") from None
 
 
+def complete_model_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A model config saved by an earlier version (a checkpoint's, a config.json), with the fields
+    added since at their defaults: what a model built from it now has, to compare with."""
+    try:
+        return BlockRecurrentConfig(**saved).to_dict()
+    except (TypeError, ValueError) as error:
+        raise TrainError(f"the saved model config cannot be read by this version: {error}") from None
+
+
 def pretrained_flags(passed: dict[str, Any]) -> dict[str, Any]:
     """The flags passed, with the model flags of --init-from's config.json added; one passed with
     another value than the saved model's is refused."""
     directory = passed["init_from"]
     try:
-        saved = read_config(directory)
+        saved = complete_model_config(read_config(directory))
     except PretrainedError as error:
         raise TrainError(f"--init-from: {error}") from None
     names = {f.name for f in fields(TrainConfig)}
@@ -60,7 +69,7 @@ def pretrained_flags(passed: dict[str, Any]) -> dict[str, Any]:
 def load_initial_weights(model: BlockRecurrentTransformer, directory: str) -> None:
     """--init-from: the weights save_pretrained wrote in directory, into model, whose config must be theirs."""
     try:
-        saved = read_config(directory)
+        saved = complete_model_config(read_config(directory))
         if saved != model.config.to_dict():
             changed = sorted(k for k, v in model.config.to_dict().items() if saved.get(k) != v)
             raise TrainError(f"--init-from {directory}: the model's {changed} differ from its config.json "
