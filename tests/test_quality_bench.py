@@ -21,3 +21,13 @@ def test_a_tiny_quality_run_scores_every_held_out_byte_once(tmp_path):
         # each evaluated document's bytes, every one predicted once, bucketed by its offset
         assert sum(b["bytes"] for b in evaluation["by_offset"].values()) == evaluation["bytes"] == 2 * 1500
     assert any(r["kind"] == "train" for r in records)
+
+
+def test_the_offset_plot_draws_a_run(tmp_path):
+    import plot_quality  # noqa: E402  (bench/, on the path above)
+
+    records = tmp_path / "q.jsonl"
+    quality.main(["--tiny", "--model", "ours", "--tokens", "1024", "--eval-bytes", "2000", "--eval-max-doc", "1000",
+                  "--no-nostate-eval", "--out", str(records)])
+    plot_quality.main([str(tmp_path / "plot.png"), f"{records}=tiny"])
+    assert (tmp_path / "plot.png").stat().st_size > 1000
