@@ -212,7 +212,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     lines = ["| case | store / D | model | batch | seconds | kNN layer / plain layer | peak GiB |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
-        peak = r.get("peak_gib", "-")
+        peak = "-" if r.get("peak_gib") is None else r["peak_gib"]  # None off CUDA
         if r.get("error"):
             lines.append(f"| {r['case']} | {r.get('store', '')} | {r.get('model', '')} | {r.get('batch', '')} | "
                          f"{r['error']} | | |")

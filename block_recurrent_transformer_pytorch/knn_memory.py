@@ -44,9 +44,10 @@ from .attention import fold_query_groups
 from .config import BlockRecurrentConfig
 
 # Scores computed at once (a chunk of queries against the whole store): bounds the temporaries of
-# a search. Large on a GPU, where each chunk is a few kernels whatever its size (2**30 scores:
-# 2 GiB in bf16, 64 chunks of 20 queries for 50 rows over 262,144 slots); small on the CPU.
-SCORE_BUDGET = {"cuda": 2 ** 30, "cpu": 2 ** 24}
+# a search. Each chunk costs a few kernels whatever its size, so a GPU takes large ones: 2**30
+# scores, 2 GiB in bf16 (a full store of 262,656 slots at batch 50: 19 chunks of 81 of a block's
+# 1,536 queries per row); 2**26 on the CPU.
+SCORE_BUDGET = {"cuda": 2 ** 30, "cpu": 2 ** 26}
 TOP_K_GROUP = 16  # consecutive slots per group in grouped_top_k
 # Places along a row of slots where reachability may change: a view reaches one run of its ring,
 # which the slots [0, searched) show as one run or two (wrapped), so at most two groups are partly reachable.
