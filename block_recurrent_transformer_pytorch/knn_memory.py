@@ -85,22 +85,14 @@ class _Ring:
     written: int
     views: list[weakref.ref] = field(default_factory=list)
 
-    def overwrites_reach(self, n: int, capacity: int, slots: int) -> bool:
+    def overwrites_reach(self, n: int, slots: int) -> bool:
         """Whether writing the next n entries in place would overwrite an entry that a live view reaches."""
         # the entries whose slots the write takes: positions written + i - slots, those >= 0
         lost_from, lost_to = max(0, self.written - slots), self.written + n - slots
         if lost_to <= lost_from:
             return False
-        self.views = [ref for ref in self.views if ref() is not None]
-        for ref in self.views:
-            view = ref()
-            if view is None:  # collected since the line above
-                continue
-            if view.written is None:  # a view of unknown position (made by hand): assume it reaches them
-                return True
-            if max(0, view.written - capacity) < lost_to and lost_from < view.written:
-                return True
-        return False
+        self.views = [ref for ref in self.views if ref() is not None]  # drop the views nobody holds
+        return any(view is not None and view.reaches(lost_from, lost_to) for view in (ref() for ref in self.views))
 
 
 # keys buffer -> its _Ring, for the buffers made by eager code here; any other buffer (loaded, moved,
@@ -164,6 +156,11 @@ class KNNMemory:
         """Slots allocated so far."""
         return self.keys.shape[-2]
 
+    def reaches(self, first: int, end: int) -> bool:
+        """Whether this view reaches an entry at a position in [first, end) (of unknown position, as a
+        view made by hand may be: assume it does)."""
+        return self.written is None or (max(0, self.written - self.capacity) < end and first < self.written)
+
     def write(self, k: Tensor, v: Tensor, rows_valid: Optional[Tensor] = None) -> "KNNMemory":
         """Append one block (knn layers, b, kv_heads, n, d); the entries past the capacity fall out of reach.
 
@@ -177,8 +174,8 @@ class KNNMemory:
         new_values = v.detach().to(self.values.dtype)
         position = self.position + n
         start = self.start if rows_valid is None else torch.where(rows_valid, self.start, position)
-        if torch.compiler.is_compiling():  # out of place, the whole ring allocated (fixed shapes)
-            keys, values = (_grown(t, self.slots).index_copy(-2, index, new)
+        if torch.compiler.is_compiling():  # out of place, into the whole ring (fixed shapes)
+            keys, values = ((t if t.shape[-2] == self.slots else _grown(t, self.slots)).index_copy(-2, index, new)
                             for t, new in ((self.keys, new_keys), (self.values, new_values)))
             return KNNMemory(keys, values, position, start, self.capacity, self.slots)
         written = int(self.position) if self.written is None else self.written  # one host sync, once per store
@@ -189,14 +186,15 @@ class KNNMemory:
         return KNNMemory(keys, values, position, start, self.capacity, self.slots, written + n)
 
     def _writable(self, written: int, n: int) -> tuple[Tensor, Tensor]:
-        """Buffers that n entries after this view's ``written`` can be written into in place: this
-        view's own if that overwrites nothing a live view reaches and they are large enough, else copies
-        (grown by doubling, to the whole ring once it wraps), registered as a new ring."""
+        """Buffers to write n entries into in place after this view's ``written`` ones: this view's own
+        when they are large enough, nothing was written into them after this view (else this write
+        branches off), and the write overwrites nothing a live view reaches; else copies, grown as
+        needed (doubling, to the whole ring at most), registered as a new ring."""
         needed = min(written + n, self.slots)
         size = self.allocated if needed <= self.allocated else min(self.slots, max(needed, 2 * self.allocated))
         ring = _RINGS.get(self.keys)
         if (size == self.allocated and ring is not None and ring.written == written
-                and not ring.overwrites_reach(n, self.capacity, self.slots)):
+                and not ring.overwrites_reach(n, self.slots)):
             return self.keys, self.values
         keys, values = _grown(self.keys, size), _grown(self.values, size)
         _RINGS[keys] = _Ring(written)
@@ -214,7 +212,9 @@ class KNNMemory:
         each row, the newest min(capacity, entries since its document started) (older ones, the ring's
         slack, or entries written after the view, are out of reach)."""
         slots = torch.arange(searched, device=self.position.device)
-        age = (self.position - 1 - slots) % self.slots  # 0: the newest entry; written after the view: >= slack
+        # 0: the newest entry; an entry written after the view comes out >= capacity (a write goes past
+        # a live view by less than the slack, see _Ring)
+        age = (self.position - 1 - slots) % self.slots
         reach = (self.position - self.start).clamp(max=self.capacity)
         return age < reach[:, None]
 
@@ -295,9 +295,9 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int,
     at most WINDOW_EDGES changes of value along a row, which ``grouped_top_k`` relies on).
 
     Returns (indices (b, kv_heads, m, top_k) into the slots, found (same shape, bool: a reachable
-    entry; fewer than top_k reachable, or fewer slots, leave the rest not found)). All slots are scored by one matmul
-    per chunk of queries, each chunk as many as keep the scores within ``budget`` elements (default:
-    the device's SCORE_BUDGET).
+    entry; fewer than top_k reachable, or fewer slots, leave the rest not found)). All slots are
+    scored by one matmul per chunk of queries, each chunk as many as keep the scores within
+    ``budget`` elements (default: the device's SCORE_BUDGET).
     """
     b, kv_heads, m, _ = q.shape
     budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
