@@ -15,7 +15,8 @@ putting a kNN layer on top (262,144 entries, top 32); bf16 autocast on CUDA:
   the time does not depend on the weights).
 - peak: peak memory of passkey training steps at the largest batch its curriculum makes (160
   samples of one segment); the "empty" training steps above are its other end (32 x 5 segments).
-- profile (--profile, CUDA): the kernels of one evaluation segment at the evaluation batch, full store.
+- profile (--profile, CUDA): the kernels of one evaluation segment (evaluation batch, full store) and
+  of one "empty" training step of the kNN and the plain model.
 
     PYTHONPATH=/tmp/site:$PWD python3 bench/knn_speed.py --profile --out bench_out/knn_speed.jsonl
     python bench/knn_speed.py --device cpu --tiny          # a smoke test without a GPU
@@ -189,22 +190,41 @@ def run_peak(cfg: Config, device: torch.device, write: Callable[[dict[str, Any]]
     write(dict(case="peak", batch=cfg.peak_batch, segments=1, peak_gib=common.peak_gib(device)))
 
 
-def run_profile(cfg: Config, device: torch.device, write: Callable[[dict[str, Any]], None]) -> None:
-    """The kernels of one evaluation segment over a full store (CUDA)."""
+def kernels(fn: Callable[[], Any], device: torch.device) -> tuple[dict[str, Any], list[str]]:
+    """The GPU kernels of one call of fn (after a warm-up call): totals and the 15 longest."""
     from torch.profiler import ProfilerActivity, profile
 
-    model = build(cfg, "knn", device).eval()
-    memories = filled_memories(model, cfg.eval_batch, device)
-    x = torch.randint(0, passkey.NUM_TOKENS, (cfg.eval_batch, model.max_seq_len), device=device)
-    with torch.no_grad(), passkey.autocast(device):
-        _, memories, states = model(x, xl_memories=memories)  # warm up; carried on, as an evaluation does
+    fn()
+    common.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
         common.synchronize(device)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            model(x, xl_memories=memories, states=states)
-            common.synchronize(device)
-    totals, lines = common.kernel_summary(prof, top=15)
-    write(dict(case="profile", batch=cfg.eval_batch, **totals))
-    print("\n".join(lines))
+    return common.kernel_summary(prof, top=15)
+
+
+def run_profile(cfg: Config, device: torch.device, write: Callable[[dict[str, Any]], None]) -> None:
+    """The kernels of one evaluation segment over a full store, and of one "empty" training step of
+    the kNN and the plain model (CUDA)."""
+    model = build(cfg, "knn", device).eval()
+    carried = [filled_memories(model, cfg.eval_batch, device)]  # carried on, as an evaluation does
+    x = torch.randint(0, passkey.NUM_TOKENS, (cfg.eval_batch, model.max_seq_len), device=device)
+
+    def segment() -> None:
+        with torch.no_grad(), passkey.autocast(device):
+            carried.append(model(x, xl_memories=carried.pop())[1])
+
+    profiles = {"eval segment, full store": (cfg.eval_batch, segment)}
+    length = passkey.sample_length(cfg.train_filler, model.max_seq_len)
+    sample = passkey.make_batch([cfg.train_filler] * cfg.batch, length, random.Random(0)).to(device)
+    for name in ("knn", "plain"):
+        trained = build(cfg, name, device).train()
+        optimizer = passkey.make_optimizer(trained, passkey.Config(), device)
+        profiles[f"train step, empty store, {name}"] = (
+            cfg.batch, lambda trained=trained, optimizer=optimizer: train_step(trained, optimizer, sample, None, device))
+    for what, (batch, fn) in profiles.items():
+        totals, lines = kernels(fn, device)
+        write(dict(case="profile", what=what, batch=batch, **totals))
+        print(f"-- the longest kernels of the {what}:\n" + "\n".join(lines))
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
@@ -227,8 +247,8 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         elif r["case"] == "peak":
             lines.append(f"| passkey training | D = 0 | knn | {r['batch']} x 1 segment | | | **{peak}** |")
         elif r["case"] == "profile":
-            lines.append(f"| profile, one eval segment | full | knn | {r['batch']} | {r['kernel_ms']} ms of "
-                         f"{r['kernels']} kernels | | |")
+            lines.append(f"| profile: {r['what']} | | | {r['batch']} | {r['kernel_ms']} ms of {r['kernels']} kernels "
+                         f"| | |")
     return "\n".join(lines)
 
 
