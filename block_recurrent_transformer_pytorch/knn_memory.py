@@ -321,7 +321,9 @@ def masked_top_k(scores: Tensor, allowed: Tensor, k: int) -> tuple[Tensor, Tenso
     their indices; disallowed ones score -inf, as do the places past a row shorter than k (index 0)."""
     best, index = scores.masked_fill(~allowed, float("-inf")).topk(min(k, scores.shape[-1]), dim=-1)
     missing = k - best.shape[-1]
-    return F.pad(best, (0, missing), value=float("-inf")), F.pad(index, (0, missing))
+    if missing:
+        best, index = F.pad(best, (0, missing), value=float("-inf")), F.pad(index, (0, missing))
+    return best, index
 
 
 def grouped_top_k(scores: Tensor, allowed: Tensor, k: int, group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
