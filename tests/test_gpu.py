@@ -147,11 +147,13 @@ def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
     assert _relative_error(bf16_grads, fp32_grads) < 5e-2
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-2), (torch.bfloat16, 8e-2)])
 def test_exact_search_on_cuda_finds_the_reference_scores(dtype, tolerance):
     """The CUDA search (chunks of queries over every slot, grouped top-k, unreachable slots masked by
     group) finds the top scores of scoring every slot at once and torch.topk, over a wrapped store of
-    66,048 slots with a row reset mid-window and a row just reset, at a block's 1,536 queries per row."""
+    66,048 slots with a row reset mid-window and a row just reset, at a block's 1,536 queries per row:
+    the same found entries, scores equal up to the matmuls' rounding (two kernels may round a score
+    differently, TF32 included, and pick different entries among near-ties; top scores are ~4)."""
     import torch.nn.functional as F
 
     from block_recurrent_transformer_pytorch.knn_memory import KNNMemory, reference_search, search
