@@ -227,6 +227,10 @@ class KNNMemory:
     def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
         """``KNNStore.retrieve``: the exact ``search``, then a gather on the store's device."""
         searched = self.searched(top_k)
+        if searched == 0:  # no slot allocated yet (made with reserve=0, nothing written): nothing to find
+            found = torch.zeros(*q.shape[:3], top_k, dtype=torch.bool, device=q.device)
+            nothing = q.new_zeros(*found.shape, q.shape[-1])
+            return nothing, nothing, found
         keys, values = self.keys[layer, ..., :searched, :], self.values[layer, ..., :searched, :]
         index, found = search(q, keys, self.reachable(searched), top_k)
         gather = index[..., None].expand(*index.shape, q.shape[-1])
