@@ -60,7 +60,7 @@ class CachedDecoder:
                  use_cuda_graph: Optional[bool] = None, compile: bool = False) -> None:
         device, knn_layers = memories.device, model.config.knn_layers
         check_bool("compile", compile)
-        # a graph reads fixed addresses; the kNN store is a new tensor after every block
+        # a graph reads fixed addresses; the kNN store's may move at a block's end (grown, or copied for a branch)
         if use_cuda_graph and knn_layers:
             raise ValueError("use_cuda_graph=True cannot serve a model with knn_layers: the graph would read "
                              "the kNN store of the block it was captured in")

@@ -2,11 +2,25 @@
 compressed memories, searched exactly by each query — or, with ``knn_retrieval="routed"``, a
 subset picked per block by a learned CoLT5 coordinate-descent router (Ainslie et al. 2023).
 
-Every kNN layer keeps, per batch row, a FIFO ring of ``knn_memory_size`` past keys/values: each
-block pushed out of the XL memory is written over the oldest entries (never a wholesale wipe).
-Keys are stored as unit vectors without positions, so a query finds them by cosine similarity;
-the search is exact (chunked top-k over the whole store, in torch, on the store's device).
-Entries are stored detached. A row that resets marks its entries invalid.
+Every kNN layer keeps, per batch row, a FIFO of its ``knn_memory_size`` newest past keys/values:
+each block pushed out of the XL memory is appended and the oldest entries fall out of reach (never
+a wholesale wipe). Keys are stored as unit vectors without positions, so a query finds them by
+cosine similarity. Entries are stored detached. A row that resets reaches none of its older entries.
+
+The search is exact: a block's queries are scored against every slot of the store by one matmul
+per chunk of queries (chunks bound the temporaries, a GPU takes few), then ``grouped_top_k`` picks
+each query's best reachable entries in two cheap passes, masking unreachable slots group by group.
+
+Storage (``KNNMemory``): a ring buffer of ``capacity + slack`` slots, written in place. A
+``KNNMemory`` is a view of it: the buffer, how many entries were written when the view was made,
+and where each row's current document starts; it reaches the newest ``capacity`` of those entries.
+Views behave as values: one that a caller holds retrieves the same whatever is written after it,
+because a write goes in place only when it overwrites nothing a live view reaches — the writer is
+the newest view of its buffer, and the slack keeps the entries of a caller's memories while one
+model call (max_seq_len tokens) writes past them. Otherwise (branching from older memories,
+memories kept across calls, activation checkpointing's recomputation) the buffer is copied first.
+The buffer grows (doubling) as it fills, so a store holding few entries costs little memory. This
+bookkeeping is Python: under torch.compile a write copies the whole store instead, as it always did.
 
 Two stores implement ``KNNStore``: ``KNNMemory`` here (``knn_backend="torch"``, tensors on the
 model's device, compilable) and ``faiss_memory.FaissKNNMemory`` (``knn_backend="faiss"``, on the
@@ -17,25 +31,32 @@ softmax over both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .attention import fold_query_groups
 from .config import BlockRecurrentConfig
 
-# Scores computed at once (a chunk of the store for all queries): bounds the temporaries of a search.
-# Large on a GPU, where small chunks would make a search of a full store thousands of kernel launches
-# (2**28 scores: 512 MiB in bf16, 1 GiB with fp32 queries); small on the CPU.
-SCORE_BUDGET = {"cuda": 2 ** 28, "cpu": 2 ** 26}
+# Scores computed at once (a chunk of queries against the whole store): bounds the temporaries of
+# a search. Each chunk costs a few kernels whatever its size, so a GPU takes large ones: 2**30
+# scores, 2 GiB in bf16 (a full store of 262,656 slots at batch 50: 19 chunks of 81 of a block's
+# 1,536 queries per row); 2**26 on the CPU.
+SCORE_BUDGET = {"cuda": 2 ** 30, "cpu": 2 ** 26}
+TOP_K_GROUP = 16  # consecutive slots per group in grouped_top_k
+# Places along a row of slots where reachability may change: a view reaches one run of its ring,
+# which the slots [0, searched) show as one run or two (wrapped), so at most two groups are partly reachable.
+WINDOW_EDGES = 2
 
 
 class KNNStore(Protocol):
     """What the model asks of a kNN store. Stores behave as values: ``write`` and ``reset`` return
-    a new store and leave the caller's as it was."""
+    a new store, and the caller's retrieves what it did."""
 
     @property
     def kv_heads(self) -> int:
@@ -57,141 +78,280 @@ class KNNStore(Protocol):
 
 
 @dataclass
+class _Ring:
+    """What eager code knows of one ring buffer (``_RINGS``): the entries written into it so far,
+    and weak references to its views (a view that nobody holds can no longer be observed)."""
+
+    written: int
+    views: list[weakref.ref] = field(default_factory=list)
+
+    def overwrites_reach(self, n: int, slots: int) -> bool:
+        """Whether writing the next n entries in place would overwrite an entry that a live view reaches."""
+        # the entries whose slots the write takes: positions written + i - slots, those >= 0
+        lost_from, lost_to = max(0, self.written - slots), self.written + n - slots
+        if lost_to <= lost_from:
+            return False
+        self.views = [ref for ref in self.views if ref() is not None]  # drop the views nobody holds
+        return any(view is not None and view.reaches(lost_from, lost_to) for view in (ref() for ref in self.views))
+
+
+# keys buffer -> its _Ring, for the buffers made by eager code here; any other buffer (loaded, moved,
+# or made inside torch.compile) is copied before a write
+_RINGS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+@dataclass(eq=False)
 class KNNMemory:
-    """keys, values: (knn layers, batch, kv_heads, capacity, dim_head); valid: (batch, capacity);
-    head: () long tensor, the slot the next block is written at (the same in every row; a tensor
-    so that torch.compile does not specialise on it).
-    written: entries written so far while the ring has not wrapped (they fill slots 0..written-1),
-    so that a search skips the never-written rest; None: unknown (a store built or written inside
-    torch.compile, where a Python int would be specialised on), and every slot is searched."""
+    """A view of a ring buffer of past keys/values (see the module docstring).
+
+    keys, values: (knn layers, batch, kv_heads, allocated, dim_head), allocated <= ``slots`` (the
+        buffer grows as it fills); the entry at position p (the p-th written) sits in slot p % slots.
+    position: () long tensor: entries written before this view (a tensor so that torch.compile does
+        not specialise on it). start: (batch,) long: each row's first position of its current document.
+    capacity: entries a view reaches (the newest ones). slots: the ring's size, capacity + slack.
+    written: ``position`` on the host; None where unknown (a store written inside torch.compile,
+        where a Python int would be specialised on): then every allocated slot is searched.
+    """
 
     keys: Tensor
     values: Tensor
-    valid: Tensor
-    head: Tensor
+    position: Tensor
+    start: Tensor
+    capacity: int
+    slots: int
     written: Optional[int] = None
 
-    def write(self, k: Tensor, v: Tensor, rows_valid: Optional[Tensor] = None) -> "KNNMemory":
-        """Write one block (knn layers, b, kv_heads, block_width, d) over the oldest entries.
+    def __post_init__(self) -> None:
+        if not torch.compiler.is_compiling():  # the bookkeeping is eager only (see the module docstring)
+            ring = _RINGS.get(self.keys)
+            if ring is not None:
+                ring.views.append(weakref.ref(self))
 
-        rows_valid (b,): whether the block belongs to each row's current document (a block from
-        before a row's reset is written but stays invalid); None: every row's does.
-        A new store is returned (the caller's is left as it was): a copy of the store per block.
-        """
-        capacity, n = self.keys.shape[-2], k.shape[-2]
-        slots = (self.head + torch.arange(n, device=k.device)) % capacity
-        keys = self.keys.index_copy(-2, slots, F.normalize(k.detach(), dim=-1).to(self.keys.dtype))
-        values = self.values.index_copy(-2, slots, v.detach().to(self.values.dtype))
-        if rows_valid is None:
-            valid = self.valid.index_fill(-1, slots, True)
-        else:
-            valid = self.valid.index_copy(-1, slots, rows_valid[:, None].expand(-1, n).contiguous())
-        written = None
-        if not torch.compiler.is_compiling() and self.written is not None:  # never read while tracing
-            written = min(self.written + n, capacity)
-        return KNNMemory(keys, values, valid, (self.head + n) % capacity, written)
-
-    def searched(self, top_k: int) -> int:
-        """How many slots (from slot 0) a search must score: the written ones, at least ``top_k``
-        (so that every query gets top_k candidates, unwritten ones marked not found)."""
-        capacity = self.keys.shape[-2]
-        if torch.compiler.is_compiling() or self.written is None:  # never read while tracing
-            return capacity
-        return min(max(self.written, top_k), capacity)
+    @classmethod
+    def empty(cls, layers: int, batch: int, kv_heads: int, dim_head: int, capacity: int, *, slack: int = 0,
+              reserve: int = 0, device: Optional[torch.device] = None,
+              dtype: Optional[torch.dtype] = None) -> "KNNMemory":
+        """A store holding nothing: ``capacity`` entries in reach, ``slack`` more kept in the ring (so
+        that views up to ``slack`` entries behind the newest stay intact without a copy), ``reserve``
+        slots allocated at first (all of them under torch.compile, which needs fixed shapes)."""
+        for name, value, least in (("capacity", capacity, 1), ("slack", slack, 0), ("reserve", reserve, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+        slots = capacity + slack
+        allocated = slots if torch.compiler.is_compiling() else min(reserve, slots)
+        shape = (layers, batch, kv_heads, allocated, dim_head)
+        keys = torch.zeros(shape, device=device, dtype=dtype)
+        if not torch.compiler.is_compiling():
+            _RINGS[keys] = _Ring(written=0)
+        return cls(keys, torch.zeros_like(keys), torch.zeros((), dtype=torch.long, device=device),
+                   torch.zeros(batch, dtype=torch.long, device=device), capacity, slots, written=0)
 
     @property
     def kv_heads(self) -> int:
         """Key/value heads per layer."""
         return self.keys.shape[2]
 
+    @property
+    def allocated(self) -> int:
+        """Slots allocated so far."""
+        return self.keys.shape[-2]
+
+    def reaches(self, first: int, end: int) -> bool:
+        """Whether this view reaches an entry at a position in [first, end) (of unknown position, as a
+        view made by hand may be: assume it does)."""
+        return self.written is None or (max(0, self.written - self.capacity) < end and first < self.written)
+
+    def write(self, k: Tensor, v: Tensor, rows_valid: Optional[Tensor] = None) -> "KNNMemory":
+        """Append one block (knn layers, b, kv_heads, n, d); the entries past the capacity fall out of reach.
+
+        rows_valid (b,): whether the block belongs to each row's current document (a block from
+        before a row's reset is written, and the row's document starts after it); None: every row's.
+        In place where no live view reaches what it overwrites, else into a copy (see the module docstring).
+        """
+        n = k.shape[-2]
+        index = (self.position + torch.arange(n, device=self.position.device)) % self.slots
+        new_keys = F.normalize(k.detach(), dim=-1).to(self.keys.dtype)
+        new_values = v.detach().to(self.values.dtype)
+        position = self.position + n
+        start = self.start if rows_valid is None else torch.where(rows_valid, self.start, position)
+        if torch.compiler.is_compiling():  # out of place, into the whole ring (fixed shapes)
+            keys, values = ((t if t.shape[-2] == self.slots else _grown(t, self.slots)).index_copy(-2, index, new)
+                            for t, new in ((self.keys, new_keys), (self.values, new_values)))
+            return KNNMemory(keys, values, position, start, self.capacity, self.slots)
+        written = int(self.position) if self.written is None else self.written  # one host sync, once per store
+        keys, values = self._writable(written, n)
+        keys.index_copy_(-2, index, new_keys)
+        values.index_copy_(-2, index, new_values)
+        _RINGS[keys].written = written + n
+        return KNNMemory(keys, values, position, start, self.capacity, self.slots, written + n)
+
+    def _writable(self, written: int, n: int) -> tuple[Tensor, Tensor]:
+        """Buffers to write n entries into in place after this view's ``written`` ones: this view's own
+        when they are large enough, nothing was written into them after this view (else this write
+        branches off), and the write overwrites nothing a live view reaches; else copies, grown as
+        needed (doubling, to the whole ring at most), registered as a new ring."""
+        needed = min(written + n, self.slots)
+        size = self.allocated if needed <= self.allocated else min(self.slots, max(needed, 2 * self.allocated))
+        ring = _RINGS.get(self.keys)
+        if (size == self.allocated and ring is not None and ring.written == written
+                and not ring.overwrites_reach(n, self.slots)):
+            return self.keys, self.values
+        keys, values = _grown(self.keys, size), _grown(self.values, size)
+        _RINGS[keys] = _Ring(written)
+        return keys, values
+
+    def searched(self, top_k: int) -> int:
+        """How many slots (from slot 0) a search must score: the written ones, at least ``top_k``
+        (so that every query gets top_k candidates, unwritten ones marked not found)."""
+        if torch.compiler.is_compiling() or self.written is None:  # never read while tracing
+            return self.allocated
+        return min(max(self.written, top_k), self.allocated)
+
+    def reachable(self, searched: int) -> Tensor:
+        """(batch, searched) bool: which of the slots 0..searched-1 hold an entry this view reaches — of
+        each row, the newest min(capacity, entries since its document started) (older ones, the ring's
+        slack, or entries written after the view, are out of reach)."""
+        slots = torch.arange(searched, device=self.position.device)
+        # 0: the newest entry; an entry written after the view comes out >= capacity (a write goes past
+        # a live view by less than the slack, see _Ring)
+        age = (self.position - 1 - slots) % self.slots
+        reach = (self.position - self.start).clamp(max=self.capacity)
+        return age < reach[:, None]
+
     def reset(self, rows: Tensor) -> "KNNMemory":
-        """Invalidate every entry of the rows where ``rows`` (bool, (batch,)) is True."""
+        """A view in which the rows where ``rows`` (bool, (batch,)) is True reach none of their entries."""
         written = None if torch.compiler.is_compiling() else self.written  # never read while tracing
-        return KNNMemory(self.keys, self.values, self.valid & ~rows[:, None], self.head, written)
+        return KNNMemory(self.keys, self.values, self.position, torch.where(rows, self.position, self.start),
+                         self.capacity, self.slots, written)
 
     def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``KNNStore.retrieve``: the exact chunked ``search``, then a gather on the store's device."""
-        keys, values = self.keys[layer], self.values[layer]
-        slots = self.searched(top_k)
-        index, found = search(q, keys[..., :slots, :], self.valid[:, :slots], top_k)
+        """``KNNStore.retrieve``: the exact ``search``, then a gather on the store's device."""
+        searched = self.searched(top_k)
+        if searched == 0:  # no slot allocated yet (made with reserve=0, nothing written): nothing to find
+            found = torch.zeros(*q.shape[:3], top_k, dtype=torch.bool, device=q.device)
+            nothing = q.new_zeros(*found.shape, q.shape[-1])
+            return nothing, nothing, found
+        keys, values = self.keys[layer, ..., :searched, :], self.values[layer, ..., :searched, :]
+        index, found = search(q, keys, self.reachable(searched), top_k)
         gather = index[..., None].expand(*index.shape, q.shape[-1])
         # (b, kv_heads, m, top_k, d): the retrieved entries of each query
         top_keys = keys[:, :, None].expand(-1, -1, q.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
         top_values = values[:, :, None].expand(-1, -1, q.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
         return top_keys, top_values, found
 
+    def to(self, *args, **kwargs) -> "KNNMemory":
+        """The view with its keys/values moved/cast as ``Tensor.to`` would (positions keep their dtype)."""
+        keys, values = self.keys.to(*args, **kwargs), self.values.to(*args, **kwargs)
+        return KNNMemory(keys, values, self.position.to(keys.device), self.start.to(keys.device), self.capacity,
+                         self.slots, self.written)
+
     def check(self, config: BlockRecurrentConfig, batch: int, device: torch.device) -> None:
-        """Raise a clear error unless the store's tensors have the config's shapes and sit on ``device``."""
+        """Raise a clear error unless the store's tensors fit the config and batch and sit on ``device``."""
         if config.knn_backend != "torch":
             raise ValueError(f"xl_memories holds a torch kNN store, but the model has "
                              f"knn_backend={config.knn_backend!r}")
-        expected = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
-        for name, t, shape in (("keys", self.keys, expected), ("values", self.values, expected),
-                               ("valid", self.valid, (batch, config.knn_memory_size))):
+        if self.capacity != config.knn_memory_size or self.slots < self.capacity:
+            raise ValueError(f"xl_memories.knn must reach knn_memory_size={config.knn_memory_size} entries in a ring of "
+                             f"at least as many slots, got capacity={self.capacity}, slots={self.slots}")
+        layers, kv_heads, dim_head = len(config.knn_layers), config.kv_heads, config.dim_head
+        for name, t in (("keys", self.keys), ("values", self.values)):
+            shape = tuple(t.shape)
+            if (len(shape) != 5 or shape[:3] != (layers, batch, kv_heads) or shape[3] > self.slots
+                    or shape[4] != dim_head or t.device != device):
+                raise ValueError(f"xl_memories.knn.{name} must have shape (knn layers={layers}, batch={batch}, "
+                                 f"kv_heads={kv_heads}, slots<={self.slots}, dim_head={dim_head}) on {device}, "
+                                 f"got {shape} on {t.device}")
+        for name, t, shape in (("position", self.position, ()), ("start", self.start, (batch,))):
             if tuple(t.shape) != shape or t.device != device:
                 raise ValueError(f"xl_memories.knn.{name} must have shape {shape} on {device}, "
                                  f"got {tuple(t.shape)} on {t.device}")
 
 
+def _grown(t: Tensor, size: int) -> Tensor:
+    """A copy of buffer t (..., allocated, d) with ``size`` >= allocated slots, the new ones zero."""
+    return F.pad(t, (0, 0, 0, size - t.shape[-2]))
+
+
 def empty_knn_memory(config: BlockRecurrentConfig, batch: int, device: torch.device,
                      dtype: torch.dtype) -> Optional[KNNStore]:
     """An empty store of the config's ``knn_backend`` for its kNN layers (None when it has none).
-    The faiss store ignores ``device`` and ``dtype``: it holds float32 on the CPU."""
+    The torch store keeps one model call (max_seq_len entries) of slack, so that the memories a
+    caller passes stay intact without a copy while the call writes past them; it starts with room
+    for top_k entries (whole blocks) and grows. The faiss store ignores ``device`` and ``dtype``:
+    it holds float32 on the CPU."""
     if not config.knn_layers:
         return None
     if config.knn_backend == "faiss":
         from .faiss_memory import empty_faiss_memory  # imported only when asked for: faiss is optional
 
         return empty_faiss_memory(config, batch)
-    shape = (len(config.knn_layers), batch, config.kv_heads, config.knn_memory_size, config.dim_head)
-    return KNNMemory(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
-                     torch.zeros(batch, config.knn_memory_size, dtype=torch.bool, device=device),
-                     torch.zeros((), dtype=torch.long, device=device), written=0)
+    width = config.block_width
+    return KNNMemory.empty(len(config.knn_layers), batch, config.kv_heads, config.dim_head, config.knn_memory_size,
+                           slack=config.max_seq_len, reserve=-(-config.knn_top_k // width) * width,
+                           device=device, dtype=dtype)
 
 
 @torch.no_grad()
-def search(q: Tensor, keys: Tensor, valid: Tensor, top_k: int, chunk: Optional[int] = None) -> tuple[Tensor, Tensor]:
-    """Exact top-k of q (b, kv_heads, m, d) against keys (b, kv_heads, capacity, d) by dot product.
+def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int,
+           budget: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """Exact top-k of q (b, kv_heads, m, d) against keys (b, kv_heads, slots, d) by dot product,
+    over the slots ``reachable`` (b, slots) marks True in each row (as ``KNNMemory.reachable`` does:
+    at most WINDOW_EDGES changes of value along a row, which ``grouped_top_k`` relies on).
 
-    Returns (indices (b, kv_heads, m, top_k) into the store, found (same shape, bool: the entry is
-    valid)). The store is scored ``chunk`` entries at a time (by default as many as keep the
-    scores within the device's SCORE_BUDGET elements); each chunk's top-k is merged into the running best.
+    Returns (indices (b, kv_heads, m, top_k) into the slots, found (same shape, bool: a reachable
+    entry; fewer than top_k reachable, or fewer slots, leave the rest not found)). All slots are
+    scored by one matmul per chunk of queries, each chunk as many as keep the scores within
+    ``budget`` elements (default: the device's SCORE_BUDGET).
     """
     b, kv_heads, m, _ = q.shape
-    budget = SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
-    # a whole number of grouped_top_k's groups per chunk
-    chunk = chunk or max(top_k, budget // max(b * kv_heads * m, 1) // TOP_K_GROUP * TOP_K_GROUP)  # 0: no query
-    best_scores = best_index = None
-    for start in range(0, keys.shape[-2], chunk):
-        scores = q @ keys[..., start:start + chunk, :].transpose(-1, -2).to(q.dtype)
-        scores.masked_fill_(~valid[:, None, None, start:start + chunk], float("-inf"))
-        scores, index = grouped_top_k(scores, top_k)
-        index = index + start
-        if best_scores is not None:
-            scores, index = torch.cat((best_scores, scores), dim=-1), torch.cat((best_index, index), dim=-1)
-            scores, order = scores.topk(min(top_k, scores.shape[-1]), dim=-1)
-            index = index.gather(-1, order)
-        best_scores, best_index = scores, index
-    return best_index, best_scores > float("-inf")
+    budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
+    chunk = max(1, budget // max(b * kv_heads * keys.shape[-2], 1))
+    keys_t = keys.transpose(-1, -2).to(q.dtype)
+    reachable = reachable[:, None, None, :]  # the same slots for every head and query of a row
+    # range to max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
+    best = [grouped_top_k(q[:, :, i:i + chunk] @ keys_t, reachable, top_k) for i in range(0, max(m, 1), chunk)]
+    scores, index = (torch.cat(parts, dim=2) for parts in zip(*best))
+    return index, scores > float("-inf")
 
 
-TOP_K_GROUP = 16  # entries per group in grouped_top_k
+def reference_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
+    """``search`` written out (every score at once, then torch.topk): the definition it is tested against."""
+    scores, index = masked_top_k(q @ keys.transpose(-1, -2).to(q.dtype), reachable[:, None, None, :], top_k)
+    return index, scores > float("-inf")
 
 
-def grouped_top_k(scores: Tensor, k: int, group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
-    """``scores.topk(k)`` over the last dim (values, indices), in two cheap passes instead of one
-    slow one: torch.topk over long rows is far slower than a reduction, so take each group of
-    ``group`` consecutive scores' maximum, the top k groups by maximum, then the top k of their
-    k * group scores. Exact: the k best scores lie in at most k groups, each with a maximum at
-    least the k-th best score, and at most k groups have one; so the top k groups hold them all
-    (ties may be broken differently). Rows too short to gain, or not a whole number of groups, go
-    straight to torch.topk."""
+def masked_top_k(scores: Tensor, allowed: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The top k scores over the last dim where ``allowed`` (broadcastable to scores) is True, and
+    their indices; disallowed ones score -inf, as do the places past a row shorter than k (index 0)."""
+    best, index = scores.masked_fill(~allowed, float("-inf")).topk(min(k, scores.shape[-1]), dim=-1)
+    missing = k - best.shape[-1]
+    if missing:
+        best, index = F.pad(best, (0, missing), value=float("-inf")), F.pad(index, (0, missing))
+    return best, index
+
+
+def grouped_top_k(scores: Tensor, allowed: Tensor, k: int, group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
+    """``masked_top_k(scores, allowed, k)``, in two cheap passes instead of one slow one (torch.topk
+    over long rows is far slower than a reduction, and masking every score is a pass of its own):
+    take each group of ``group`` consecutive scores' maximum, drop the groups with no allowed score,
+    keep the k + WINDOW_EDGES best groups by maximum, then the top k allowed of their scores.
+
+    Exact when ``allowed`` changes value at most WINDOW_EDGES times along each row: then at most
+    that many groups are partly allowed. The k best allowed scores lie in at most k groups, each
+    with a maximum at least the k-th best; a group ranked above one of them is partly allowed (at
+    most WINDOW_EDGES such), or fully allowed with a maximum at least the k-th best allowed score:
+    it holds one of the k best, up to ties. So the groups kept hold them all (ties may be broken
+    differently). Rows too short to gain, or not a whole number of groups, go to masked_top_k.
+    """
     length = scores.shape[-1]
-    if length % group != 0 or length < 4 * k * group:
-        return scores.topk(min(k, length), dim=-1)
-    groups = scores.unflatten(-1, (length // group, group)).amax(dim=-1).topk(k, dim=-1).indices
+    kept = min(k, length) + WINDOW_EDGES
+    if length % group != 0 or length < 4 * kept * group:
+        return masked_top_k(scores, allowed, k)
+    allowed_groups = allowed.unflatten(-1, (length // group, group)).any(dim=-1)
+    maxima = scores.unflatten(-1, (length // group, group)).amax(dim=-1).masked_fill_(~allowed_groups, float("-inf"))
+    groups = maxima.topk(kept, dim=-1, sorted=False).indices
     candidates = (groups[..., None] * group + torch.arange(group, device=scores.device)).flatten(-2)
-    best, order = scores.gather(-1, candidates).topk(k, dim=-1)
+    best, order = masked_top_k(scores.gather(-1, candidates), allowed.expand_as(scores).gather(-1, candidates), k)
     return best, candidates.gather(-1, order)
 
 
@@ -235,7 +395,7 @@ def routed_recall(q: Tensor, store: KNNMemory, layer: int, top_k: int, scale: fl
     # the router scores the written slots only; more than top_k of them, or it skips its own
     # scoring (all chosen, no straight-through scale) and the gradient would differ
     slots = store.searched(top_k + 1)
-    keys, values, valid = store.keys[layer, ..., :slots, :], store.values[layer, ..., :slots, :], store.valid[:, :slots]
+    keys, values, valid = store.keys[layer, ..., :slots, :], store.values[layer, ..., :slots, :], store.reachable(slots)
     kv_heads, capacity = keys.shape[1], keys.shape[2]
     flat_keys, flat_values = keys.reshape(b * kv_heads, capacity, d), values.reshape(b * kv_heads, capacity, d)
     flat_valid = valid.repeat_interleave(kv_heads, dim=0)

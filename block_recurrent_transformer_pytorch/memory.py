@@ -77,13 +77,10 @@ class Memories:
         return iter(self[:])
 
     def to(self, *args, **kwargs) -> "Memories":
-        """Memories moved/cast as ``Tensor.to`` would (the reset counters and kNN validity keep their dtype)."""
+        """Memories moved/cast as ``Tensor.to`` would (the reset counters and kNN positions keep their dtype)."""
         xl = self.xl.to(*args, **kwargs)
         device = xl.device
-        knn = self.knn
-        if isinstance(knn, KNNMemory):
-            knn = KNNMemory(knn.keys.to(*args, **kwargs), knn.values.to(*args, **kwargs), knn.valid.to(device),
-                            knn.head.to(device), knn.written)
+        knn = self.knn.to(*args, **kwargs) if isinstance(self.knn, KNNMemory) else self.knn
         return replace(self, xl=xl, compressed=None if self.compressed is None else self.compressed.to(*args, **kwargs),
                        blocks_since_reset=None if self.blocks_since_reset is None else self.blocks_since_reset.to(device),
                        knn=knn)

@@ -31,8 +31,7 @@ def two_block_shards(monkeypatch):
 
 
 def _stores(layers: int = 2, batch: int = 2, kv_heads: int = 2, d: int = 8) -> tuple[KNNMemory, FaissKNNMemory]:
-    zeros = torch.zeros(layers, batch, kv_heads, CAPACITY, d)
-    torch_store = KNNMemory(zeros, zeros.clone(), torch.zeros(batch, CAPACITY, dtype=torch.bool), torch.tensor(0))
+    torch_store = KNNMemory.empty(layers, batch, kv_heads, d, CAPACITY)
     faiss_store = FaissKNNMemory(FaissStore(layers, batch, kv_heads, d, CAPACITY, SHARD), 0, (0,) * batch)
     return torch_store, faiss_store
 

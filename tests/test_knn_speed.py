@@ -1,0 +1,32 @@
+"""bench/knn_speed.py: the kNN layer's cost estimate, and a --tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import knn_speed  # noqa: E402
+
+
+def test_knn_layer_ratio():
+    # a plain layer: 5 layers - 4 layers = 1.0 s; the kNN layer: 1.0 + 0.5 s more than the plain layer 4
+    assert knn_speed.knn_layer_ratio(dict(plain=4.0, plain5=5.0, knn=4.5)) == 1.5
+    assert knn_speed.knn_layer_ratio(dict(plain=4.0, plain5=3.9, knn=4.5)) is None  # noise larger than a layer
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    out = tmp_path / "knn_speed.jsonl"
+    knn_speed.main(["--device", "cpu", "--tiny", "--fillers", "256", "--trials", "2", "--eval-batch", "2",
+                    "--steps", "1", "--out", str(out)])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[0]["case"] == "env" and "knn_speed.py" in records[0]["command"]
+    assert not [r for r in records if "error" in r]
+    train = [(r["store"], r["model"]) for r in records if r["case"] == "train"]
+    assert train == [(store, model) for store in ("empty", "full") for model in knn_speed.MODELS]
+    assert [r["store"] for r in records if r["case"] == "train_ratio"] == ["empty", "full"]
+    evals = [r for r in records if r["case"] == "eval"]
+    assert [(r["filler"], r["trials"]) for r in evals] == [(256, 2)] and evals[0]["s_per_trial"] > 0
+    assert [r["batch"] for r in records if r["case"] == "peak"] == [8]
+    assert "| passkey eval | D = 256 | knn |" in out.with_suffix(".md").read_text()
