@@ -239,6 +239,10 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     running_steps, clock = window["steps"], time.perf_counter() - window["seconds"]
     started = time.perf_counter()
     trainer.train()
+    if train_step is not None and documents is not None:
+        # Every graph now, in the first step's time: the one with old memory entries masked would
+        # otherwise compile at the first step where a row starts a document, minutes into the run.
+        train_step.warm_up(cfg.batch_size, documents=True)
     stop.armed = True
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):
