@@ -63,6 +63,8 @@ class TrainConfig:
     qk_rmsnorm_scale: float = _opt(8.0, "attention temperature where queries and keys are rms-normalised")
     xpos_scale_base: int = _opt(512, "xpos length scale of the rotary positions")
     rotary_theta: float = _opt(10000.0, "rotary embedding base")
+    rotary_dim: Optional[int] = _opt(None, "channels of each head that rotary positions rotate, the rest matching "
+                                           "by content alone (default: all, as the seed; x-transformers: half)")
     embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
                                           "seed's; 0.02 learns far faster, see --preset)")
     xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without memories")
