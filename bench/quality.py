@@ -293,9 +293,9 @@ def memory_mask(valid: Optional[Tensor], reset: Tensor, segment: int, mem_len: i
     carried memories that belong to each row's current document (None: no memories); ``reset``
     (rows,) marks the rows whose segment starts a new document, which see none of them.
 
-    Returns (the mask for this segment's ``mem_masks``, True = attend; None without memories, the
-    validity of the memories it leaves: x-transformers keeps the last ``mem_len`` positions of the
-    old memories followed by this segment's ``segment`` positions).
+    Returns (mask, valid_after): the mask for this segment's ``mem_masks`` (True = attend; None
+    without memories), and the validity of the memories the segment leaves, which x-transformers
+    makes of the last ``mem_len`` positions of the old memories followed by the segment's own.
     """
     carried = reset.new_zeros(reset.shape[0], 0) if valid is None else valid & ~reset[:, None]
     after = torch.cat((carried, reset.new_ones(reset.shape[0], segment)), dim=1)
