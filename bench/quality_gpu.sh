@@ -15,6 +15,8 @@
 #   (quality.py --stop-after; its result says cut: true), so a run that would not finish still
 #   gives a held-out figure, at fewer tokens.
 # NGPU: GPUs to spread over (default: all that nvidia-smi lists).
+# GPUS: or the GPU numbers themselves, space-separated (e.g. GPUS=1 keeps every run on GPU 1, so that a
+#   second invocation can run on GPU 0 at the same time); run i goes to the (i mod count)th of them.
 #
 # Carry `.whl` (the wheels below) and the corpora's xz folder, e.g. from /work/main: carry
 # [".whl", ".corpora/xz"]. Wheels, downloaded once where there is internet (all pure Python):
@@ -42,6 +44,14 @@ fi
 export PYTHONPATH=$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}
 NGPU=${NGPU:-$(nvidia-smi -L 2>/dev/null | wc -l)}
 [ "$NGPU" -ge 1 ] || NGPU=1
+read -ra gpus <<< "${GPUS:-$(seq -s ' ' 0 $((NGPU - 1)))}"
+for g in "${gpus[@]}"; do
+    if ! [[ "$g" =~ ^[0-9]+$ ]]; then
+        echo "GPUS must be GPU numbers separated by spaces, got GPUS='${GPUS:-}'" >&2
+        exit 2
+    fi
+done
+[ "${#gpus[@]}" -ge 1 ] || { echo "GPUS names no GPU" >&2; exit 2; }
 : "${RUNS:?set RUNS, e.g. RUNS=\"ours:--tokens 100e6 ; xl:--seg 512 --mem 512 --tokens 100e6\"}"
 
 pids=()
@@ -53,7 +63,7 @@ for spec in "${specs[@]}"; do
     model=${spec%%:*}
     flags=${spec#*:}
     [ "$flags" = "$spec" ] && flags=""
-    gpu=$((i % NGPU))
+    gpu=${gpus[$((i % ${#gpus[@]}))]}
     name="quality_${i}_${model}"
     echo "run $i on GPU $gpu: $model $COMMON $flags"
     # shellcheck disable=SC2086  # the flags are meant to split into words

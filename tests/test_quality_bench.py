@@ -58,3 +58,32 @@ def test_the_xl_peer_masks_a_rows_memories_from_its_new_documents_start_on():
     mask, valid = quality.memory_mask(valid, torch.tensor([False, False]), segment, mem_len)
     assert mask.tolist() == [[True] * 6, [False, False, True, True, True, True]]  # the old document stays hidden
     assert valid.tolist() == [[True] * 6, [True] * 6]
+
+
+def _quality_gpu(tmp_path, **env):
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "quality_gpu.sh"
+    env = {**os.environ, "OUT": str(tmp_path), "NGPU": "2", **env}
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_quality_gpu_puts_each_run_on_the_gpus_named():
+    """GPUS="3 5" spreads runs over GPUs 3 and 5 in turn (the runs themselves fail at once here: an
+    unknown flag), so two invocations can share a machine."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        done = _quality_gpu(Path(out), GPUS="3 5", RUNS="ours:--no-such-flag ; xl:--no-such-flag ; ours:--no-such-flag")
+    assert done.returncode == 1
+    assigned = [line for line in done.stdout.splitlines() if line.startswith("run ") and " on GPU " in line]
+    assert [line.split(":")[0] for line in assigned] == ["run 0 on GPU 3", "run 1 on GPU 5", "run 2 on GPU 3"]
+
+
+def test_quality_gpu_refuses_bad_gpus_and_timeouts(tmp_path):
+    for env, named in ((dict(GPUS="1,2"), "GPUS"), (dict(RUN_TIMEOUT="60", EVAL_MARGIN="60"), "RUN_TIMEOUT"),
+                       (dict(RUN_TIMEOUT="9.5"), "RUN_TIMEOUT")):
+        done = _quality_gpu(tmp_path, RUNS="ours:", **env)
+        assert done.returncode == 2 and named in done.stderr, (env, done.stderr)
+        assert "run 0" not in done.stdout
