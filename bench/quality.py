@@ -451,6 +451,7 @@ def run(args) -> list[dict[str, Any]]:
                               generator=torch.Generator().manual_seed(args.seed), ignore_index=IGNORE)
     total_steps = math.ceil(args.tokens / tokens_per_step) if args.tokens else None
     step, curve_loss, cut = 0, torch.zeros((), device=device), False
+    curve_norm, curve_clipped = torch.zeros((), device=device), torch.zeros((), device=device)
     warmup_s, train_s, clock_start = 0.0, 0.0, None
     wall = time.perf_counter()
     peer.warm_up(args.batch)  # before the clock, as the untimed steps
@@ -475,18 +476,22 @@ def run(args) -> list[dict[str, Any]]:
         if device.type == "cuda":
             batch = DocumentBatch(*(t.pin_memory() for t in (batch.inputs, batch.labels, batch.reset, batch.offsets)))
         loss = peer.train_step(batch)
-        torch.nn.utils.clip_grad_norm_(params_list, args.clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params_list, args.clip)  # the norm before clipping
+        curve_norm += grad_norm
+        curve_clipped += grad_norm > args.clip
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)  # TrainStep keeps its gradient buffers
         curve_loss += loss
         step += 1
         if step % args.log_every == 0:
-            mean = curve_loss.item() / args.log_every
-            curve_loss.zero_()
+            mean, mean_norm, clipped = (t.item() / args.log_every for t in (curve_loss, curve_norm, curve_clipped))
+            for t in (curve_loss, curve_norm, curve_clipped):
+                t.zero_()
             elapsed = time.perf_counter() - clock_start if clock_start is not None else None
             timed_tokens = (step - timed_from) * tokens_per_step if clock_start is not None else 0
             write(dict(kind="train", step=step, tokens=step * tokens_per_step, loss=round(mean, 4),
                        bpb=round(mean / LN2, 4), lr=common.round_sig(optimizer.param_groups[0]["lr"]),
+                       grad_norm=round(mean_norm, 4), clipped=round(clipped, 3),
                        train_s=None if elapsed is None else round(elapsed, 1),
                        tokens_per_s=round(timed_tokens / elapsed) if elapsed else None))
     common.synchronize(device)
