@@ -165,6 +165,12 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
             raise ValueError(f'knn_backend="faiss" supports knn_retrieval="exact" only, got '
                              f'knn_retrieval={self.knn_retrieval!r}: routed retrieval reads the store as tensors; '
                              f'use knn_backend="torch" with it')
+        if self.knn_retrieval == "query_routed" and self.block_width % KNN_ROUTE_GROUP != 0:
+            # the store's slots then come in whole groups of consecutive positions, the same whatever its
+            # ring's size: a model run whole or segment by segment routes alike
+            raise ValueError(f"knn_retrieval='query_routed' needs a block_width that is a multiple of "
+                             f"{KNN_ROUTE_GROUP} (it routes to groups of {KNN_ROUTE_GROUP} consecutive entries), "
+                             f"got {self.block_width}")
         if self.knn_retrieval == "query_routed" and self.knn_route_groups * KNN_ROUTE_GROUP < self.knn_top_k:
             raise ValueError(f"knn_route_groups ({self.knn_route_groups}) groups of {KNN_ROUTE_GROUP} entries cannot "
                              f"hold knn_top_k ({self.knn_top_k}) entries: use knn_route_groups >= "

@@ -324,7 +324,8 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int,
 def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_groups: int,
                   budget: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Each query's top-k within the groups it routes itself to: ``search``'s arguments and result,
-    the slots taken as groups of KNN_ROUTE_GROUP consecutive ones (``group_means``). A query's score
+    the slots taken as groups of KNN_ROUTE_GROUP consecutive ones (``group_means``; a store's slots
+    come in whole groups where its block width is a multiple of KNN_ROUTE_GROUP). A query's score
     against a group's mean reachable key is the mean of its scores against those keys; it keeps its
     ``route_groups`` best-scoring groups and searches their reachable entries exactly.
 
@@ -337,14 +338,11 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
     slots = keys.shape[-2]
     if route_groups * KNN_ROUTE_GROUP >= slots:
         return search(q, keys, reachable, top_k, budget)
+    if slots % KNN_ROUTE_GROUP != 0:
+        raise ValueError(f"routed_search needs whole groups of {KNN_ROUTE_GROUP} slots, got {slots} slots")
     b, kv_heads, m, d = q.shape
-    pad = -slots % KNN_ROUTE_GROUP
-    if pad:  # a copy of the store: only where the slots are not whole groups (a block width not a multiple of 16)
-        keys, reachable = F.pad(keys, (0, 0, 0, pad)), F.pad(reachable, (0, pad), value=False)
     summaries, routable = group_means(keys, reachable)
     summaries_t, routable = summaries.transpose(-1, -2).to(q.dtype), routable[:, None, None, :]
-    # the padding adds a place where routability may change: grouped_top_k would no longer be exact
-    route_top_k = masked_top_k if pad else grouped_top_k
     budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
     chunk = max(1, budget // max(b * kv_heads * max(route_groups * KNN_ROUTE_GROUP * d, summaries.shape[2]), 1))
     groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP)).flatten(-2)  # (b, kv_heads, groups, G * d): a group as one row
@@ -353,16 +351,15 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
     for i in range(0, max(m, 1), chunk):  # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
         part = q[:, :, i:i + chunk]
         c = part.shape[2]
-        _, route = route_top_k(part @ summaries_t, routable, route_groups)  # (b, kv_heads, c, route_groups)
+        _, route = grouped_top_k(part @ summaries_t, routable, route_groups)  # (b, kv_heads, c, route_groups)
         candidates = (route[..., None] * KNN_ROUTE_GROUP + offsets).flatten(-2)  # their slots
         candidate_keys = groups.gather(2, route.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
-        scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys.view(b, kv_heads, c, -1, d).to(q.dtype))
+        scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype))
         allowed = reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
         top, order = masked_top_k(scores, allowed, top_k)
         best.append((top, candidates.gather(-1, order)))
     scores, index = (torch.cat(parts, dim=2) for parts in zip(*best))
-    # a slot of the padding is never found, and its index must still address the caller's slots
-    return index.clamp_(max=slots - 1), scores > float("-inf")
+    return index, scores > float("-inf")
 
 
 def group_means(keys: Tensor, reachable: Tensor) -> tuple[Tensor, Tensor]:
@@ -372,9 +369,9 @@ def group_means(keys: Tensor, reachable: Tensor) -> tuple[Tensor, Tensor]:
 
     Every slot's key is summed (one read of the store, no masked copy of it), then the unreachable
     ones are taken back where they share a group with reachable ones: reachability changes value
-    at most WINDOW_EDGES times along a row, plus once where a caller padded the slots, so at most
-    that many groups are partly reachable. (A group of no reachable entry is never routed to.)
-    Unreachable slots may hold anything (entries written after the view): they must not count.
+    at most WINDOW_EDGES times along a row, so at most that many groups are partly reachable (a
+    group of no reachable entry is never routed to). Unreachable slots may hold anything (entries
+    written after the view): they must not count, or a view would route as its ring's later history.
     """
     b, kv_heads, _, d = keys.shape
     groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP))  # (b, kv_heads, groups, G, d)
@@ -382,7 +379,7 @@ def group_means(keys: Tensor, reachable: Tensor) -> tuple[Tensor, Tensor]:
     count = members.sum(-1)
     partial = ((count > 0) & (count < KNN_ROUTE_GROUP)).to(keys.dtype)
     # every partly reachable group (and others where fewer: fully reachable ones take nothing back)
-    mixed = partial.topk(min(WINDOW_EDGES + 1, partial.shape[-1]), dim=-1).indices  # (b, e)
+    mixed = partial.topk(min(WINDOW_EDGES, partial.shape[-1]), dim=-1).indices  # (b, e)
     mixed_keys = groups.gather(2, mixed[:, None, :, None, None].expand(-1, kv_heads, -1, KNN_ROUTE_GROUP, d))
     outside = ~members.gather(1, mixed[..., None].expand(-1, -1, KNN_ROUTE_GROUP))  # (b, e, G)
     taken_back = (mixed_keys * outside[:, None, :, :, None]).sum(-2)  # (b, kv_heads, e, d)
