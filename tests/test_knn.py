@@ -443,7 +443,7 @@ def test_gradients_equal_with_the_store_copied_at_every_write(retrieval, checkpo
     kept, write = [], KNNMemory.write
     monkeypatch.setattr(KNNMemory, "write", lambda self, *args: kept.append(write(self, *args)) or kept[-1])
     copied = loss_and_grads(small_model(**make).train())
-    assert len({id(view.keys) for view in kept}) > 3  # copies were made
+    assert len({id(view.keys) for view in kept if view.allocated == view.slots}) > 1  # the whole ring was copied
     torch.testing.assert_close(in_place[0], copied[0], rtol=0, atol=0)
     for got, expected in zip(in_place[1], copied[1]):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
