@@ -354,7 +354,8 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
         _, route = grouped_top_k(part @ summaries_t, routable, route_groups)  # (b, kv_heads, c, route_groups)
         candidates = (route[..., None] * KNN_ROUTE_GROUP + offsets).flatten(-2)  # their slots
         candidate_keys = groups.gather(2, route.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
-        scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype))
+        candidate_keys = candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype)
+        scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys)
         allowed = reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
         top, order = masked_top_k(scores, allowed, top_k)
         best.append((top, candidates.gather(-1, order)))

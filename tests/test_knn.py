@@ -1,4 +1,5 @@
-"""kNN memory: a FIFO store of past keys/values, searched exactly or by routed queries, reaching beyond the XL memory."""
+"""kNN memory: a FIFO store of past keys/values, searched exactly or by routed queries, reaching
+beyond the XL memory."""
 
 from __future__ import annotations
 
