@@ -5,6 +5,7 @@
     torchrun --nproc_per_node 8 train.py     # the same on 8 GPUs: the global batch grows 8x
     python train.py --resume                 # continue runs/enwik8/ckpt.pt exactly where it stopped
     python train.py --eval-only              # full validation and test bpc of runs/enwik8/ckpt.pt
+    torchrun --nproc_per_node 8 train.py --fsdp --activation-checkpointing   # a model too large for one GPU
     python train.py --help                   # every hyperparameter has a flag
 
 enwik8 is read from data/enwik8, data/enwik8.zip or data/enwik8.gz and downloaded from the Hutter
@@ -22,6 +23,7 @@ the warmup and learns almost nothing. Scale it with the run: for short runs rais
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -31,7 +33,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Optional, Union, get_args, get_origin, get_type_hints
 
 import torch
 import torch.distributed as dist
@@ -42,15 +44,18 @@ from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, Recur
 # train.py's parts (training/), importable from here as before: train.TrainConfig, train.evaluate, ...
 from training.checkpoints import (CHECKPOINT, METRICS, PLOT, RunLog, load_checkpoint, read_records,  # noqa: F401
                                   rng_state, save_checkpoint, seed_rngs, set_rng_state, write_atomically)
-from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, TrainConfig, TrainError,  # noqa: F401
-                             run_config)
-from training.data import (check_same_data, data_fingerprint, download_enwik8, get_batch, load_enwik8,  # noqa: F401
-                           load_splits, read_bytes, split_bytes)
-from training.distributed import DistEnv, Interrupted, StopSignals, average_gradients, setup_distributed  # noqa: F401
+from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, PRESETS, TrainConfig,  # noqa: F401
+                             TrainError, run_config)
+from training.data import (check_same_data, data_fingerprint, document_separator, download_enwik8,  # noqa: F401
+                           get_batch, load_enwik8, load_splits, read_bytes, split_bytes)
+from training.distributed import (DistEnv, Interrupted, StopSignals, average_gradients, copy_full_weights,  # noqa: F401
+                                  gathered, load_optimizer_state, setup_distributed, shard_model, whole_tensor)
+from training.documents import DocumentRows
 from training.evaluation import (decode_bytes, document_offsets, estimate_loss, evaluate,  # noqa: F401
                                  evaluate_split, final_evaluation, sample)
-from training.model import (FastPath, autocast, build_model, build_optimizer, fast_path, load_initial_weights,  # noqa: F401
-                            lr_factor, params_without_gradient, pretrained_flags, save_final, warn_untrained)
+from training.model import (FastPath, autocast, build_model, build_optimizer, complete_model_config,  # noqa: F401
+                            fast_path, load_initial_weights, lr_factor, params_without_gradient, pretrained_flags,
+                            save_final, warn_untrained)
 from training.tokens import bits_per_byte, decoder
 
 
@@ -83,6 +88,8 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     """The run's config: the flags over the defaults, or, to resume or evaluate, over the checkpoint's config."""
     if passed.get("init_from") and not (passed.get("resume") or passed.get("eval_only")):
         passed = pretrained_flags(passed)  # a new run from saved weights: their model flags
+    if passed.get("preset"):  # the preset's flags, under those passed (and a saved model's)
+        passed = {**PRESETS[passed["preset"]], **passed}
     cfg = TrainConfig(**passed)
     if not (cfg.resume or cfg.eval_only):
         return cfg
@@ -131,7 +138,7 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     name, splits, fingerprint = _load_data(cfg, env, ckpt)
     train_data, val_data, test_data = splits
     model = _load_model(cfg, device, ckpt)
-    trainer = RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout, bptt_segments=cfg.bptt_segments)
+    trainer = _trainer(model, cfg)
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(out_dir, is_main, until_step=None if ckpt is None else ckpt["step"])
@@ -139,8 +146,9 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     if is_main:
         _describe(cfg, env, model, name, splits, fast)
 
+    separator = document_separator(cfg)
     if cfg.eval_only:
-        final_evaluation(model, val_data, test_data, cfg, ckpt["step"], log)
+        final_evaluation(model, val_data, test_data, cfg, ckpt["step"], log, separator)
         return model
 
     # before compiling: a dry pass over the first sample finds the parameters a step may leave without a gradient
@@ -150,10 +158,30 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     may_lack_gradients = distributed and not fast.cuda_graph and bool(
         params_without_gradient(model, cfg, first, worst_case=True))
 
+    # --fsdp: the weights become shards, which evaluation (uneven over the ranks) and sampling (rank 0
+    # alone, through a CUDA graph) could not all-gather. They read a whole copy on every rank instead
+    # (4 bytes per parameter), refreshed from the shards when they run: full_model(), every rank together.
+    sharded = cfg.fsdp and distributed
+    whole = copy.deepcopy(model) if sharded else model
+    if sharded:
+        shard_model(model)
+    eval_trainer = _trainer(whole, cfg) if sharded else trainer
+
+    def full_model() -> BlockRecurrentTransformer:
+        """The model with its current weights whole on this rank (sharded: every rank calls it together)."""
+        if sharded:
+            copy_full_weights(model, whole)
+        return whole
+
     optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     data_generator = torch.Generator()
     step, window = _restore_progress(cfg, env, ckpt, ckpt_path, optimizer, scheduler, data_generator)
+    # --documents: each row reads whole documents, its memories and states carried across steps
+    documents = DocumentRows(train_data, separator, cfg.batch_size, cfg.max_seq_len, cfg.seq_len // cfg.max_seq_len,
+                             cfg.grad_accum, model.config.ignore_index, data_generator) if cfg.documents else None
+    if documents is not None and ckpt is not None:
+        _restore_documents(documents, ckpt, env, device)
     del ckpt
     if is_main:
         config = {"train": run_config(cfg), "model": model.config.to_dict()}
@@ -171,8 +199,10 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     # step may leave without a gradient (compressed memory in a step whose segments start without
     # memories, ...) would make it wait for that gradient forever: find_unused_parameters then.
     # TrainStep's graphs run the model itself, so with it the gradients are all-reduced by hand.
+    # FSDP reduce-scatters the gradients itself, in each backward.
+    use_ddp = distributed and not (fast.cuda_graph or sharded)
     ddp = DistributedDataParallel(trainer, device_ids=[env.local_rank] if device.type == "cuda" else None,
-                                  find_unused_parameters=may_lack_gradients) if distributed and not fast.cuda_graph else None
+                                  find_unused_parameters=may_lack_gradients) if use_ddp else None
     forward = ddp if ddp is not None else trainer
     amp_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
     train_step = TrainStep(trainer, cuda_graph=device.type == "cuda", amp_dtype=amp_dtype) if fast.cuda_graph else None
@@ -185,17 +215,22 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     def checkpoint(window: dict[str, Any]) -> None:
         """Save the run; window: this rank's unfinished train-loss record, so a resume logs what this run would."""
         states = [None] * env.world_size
+        mine = (rng_state(data_generator), window, None if documents is None else documents.state_dict())
         if distributed:
-            dist.all_gather_object(states, (rng_state(data_generator), window))
+            dist.all_gather_object(states, mine)
         else:
-            states[0] = (rng_state(data_generator), window)
+            states[0] = mine
+        # whole tensors, as one process saves them: --fsdp's shards are gathered (every rank), to rank 0's CPU
+        weights, optimizer_state = gathered(model.state_dict(), is_main), gathered(optimizer.state_dict(), is_main)
+        finished = full_model() if step == cfg.max_steps else None
         if is_main:
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step, "rng": [r for r, _ in states],
-                             "window": [w for _, w in states], "world_size": env.world_size, "model_config": model.config.to_dict(),
+            save_checkpoint({"model": weights, "optimizer": optimizer_state,
+                             "scheduler": scheduler.state_dict(), "step": step, "rng": [r for r, _, _ in states],
+                             "window": [w for _, w, _ in states], "documents": [d for _, _, d in states],
+                             "world_size": env.world_size, "model_config": model.config.to_dict(),
                              "train_config": run_config(cfg), "data": fingerprint}, ckpt_path)
-            if step == cfg.max_steps:  # the finished weights, shareable: model.safetensors + config.json
-                save_final(model, out_dir)
+            if finished is not None:  # the finished weights, shareable: model.safetensors + config.json
+                save_final(finished, out_dir)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * env.world_size
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, desc="train", dynamic_ncols=True)
@@ -206,6 +241,10 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     stop.armed = True
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):
+            if documents is not None:
+                running_loss += _documents_micro_step(documents, micro, cfg, train_step, forward, ddp, device) \
+                    / cfg.grad_accum
+                continue
             if train_step is not None:
                 # a pinned CPU batch: TrainStep checks it there and copies it without a host sync
                 x = get_batch(train_data, cfg.batch_size, cfg.seq_len, data_generator, torch.device("cpu"))
@@ -252,7 +291,7 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             running_steps, clock = 0, time.perf_counter()
 
         paused = time.perf_counter()
-        _evaluate_and_sample(cfg, step, trainer, model, val_data, device, log, bar, is_main)
+        _evaluate_and_sample(cfg, step, eval_trainer, full_model, val_data, device, log, bar, is_main)
         signalled = stop.agreed(distributed)
         stopping = step == cfg.stop_at_step or signalled is not None
         if step == cfg.max_steps or stopping or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0):
@@ -267,11 +306,38 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
                 raise Interrupted(signalled, message if is_main else "")
             if is_main:
                 print(message)
-            return model
+            return full_model()
     stop.armed = False  # a signal during the final evaluation exits at once: the checkpoint is written
     bar.close()
-    final_evaluation(model, val_data, test_data, cfg, step, log)
-    return model
+    final_evaluation(full_model(), val_data, test_data, cfg, step, log, separator)
+    return whole
+
+
+def _trainer(model: BlockRecurrentTransformer, cfg: TrainConfig) -> RecurrentTrainerWrapper:
+    """The wrapper that computes the training loss of model (its segments, memory and state dropout)."""
+    return RecurrentTrainerWrapper(model, cfg.xl_memories_dropout, cfg.state_dropout, bptt_segments=cfg.bptt_segments)
+
+
+def _documents_micro_step(documents: DocumentRows, micro: int, cfg: TrainConfig, train_step: Optional[TrainStep],
+                          forward: torch.nn.Module, ddp: Optional[DistributedDataParallel],
+                          device: torch.device) -> torch.Tensor:
+    """One micro-batch of --documents training: the rows' next segments, from the memories and states
+    they ended the last step with; accumulates loss / grad_accum's gradient, returns the loss."""
+    batch, memories, states = documents.next(micro)
+    if train_step is not None:
+        # TrainStep copies pinned CPU tensors without a host sync, and reads the resets on the host
+        inputs, labels = (t.pin_memory() if device.type == "cuda" else t for t in (batch.inputs, batch.labels))
+        loss, memories, states = train_step(inputs, 1 / cfg.grad_accum, labels=labels, reset=batch.reset,
+                                            xl_memories=memories, states=states, return_memories_and_states=True)
+    else:
+        sync = ddp is None or micro == cfg.grad_accum - 1  # as the windows' loop: one all-reduce per step
+        with nullcontext() if sync else ddp.no_sync():
+            with autocast(cfg, device):
+                loss, memories, states = forward(batch.inputs.to(device), True, labels=batch.labels.to(device),
+                                                 reset=batch.reset.to(device), xl_memories=memories, states=states)
+            (loss / cfg.grad_accum).backward()
+    documents.carry(micro, memories, states)
+    return loss.detach()
 
 
 def _load_data(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict]) -> tuple[str, tuple, dict[str, int]]:
@@ -294,8 +360,9 @@ def _load_model(cfg: TrainConfig, device: torch.device, ckpt: Optional[dict]) ->
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(device)
     if ckpt is not None:
-        if ckpt["model_config"] != model.config.to_dict():
-            changed = sorted(k for k, v in model.config.to_dict().items() if ckpt["model_config"].get(k) != v)
+        saved = complete_model_config(ckpt["model_config"])
+        if saved != model.config.to_dict():
+            changed = sorted(k for k, v in model.config.to_dict().items() if saved[k] != v)
             raise TrainError(f"the model flags {changed} differ from the checkpoint's model; they cannot change")
         model.load_state_dict(ckpt["model"])
     elif cfg.init_from is not None:  # a new run from save_pretrained's weights
@@ -316,11 +383,14 @@ def _describe(cfg: TrainConfig, env: DistEnv, model: BlockRecurrentTransformer, 
     print(f"batch: {cfg.batch_size} x {cfg.seq_len} tokens x {cfg.grad_accum} accumulation x "
           f"{env.world_size} process(es) = {tokens_per_step:,} tokens per step")
     graphs = " (CUDA graphs)" if device.type == "cuda" else " (eager)"
+    sharded = f", FSDP: sharded over {env.world_size} processes" if cfg.fsdp and env.world_size > 1 else ""
     print(f"device: {device}{', bf16 autocast' if cfg.amp and device.type == 'cuda' else ''}"
-          f"{', TrainStep' + graphs if fast.cuda_graph else ''}{', compiled' if fast.compile else ''}; "
+          f"{', TrainStep' + graphs if fast.cuda_graph else ''}{', compiled' if fast.compile else ''}{sharded}; "
           f"output: {Path(cfg.out_dir)}")
     if fast.note and not cfg.eval_only:
         print(fast.note)
+    if cfg.fsdp and env.world_size == 1 and not cfg.eval_only:
+        print("note: --fsdp with one process: nothing to shard, the model trains whole (on the eager loop)")
 
 
 def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt_path: Path,
@@ -332,7 +402,7 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
     if ckpt is None:
         seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
         return step, window
-    optimizer.load_state_dict(ckpt["optimizer"])
+    load_optimizer_state(optimizer, ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     step = ckpt["step"]
     if ckpt["world_size"] == env.world_size:
@@ -349,16 +419,41 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
     return step, window
 
 
-def _evaluate_and_sample(cfg: TrainConfig, step: int, trainer: RecurrentTrainerWrapper, model: BlockRecurrentTransformer,
-                         val_data: torch.Tensor, device: torch.device, log: RunLog, bar: tqdm, is_main: bool) -> None:
-    """The periodic validation estimate (every rank) and sample (rank 0), when this step is due for them."""
-    if cfg.eval_interval and step % cfg.eval_interval == 0:
+def _restore_documents(documents: DocumentRows, ckpt: dict, env: DistEnv, device: torch.device) -> None:
+    """--documents on resume: each row continues its document with the memories and states it
+    carried, as the checkpoint kept them; a fresh start of every row (said) where it cannot."""
+    saved = ckpt.get("documents", [None] * ckpt["world_size"])  # older checkpoints kept none
+    why = None
+    if ckpt["world_size"] != env.world_size:
+        why = f"it was written by {ckpt['world_size']} processes, not {env.world_size}"
+    elif saved[env.rank] is None:
+        why = "its run did not read documents (no --documents)"
+    else:
+        try:
+            documents.load_state_dict(saved[env.rank], device)
+        except ValueError as error:  # another --batch-size or --grad-accum
+            why = str(error)
+    if why is not None and env.is_main:
+        print(f"note: every row starts a new document: the checkpoint's rows cannot continue ({why})")
+
+
+def _evaluate_and_sample(cfg: TrainConfig, step: int, trainer: RecurrentTrainerWrapper,
+                         full_model: Callable[[], BlockRecurrentTransformer], val_data: torch.Tensor,
+                         device: torch.device, log: RunLog, bar: tqdm, is_main: bool) -> None:
+    """The periodic validation estimate (every rank) and sample (rank 0), when this step is due for them.
+    trainer wraps the model full_model() returns (called on every rank when either is due)."""
+    evaluate_now = cfg.eval_interval and step % cfg.eval_interval == 0
+    sample_now = cfg.sample_interval and step % cfg.sample_interval == 0
+    if not (evaluate_now or sample_now):
+        return
+    model = full_model()
+    if evaluate_now:
         val_loss = estimate_loss(trainer, val_data, cfg, device)
         if is_main:
             bar.write(f"step {step}: val loss {val_loss:.4f} nats, {bits_per_byte(val_loss, val_data):.4f} bpc")
         log.log(step=step, kind="val", loss=val_loss, bpc=bits_per_byte(val_loss, val_data))
         log.plot()
-    if cfg.sample_interval and step % cfg.sample_interval == 0 and is_main:
+    if sample_now and is_main:
         start = random.Random(cfg.seed + step).randrange(max(len(val_data) - cfg.prime_length, 0) + 1)
         prime = val_data[start:start + cfg.prime_length]
         # a token directory's text is decoded through its tokenizer

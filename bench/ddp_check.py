@@ -6,6 +6,7 @@
 
 Any train.py flag may be added (e.g. --batch-size 8 --grad-accum 2 --compile, --data PATH); without
 --data the corpus is 1 MB of seeded random bytes, the same on every rank (no download needed).
+With train.py's --fsdp the same check applies to FSDP's sharded gradients (bench/fsdp_check.py).
 
 Both parts run train.py's own training loop, train.train(), in this process, not a copy of it: the
 DistributedDataParallel wrapping of RecurrentTrainerWrapper, the micro-batches from get_batch, the
@@ -18,7 +19,8 @@ outside with three patches, active only during the gradient check:
     batch but trains on different bytes, a negative control the check must catch);
   * torch.nn.utils.clip_grad_norm_: train.py calls it right after the last micro-batch's backward,
     i.e. when the gradients are DDP's all-reduced averages of the step and nothing has changed the
-    weights yet. The hook copies them and stops the run there.
+    weights yet. The hook copies them and stops the run there. Under --fsdp they are shards
+    (DTensors): every rank gathers them whole, and the weights, before rank 0 compares.
 
 1. Gradient check, fp32 (no autocast, TF32 off: train.py's set_float32_matmul_precision("high") is
    suppressed while it runs), memory and state dropout 0, the config's batch size and grad_accum.
@@ -33,9 +35,11 @@ outside with three patches, active only during the gradient check:
    per train.py log record, the first record (warm-up) dropped, the next --windows averaged
    (tokens / time). Tokens/s is train.py's own logged rate (all ranks' tokens). Every rank keeps
    its per-GPU batch, so N GPUs process N times the tokens of one step: ideal scaling is N.
+   On CUDA, also peak memory (rank 0) and MFU: model FLOPs per token (common.train_flops_per_token,
+   as every bench counts them) x tokens/s per GPU / the card's bf16 matmul rate measured here.
 
 Prints train.py's output on stderr, then on stdout one JSON line (also appended to --out) and a
-markdown table: card, torch, world size, tokens/s, ratio to 1 process.
+markdown table: card, torch, world size, tokens/s, ratio to 1 process, MFU, peak memory.
 NCCL settings come from the environment (e.g. NCCL_NVLS_ENABLE=0); the script sets none of them
 and records NCCL_NVLS_ENABLE.
 """
@@ -62,6 +66,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+import common  # noqa: E402  (bench/, first on the path of a script run from there)
 import train  # noqa: E402
 from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper  # noqa: E402
 
@@ -143,8 +148,10 @@ def check_gradients(cfg: train.TrainConfig, env: train.DistEnv, args: argparse.N
 
     def clip_hook(parameters, *a, **k):
         params = list(parameters)
-        ddp_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-        result.update(compare(cfg, env, models[0], params, ddp_grads, batches, args.rtol, real_build))
+        # every rank: FSDP's shards are gathered whole (collectives), with the weights they belong to
+        ddp_grads = [None if p.grad is None else train.whole_tensor(p.grad.detach()).clone() for p in params]
+        weights = train.gathered(models[0].state_dict(), env.is_main)
+        result.update(compare(cfg, env, models[0], weights, params, ddp_grads, batches, args.rtol, real_build))
         raise _GradientsTaken
 
     precision = torch.get_float32_matmul_precision()
@@ -169,9 +176,9 @@ def check_gradients(cfg: train.TrainConfig, env: train.DistEnv, args: argparse.N
     return result
 
 
-def compare(cfg: train.TrainConfig, env: train.DistEnv, live: torch.nn.Module, params: list[torch.nn.Parameter],
-            ddp_grads: list[Optional[torch.Tensor]], batches: list[torch.Tensor], rtol: float,
-            build_model) -> dict[str, Any]:
+def compare(cfg: train.TrainConfig, env: train.DistEnv, live: torch.nn.Module, weights: dict[str, Any],
+            params: list[torch.nn.Parameter], ddp_grads: list[Optional[torch.Tensor]], batches: list[torch.Tensor],
+            rtol: float, build_model) -> dict[str, Any]:
     """Rank 0's comparison of the all-reduced gradients with a single-process run; the verdict on every rank."""
     if len(batches) != cfg.grad_accum:
         raise RuntimeError(f"train.py drew {len(batches)} micro-batches for one step, expected {cfg.grad_accum}")
@@ -181,20 +188,21 @@ def compare(cfg: train.TrainConfig, env: train.DistEnv, live: torch.nn.Module, p
     gathered = [gather(x.to(device), env.world_size) for x in batches]  # [micro][rank]
     report: list[Any] = [None]
     if env.is_main:
-        report[0] = reference_comparison(cfg, live, params, ddp_grads, gathered, rtol, build_model)
+        report[0] = reference_comparison(cfg, live, weights, params, ddp_grads, gathered, rtol, build_model)
     if env.world_size > 1:
         dist.broadcast_object_list(report, src=0)
     return report[0]
 
 
-def reference_comparison(cfg: train.TrainConfig, live: torch.nn.Module, params: list[torch.nn.Parameter],
-                         ddp_grads: list[Optional[torch.Tensor]], gathered: list[list[torch.Tensor]],
-                         rtol: float, build_model) -> dict[str, Any]:
-    """The gradient of the global batch in this process, without DDP, against the DDP gradients."""
+def reference_comparison(cfg: train.TrainConfig, live: torch.nn.Module, weights: dict[str, Any],
+                         params: list[torch.nn.Parameter], ddp_grads: list[Optional[torch.Tensor]],
+                         gathered: list[list[torch.Tensor]], rtol: float, build_model) -> dict[str, Any]:
+    """The gradient of the global batch in this process, without DDP, against the DDP gradients;
+    weights: the live model's, whole."""
     device = params[0].device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         reference = build_model(cfg).to(device)  # train.build_model, unpatched; weights loaded next
-    reference.load_state_dict(live.state_dict())
+    reference.load_state_dict(weights)
     named = list(reference.named_parameters())
     live_params = list(live.parameters())
     if len(named) != len(params) or any(p is not q for p, q in zip(params, live_params)):
@@ -244,7 +252,11 @@ def measure_speed(cfg: train.TrainConfig, env: train.DistEnv, window: int, windo
         run = replace(cfg, out_dir=str(Path(tmp) / "run"), max_steps=steps, stop_at_step=steps, log_interval=window)
         if env.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(env.device)
-        train.train(run)
+        # no checkpoint and no final weights: at 1.3B parameters train.py's ckpt.pt (weights and
+        # optimizer state, ~21 GB) takes longer to write than the timed steps take to run
+        skip = lambda *args, **kwargs: None  # noqa: E731
+        with mock.patch.object(train, "save_checkpoint", skip), mock.patch.object(train, "save_final", skip):
+            train.train(run)
         if not env.is_main:
             return None
         records = [json.loads(line) for line in (Path(run.out_dir) / train.METRICS).read_text().splitlines()]
@@ -288,14 +300,17 @@ def nccl_version() -> Optional[str]:
 
 
 def table(record: dict[str, Any]) -> str:
+    """The record as a markdown table of speeds and a line on the gradient check."""
     lines = []
     speed = record.get("speed")
     if speed:
-        lines += ["| card | torch | world size | tokens/s | ratio to 1 |", "| --- | --- | --- | --- | --- |"]
+        lines += ["| card | torch | world size | tokens/s | ratio to 1 | MFU | peak GiB |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for run in (speed["one"], speed["all"]) if record["world_size"] > 1 else (speed["one"],):
             ratio = run["tokens_per_s"] / speed["one"]["tokens_per_s"]
+            mfu = "-" if run["mfu"] is None else f"{run['mfu']:.1%}"
             lines.append(f"| {record['card']} | {record['torch']} | {run['world_size']} | "
-                         f"{run['tokens_per_s']:,.0f} | {ratio:.2f}x |")
+                         f"{run['tokens_per_s']:,.0f} | {ratio:.2f}x | {mfu} | {run['peak_gib'] or '-'} |")
         lines.append(f"\nscaling {speed['ratio']:.2f}x on {record['world_size']} processes "
                      f"(efficiency {speed['efficiency']:.0%}), per-process batch {speed['per_process_batch']}")
     check = record.get("check")
@@ -312,7 +327,22 @@ def table(record: dict[str, Any]) -> str:
 # ---- main --------------------------------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def model_size(cfg: train.TrainConfig) -> tuple[int, float]:
+    """The parameters of cfg's model and its training FLOPs per token (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = train.build_model(cfg)
+    return sum(p.numel() for p in model.parameters()), common.train_flops_per_token(model.config.to_dict())
+
+
+def add_mfu(run: dict[str, Any], flops_per_token: float, matmul_tflops: Optional[float]) -> None:
+    """run's model-FLOP utilisation per GPU (None without a measured matmul rate, i.e. on a CPU)."""
+    achieved = run["tokens_per_s"] / run["world_size"] * flops_per_token / 1e12
+    run["mfu"] = None if matmul_tflops is None else common.round_sig(achieved / matmul_tflops)
+
+
+def main(argv: Optional[list[str]] = None, bench: str = "ddp_check") -> int:
+    """Run the check and the speed measurement as argv says (see the module docstring); bench labels
+    the record. 0 when the check passed or did not run, 1 when it failed."""
     args, passed = parse(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device == "cuda"
@@ -333,17 +363,21 @@ def main(argv: Optional[list[str]] = None) -> int:
             data.write_bytes(bytes(torch.randint(0, 256, (args.data_bytes,), generator=generator).tolist()))
             base["data"] = str(data)
         cfg = train.TrainConfig(**base)
+        params, flops_per_token = model_size(cfg)
         record: dict[str, Any] = dict(
-            bench="ddp_check", card=torch.cuda.get_device_name(env.device) if cuda else "cpu",
+            bench=bench, card=torch.cuda.get_device_name(env.device) if cuda else "cpu",
             torch=torch.__version__, cuda=torch.version.cuda if cuda else None,
             nccl=nccl_version() if cuda else None,
             backend=dist.get_backend() if world > 1 else None, world_size=world, device=device,
             nccl_nvls_enable=os.environ.get("NCCL_NVLS_ENABLE"), perturb_rank1=args.perturb_rank1,
-            model=dict(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
-                       max_seq_len=cfg.max_seq_len, block_width=cfg.block_width,
-                       num_state_vectors=cfg.num_state_vectors, recurrent_layers=list(cfg.recurrent_layers)),
+            model=dict(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head, kv_heads=cfg.kv_heads,
+                       ff_mult=cfg.ff_mult, max_seq_len=cfg.max_seq_len, block_width=cfg.block_width,
+                       num_state_vectors=cfg.num_state_vectors, recurrent_layers=None if cfg.recurrent_layers is None else list(cfg.recurrent_layers),
+                       parameters=params, train_flops_per_token=round(flops_per_token)),
+            fsdp=cfg.fsdp, activation_checkpointing=cfg.activation_checkpointing,
             batch_size=cfg.batch_size, seq_len=cfg.seq_len, grad_accum=cfg.grad_accum,
             data=passed.get("data", f"{args.data_bytes:,} random bytes"),
+            train_flags={k: list(v) if isinstance(v, tuple) else v for k, v in passed.items()},
         )
         # train.py's prints and progress bars go to stderr; stdout holds the results
         with contextlib.redirect_stdout(sys.stderr):
@@ -355,10 +389,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if world > 1:
                     dist.barrier()
             if not args.no_speed:
-                one = None
+                one = matmul_tflops = None
+                if is_main and cuda:  # the card's bf16 matmul rate, MFU's denominator
+                    matmul_tflops = record["matmul_tflops"] = common.round_sig(common.matmul_tflops(env.device))
+                    # in the log at once: a run stopped by a time limit still leaves MFU's denominator
+                    print(f"bf16 matmul rate of {record['card']}: {matmul_tflops} TFLOP/s", file=sys.stderr, flush=True)
                 if is_main:  # one process first; the others wait
                     with single_process_env():
                         one = measure_speed(cfg, replace(env, world_size=1), window, windows)
+                    torch._dynamo.reset()  # compiled code may hold the first run's model: free it for the next
                     gc.collect()
                     if cuda:
                         torch.cuda.empty_cache()
@@ -368,11 +407,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                 else:
                     every = one
                 if is_main:
+                    for run in (one, every):
+                        add_mfu(run, flops_per_token, matmul_tflops)
                     ratio = every["tokens_per_s"] / one["tokens_per_s"]
                     record["speed"] = dict(one=one, all=every, ratio=ratio, efficiency=ratio / world,
                                            per_process_batch=f"{cfg.batch_size} x {cfg.seq_len} x {cfg.grad_accum}",
                                            amp=cfg.amp and cuda, window=window, windows=windows)
     if world > 1:
+        dist.barrier()  # no rank tears the group down while another's gloo work is in flight (it aborted)
         dist.destroy_process_group()
     ok = record.get("check", {}).get("passed", True)
     if is_main:

@@ -23,11 +23,14 @@ Models:
                 segment length --seg; torch.compile'd on CUDA except segments without memories (eager:
                 compiled, their flash-attention backward fails inductor's stride check in torch 2.11)
 
-Training data (the same for every model): the train split as --batch contiguous streams starting at
-evenly spaced offsets; each step takes the next --seq tokens of every row (wrapping around), cut
-into segments (ours: max_seq_len; xl: --seg) whose memories (and states) are carried from segment to
-segment and from step to step (--no-carry: reset every step, as train.py), detached (truncated
-backprop through time, one segment); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
+Training data (the same for every model): train.py's --documents reader (training/documents.py):
+each of the --batch rows reads whole documents of the train split, drawn at random, from their
+start, segment by segment (ours: max_seq_len; xl: --seg; a document's last segment is padded and
+its padding not scored); each step takes the next --seq tokens of every row. Memories (and states)
+are carried from segment to segment and from step to step, detached (truncated backprop through
+time, one segment); ours resets a row's memories and states where its next document starts, while
+x-transformers' XL memories cannot be reset per row (they carry over, as in its packed-stream
+training); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
 then cosine to lr/10 (over the token or time budget) or constant, gradient clipping --clip.
 
@@ -62,6 +65,10 @@ import common  # noqa: E402
 import corpora  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
+
+IGNORE = -100  # labels of padding (the models' ignore_index)
 PRESETS: dict[str, dict[str, Any]] = {"seed": common.SEED_CONFIG, "large": common.LARGE_CONFIG,
                                       "tiny": common.TINY_CONFIG}
 BUCKETS = corpora.BUCKETS
@@ -103,13 +110,15 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--preset", choices=tuple(PRESETS), default="seed", help="ours' configuration (and xl's sizes)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a BlockRecurrentTransformer field, e.g. kv_heads=8, recurrent_layers=4,")
+    parser.add_argument("--emb-std", type=float, default=None,
+                        help="ours: initialise the token embeddings from N(0, std^2) (default: the model's, N(0, 1))")
     parser.add_argument("--seg", type=int, default=512, help="xl: segment length")
     parser.add_argument("--mem", type=int, default=512, help="xl: memory length (max_mem_len)")
     parser.add_argument("--xl-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an x-transformers Decoder keyword, e.g. attn_kv_heads=8, ff_glu=false")
     parser.add_argument("--xl-match-params", action="store_true",
                         help="xl: widen its feed-forward so its parameter count matches ours' (state layers included)")
-    parser.add_argument("--batch", type=int, default=8, help="rows (streams) per step")
+    parser.add_argument("--batch", type=int, default=8, help="rows (each reads documents) per step")
     parser.add_argument("--seq", type=int, default=2048, help="tokens per row per step (a multiple of the segment)")
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--warmup", type=int, default=200, help="linear warmup steps")
@@ -122,8 +131,6 @@ def parse_args(argv: Optional[list[str]] = None):
                         help="ours: chance a segment starts from the initial states (train.py's default); evaluation "
                              "starts every document from the initial states, which carried training never revisits "
                              "without it")
-    parser.add_argument("--no-carry", action="store_true", help="start every step without memories and states "
-                                                                "(train.py's layout) instead of carrying them")
     parser.add_argument("--log-every", type=int, default=50, help="steps between train-loss records")
     parser.add_argument("--eval-bytes", type=float, default=2e6, help="held-out bytes evaluated (whole documents)")
     parser.add_argument("--eval-batch", type=int, default=16, help="documents per evaluation batch")
@@ -163,20 +170,6 @@ def load_corpus(args) -> tuple[str, Tensor, bytes]:
             return (f"{args.corpus} from {root}", torch.frombuffer(bytearray(train), dtype=torch.uint8),
                     corpora.load_split(root, args.corpus, "test"))
     raise SystemExit(f"corpus {args.corpus} not found in {roots}: build it with bench/corpora.py")
-
-
-class Streams:
-    """``rows`` contiguous streams through data at evenly spaced offsets; ``next(n)`` gives each row's
-    next n + 1 tokens (the last one is the next call's first: inputs and targets), wrapping around."""
-
-    def __init__(self, data: Tensor, rows: int) -> None:
-        self.data, self.rows = data, rows
-        self.pos = torch.arange(rows) * (len(data) // rows)
-
-    def next(self, n: int) -> Tensor:
-        index = (self.pos[:, None] + torch.arange(n + 1)) % len(self.data)
-        self.pos = (self.pos + n) % len(self.data)
-        return self.data[index].long()
 
 
 def eval_documents(test: bytes, eval_bytes: float, max_doc: Optional[int]) -> list[bytes]:
@@ -249,6 +242,8 @@ class Ours:
         self.brt = brt
         self.cfg = ours_config(args)
         self.model = brt.BlockRecurrentTransformer(**self.cfg).to(device)
+        if args.emb_std is not None:  # an ablation of the initialisation (the seed's: N(0, 1))
+            nn.init.normal_(self.model.token_emb.weight, std=args.emb_std)
         self.seg = self.model.max_seq_len
         self.wrapper = brt.RecurrentTrainerWrapper(self.model, args.mem_dropout, args.state_dropout)
         self.device = device
@@ -256,19 +251,19 @@ class Ours:
             self.model.compile(fullgraph=True, dynamic=False)
         self.step_fn = brt.TrainStep(self.wrapper, cuda_graph=device.type == "cuda" and not args.no_cuda_graph,
                                      amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
-        self.carry: Optional[tuple] = None
-        self.no_carry = args.no_carry
+        self.carry: tuple = (None, None)
 
     def describe(self) -> dict[str, Any]:
         return dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.cfg.items()},
                     version=getattr(self.brt, "__version__", None), module=os.path.dirname(self.brt.__file__))
 
-    def train_step(self, x: Tensor) -> Tensor:
-        """Accumulate the gradient of the mean loss over x (b, k * seg + 1); returns the loss. The
-        memories and states the last step ended with start this one (the rows are streams)."""
-        memories, states = (None, None) if self.no_carry or self.carry is None else self.carry
-        loss, memories, states = self.step_fn(x.to(self.device, non_blocking=True), xl_memories=memories,
-                                              states=states, return_memories_and_states=True)
+    def train_step(self, batch: DocumentBatch) -> Tensor:
+        """Accumulate the gradient of the mean loss over the batch's labelled positions; returns the
+        loss. The memories and states the last step ended with start this one, reset per row where
+        its next document starts."""
+        memories, states = self.carry
+        loss, memories, states = self.step_fn(batch.inputs, labels=batch.labels, reset=batch.reset,
+                                              xl_memories=memories, states=states, return_memories_and_states=True)
         self.carry = (memories, states)
         return loss
 
@@ -308,7 +303,6 @@ class XL:
         if device.type == "cuda" and not args.no_compile:
             self.forward = torch.compile(self.model)
         self.mems: Optional[list[Tensor]] = None
-        self.no_carry = args.no_carry
 
     def describe(self) -> dict[str, Any]:
         from importlib.metadata import version
@@ -319,25 +313,26 @@ class XL:
         return dict(wrapper=self.wrapper_kwargs, decoder=self.decoder_kwargs, version=v,
                     module=os.path.dirname(self.xt.__file__))
 
-    def train_step(self, x: Tensor) -> Tensor:
-        x = x.to(self.device, non_blocking=True)
-        segments = (x.shape[1] - 1) // self.seg
+    def train_step(self, batch: DocumentBatch) -> Tensor:
+        """As ours: the mean loss over the labelled positions, its gradient accumulated."""
+        x, labels = batch.inputs.to(self.device, non_blocking=True), batch.labels.to(self.device, non_blocking=True)
+        segments = x.shape[1] // self.seg
+        labelled = (labels != IGNORE).sum().clamp(min=1)
         total = torch.zeros((), device=self.device)
-        if self.no_carry:
-            self.mems = None
         for i in range(segments):
             if self.mem_dropout and random.random() < self.mem_dropout:
                 self.mems = None
-            chunk = x[:, i * self.seg:(i + 1) * self.seg + 1]
+            window = slice(i * self.seg, (i + 1) * self.seg)
             # A segment without memories runs eagerly: compiled (torch 2.11), its flash-attention backward
             # fails inductor's stride check; with memories x-transformers passes a mask (no flash kernel).
             forward = self.forward if self.mems is not None else self.model
             with autocast(self.device):
-                logits, self.mems = forward(chunk[:, :-1], mems=self.mems, return_mems=True)
-            loss = F.cross_entropy(logits.float().transpose(1, 2), chunk[:, 1:])
-            (loss / segments).backward()
+                logits, self.mems = forward(x[:, window], mems=self.mems, return_mems=True)
+            loss = F.cross_entropy(logits.float().transpose(1, 2), labels[:, window], ignore_index=IGNORE,
+                                   reduction="sum") / labelled
+            loss.backward()
             total = total + loss.detach()
-        return total / segments
+        return total
 
     @torch.no_grad()
     def eval_segment(self, x: Tensor, memory: Any, keep_states: bool = True) -> tuple[Tensor, Any]:
@@ -418,7 +413,8 @@ def run(args) -> list[dict[str, Any]]:
 
     optimizer = make_optimizer(peer.model, args, device)
     params_list = [p for p in peer.model.parameters() if p.requires_grad]
-    streams = Streams(train_data, args.batch)
+    streams = DocumentStreams(train_data, corpora.SEPARATOR, args.batch, peer.seg, shuffle=True,
+                              generator=torch.Generator().manual_seed(args.seed), ignore_index=IGNORE)
     total_steps = math.ceil(args.tokens / tokens_per_step) if args.tokens else None
     step, losses, curve_loss = 0, [], torch.zeros((), device=device)
     warmup_s, train_s, clock_start = 0.0, 0.0, None
@@ -437,10 +433,10 @@ def run(args) -> list[dict[str, Any]]:
                     0.0 if clock_start is None else (time.perf_counter() - clock_start) / args.seconds)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args, step, progress)
-        x = streams.next(args.seq)
+        batch = streams.next(args.seq // peer.seg)
         if device.type == "cuda":
-            x = x.pin_memory()
-        loss = peer.train_step(x)
+            batch = DocumentBatch(*(t.pin_memory() for t in (batch.inputs, batch.labels, batch.reset, batch.offsets)))
+        loss = peer.train_step(batch)
         torch.nn.utils.clip_grad_norm_(params_list, args.clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)  # TrainStep keeps its gradient buffers

@@ -234,6 +234,10 @@ class KNNMemory:
                  route_groups: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor]:
         """``KNNStore.retrieve``: the exact ``search`` (or ``routed_search``), then a gather on the store's device."""
         searched = self.searched(top_k)
+        if searched == 0:  # no slot allocated yet (made with reserve=0, nothing written): nothing to find
+            found = torch.zeros(*q.shape[:3], top_k, dtype=torch.bool, device=q.device)
+            nothing = q.new_zeros(*found.shape, q.shape[-1])
+            return nothing, nothing, found
         keys, values = self.keys[layer, ..., :searched, :], self.values[layer, ..., :searched, :]
         if route_groups is None:
             index, found = search(q, keys, self.reachable(searched), top_k)

@@ -103,9 +103,9 @@ class Memories:
         knn = None if self.knn is None else self.knn.reset(rows)
         since = self.blocks_since_reset
         if since is None:
-            since = torch.full_like(rows, _blocks_to_refill(config), dtype=torch.long)
+            since = torch.full_like(rows, blocks_to_refill(config), dtype=torch.long)
         since = torch.where(rows, torch.zeros_like(since), since)
-        return replace(self, blocks_since_reset=since, blocks_until_valid=_blocks_to_refill(config), knn=knn)
+        return replace(self, blocks_since_reset=since, blocks_until_valid=blocks_to_refill(config), knn=knn)
 
     def memory_mask(self, config: BlockRecurrentConfig) -> Optional[Tensor]:
         """(batch, M) bool over [compressed | XL]: True where an entry belongs to the row's current
@@ -124,7 +124,7 @@ class Memories:
         return torch.cat(parts, dim=-1)
 
 
-def _blocks_to_refill(config: BlockRecurrentConfig) -> int:
+def blocks_to_refill(config: BlockRecurrentConfig) -> int:
     """Full blocks that must be pushed after a reset before no pre-reset entry is left."""
     blocks = 1  # the XL memory
     if config.use_compressed_mem:

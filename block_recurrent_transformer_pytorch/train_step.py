@@ -15,19 +15,25 @@ after it — and replayed. Memory/state dropout is decided on the host as the wr
 draws from Python's ``random``): a dropped memory selects the no-memory graph; a state reset is a
 device-side flag (``torch.where`` between the initial and the carried states), so it needs no
 graph of its own.
+
+Documents read row by row (``labels`` and ``reset``, see ``RecurrentTrainerWrapper``) add one
+graph: while a row's memories still hold entries from before its document started, the segment
+runs with those entries masked (``ResetSchedule`` follows them on the host, so no replay waits
+for the device); otherwise the unmasked graph (flash attention) runs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from .config import check_bool
-from .memory import Memories, check_memories
+from .config import BlockRecurrentConfig, check_bool
+from .memory import Memories, blocks_to_refill, check_memories
 from .state import check_states
 from .wrapper import RecurrentTrainerWrapper
 
@@ -77,6 +83,9 @@ class TrainStep:
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graph else None
         self.constants: dict[bool, Tensor] = {}
         self.scale = torch.zeros((), device=self.model.device)  # loss_scale / segments, refilled each call
+        # the blocks_since_reset last returned (on the device) and its copy on the host, so that passing
+        # those memories back needs no host sync
+        self.returned_since: tuple[Optional[Tensor], Optional[Tensor]] = (None, None)
         self.tensors = self._model_tensors()
 
     def _model_tensors(self) -> tuple:
@@ -86,7 +95,7 @@ class TrainStep:
                 tuple(b.data_ptr() for b in self.model.buffers()))
 
     def __call__(self, x: Tensor, loss_scale: Union[float, Tensor] = 1.0, *, xl_memories: Optional[Memories] = None,
-                 states: Optional[list[Tensor]] = None,
+                 states: Optional[list[Tensor]] = None, labels: Optional[Tensor] = None, reset: Optional[Tensor] = None,
                  return_memories_and_states: bool = False) -> Union[Tensor, tuple[Tensor, Memories, list[Tensor]]]:
         """Accumulate ``loss_scale`` x the gradient of the mean loss over x; returns the mean loss
         (a detached 0-d tensor on the model's device: reading it is the caller's only host sync).
@@ -98,50 +107,82 @@ class TrainStep:
         As the wrapper's, the first segment starts from ``xl_memories`` and ``states`` (what a
         previous call returned, to read a long sequence across calls; None: afresh), and with
         ``return_memories_and_states=True`` the final ones come back too: copies, detached, since a
-        replay overwrites the graph's outputs.
+        replay overwrites the graph's outputs. ``labels`` and ``reset`` are the wrapper's (documents
+        read row by row: each row's memories and states cleared where its next document starts);
+        ``reset`` is read on the host (pass it on the CPU: on a GPU, reading it waits for the device).
         """
         check_bool("return_memories_and_states", return_memories_and_states)
-        segments = self.wrapper.count_segments(x)
+        segments = self.wrapper.check_batch(x, labels, reset)
         loss_scale = checked_loss_scale(loss_scale)
         if self._model_tensors() != self.tensors:  # the model moved, was cast or (un)froze parameters
             self._forget_model()
-        device = self.model.device
-        if x.device != device:
-            self.model.check_tokens(x, on_model_device=False)
-            x = x.to(device, non_blocking=True)
-        else:
-            self.model.check_tokens(x)
+        device, config = self.model.device, self.model.config
+        x, labels = (self._on_device(t, name) for t, name in ((x, "x"), (labels, "labels")))
         self._attach_grads()
         seq, b = self.wrapper.seq_len, x.shape[0]
+        extra = 1 if labels is None else 0  # without labels, each segment's last target is the next one's first input
         # one buffer filled in place, not a tensor per value (nor per tensor loss_scale, by identity)
-        scale = self.scale.fill_(loss_scale / segments)
-        xl, compressed = self._carried_memories(xl_memories, b)
+        if labels is None:
+            scale, labelled = self.scale.fill_(loss_scale / segments), None
+        else:  # every labelled position weighs the same, whatever segment it is in
+            labelled = (labels != config.ignore_index).sum().clamp(min=1)
+            scale = self.scale.copy_(loss_scale / labelled)
+        xl, compressed, since = self._carried_memories(xl_memories, b)
         fresh_start = states is None
         states = self._carried_states(states, b)
+        resets = None
+        if reset is not None or since is not None:  # some row starts a document, or still masks an old one
+            reset = torch.zeros(b, segments, dtype=torch.bool) if reset is None else reset.cpu()
+            resets = ResetSchedule(reset, since, config, device)
         total = torch.zeros((), device=device)
         for i in range(segments):
             drop_memories, drop_states = self.wrapper.draw_dropout()
             if drop_memories:
                 xl = compressed = None
-            fresh = self._constant((i == 0 and fresh_start) or drop_states)
-            inputs = (x[:, i * seq:(i + 1) * seq + 1], xl, compressed, fresh, scale, *states)
+            first = i == 0 and fresh_start
+            if resets is None:
+                fresh, mask_since = self._constant(first or drop_states), None
+            else:
+                fresh, mask_since = resets.segment(i, everyone=first or drop_states, has_memories=xl is not None)
+            inputs = (x[:, i * seq:(i + 1) * seq + extra], None if labels is None else labels[:, i * seq:(i + 1) * seq],
+                      xl, compressed, mask_since, fresh, scale, *states)
             loss, xl, compressed, *states = self._run(inputs)
             total = total + loss
+        mean = total / segments if labelled is None else total / labelled
         if not return_memories_and_states:
-            return total / segments
+            return mean
         # a dropped last memory: the segment still pushed its block, which the outputs hold
         memories = Memories(xl=xl.clone(), compressed=None if compressed is None else compressed.clone())
-        return total / segments, memories, [s.clone() for s in states]
+        if resets is not None:
+            memories = resets.carried(memories)
+            self.returned_since = (memories.blocks_since_reset, resets.since)
+        return mean, memories, [s.clone() for s in states]
 
-    def _carried_memories(self, memories: Optional[Memories], batch: int) -> tuple[Optional[Tensor], Optional[Tensor]]:
-        """The XL and compressed tensors of memories passed in (None: none), checked."""
+    def _on_device(self, t: Optional[Tensor], name: str) -> Optional[Tensor]:
+        """x or labels on the model's device, their token ids checked (on the CPU before the copy,
+        which then needs no host sync)."""
+        if t is None or name == "labels":
+            return None if t is None else t.to(self.model.device, non_blocking=True)
+        device = self.model.device
+        if t.device != device:
+            self.model.check_tokens(t, on_model_device=False)
+            return t.to(device, non_blocking=True)
+        self.model.check_tokens(t)
+        return t
+
+    def _carried_memories(self, memories: Optional[Memories],
+                          batch: int) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+        """The XL and compressed tensors of memories passed in (None: none), checked, and their
+        ``blocks_since_reset`` on the host (None: every entry valid)."""
         if memories is None or (memories.xl.shape[-2] == 0 and memories.compressed is None):
-            return None, None  # empty memories: the no-memory graph
+            return None, None, None  # empty memories: the no-memory graph
         memories = check_memories(memories, self.model.config, batch, self.model.device)
-        if memories.blocks_since_reset is not None:
-            raise ValueError("xl_memories hold entries from before a per-row reset (a reset mask): TrainStep "
-                             "takes memories whose every entry is valid; call the wrapper for these")
-        return memories.xl, memories.compressed
+        since = memories.blocks_since_reset
+        if since is not None:
+            # the host copy of what the last call returned, or a read that waits for the device
+            returned, on_host = self.returned_since
+            since = on_host if since is returned else since.cpu()
+        return memories.xl, memories.compressed, since
 
     def _carried_states(self, states: Optional[list[Tensor]], batch: int) -> list[Tensor]:
         """States passed in (checked), or placeholders that the first segment's fresh flag replaces."""
@@ -169,14 +210,21 @@ class TrainStep:
                 g.copy_(s)
         return self.graphs[key](inputs)
 
-    def forward_backward(self, x: Tensor, xl: Optional[Tensor], compressed: Optional[Tensor], fresh: Tensor,
-                         scale: Tensor, *states: Tensor) -> tuple[Optional[Tensor], ...]:
-        """Loss of one segment x (b, max_seq_len + 1) from these memories and states (the initial
-        states where ``fresh``); backward of ``scale`` x the loss. Returns (loss, xl, compressed,
-        *states) for the next segment, all detached."""
-        memories = None if xl is None else Memories(xl=xl, compressed=compressed)
+    def forward_backward(self, x: Tensor, labels: Optional[Tensor], xl: Optional[Tensor], compressed: Optional[Tensor],
+                         since: Optional[Tensor], fresh: Tensor, scale: Tensor,
+                         *states: Tensor) -> tuple[Optional[Tensor], ...]:
+        """Loss of one segment from these memories and states; backward of ``scale`` x the loss.
+        x: (b, max_seq_len + 1) tokens (labels None: the mean loss of the shifted tokens), or
+        (b, max_seq_len) inputs with their labels (the summed loss over the labelled positions).
+        since: (b,) blocks of each row's current document in the memories (older entries masked),
+        or None (all valid). fresh: 0-d or (b,) bool, rows that start from the initial states.
+        Returns (loss, xl, compressed, *states) for the next segment, all detached."""
+        memories = None
+        if xl is not None:
+            memories = Memories(xl=xl, compressed=compressed, blocks_since_reset=since,
+                                blocks_until_valid=0 if since is None else blocks_to_refill(self.model.config))
         initial = self.model.initial_states(x.shape[0])
-        states = [torch.where(fresh, init, s) for init, s in zip(initial, states)]
+        states = [torch.where(fresh.reshape(-1, 1, 1), init, s) for init, s in zip(initial, states)]
         # Autocast caches each weight's cast until the outermost autocast region ends; inside a
         # caller's region that is after this call, so casts made before it would be reused here
         # (a graph would read memory outside its pool) and casts made here would outlive it (the
@@ -186,7 +234,11 @@ class TrainStep:
         # bf16 autocast on CUDA only, as train.py: a CPU step is the full-precision reference.
         with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None and x.is_cuda):
-            loss, memories, states = self.model(x, return_loss=True, xl_memories=memories, states=states)
+            if labels is None:
+                loss, memories, states = self.model(x, return_loss=True, xl_memories=memories, states=states)
+            else:
+                logits, memories, states = self.model(x, xl_memories=memories, states=states)
+                loss = self.model.loss(logits, labels, reduction="sum")
         torch.clear_autocast_cache()
         (loss * scale).backward()
         return loss.detach(), memories.xl, memories.compressed, *states
@@ -205,6 +257,47 @@ class TrainStep:
             p.grad = buffer
         if cleared:
             torch._foreach_zero_(cleared)
+
+
+class ResetSchedule:
+    """Where rows start new documents during one TrainStep call, followed on the host.
+
+    A row that starts a document gets the initial states and must not attend to the entries its
+    memories hold from before (the model masks them, from ``blocks_since_reset``). Which rows reset
+    at which segment is known before the call, and memory dropout is drawn on the host, so the
+    blocks of its current document that each row's memories hold are known too: the mask's input
+    is computed here, and the masked graph runs only while some row still holds older entries.
+    """
+
+    def __init__(self, reset: Tensor, since: Optional[Tensor], config: BlockRecurrentConfig,
+                 device: torch.device) -> None:
+        self.reset, self.device = reset, device
+        self.refill = blocks_to_refill(config)  # pushes after which a row holds nothing older
+        self.blocks = config.max_seq_len // config.block_width  # pushes per segment
+        self.since = torch.full((reset.shape[0],), self.refill) if since is None else since.clamp(max=self.refill)
+
+    def segment(self, i: int, everyone: bool, has_memories: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """Segment i's inputs: the rows that start from the initial states ((b,) bool) and the
+        memories' blocks_since_reset ((b,) long, or None: no row holds an entry to mask)."""
+        rows = self.reset[:, i]
+        fresh = rows | everyone
+        since = torch.where(rows, 0, self.since) if has_memories else torch.full_like(self.since, self.refill)
+        masked = bool((since < self.refill).any())
+        self.since = (since + self.blocks).clamp(max=self.refill)  # after the segment's pushes
+        return self._to_device(fresh), self._to_device(since) if masked else None
+
+    def carried(self, memories: Memories) -> Memories:
+        """The call's final memories with the mask of entries older than each row's document, if any."""
+        if not bool((self.since < self.refill).any()):
+            return memories
+        return replace(memories, blocks_since_reset=self._to_device(self.since),
+                       blocks_until_valid=self.refill - int(self.since.min()))
+
+    def _to_device(self, t: Tensor) -> Tensor:
+        """A small host tensor on the device without waiting for it (pinned, non-blocking)."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
 
 
 def checked_loss_scale(loss_scale: object) -> Union[float, Tensor]:

@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from .block_context import BlockContext
 from .blocks import AttentionBlock, FeedForward
 from .config import BlockRecurrentConfig, check_bool
+from .knn_memory import KNNStore
 from .memory import MemoryCompressor, Memories, check_memories, empty_memories, from_layer_list, push
 from .positions import RotaryEmbedding
 from .state import RecurrentState, StateView, check_states
@@ -54,16 +55,16 @@ class BlockRecurrentTransformer(nn.Module):
         self.writes_at = {w: i for i, w in enumerate(config.recurrent_layers)}
         self.knn_at = {layer: i for i, layer in enumerate(config.knn_layers)}  # layer -> its slice of the store
 
-        self.token_emb = nn.Embedding(config.num_tokens, dim)
+        self.token_emb = nn.Embedding(config.num_tokens, dim)  # N(0, 1): nn.Embedding's default, the seed's
+        if config.embedding_init_std != 1.0:  # drawn only then, so the default consumes the seed's random numbers
+            nn.init.normal_(self.token_emb.weight, std=config.embedding_init_std)
         max_memory = config.block_width + (config.compressed_mem_len if config.use_compressed_mem else 0)
         self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base,
                                       max_memory=max_memory, block_width=config.block_width)
         self.layers = nn.ModuleList(
-            nn.ModuleList([
-                AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
-                               knn=layer in self.knn_at),
-                FeedForward(dim, config.ff_mult),
-            ])
+            Layer(AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
+                                 knn=layer in self.knn_at),
+                  FeedForward(dim, config.ff_mult))
             for layer in range(1, depth + 1)
         )
         self.states = nn.ModuleList(RecurrentState(config) for _ in config.recurrent_layers)
@@ -246,22 +247,10 @@ class BlockRecurrentTransformer(nn.Module):
         rotary, mask = block.rotary(n), block.attention_mask(n)
 
         next_states = list(states)
-        for index, (attn, ff) in enumerate(self.layers):
-            layer = index + 1
-            x_normed, q_raw, k, v = attn.project(h)
-            q, k_positioned = attn.position(q_raw, k, rotary)
-            keys, values = block.extend(index, k_positioned, k, v)
-            if layer in self.knn_at:
-                out = attn.attend_with_memory(q_raw, q, keys, values, memories.knn, self.knn_at[layer],
-                                              causal=block.causal, mask=mask)
-            else:
-                out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
-            reads = [self.states[i].read(x_normed, block.view(i)) for i in self.reads_at[layer]]
-            h = h + attn.output(out, reads)
-            if full and layer in self.writes_at:
-                i = self.writes_at[layer]
-                next_states[i] = self.states[i].write(block.view(i), *block.layer_kv(index))
-            h = h + ff(h)
+        for index, layer in enumerate(self.layers):
+            h, written = layer(h, self, index, block, rotary, mask, memories.knn, full)
+            if written is not None:
+                next_states[self.writes_at[index + 1]] = written
         block.advance(n)
 
         if not full:
@@ -339,8 +328,69 @@ class BlockRecurrentTransformer(nn.Module):
                 memories, states = memories.detach(), [s.detach() for s in states]
         if not return_loss:
             return logits, memories, states
-        loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.config.ignore_index)
-        return loss, memories, states
+        return self.loss(logits, labels), memories, states
+
+    def loss(self, logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
+        """Cross-entropy of logits (b, n, num_tokens) against labels (b, n); positions labelled
+        ``ignore_index`` count for nothing. ``reduction``: "mean" over the labelled positions (what
+        ``return_loss=True`` gives) or "sum" (to average over several segments by their labels)."""
+        # int64 targets, whatever integer type the caller's labels have (cross_entropy takes no other)
+        return F.cross_entropy(logits.transpose(1, 2), labels.long(), ignore_index=self.config.ignore_index,
+                               reduction=reduction)
+
+
+class Layer(nn.Module):
+    """One layer: its ``AttentionBlock`` and ``FeedForward``, registered as "0" and "1" so that the
+    state dict keeps the seed's names (``layers.{i}.0.*``, ``layers.{i}.1.*``); ``layer[0]`` and
+    ``attn, ff = layer`` read them. Not a ModuleList: FSDP2 in torch 2.11 refuses to shard any
+    ModuleList, whatever its forward.
+
+    ``forward_block`` runs a block through each layer by one call of this module, so that module
+    hooks see each layer's work: FSDP all-gathers a layer's sharded weights just before its call
+    and frees them after it (train.py --fsdp), which it could not do for bare method calls.
+    """
+
+    def __init__(self, attention: AttentionBlock, feed_forward: FeedForward) -> None:
+        super().__init__()
+        self.add_module("0", attention)
+        self.add_module("1", feed_forward)
+
+    def __getitem__(self, index: int) -> nn.Module:
+        """0 (or -2): the attention block, 1 (or -1): the feed-forward."""
+        if not isinstance(index, int) or not -len(self) <= index < len(self):
+            raise IndexError(f"a layer holds 2 modules (0: attention, 1: feed-forward), got index {index!r}")
+        return self._modules[str(index % len(self))]
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self._modules.values())
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def forward(self, h: Tensor, model: BlockRecurrentTransformer, index: int, block: BlockContext,
+                rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Tensor], knn_store: Optional[KNNStore],
+                full: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """h (b, n, dim) through layer ``index`` of model: attention over the block context's keys and
+        values (and, in a kNN layer, over knn_store's entries), state reads, the state write when the
+        block is ``full``, then the feed-forward. Returns the new h and the state this layer wrote
+        (None if it wrote none)."""
+        attn, ff = self
+        layer = index + 1
+        x_normed, q_raw, k, v = attn.project(h)
+        q, k_positioned = attn.position(q_raw, k, rotary)
+        keys, values = block.extend(index, k_positioned, k, v)
+        if layer in model.knn_at:
+            out = attn.attend_with_memory(q_raw, q, keys, values, knn_store, model.knn_at[layer],
+                                          causal=block.causal, mask=mask)
+        else:
+            out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
+        reads = [model.states[i].read(x_normed, block.view(i)) for i in model.reads_at[layer]]
+        h = h + attn.output(out, reads)
+        written = None
+        if full and layer in model.writes_at:
+            i = model.writes_at[layer]
+            written = model.states[i].write(block.view(i), *block.layer_kv(index))
+        return h + ff(h), written
 
 
 class WholeBlock:

@@ -15,7 +15,8 @@ from .transformer import BlockRecurrentTransformer
 
 
 class RecurrentTrainerWrapper(nn.Module):
-    """Mean loss over (b, k * max_seq_len + 1) tokens, processed as k segments of max_seq_len.
+    """Mean loss over (b, k * max_seq_len + 1) tokens (k * max_seq_len inputs and their labels),
+    processed as k segments of max_seq_len.
 
     Between segments, memories and states are carried detached (truncated backprop through time)
     every ``bptt_segments`` segments: with k > 1 the gradient of a segment's loss flows back
@@ -50,11 +51,21 @@ class RecurrentTrainerWrapper(nn.Module):
         self.xl_memories_dropout, self.state_dropout = xl_memories_dropout, state_dropout
 
     def forward(self, x: Tensor, return_memories_and_states: bool = False, *, xl_memories: Optional[Memories] = None,
-                states: Optional[list[Tensor]] = None):
-        """Mean loss over the segments (and the final memories and states if asked)."""
+                states: Optional[list[Tensor]] = None, labels: Optional[Tensor] = None, reset: Optional[Tensor] = None):
+        """Mean loss over the segments (and the final memories and states if asked).
+
+        Without ``labels``, x (b, k * max_seq_len + 1) holds the inputs and one extra token: each
+        segment's targets are its inputs shifted by one, and the loss is the mean of the segments' means.
+        labels: (b, k * max_seq_len) targets, ``ignore_index`` where a position has none (e.g. the
+            padding after a document's end); x then holds the k * max_seq_len inputs only, and the
+            loss is the mean over every labelled position of the call (0 if none is).
+        reset: (b, k) bool: row r starts a new document at segment i (its memories and states are
+            cleared first, as the model's ``reset``).
+        """
         check_bool("return_memories_and_states", return_memories_and_states)
-        segments = self.count_segments(x)
+        segments = self.check_batch(x, labels, reset)
         self.check_recomputable(segments)
+        labelled = None if labels is None else (labels != self.transformer.config.ignore_index).sum().clamp(min=1)
         loss = 0.0
         for i in range(segments):
             drop_memories, drop_states = self.draw_dropout()
@@ -62,27 +73,58 @@ class RecurrentTrainerWrapper(nn.Module):
                 xl_memories = None
             if drop_states:
                 states = None
-            start = i * self.seq_len
-            segment_loss, xl_memories, states = self.transformer(
-                x[:, start:start + self.seq_len + 1], return_loss=True, xl_memories=xl_memories, states=states,
-                detach=(i + 1) % self.bptt_segments == 0 or i == segments - 1,
-            )
-            loss = loss + segment_loss / segments
+            start, end = i * self.seq_len, (i + 1) * self.seq_len
+            detach = (i + 1) % self.bptt_segments == 0 or i == segments - 1
+            row_reset = None if reset is None else reset[:, i]
+            if labels is None:
+                segment_loss, xl_memories, states = self.transformer(
+                    x[:, start:end + 1], return_loss=True, xl_memories=xl_memories, states=states, reset=row_reset,
+                    detach=detach)
+                loss = loss + segment_loss / segments
+            else:
+                logits, xl_memories, states = self.transformer(
+                    x[:, start:end], xl_memories=xl_memories, states=states, reset=row_reset, detach=detach)
+                loss = loss + self.transformer.loss(logits, labels[:, start:end], reduction="sum") / labelled
         if return_memories_and_states:
             return loss, xl_memories, states
         return loss
 
-    def count_segments(self, x: Tensor) -> int:
-        """k for x of shape (batch, k * max_seq_len + 1); a clear error for any other shape."""
+    def check_batch(self, x: Tensor, labels: Optional[Tensor] = None, reset: Optional[Tensor] = None) -> int:
+        """The number of segments k in x (see ``forward``); a clear error for any other shape, for
+        labels outside the vocabulary (other than ignore_index) and for a reset of the wrong shape."""
         if not isinstance(x, Tensor) or x.ndim != 2:
-            raise ValueError(f"x must be a (batch, k * max_seq_len + 1) tensor, got {getattr(x, 'shape', x)!r}")
-        total = x.shape[1]
-        if total < self.seq_len + 1 or (total - 1) % self.seq_len != 0:
+            raise ValueError(f"x must be a (batch, k * max_seq_len{'' if labels is not None else ' + 1'}) tensor, "
+                             f"got {getattr(x, 'shape', x)!r}")
+        total, extra = x.shape[1], 0 if labels is not None else 1
+        if total < self.seq_len + extra or (total - extra) % self.seq_len != 0:
             raise ValueError(
-                f"x has {total} tokens per row; the wrapper needs k * max_seq_len + 1 = "
-                f"k * {self.seq_len} + 1 for some k >= 1 (one extra token for the last target)"
-            )
-        return (total - 1) // self.seq_len
+                f"x has {total} tokens per row; the wrapper needs k * max_seq_len{' + 1' * extra} = "
+                f"k * {self.seq_len}{' + 1' * extra} for some k >= 1"
+                + (" (one extra token for the last target)" if extra else " (with labels: the inputs only)"))
+        segments = (total - extra) // self.seq_len
+        if labels is not None:
+            self.check_labels(labels, tuple(x.shape))
+        if reset is not None and (not isinstance(reset, Tensor) or reset.dtype != torch.bool
+                                  or tuple(reset.shape) != (x.shape[0], segments)):
+            raise ValueError(f"reset must be a bool tensor of shape (batch, segments) = ({x.shape[0]}, {segments}), "
+                             f"got {reset.dtype if isinstance(reset, Tensor) else type(reset).__name__} of shape "
+                             f"{tuple(getattr(reset, 'shape', ()))}")
+        return segments
+
+    def check_labels(self, labels: Tensor, shape: tuple[int, ...]) -> None:
+        """Labels must be integer targets of x's shape, each a token id or ignore_index (one host sync
+        when on a GPU, as the model's check of x)."""
+        config = self.transformer.config
+        if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool \
+                or tuple(labels.shape) != shape:
+            raise ValueError(f"labels must be an integer tensor of x's shape {shape}, got "
+                             f"{labels.dtype if isinstance(labels, Tensor) else type(labels).__name__} of shape "
+                             f"{tuple(getattr(labels, 'shape', ()))}")
+        if labels.numel() and not torch.compiler.is_compiling():
+            targets = labels[labels != config.ignore_index]
+            if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= config.num_tokens):
+                raise ValueError(f"labels hold targets in [{int(targets.min())}, {int(targets.max())}]; allowed are "
+                                 f"0..{config.num_tokens - 1} (num_tokens) and ignore_index={config.ignore_index}")
 
     def check_recomputable(self, segments: int) -> None:
         """Refuse, before any work, a call whose backward could not recompute its first segment: under

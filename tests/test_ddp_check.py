@@ -13,15 +13,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_check(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+def run_check(tmp_path: Path, *extra: str, script: str = "bench/ddp_check.py") -> tuple[subprocess.CompletedProcess, dict]:
     """torchrun of the script with 2 CPU processes; the completed process and its JSON record."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = tmp_path / "ddp_check.jsonl"
+    out = tmp_path / "check.jsonl"
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), "bench/ddp_check.py", "--device", "cpu", "--tiny", "--out", str(out), *extra],
+         "--master_port", str(port), script, "--device", "cpu", "--tiny", "--out", str(out), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=180,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
             filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
@@ -51,7 +51,7 @@ def test_two_processes_give_the_single_process_gradients_and_both_speeds(tmp_pat
     # stdout: the JSON line, then the markdown table (train.py's own output went to stderr)
     stdout = done.stdout.splitlines()
     assert json.loads(stdout[0]) == record
-    assert "| card | torch | world size | tokens/s | ratio to 1 |" in stdout
+    assert "| card | torch | world size | tokens/s | ratio to 1 | MFU | peak GiB |" in stdout
     assert any(line.startswith("| cpu | ") and "| 2 |" in line for line in stdout)
     assert "gradient check" in done.stdout and "PASSED" in done.stdout
 

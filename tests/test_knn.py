@@ -226,6 +226,15 @@ def test_reset_rows_find_nothing_and_keep_their_local_output():
     assert torch.equal(q.grad[0], torch.zeros_like(q.grad[0])) and q.grad[1].abs().sum() > 0
 
 
+def test_a_store_with_no_slot_allocated_finds_nothing():
+    """KNNMemory.empty allocates no slot by default (reserve=0): retrieving before the first write
+    finds nothing, as a store whose slots are all unwritten does, instead of gathering from no slot."""
+    q = torch.randn(2, 1, 3, 8)
+    for store in (_store(capacity=8), _store(capacity=8, reserve=8)):
+        keys, values, found = store.retrieve(q, 0, 4)
+        assert keys.shape == values.shape == (2, 1, 3, 4, 8) and found.shape == (2, 1, 3, 4) and not found.any()
+
+
 @pytest.mark.parametrize("bad, pattern", [(dict(capacity=0), "capacity must be an int >= 1, got 0"),
                                           (dict(slack=-1), "slack must be an int >= 0, got -1"),
                                           (dict(reserve=2.0), r"reserve must be an int >= 0, got 2\.0")])

@@ -243,3 +243,23 @@ def test_activation_checkpointing_changes_nothing_but_memory():
     expected = _gradients(plain)
     for name, grad in _gradients(checkpointed).items():
         torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_embedding_init_std_sets_the_embeddings_scale_and_leaves_the_default_as_the_seeds():
+    """1.0 (the default) keeps exactly nn.Embedding's own draw, as the seed had it (the model's first
+    random numbers); another value redraws only the embeddings, at that scale."""
+    default = small_model(seed=3)
+    torch.manual_seed(3)
+    assert torch.equal(default.token_emb.weight, torch.nn.Embedding(default.config.num_tokens, 32).weight)
+    small = small_model(seed=3, embedding_init_std=0.02)
+    assert abs(small.token_emb.weight.std().item() - 0.02) < 0.002
+    with pytest.raises(ValueError, match="embedding_init_std must be a positive finite number, got -1"):
+        small_model(embedding_init_std=-1)
+
+
+def test_a_layer_reads_as_its_two_modules():
+    layer = small_model().layers[0]
+    attention, feed_forward = layer
+    assert len(layer) == 2 and layer[0] is layer[-2] is attention and layer[1] is layer[-1] is feed_forward
+    with pytest.raises(IndexError, match="a layer holds 2 modules"):
+        layer[2]

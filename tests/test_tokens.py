@@ -147,3 +147,21 @@ def test_vocabulary_mismatch_and_damaged_token_file_name_the_file(corpus, tmp_pa
         tiny_tokens(damaged, tmp_path / "run3")
     with pytest.raises(train.TrainError, match="not both"):
         tiny_tokens(out, tmp_path / "run4", data="x")
+
+
+def test_documents_of_a_token_directory_train_and_report_by_offset_in_tokens(corpus, tmp_path):
+    """--documents on a BPE token directory: its own separator splits the documents; the final
+    evaluation reads each from its start and reports by offset in tokens, every token once."""
+    folder, _ = corpus
+    out = tmp_path / "bpe"
+    meta = prepare([str(folder / "texts")], out, tokenizer="bpe", vocab_size=300, val_fraction=0.25,
+                   test_fraction=0.125)
+    cfg = tiny_tokens(out, tmp_path / "run", max_steps=2, documents=True, sample_interval=0)
+    train.train(cfg)
+    final = {r["kind"]: r for r in records(tmp_path / "run") if r["step"] == 2}
+    by_offset = final["test_by_offset"]
+    assert by_offset["unit"] == "tokens"
+    from training.evaluation import OFFSET_BUCKETS
+
+    counted = sum(by_offset[name]["bytes"] for _, name in OFFSET_BUCKETS)
+    assert counted == final["test_full"]["bytes"] == meta["splits"]["test"]["tokens"] - 1

@@ -298,7 +298,7 @@ def test_final_evaluation_reports_offsets_and_the_states_worth(tmp_path, capsys)
     assert final["test_states_reset"]["state_gain"] == pytest.approx(
         final["test_states_reset"]["bpc"] - final["test_full"]["bpc"])
     out = capsys.readouterr().out
-    assert "test by offset in document: 0-1k" in out and "the recurrent state is worth" in out
+    assert "test by offset in document (bytes; bits per byte): 0-1k" in out and "the recurrent state is worth" in out
     with pytest.raises(train.TrainError, match="--doc-separator must be a byte value in 0..255, got 256"):
         tiny(tmp_path, doc_separator=256)
 
@@ -646,6 +646,7 @@ CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")  # a device object need
      "without TrainStep's CUDA graphs and torch.compile (the fast path on a GPU): it needs --bptt-segments 1 (got 2"),
     (CUDA, dict(knn_layers=(2,)), (False, False), "it needs no kNN layers (got --knn-layers 2: TrainStep does not"),
     (CUDA, dict(activation_checkpointing=True), (False, False), "pass --cuda-graph --compile to try"),
+    (CUDA, dict(fsdp=True), (False, False), "it needs no --fsdp (a CUDA graph cannot hold FSDP's all-gathers)"),
     (CUDA, dict(activation_checkpointing=True, cuda_graph=True, compile=True), (True, True), None),
     (CUDA, dict(bptt_segments=2, compile=True), (False, True),
      "training compiled, without TrainStep's CUDA graphs (the fast path on a GPU): TrainStep needs --bptt-segments 1"),

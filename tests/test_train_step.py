@@ -19,7 +19,19 @@ from .helpers import small_model, tokens
 
 
 def _grads(model) -> list[torch.Tensor]:
-    return [p.grad.clone() for p in model.parameters()]
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+
+def _assert_step_matches_wrapper_backward(wrapper: RecurrentTrainerWrapper, x: torch.Tensor, **kwargs) -> None:
+    """TrainStep's gradients (eagerly) equal those of the wrapper's loss.backward(), both from zero."""
+    model = wrapper.transformer
+    model.zero_grad(set_to_none=True)
+    wrapper(x, **kwargs).backward()
+    want = _grads(model)
+    model.zero_grad(set_to_none=True)
+    TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x, **kwargs)
+    for got, expected in zip(_grads(model), want):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -44,28 +56,31 @@ def test_train_step_equals_wrapper_backward(compressed):
     assert all(g.abs().sum() > 0 for g in reference)  # every parameter learns, both paths
 
 
-@pytest.mark.parametrize("compressed", [False, True])
-def test_train_step_carries_memories_and_states_as_the_wrapper(compressed):
-    """Reading a long sequence across calls: memories and states passed in and returned, dropout on,
-    give the wrapper's losses, gradients, memories and states; the returned ones are copies."""
-    model = small_model(use_compressed_mem=compressed).train()
-    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.3, state_dropout=0.3)
-    chunks = [tokens(2, 2 * 16 + 1, seed=s) for s in (1, 2, 3)]
-    results = []
-    for run in (wrapper, TrainStep(wrapper, cuda_graph=False, amp_dtype=None)):
-        model.zero_grad(set_to_none=True)
-        random.seed(5)
-        memories = states = None
-        losses = []
-        for x in chunks:
-            if run is wrapper:
-                loss, memories, states = run(x, True, xl_memories=memories, states=states)
-                loss.backward()
-            else:
-                loss, memories, states = run(x, xl_memories=memories, states=states, return_memories_and_states=True)
-            losses.append(loss.detach())
-        results.append((torch.stack(losses), _grads(model), memories, states))
-    (want_loss, want_grads, want_mem, want_states), (loss, grads, mem, states) = results
+def _read_across_calls(wrapper: RecurrentTrainerWrapper, run, batches: list, seed: int, loss_scale: float = 1.0):
+    """Losses, gradients and the final memories and states of ``run`` (the wrapper, or a TrainStep on
+    it) reading ``batches`` ((x, keywords) pairs) one call after another, memories and states carried."""
+    model = wrapper.transformer
+    model.zero_grad(set_to_none=True)
+    random.seed(seed)
+    memories = states = None
+    losses = []
+    for x, keywords in batches:
+        kwargs = dict(xl_memories=memories, states=states, **keywords)
+        if run is wrapper:
+            loss, memories, states = run(x, True, **kwargs)
+            (loss * loss_scale).backward()
+        else:
+            loss, memories, states = run(x, loss_scale, return_memories_and_states=True, **kwargs)
+        losses.append(loss.detach())
+    return torch.stack(losses), _grads(model), memories, states
+
+
+def _assert_same_reading(wrapper: RecurrentTrainerWrapper, batches: list, seed: int, loss_scale: float = 1.0):
+    """TrainStep (eagerly) gives the wrapper's losses, gradients, memories and states over ``batches``;
+    returns both final memories (TrainStep's, the wrapper's) for further checks."""
+    step = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)
+    want_loss, want_grads, want_mem, want_states = _read_across_calls(wrapper, wrapper, batches, seed, loss_scale)
+    loss, grads, mem, states = _read_across_calls(wrapper, step, batches, seed, loss_scale)
     torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=1e-6)
     for got, want in zip(grads, want_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
@@ -73,29 +88,113 @@ def test_train_step_carries_memories_and_states_as_the_wrapper(compressed):
     for got, want in zip(states, want_states):
         torch.testing.assert_close(got, want)
         assert not got.requires_grad
+    return mem, want_mem
 
 
-def test_train_step_refuses_memories_with_a_reset_mask():
-    model = small_model().train()
-    step = TrainStep(RecurrentTrainerWrapper(model), cuda_graph=False, amp_dtype=None)
-    _, memories, states = model(tokens(2, 16))
-    # a reset, then less than a block: row 0's memory still holds its entries from before the reset
-    _, memories, states = model(tokens(2, 4), xl_memories=memories, states=states, reset=torch.tensor([True, False]))
+@pytest.mark.parametrize("compressed", [False, True])
+def test_train_step_carries_memories_and_states_as_the_wrapper(compressed):
+    """Reading a long sequence across calls: memories and states passed in and returned, dropout on,
+    give the wrapper's losses, gradients, memories and states; the returned ones are copies."""
+    model = small_model(use_compressed_mem=compressed).train()
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.3, state_dropout=0.3)
+    _assert_same_reading(wrapper, [(tokens(2, 2 * 16 + 1, seed=s), {}) for s in (1, 2, 3)], seed=5)
+
+
+def _documents_batch(seed: int, segments: int = 4, seq: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs, labels and resets as a document reader gives them: row 0 starts documents at segments
+    0 and 3 (the first padded after 5 positions), row 1 continues one document throughout."""
+    x = tokens(2, segments * seq, seed=seed)
+    labels = tokens(2, segments * seq, seed=seed + 100)
+    labels[0, 2 * seq + 5:3 * seq] = -100  # row 0's first document ends 5 positions into segment 2
+    reset = torch.zeros(2, segments, dtype=torch.bool)
+    reset[0, [0, 3]] = True
+    return x, labels, reset
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_train_step_with_labels_and_resets_equals_the_wrapper(compressed):
+    """Documents read row by row across three calls (labels with padding, per-row resets inside and
+    at the start of calls, memories and states carried, dropout on): TrainStep's losses, gradients,
+    memories (with their mask of pre-reset entries) and states are the wrapper's."""
+    model = small_model(use_compressed_mem=compressed).train()
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.2, state_dropout=0.2)
+    batches = []
+    for seed in (1, 2, 3):
+        x, labels, reset = _documents_batch(seed)
+        batches.append((x, dict(labels=labels, reset=reset)))
+    mem, want_mem = _assert_same_reading(wrapper, batches, seed=7, loss_scale=0.5)
+    assert (mem.blocks_since_reset is None) == (want_mem.blocks_since_reset is None)
+    if compressed:  # row 0's compressed memory still holds entries from before its reset a segment ago
+        refill = 3  # pushes until nothing older is held (the same mask for any count from there)
+        assert mem.blocks_since_reset.clamp(max=refill).tolist() == want_mem.blocks_since_reset.clamp(max=refill).tolist()
+        assert mem.blocks_until_valid == want_mem.blocks_until_valid
+
+
+@pytest.mark.parametrize("step", ["wrapper", "train_step"])
+def test_a_document_after_a_reset_trains_as_from_a_fresh_start(step):
+    """A row that reads document A, then document B from a reset, gets B's loss and gradients
+    exactly as a fresh row reading B alone: nothing of A reaches B (compressed memory on, so A's
+    entries are still held, masked, while B is read)."""
+    model = small_model(use_compressed_mem=True).train()
+    wrapper = RecurrentTrainerWrapper(model)
+    run = wrapper if step == "wrapper" else TrainStep(wrapper, cuda_graph=False, amp_dtype=None)
+    doc_a, doc_b = tokens(1, 2 * 16, seed=4), tokens(1, 3 * 16, seed=5)
+    labels_b = tokens(1, 3 * 16, seed=6)
+    after_a = torch.cat((doc_a, doc_b), dim=1)
+    labels = torch.cat((torch.full((1, 2 * 16), -100), labels_b), dim=1)  # only B's positions count
+    reset = torch.tensor([[True, False, True, False, False]])
+    grads = []
+    for x, y, r in ((after_a, labels, reset), (doc_b, labels_b, reset[:, 2:])):
+        model.zero_grad(set_to_none=True)
+        loss = run(x, labels=y, reset=r)
+        if step == "wrapper":
+            loss.backward()
+        grads.append((loss.detach(), _grads(model)))
+    (loss_after_a, grads_after_a), (loss_fresh, grads_fresh) = grads
+    torch.testing.assert_close(loss_after_a, loss_fresh, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads_after_a, grads_fresh):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_train_step_continues_memories_masked_by_a_model_reset():
+    """Memories the model returned right after a per-row reset (row 0 still masks its old entries)
+    continue in TrainStep exactly as in the wrapper."""
+    model = small_model(use_compressed_mem=True).train()
+    wrapper = RecurrentTrainerWrapper(model)
+    with torch.no_grad():
+        _, memories, states = model(tokens(2, 16))
+        _, memories, states = model(tokens(2, 8), xl_memories=memories, states=states, reset=torch.tensor([True, False]))
     assert memories.blocks_since_reset is not None
-    with pytest.raises(ValueError, match="reset mask"):
-        step(tokens(2, 17), xl_memories=memories, states=states)
+    _assert_step_matches_wrapper_backward(wrapper, tokens(2, 2 * 16 + 1, seed=9), xl_memories=memories, states=states)
+
+
+def test_labels_and_resets_are_checked():
+    model = small_model().train()
+    wrapper = RecurrentTrainerWrapper(model)
+    step = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)
+    x, labels, reset = _documents_batch(1)
+    for run in (wrapper, step):
+        with pytest.raises(ValueError, match="labels must be an integer tensor of x's shape"):
+            run(x, labels=labels[:, :-1])
+        bad = labels.clone()
+        bad[0, 0] = 64
+        with pytest.raises(ValueError, match=r"labels hold targets in \[.*, 64\]; allowed are 0..63"):
+            run(x, labels=bad)
+        with pytest.raises(ValueError, match=r"reset must be a bool tensor of shape \(batch, segments\) = \(2, 4\)"):
+            run(x, labels=labels, reset=reset[:, :3])
+        with pytest.raises(ValueError, match="with labels: the inputs only"):
+            run(tokens(2, 4 * 16 + 1), labels=labels)
+    # labels of any integer type (int64 or not, as a token file's uint16 read as int32) give the same loss
+    torch.testing.assert_close(wrapper(x, labels=labels.int(), reset=reset), wrapper(x, labels=labels, reset=reset))
+    # nothing labelled: a zero loss and no gradient, not NaN
+    model.zero_grad(set_to_none=True)
+    loss = step(x, labels=torch.full_like(labels, -100), reset=reset)
+    assert loss.item() == 0 and all(not g.any() for g in _grads(model))
 
 
 def test_train_step_with_activation_checkpointing_equals_wrapper_backward():
     model = small_model(activation_checkpointing=True).train()
-    wrapper = RecurrentTrainerWrapper(model)
-    x = tokens(2, 3 * 16 + 1)
-    wrapper(x).backward()
-    reference = _grads(model)
-    model.zero_grad(set_to_none=True)
-    TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x)
-    for got, want in zip(_grads(model), reference):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    _assert_step_matches_wrapper_backward(RecurrentTrainerWrapper(model), tokens(2, 3 * 16 + 1))
 
 
 def test_train_step_accumulates_and_survives_zero_grad():

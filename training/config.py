@@ -22,6 +22,9 @@ class TrainConfig:
     the optimisation adds AdamW, warmup then cosine decay, and gradient clipping.
     """
 
+    preset: Optional[str] = _opt(None, "start from a named set of flags (PRESETS in training/config.py), any flag "
+                                       "passed overriding it: long-documents = the configuration measured best on "
+                                       "long documents (bench/RESULTS.md)", choices=("long-documents",))
     # data and files
     data: Optional[str] = _opt(None, "train on this file of bytes instead of enwik8, split 90/5/5 by "
                                      "fraction (a .gz or single-member .zip is unpacked)", metavar="PATH")
@@ -61,6 +64,8 @@ class TrainConfig:
     qk_rmsnorm_scale: float = _opt(8.0, "attention temperature where queries and keys are rms-normalised")
     xpos_scale_base: int = _opt(512, "xpos length scale of the rotary positions")
     rotary_theta: float = _opt(10000.0, "rotary embedding base")
+    embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
+                                          "seed's; 0.02 learns far faster, see --preset)")
     xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without memories")
     state_dropout: float = _opt(0.1, "chance a training segment starts from the initial states")
     bptt_segments: int = _opt(1, "segments the gradient flows back through before memories and states "
@@ -85,6 +90,10 @@ class TrainConfig:
     doc_separator: Optional[int] = _opt(None, "the byte that ends each document of the data (e.g. 0): the final "
                                               "evaluation then also reports bits per byte by offset in the document",
                                         metavar="BYTE")
+    documents: bool = _opt(False, "each batch row reads whole documents from their start, one after another, "
+                                  "segment by segment, its memories and states carried from step to step and reset "
+                                  "where its next document starts; the final evaluation reads every document so "
+                                  "(needs --doc-separator, or a --data-tokens directory: its separator)")
     log_interval: int = _opt(10, "steps between train-loss records")
     checkpoint_interval: int = _opt(1000, "steps between checkpoints (one is also written at the end)")
     sample_interval: int = _opt(500, "steps between printed samples")
@@ -103,6 +112,9 @@ class TrainConfig:
                                             "own, replayed from a CUDA graph on a GPU (the same computation, "
                                             "eagerly, on a CPU); needs --bptt-segments 1 and no kNN layers "
                                             "(default: on a CUDA GPU wherever it applies; --no-cuda-graph: never)")
+    fsdp: bool = _opt(False, "under torchrun, shard parameters, gradients and optimizer state over the processes "
+                             "(FSDP2, one unit per layer), for models whose training does not fit one GPU; trains "
+                             "on the eager loop (no TrainStep, no compile)")
     resume: bool = _opt(False, "continue the checkpoint in out-dir (its config, changed only by flags you pass)")
     eval_only: bool = _opt(False, "only evaluate the checkpoint in out-dir on the whole val and test splits")
     stop_at_step: Optional[int] = _opt(None, "stop with a checkpoint after this step, keeping the max-steps "
@@ -125,6 +137,9 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.documents and self.doc_separator is None and self.data_tokens is None:
+            raise TrainError("--documents needs the byte that ends each document: pass --doc-separator (e.g. 0), "
+                             "or train on a --data-tokens directory (its meta.json names the separator)")
         if self.doc_separator is not None and not 0 <= self.doc_separator <= 255:
             raise TrainError(f"--doc-separator must be a byte value in 0..255, got {self.doc_separator}")
         if self.seq_len % self.max_seq_len != 0:
@@ -133,8 +148,24 @@ class TrainConfig:
         if self.cuda_graph and (self.bptt_segments != 1 or self.knn_layers):
             raise TrainError(f"--cuda-graph needs --bptt-segments 1 and no --knn-layers, got "
                              f"--bptt-segments {self.bptt_segments} --knn-layers {list(self.knn_layers)}")
+        if self.fsdp and (self.cuda_graph or self.compile):
+            given = " ".join(flag for flag, on in (("--cuda-graph", self.cuda_graph), ("--compile", self.compile)) if on)
+            raise TrainError(f"--fsdp trains on the eager loop, not with {given}: a CUDA graph cannot hold FSDP's "
+                             f"all-gathers, and compiling the sharded layers is untested; drop {given}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
             raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
+
+
+# Named flag sets (--preset NAME): the flags passed override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed's model (19M parameters at 256 tokens) trained as measured on long C files in
+    # bench/RESULTS.md (2026-11-30, issue 15): small initial embeddings (the seed's N(0, 1) learns far
+    # slower), each row reading whole documents with its memories and states carried from step to
+    # step and reset at a document's start, 16 rows of one segment per step, a rate for ~100k steps.
+    # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
+    "long-documents": dict(embedding_init_std=0.02, documents=True, batch_size=16, seq_len=1024, grad_accum=1,
+                           learning_rate=6e-4, min_lr=6e-5, warmup_steps=200),
+}
 
 
 # flags of one invocation, not of the run: never stored with it, nor taken from its checkpoint

@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .config import ENWIK8_BYTES, ENWIK8_URL, TrainConfig, TrainError
-from .tokens import check_vocab, open_splits
+from .tokens import check_vocab, open_splits, read_meta
 
 
 def read_bytes(path: Path, fmt: Optional[str] = None) -> bytes:
@@ -124,6 +124,14 @@ def load_splits(cfg: TrainConfig) -> tuple[str, tuple[Tensor, Tensor, Tensor]]:
     if len(splits[2]) < cfg.eval_streams + 1:
         raise TrainError(f"{name}: the test split has {len(splits[2]):,} {unit}, too few for {cfg.eval_streams} streams")
     return name, splits
+
+
+def document_separator(cfg: TrainConfig) -> Optional[int]:
+    """The token that ends each document: --doc-separator for bytes, a token directory's own (its
+    meta.json) with --documents; None where documents are not told apart."""
+    if cfg.data_tokens is not None and cfg.documents:
+        return read_meta(Path(cfg.data_tokens))["separator_id"]
+    return cfg.doc_separator
 
 
 def data_fingerprint(splits: tuple[Tensor, Tensor, Tensor]) -> dict[str, int]:

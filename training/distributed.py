@@ -1,4 +1,5 @@
-"""This process' place in a torchrun job, gradients averaged by hand, and stop signals (SIGINT, SIGTERM)."""
+"""This process' place in a torchrun job, gradients averaged by hand, FSDP sharding, and stop signals
+(SIGINT, SIGTERM)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
 
 from .config import TrainError
 
@@ -59,6 +64,87 @@ def average_gradients(model: nn.Module, world_size: int) -> None:
     flat /= world_size
     for g, reduced in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(reduced.view_as(g))
+
+
+def shard_model(model: BlockRecurrentTransformer) -> None:
+    """Shard model's parameters over the job's ranks with FSDP2, in place; gradients and the optimizer
+    state built afterwards are sharded with them.
+
+    One unit per layer: each ``Layer`` call (one per layer and block, transformer.py) all-gathers that
+    layer's weights just before it runs and frees them after it; the backward gathers them again and
+    reduce-scatters their gradients. The root unit holds the rest (embedding, recurrent states,
+    compressor, output norm and logits), gathered from a forward to the end of its backward.
+
+    No MixedPrecisionPolicy: the weights stay fp32 and train.py's bf16 autocast casts, as on one GPU,
+    so norms, softmax, the loss and the recurrent state carried from block to block (checked against
+    the weights' dtype) stay fp32 and gradients are reduced in fp32. bf16 parameters would halve the
+    all-gathers' bytes but give other numbers than the one-GPU run.
+    """
+    for layer in model.layers:
+        fully_shard(layer)
+        layer.register_forward_pre_hook(_gather_for_recomputation)  # runs after FSDP's own (prepended)
+    fully_shard(model)
+
+
+def _gather_for_recomputation(layer: FSDPModule, args: tuple) -> None:
+    """Gather the layer's weights if they are still shards when it is called.
+
+    FSDP's pre-forward hook gathers them, except (torch <= 2.11; pytorch issues 153354 and 187437) in
+    an activation-checkpointing recomputation during the backward, where it counts on its
+    pre-backward hook having done so: not true here, where a layer runs once per block and the
+    backward of a later block's call has freed the weights again before an earlier block is
+    recomputed. The recomputation then fails (a DTensor met a Tensor). Later torch gathers them itself.
+    """
+    if isinstance(next(layer.parameters()), DTensor):  # FSDP puts the shards (DTensors) back when it frees
+        layer.unshard()  # freed again by this call's post-backward hook, as FSDP's own gathering would be
+
+
+def whole_tensor(x: Tensor) -> Tensor:
+    """x, or for a shard (a DTensor) the whole tensor, all-gathered: every rank must call it together."""
+    return x.full_tensor() if isinstance(x, DTensor) else x
+
+
+@torch.no_grad()
+def copy_full_weights(sharded: nn.Module, whole: nn.Module) -> None:
+    """Copy the weights of sharded (FSDP) into whole, an unsharded model of the same architecture.
+    Every rank must call it together: each sharded parameter is all-gathered in turn."""
+    target = whole.state_dict()
+    for name, value in sharded.state_dict().items():
+        target[name].copy_(whole_tensor(value))
+
+
+def gathered(state: Any, keep: bool) -> Any:
+    """A state dict (nested dicts, lists and tuples of tensors) with each sharded tensor (DTensor) whole:
+    all-gathered, then moved to the CPU where keep (the rank that saves it), else dropped (None).
+    Every rank must call it together on the same structure. Other values are returned as they are."""
+    if isinstance(state, DTensor):
+        whole = whole_tensor(state)  # on every rank: a collective
+        return whole.cpu() if keep else None
+    if isinstance(state, dict):
+        return {k: gathered(v, keep) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(gathered(v, keep) for v in state)
+    return state
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a whole optimizer state (``optimizer.state_dict()`` layout, as checkpoints keep it with or
+    without --fsdp). For sharded parameters, each per-element value (exp_avg, exp_avg_sq: the
+    parameter's shape) is cut to this rank's shard first, one tensor at a time and locally (every
+    rank holds the whole state on its CPU): loading the whole state onto the GPU would hold all of it
+    there at once, which a model that needs FSDP may not have room for."""
+    params = {}  # the state's parameter numbers -> the parameters, group by group
+    for group, saved in zip(optimizer.param_groups, state["param_groups"]):
+        params.update(zip(saved["params"], group["params"]))
+    shards = {}
+    for number, values in state["state"].items():
+        param = params[number]
+        if isinstance(param, DTensor):
+            values = {key: distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
+                      if isinstance(value, Tensor) and value.ndim > 0 and value.shape == param.shape else value
+                      for key, value in values.items()}
+        shards[number] = values
+    optimizer.load_state_dict({**state, "state": shards})
 
 
 class Interrupted(KeyboardInterrupt):

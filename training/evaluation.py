@@ -18,6 +18,7 @@ from .checkpoints import RunLog
 from .config import TrainConfig, TrainError
 from .data import get_batch
 from .distributed import rank_world
+from .documents import DocumentStreams, document_count
 from .model import autocast
 from .tokens import bits_per_byte
 
@@ -138,6 +139,50 @@ def evaluate_split(model: BlockRecurrentTransformer, data: Tensor, streams: int,
     return SplitEvaluation(bits_per_byte(total[-1] / targets, data), targets, by_offset)
 
 
+@torch.compiler.set_stance("force_eager")  # eagerly, as estimate_loss
+@torch.no_grad()
+def evaluate_documents(model: BlockRecurrentTransformer, data: Tensor, separator: int, rows: int,
+                       amp: Optional[torch.autocast] = None, keep_states: bool = True) -> SplitEvaluation:
+    """Bits per byte over every predicted token of data (all but the first), read document by
+    document: each document from its start, after its memories and states were reset, the way
+    ``--documents`` trains (``DocumentStreams``); also by the token's offset in its document.
+
+    ``rows`` documents are read side by side (the ranks share them out when distributed).
+    ``keep_states=False``: the states restart every segment (memories still carried).
+    """
+    rank, world = rank_world()
+    device, amp, ignore = model.device, amp or nullcontext(), model.config.ignore_index
+    streams = DocumentStreams(data, separator, rows, model.max_seq_len, shuffle=False, ignore_index=ignore,
+                              documents=range(rank, document_count(data, separator), world))
+    was_training = model.training
+    model.eval()
+    # per bucket (the whole split as the last column): summed nats and tokens, summed over the ranks
+    buckets = torch.zeros(2, len(OFFSET_BUCKETS) + 1, device=device, dtype=torch.float64)
+    starts = torch.tensor([start for start, _ in OFFSET_BUCKETS[1:]], device=device)
+    memories = states = None
+    while not streams.exhausted:
+        batch = streams.next(1)
+        inputs, labels, offsets = (t.to(device) for t in (batch.inputs, batch.labels, batch.offsets))
+        with amp:
+            logits, memories, states = model(inputs, xl_memories=memories, states=states if keep_states else None,
+                                             reset=batch.reset[:, 0].to(device))
+        nats = model.loss(logits.float(), labels, reduction="none").double()
+        counted = labels != ignore
+        bucket = torch.bucketize(offsets, starts, right=True)[counted]
+        buckets[0, :-1].index_add_(0, bucket, nats[counted])
+        buckets[1, :-1].index_add_(0, bucket, torch.ones_like(nats[counted]))
+    model.train(was_training)
+    buckets[:, -1] = buckets[:, :-1].sum(dim=1)
+    if world > 1:
+        dist.all_reduce(buckets)
+    (total, counts), targets = buckets.tolist(), len(data) - 1
+    if int(counts[-1]) != targets:  # DocumentStreams' promise: every position but the first, once
+        raise RuntimeError(f"evaluated {int(counts[-1]):,} predictions of a split of {len(data):,} tokens")
+    by_offset = {name: (total[i] / counts[i] / math.log(2) if counts[i] else float("nan"), int(counts[i]))
+                 for i, (_, name) in enumerate(OFFSET_BUCKETS)}
+    return SplitEvaluation(bits_per_byte(total[-1] / targets, data), targets, by_offset)
+
+
 def evaluate(model: BlockRecurrentTransformer, data: Tensor, streams: int,
              amp: Optional[torch.autocast] = None) -> tuple[float, int]:
     """Bits per character over every predicted byte of data, and their count (``evaluate_split``)."""
@@ -173,25 +218,35 @@ def sample(model: BlockRecurrentTransformer, prime: Tensor, cfg: TrainConfig, se
 
 
 def final_evaluation(model: BlockRecurrentTransformer, val_data: Tensor, test_data: Tensor, cfg: TrainConfig,
-                     step: int, log: RunLog) -> None:
-    """Bpc over the whole validation and test splits, printed, logged and plotted; with
-    --doc-separator also by offset in the document; with recurrent layers, also the test split with
-    the states restarted every segment: what the recurrent state is worth."""
+                     step: int, log: RunLog, separator: Optional[int] = None) -> None:
+    """Bpc over the whole validation and test splits, printed, logged and plotted; with a document
+    ``separator`` (--doc-separator, or a token directory's with --documents) also by offset in the
+    document; with recurrent layers, also the test split with the states restarted every segment:
+    what the recurrent state is worth. With --documents every document is read from its start
+    (``evaluate_documents``), else the split as ``eval_streams`` contiguous streams."""
     amp = autocast(cfg, model.device)
+
+    def run(data: Tensor, keep_states: bool = True) -> SplitEvaluation:
+        if cfg.documents:
+            return evaluate_documents(model, data, separator, cfg.eval_streams, amp, keep_states)
+        return evaluate_split(model, data, cfg.eval_streams, amp, keep_states, separator)
+
+    unit = "bytes" if cfg.data_tokens is None else "tokens"
     results = {}
     for split, data in (("val", val_data), ("test", test_data)):
-        results[split] = result = evaluate_split(model, data, cfg.eval_streams, amp, separator=cfg.doc_separator)
+        results[split] = result = run(data)
         log.log(step=step, kind=f"{split}_full", bpc=result.bpc, bytes=result.count)
         if log.enabled:
-            print(f"{split}: {result.bpc:.4f} bpc over all {result.count:,} predicted bytes (step {step})")
+            print(f"{split}: {result.bpc:.4f} bpc over all {result.count:,} predicted {unit} (step {step})")
         if result.by_offset is not None:
-            log.log(step=step, kind=f"{split}_by_offset",
+            log.log(step=step, kind=f"{split}_by_offset", unit=unit,
                     **{name: dict(bpc=bpc, bytes=count) for name, (bpc, count) in result.by_offset.items()})
             if log.enabled:
-                print(f"{split} by offset in document: " + ", ".join(
-                    f"{name} {bpc:.4f} ({count:,} bytes)" for name, (bpc, count) in result.by_offset.items()))
+                per = "bits per byte" if unit == "bytes" else "bits per token"
+                print(f"{split} by offset in document ({unit}; {per}): " + ", ".join(
+                    f"{name} {bpc:.4f} ({count:,})" for name, (bpc, count) in result.by_offset.items()))
     if model.config.recurrent_layers:
-        reset = evaluate_split(model, test_data, cfg.eval_streams, amp, keep_states=False)
+        reset = run(test_data, keep_states=False)
         gain = reset.bpc - results["test"].bpc
         log.log(step=step, kind="test_states_reset", bpc=reset.bpc, bytes=reset.count, state_gain=gain)
         if log.enabled:

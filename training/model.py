@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
+from block_recurrent_transformer_pytorch import BlockRecurrentConfig, BlockRecurrentTransformer, RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.pretrained import PretrainedError, load_weights, read_config
 
 from .config import TrainConfig, TrainError
@@ -33,10 +33,19 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
             qk_rmsnorm_scale=cfg.qk_rmsnorm_scale, xpos_scale_base=cfg.xpos_scale_base, rotary_theta=cfg.rotary_theta,
             knn_layers=cfg.knn_layers, knn_memory_size=cfg.knn_memory_size, knn_top_k=cfg.knn_top_k,
             knn_retrieval=cfg.knn_retrieval, knn_route_groups=cfg.knn_route_groups,
-            activation_checkpointing=cfg.activation_checkpointing,
+            embedding_init_std=cfg.embedding_init_std, activation_checkpointing=cfg.activation_checkpointing,
         )
     except (TypeError, ValueError) as error:
         raise TrainError(f"invalid model flags: {error}") from None
+
+
+def complete_model_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A model config saved by an earlier version (a checkpoint's, a config.json), with the fields
+    added since at their defaults: what a model built from it now has, to compare with."""
+    try:
+        return BlockRecurrentConfig(**saved).to_dict()
+    except (TypeError, ValueError) as error:
+        raise TrainError(f"the saved model config cannot be read by this version: {error}") from None
 
 
 def pretrained_flags(passed: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +53,7 @@ def pretrained_flags(passed: dict[str, Any]) -> dict[str, Any]:
     another value than the saved model's is refused."""
     directory = passed["init_from"]
     try:
-        saved = read_config(directory)
+        saved = complete_model_config(read_config(directory))
     except PretrainedError as error:
         raise TrainError(f"--init-from: {error}") from None
     names = {f.name for f in fields(TrainConfig)}
@@ -60,7 +69,7 @@ def pretrained_flags(passed: dict[str, Any]) -> dict[str, Any]:
 def load_initial_weights(model: BlockRecurrentTransformer, directory: str) -> None:
     """--init-from: the weights save_pretrained wrote in directory, into model, whose config must be theirs."""
     try:
-        saved = read_config(directory)
+        saved = complete_model_config(read_config(directory))
         if saved != model.config.to_dict():
             changed = sorted(k for k, v in model.config.to_dict().items() if saved.get(k) != v)
             raise TrainError(f"--init-from {directory}: the model's {changed} differ from its config.json "
@@ -101,6 +110,7 @@ def fast_path(cfg: TrainConfig, device: torch.device) -> FastPath:
     keeps the eager loop unless both are asked for. On a CPU both default to off, silently: a CUDA
     graph needs a GPU, and a CPU run is a test or a smoke run, not worth a compilation. Under
     torchrun TrainStep applies too: train.py all-reduces its gradients by hand instead of through DDP.
+    --fsdp keeps the eager loop, uncompiled (TrainConfig refuses --cuda-graph and --compile with it).
     The note, where there is one, is a single line saying which faster path is not used and why.
     """
     cuda = device.type == "cuda"
@@ -110,6 +120,8 @@ def fast_path(cfg: TrainConfig, device: torch.device) -> FastPath:
     if cfg.knn_layers:
         blockers.append(f"no kNN layers (got --knn-layers {' '.join(map(str, cfg.knn_layers))}: "
                         f"TrainStep does not carry their store)")
+    if cfg.fsdp:
+        blockers.append("no --fsdp (a CUDA graph cannot hold FSDP's all-gathers)")
     if cfg.activation_checkpointing:
         blockers.append("no --activation-checkpointing (untested with CUDA graphs and compile: pass "
                         "--cuda-graph --compile to try)")
