@@ -117,7 +117,9 @@ class TrainStep:
         if self._model_tensors() != self.tensors:  # the model moved, was cast or (un)froze parameters
             self._forget_model()
         device, config = self.model.device, self.model.config
-        x, labels = (self._on_device(t, name) for t, name in ((x, "x"), (labels, "labels")))
+        x = self._tokens_on_device(x)
+        if labels is not None:  # checked by check_batch (on the CPU, where train.py keeps them)
+            labels = labels.to(device, non_blocking=True)
         self._attach_grads()
         seq, b = self.wrapper.seq_len, x.shape[0]
         extra = 1 if labels is None else 0  # without labels, each segment's last target is the next one's first input
@@ -158,17 +160,15 @@ class TrainStep:
             self.returned_since = (memories.blocks_since_reset, resets.since)
         return mean, memories, [s.clone() for s in states]
 
-    def _on_device(self, t: Optional[Tensor], name: str) -> Optional[Tensor]:
-        """x or labels on the model's device, their token ids checked (on the CPU before the copy,
-        which then needs no host sync)."""
-        if t is None or name == "labels":
-            return None if t is None else t.to(self.model.device, non_blocking=True)
+    def _tokens_on_device(self, x: Tensor) -> Tensor:
+        """x on the model's device, its token ids checked: on the CPU before the copy, which then
+        needs no host sync (on the GPU the check waits for the device)."""
         device = self.model.device
-        if t.device != device:
-            self.model.check_tokens(t, on_model_device=False)
-            return t.to(device, non_blocking=True)
-        self.model.check_tokens(t)
-        return t
+        if x.device != device:
+            self.model.check_tokens(x, on_model_device=False)
+            return x.to(device, non_blocking=True)
+        self.model.check_tokens(x)
+        return x
 
     def _carried_memories(self, memories: Optional[Memories],
                           batch: int) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
