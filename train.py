@@ -209,7 +209,8 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     # The first step compiles and captures graphs: say so, so that a silent minute is not taken for a hang.
     warming = fast.compile or (fast.cuda_graph and device.type == "cuda")
     if warming and is_main:
-        print("compiling the training step (about a minute, once)..." if fast.compile else
+        print("compiling the training step, once (about a minute at the default size; minutes for a "
+              "billion parameters)..." if fast.compile else
               "capturing the training step's CUDA graphs (a few seconds, once)...", flush=True)
 
     def checkpoint(window: dict[str, Any]) -> None:
@@ -238,6 +239,10 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     running_steps, clock = window["steps"], time.perf_counter() - window["seconds"]
     started = time.perf_counter()
     trainer.train()
+    if train_step is not None and documents is not None:
+        # Every graph now, in the first step's time: the one with old memory entries masked would
+        # otherwise compile at the first step where a row starts a document, minutes into the run.
+        train_step.warm_up(cfg.batch_size, documents=True)
     stop.armed = True
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):

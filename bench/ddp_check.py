@@ -105,6 +105,9 @@ def parse(argv: Optional[list[str]]) -> tuple[argparse.Namespace, dict[str, Any]
                         help="size of the random corpus used when --data is not given")
     parser.add_argument("--no-check", action="store_true", help="skip the gradient check")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    parser.add_argument("--no-single", action="store_true",
+                        help="measure the speed on all processes only, not on one first (no scaling ratio): "
+                             "half the time where compiling the model dominates a run")
     args, rest = parser.parse_known_args(argv)
     passed = train.parse_args(rest)
     owned = sorted(set(passed) & set(OWNED))
@@ -306,13 +309,15 @@ def table(record: dict[str, Any]) -> str:
     if speed:
         lines += ["| card | torch | world size | tokens/s | ratio to 1 | MFU | peak GiB |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
-        for run in (speed["one"], speed["all"]) if record["world_size"] > 1 else (speed["one"],):
-            ratio = run["tokens_per_s"] / speed["one"]["tokens_per_s"]
+        runs = (speed["one"], speed["all"]) if record["world_size"] > 1 else (speed["all"],)
+        for run in (run for run in runs if run is not None):
+            ratio = "-" if speed["one"] is None else f"{run['tokens_per_s'] / speed['one']['tokens_per_s']:.2f}x"
             mfu = "-" if run["mfu"] is None else f"{run['mfu']:.1%}"
             lines.append(f"| {record['card']} | {record['torch']} | {run['world_size']} | "
-                         f"{run['tokens_per_s']:,.0f} | {ratio:.2f}x | {mfu} | {run['peak_gib'] or '-'} |")
-        lines.append(f"\nscaling {speed['ratio']:.2f}x on {record['world_size']} processes "
-                     f"(efficiency {speed['efficiency']:.0%}), per-process batch {speed['per_process_batch']}")
+                         f"{run['tokens_per_s']:,.0f} | {ratio} | {mfu} | {run['peak_gib'] or '-'} |")
+        scaling = ("not measured (--no-single)" if speed["ratio"] is None else
+                   f"{speed['ratio']:.2f}x on {record['world_size']} processes (efficiency {speed['efficiency']:.0%})")
+        lines.append(f"\nscaling {scaling}, per-process batch {speed['per_process_batch']}")
     check = record.get("check")
     if check:
         lines.append(f"gradient check ({check['precision']}, global batch {check['global_batch']} x "
@@ -394,7 +399,7 @@ def main(argv: Optional[list[str]] = None, bench: str = "ddp_check") -> int:
                     matmul_tflops = record["matmul_tflops"] = common.round_sig(common.matmul_tflops(env.device))
                     # in the log at once: a run stopped by a time limit still leaves MFU's denominator
                     print(f"bf16 matmul rate of {record['card']}: {matmul_tflops} TFLOP/s", file=sys.stderr, flush=True)
-                if is_main:  # one process first; the others wait
+                if is_main and not (args.no_single and world > 1):  # one process first; the others wait
                     with single_process_env():
                         one = measure_speed(cfg, replace(env, world_size=1), window, windows)
                     torch._dynamo.reset()  # compiled code may hold the first run's model: free it for the next
@@ -408,9 +413,11 @@ def main(argv: Optional[list[str]] = None, bench: str = "ddp_check") -> int:
                     every = one
                 if is_main:
                     for run in (one, every):
-                        add_mfu(run, flops_per_token, matmul_tflops)
-                    ratio = every["tokens_per_s"] / one["tokens_per_s"]
-                    record["speed"] = dict(one=one, all=every, ratio=ratio, efficiency=ratio / world,
+                        if run is not None:
+                            add_mfu(run, flops_per_token, matmul_tflops)
+                    ratio = None if one is None else every["tokens_per_s"] / one["tokens_per_s"]
+                    record["speed"] = dict(one=one, all=every, ratio=ratio,
+                                           efficiency=None if ratio is None else ratio / world,
                                            per_process_batch=f"{cfg.batch_size} x {cfg.seq_len} x {cfg.grad_accum}",
                                            amp=cfg.amp and cuda, window=window, windows=windows)
     if world > 1:

@@ -20,7 +20,7 @@
 # windows after the first (warm-up, compilation) one. Each run has a time limit (CHECK_S 60 for
 # each of the two checks, FAST_S 330, FSDP_S 150 seconds: 600 in all), so a slow one cannot take
 # the others' time; PARTS=fast in a call of its own gives it more (FAST_S=540). ARGS: flags added
-# to every run; PAPER: the model's flags. A CPU smoke test of the script (~30 s):
+# to every run (ARGS=--no-single: the speed on 2 GPUs only, not on 1 first); PAPER: the model's flags. A CPU smoke test of the script (~30 s):
 #   PAPER="--dim 64" ARGS="--device cpu --tiny" BATCH=4 WINDOW=1 WINDOWS=1 bash bench/fsdp_gpu.sh
 set -uo pipefail  # no -e: one failing part must not lose the others' results
 cd "$(dirname "$0")/.."
@@ -59,6 +59,9 @@ run() {  # run NAME SECONDS SCRIPT FLAGS...: torchrun on 2 GPUs; its tables go t
         status=1
         echo "== $name failed (exit $code; 124: over its $seconds s); the end of $OUT/$name.log:" | tee -a "$OUT/fsdp_gpu.md"
         tail -n 20 "$OUT/$name.log"
+        # A worker killed in mid-compilation can outlive torchrun, holding its GPU memory: the next
+        # run would then run out of memory (seen on H200s). None of this script's workers may stay.
+        pkill -9 -f "bench/(ddp|fsdp)_check.py" && sleep 5
     fi
 }
 

@@ -7,7 +7,9 @@
 # RUNS: runs separated by ';', each MODEL:FLAGS (MODEL = ours | ours_nostate | xl; FLAGS go to
 #   bench/quality.py as they are, e.g. --corpus text_docs --seconds 300 --set kv_heads=8).
 # COMMON: flags added to every run (e.g. "--corpus linux_c --eval-bytes 2e6").
-# OUT: where the JSONL (quality_<i>_<model>.jsonl) and logs go (default bench_out/).
+# OUT: where the JSONL (quality_<i>_<model>.jsonl) and logs go (default bench_out/). With PACK=1 they
+#   are packed at the end into quality_all.jsonl (every run's records; each names its run) and
+#   quality_logs.txt (the end of every log): a device call returns at most 8 files.
 # RUN_TIMEOUT: seconds after which a run is killed (default 540: a 10-minute call with start-up to spare).
 # NGPU: GPUs to spread over (default: all that nvidia-smi lists).
 #
@@ -79,4 +81,11 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/quality_*.jsonl")):
     print(f"{res['impl']:28} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M {res['tokens_per_s'] or 0:8d} "
           f"{ev['bpb']:6.4f} {cells}  {ns['bpb'] if ns else '-'}")
 EOF
+if [ "${PACK:-0}" = 1 ]; then
+    cat "$OUT"/quality_*_*.jsonl > "$OUT/quality_all.jsonl" 2>/dev/null
+    for f in "$OUT"/quality_*_*.log; do
+        [ -e "$f" ] && { echo "=== $f"; tail -n 40 "$f"; } >> "$OUT/quality_logs.txt"
+    done
+    rm -f "$OUT"/quality_*_*.jsonl "$OUT"/quality_*_*.log
+fi
 exit $status

@@ -160,6 +160,53 @@ class TrainStep:
             self.returned_since = (memories.blocks_since_reset, resets.since)
         return mean, memories, [s.clone() for s in states]
 
+    def warm_up(self, batch_size: int, *, documents: bool = False) -> int:
+        """Capture now every segment graph that training calls of ``batch_size`` rows will replay, so
+        that none is compiled and captured in the middle of training. ``documents``: calls with
+        ``labels`` and ``reset`` (documents read row by row); else calls on tokens alone. Returns how
+        many graphs this call captured (0 without ``cuda_graph``: there is nothing to prepare).
+
+        The graphs are the segment without memories, then one for the memories of each later segment.
+        The memories' shapes stop changing once the compressed memory has filled (a few segments). When
+        documents are read, each also gets a graph with old entries masked. Left alone, that graph is
+        made at the first step where a row starts a document while its memories still hold the last
+        one, in the middle of a timed run. A compiled model takes seconds to minutes per graph.
+
+        The weights and the gradients are left as they were, and no memory or state dropout is drawn."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+        check_bool("documents", documents)
+        if not self.cuda_graph:
+            return 0
+        if self._model_tensors() != self.tensors:
+            self._forget_model()
+        device, seq, b = self.model.device, self.wrapper.seq_len, batch_size
+        # one segment's inputs (their values do not matter: only shapes select a graph)
+        x = torch.zeros(b, seq + (0 if documents else 1), dtype=torch.long, device=device)
+        labels = torch.zeros(b, seq, dtype=torch.long, device=device) if documents else None
+        self._attach_grads()
+        saved = [g.clone() for g in self.grads]
+        captured = len(self.graphs)
+        # as __call__ passes them: (b,) rows that start afresh while documents are read, else one flag
+        fresh = torch.ones(b, dtype=torch.bool, device=device) if documents else self._constant(True)
+        masked = torch.zeros(b, dtype=torch.long, device=device) if documents else None
+        xl = compressed = None
+        states = self._carried_states(None, b)
+        seen = set()
+        # the memories' shapes settle within blocks_to_refill segments (each pushes at least a block)
+        for _ in range(blocks_to_refill(self.model.config) + 2):
+            inputs = (x, labels, xl, compressed, None, fresh, self.scale, *states)
+            key = self._key(inputs)
+            if key in seen:  # the memories' shapes have settled: later segments replay these graphs
+                break
+            seen.add(key)
+            if xl is not None and masked is not None:
+                self._run((x, labels, xl, compressed, masked, fresh, self.scale, *states))
+            _, xl, compressed, *states = self._run(inputs)
+        for g, s in zip(self.grads, saved):
+            g.copy_(s)
+        return len(self.graphs) - captured
+
     def _tokens_on_device(self, x: Tensor) -> Tensor:
         """x on the model's device, its token ids checked: on the CPU before the copy, which then
         needs no host sync (on the GPU the check waits for the device)."""
@@ -202,13 +249,18 @@ class TrainStep:
         """One segment's forward and backward, eagerly or by its graph."""
         if not self.cuda_graph:
             return self.forward_backward(*inputs)
-        key = tuple(None if t is None else (tuple(t.shape), t.dtype) for t in inputs)
+        key = self._key(inputs)
         if key not in self.graphs:
             saved = [g.clone() for g in self.grads]  # warm-up runs accumulate gradients: undo them
             self.graphs[key] = CapturedSegment(self.forward_backward, inputs, self.pool)
             for g, s in zip(self.grads, saved):
                 g.copy_(s)
         return self.graphs[key](inputs)
+
+    @staticmethod
+    def _key(inputs: tuple[Optional[Tensor], ...]) -> tuple:
+        """What selects a segment's graph: the shape and dtype of each input (None stays None)."""
+        return tuple(None if t is None else (tuple(t.shape), t.dtype) for t in inputs)
 
     def forward_backward(self, x: Tensor, labels: Optional[Tensor], xl: Optional[Tensor], compressed: Optional[Tensor],
                          since: Optional[Tensor], fresh: Tensor, scale: Tensor,

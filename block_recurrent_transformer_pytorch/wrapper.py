@@ -121,10 +121,11 @@ class RecurrentTrainerWrapper(nn.Module):
                              f"{labels.dtype if isinstance(labels, Tensor) else type(labels).__name__} of shape "
                              f"{tuple(getattr(labels, 'shape', ()))}")
         if labels.numel() and not torch.compiler.is_compiling():
-            targets = labels[labels != config.ignore_index]
-            if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= config.num_tokens):
-                raise ValueError(f"labels hold targets in [{int(targets.min())}, {int(targets.max())}]; allowed are "
-                                 f"0..{config.num_tokens - 1} (num_tokens) and ignore_index={config.ignore_index}")
+            targets = labels.masked_fill(labels == config.ignore_index, 0)  # ignored positions: a valid id
+            low, high = torch.stack(torch.aminmax(targets)).tolist()  # one host sync
+            if low < 0 or high >= config.num_tokens:
+                raise ValueError(f"labels hold targets in [{low}, {high}]; allowed are 0..{config.num_tokens - 1} "
+                                 f"(num_tokens) and ignore_index={config.ignore_index}")
 
     def check_recomputable(self, segments: int) -> None:
         """Refuse, before any work, a call whose backward could not recompute its first segment: under

@@ -122,7 +122,8 @@ def test_cuda_graph_train_step_matches_eager(compressed):
 def test_cuda_graph_train_step_reading_documents_matches_eager(compile):
     """Documents read row by row (labels with padding, per-row resets, memories and states carried
     across calls, compressed memory so that pre-reset entries stay masked for a while): the replayed
-    graphs, the masked one among them, compiled or not, give the eager step's losses and gradients."""
+    graphs, the masked one among them, compiled or not, give the eager step's losses and gradients;
+    TrainStep.warm_up captured every one of them before training."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
@@ -144,6 +145,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile):
         model.zero_grad(set_to_none=True)
         random.seed(0)
         step = TrainStep(wrapper, cuda_graph=cuda_graph, amp_dtype=None)
+        captured = step.warm_up(4, documents=True)  # every graph, before training (as train.py)
         memories = states = None
         losses = []
         for x, labels, reset in batches:
@@ -153,6 +155,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile):
         results.append((torch.stack(losses), [p.grad.clone() for p in model.parameters()]))
     (eager_loss, eager_grads), (graph_loss, graph_grads) = results
     assert any(key[4] is not None for key in step.graphs)  # some segment ran with pre-reset entries masked
+    assert captured == len(step.graphs)  # warm_up captured them all: none was made while training
     assert _relative_error(graph_loss, eager_loss) < 1e-4
     for g, e in zip(graph_grads, eager_grads):
         assert _relative_error(g, e) < 1e-3

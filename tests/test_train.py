@@ -714,7 +714,7 @@ def test_compiled_training_compiles_once_and_evaluates_and_samples_eagerly(tmp_p
     assert compiled_at["estimate_loss"] == len(graphs)  # all at the first steps; no recompilation after
     printed = capsys.readouterr().out
     assert "TrainStep (eager), compiled" in printed
-    assert "compiling the training step (about a minute, once)..." in printed
+    assert "compiling the training step, once (about a minute at the default size; minutes for a billion parameters)..." in printed
     assert "first step done in" in printed
     first = [r for r in records(tmp_path / "run") if r["kind"] == "first_step"]
     assert len(first) == 1 and first[0]["step"] == 1 and first[0]["seconds"] > 0

@@ -39,7 +39,7 @@ def test_summary_of_a_run():
     records += [dict(step=1, kind="first_step", seconds=61.5, wall_time=1070.0),
                 dict(step=20, kind="val_full", bpc=1.23456), dict(step=20, kind="test_full", bpc=1.3)]
     lines = [(3.0, "device: cuda:0, bf16 autocast, TrainStep (CUDA graphs), compiled; output: x"),
-             (4.0, "compiling the training step (about a minute, once)..."),
+             (4.0, "compiling the training step, once (about a minute at the default size; minutes for a billion parameters)..."),
              (75.5, "step 10: val loss 1.0 nats, 1.4 bpc"), (77.0, "--- sample at step 10 ---"),
              (80.0, "val: 1.2346 bpc over all 9 predicted bytes")]
     got = train_py_speed.summarise_run(records, lines, launched_wall=1000.0, start=10, end=20, wall_s=90.0)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper, TrainStep
+from block_recurrent_transformer_pytorch import train_step as train_step_module
 from block_recurrent_transformer_pytorch.blocks import FeedForward
 from block_recurrent_transformer_pytorch.positions import RotaryEmbedding
 
@@ -154,6 +155,74 @@ def test_a_document_after_a_reset_trains_as_from_a_fresh_start(step):
     torch.testing.assert_close(loss_after_a, loss_fresh, rtol=1e-6, atol=1e-6)
     for got, want in zip(grads_after_a, grads_fresh):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+class EagerSegment:
+    """CapturedSegment's stand-in on a CPU: runs the function twice at "capture", as the warm-up runs
+    before a real capture do (accumulating gradients that TrainStep must undo), and records the graph's
+    key; a replay runs the function eagerly."""
+
+    keys: list = []
+
+    def __init__(self, fn, inputs, pool) -> None:
+        self.fn = fn
+        for _ in range(2):
+            fn(*inputs)
+        EagerSegment.keys.append(TrainStep._key(inputs))
+
+    def __call__(self, inputs):
+        return self.fn(*inputs)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("documents", [False, True])
+def test_warm_up_captures_every_graph_training_replays_and_changes_nothing(monkeypatch, compressed, documents):
+    """After warm_up, three calls of training (documents with per-row resets, or plain sequences;
+    memories and states carried; memory and state dropout on) capture no new graph, and give the
+    losses and gradients of a TrainStep that was not warmed up. warm_up itself leaves the weights,
+    the gradients and Python's random state as they were, also when called again after training."""
+    monkeypatch.setattr(train_step_module, "CapturedSegment", EagerSegment)
+    monkeypatch.setattr(EagerSegment, "keys", [])
+    model = small_model(use_compressed_mem=compressed).train()
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.3, state_dropout=0.3)
+    if documents:
+        batches = [(x, dict(labels=labels, reset=reset)) for x, labels, reset in map(_documents_batch, (1, 2, 3))]
+    else:
+        batches = [(tokens(2, 4 * 16 + 1, seed=s), {}) for s in (1, 2, 3)]
+    step = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)
+    step.cuda_graph = True  # graphs made by EagerSegment, on the CPU
+    weights = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():  # a gradient the caller accumulated before: kept
+        p.grad = torch.full_like(p, 0.5)
+    random.seed(11)
+    captured = step.warm_up(2, documents=documents)
+
+    assert random.getstate() == (random.seed(11) or random.getstate())
+    assert captured == len(EagerSegment.keys) == len(step.graphs)
+    assert captured == (2 if not compressed else 3) * (2 if documents else 1) - (1 if documents else 0)
+    for p, w in zip(model.parameters(), weights):
+        assert torch.equal(p, w) and torch.equal(p.grad, torch.full_like(p, 0.5))
+
+    got = _read_across_calls(wrapper, step, batches, seed=5)
+    assert len(EagerSegment.keys) == captured  # nothing captured while training
+    # again, its replays now scaled by the last call's loss scale: nothing new, the gradients kept
+    assert step.warm_up(2, documents=documents) == 0
+    for p, g in zip(model.parameters(), got[1]):
+        assert torch.equal(p.grad, g)
+    want = _read_across_calls(wrapper, TrainStep(wrapper, cuda_graph=False, amp_dtype=None), batches, seed=5)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+    for g, w in zip(got[1], want[1]):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+
+
+def test_warm_up_rejects_what_it_cannot_prepare():
+    step = TrainStep(RecurrentTrainerWrapper(small_model()), cuda_graph=False, amp_dtype=None)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            step.warm_up(bad)
+    with pytest.raises(TypeError, match="documents"):
+        step.warm_up(2, documents="yes")
+    assert step.warm_up(2, documents=True) == 0  # no graphs to capture: eager
 
 
 def test_train_step_continues_memories_masked_by_a_model_reset():
