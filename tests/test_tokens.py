@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import train
 from tests.test_train import TINY, records
@@ -165,3 +166,42 @@ def test_documents_of_a_token_directory_train_and_report_by_offset_in_tokens(cor
 
     counted = sum(by_offset[name]["bytes"] for _, name in OFFSET_BUCKETS)
     assert counted == final["test_full"]["bytes"] == meta["splits"]["test"]["tokens"] - 1
+
+
+def test_a_users_path_from_text_files_to_generated_text_under_torchrun(corpus, tmp_path):
+    """The whole path a user takes: data/prepare.py turns a folder of text into a BPE token directory,
+    train.py trains on it in a job of 2 processes (gloo, as torchrun starts it) reporting bits per byte,
+    its final weights load with from_pretrained (equal to the checkpoint's), and generate's tokens
+    decode through the directory's tokenizer."""
+    from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
+    from tests.test_fsdp import _runs_worker
+    from tests.test_train import flags, two_ranks
+
+    folder, _ = corpus
+    out = tmp_path / "bpe"
+    meta = prepare([str(folder / "texts")], out, tokenizer="bpe", vocab_size=300, val_fraction=0.25,
+                   test_fraction=0.125)
+    cfg = tiny_tokens(out, tmp_path / "run", max_steps=3)
+    with two_ranks(_runs_worker, [flags(cfg)]) as workers:
+        for w in workers:
+            w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+    logged = {r["kind"]: r for r in records(tmp_path / "run")}
+    assert {"train", "val", "val_full", "test_full"} <= logged.keys()
+    tokens_per_byte = meta["splits"]["val"]["tokens"] / meta["splits"]["val"]["bytes"]
+    assert tokens_per_byte < 1  # so bits per byte are fewer than bits per token
+    assert logged["val"]["bpc"] == pytest.approx(logged["val"]["loss"] * tokens_per_byte / math.log(2), rel=1e-12)
+    checkpoint = train.load_checkpoint(tmp_path / "run" / train.CHECKPOINT)
+    assert checkpoint["step"] == 3 and checkpoint["world_size"] == 2
+    model = BlockRecurrentTransformer.from_pretrained(tmp_path / "run" / "final").eval()
+    assert all(torch.equal(w, checkpoint["model"][k]) for k, w in model.state_dict().items())
+
+    from tokenizers import Tokenizer
+
+    bpe = Tokenizer.from_file(str(out / "tokenizer.json"))
+    prime = torch.tensor([bpe.encode("the quick brown fox").ids])
+    new = model.generate(prime, prime.shape[1] + 12, generator=torch.Generator().manual_seed(0))
+    assert new.shape == (1, 12) and int(new.max()) < meta["vocab_size"]
+    text = decoder(out)(new[0].tolist())
+    assert isinstance(text, str) and text  # the tokens decode to text
