@@ -61,7 +61,7 @@ run() {  # run NAME SECONDS SCRIPT FLAGS...: torchrun on 2 GPUs; its tables go t
         tail -n 20 "$OUT/$name.log"
         # A worker killed in mid-compilation can outlive torchrun, holding its GPU memory: the next
         # run would then run out of memory (seen on H200s). None of this script's workers may stay.
-        pkill -9 -f "bench/(ddp|fsdp)_check.py" && sleep 5
+        pkill -9 -f "bench/(ddp|fsdp)_check.py .*--out $OUT/fsdp_gpu.jsonl" && sleep 5
     fi
 }
 

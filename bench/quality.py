@@ -258,8 +258,8 @@ class Ours:
                     version=getattr(self.brt, "__version__", None), module=os.path.dirname(self.brt.__file__))
 
     def warm_up(self, rows: int) -> None:
-        """Compile and capture every graph training will replay (the masked one would otherwise be
-        made in the timed window, at the first step where a row starts a new document)."""
+        """Compile and capture every kind of segment training will run (the masked one would otherwise
+        be made in the timed window, at the first step where a row starts a new document)."""
         self.step_fn.warm_up(rows, documents=True)
 
     def train_step(self, batch: DocumentBatch) -> Tensor:

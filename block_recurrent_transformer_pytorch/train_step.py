@@ -161,29 +161,32 @@ class TrainStep:
         return mean, memories, [s.clone() for s in states]
 
     def warm_up(self, batch_size: int, *, documents: bool = False) -> int:
-        """Capture now every segment graph that training calls of ``batch_size`` rows will replay, so
-        that none is compiled and captured in the middle of training. ``documents``: calls with
-        ``labels`` and ``reset`` (documents read row by row); else calls on tokens alone. Returns how
-        many graphs this call captured (0 without ``cuda_graph``: there is nothing to prepare).
+        """Run once, now, every kind of segment that training calls of ``batch_size`` rows will run, so
+        that none is compiled (a compiled model) or captured (``cuda_graph``) in the middle of training.
+        ``documents``: calls with ``labels`` and ``reset``, documents read row by row (train.py
+        --documents); else calls on tokens alone. Returns how many CUDA graphs it captured.
 
-        The graphs are the segment without memories, then one for the memories of each later segment.
-        The memories' shapes stop changing once the compressed memory has filled (a few segments). When
-        documents are read, each also gets a graph with old entries masked. Left alone, that graph is
-        made at the first step where a row starts a document while its memories still hold the last
-        one, in the middle of a timed run. A compiled model takes seconds to minutes per graph.
+        The kinds are the segment without memories, then the segment with the memories of each later
+        segment: their shapes change until the compressed memory has filled (a few segments). When
+        documents are read, each kind with memories also runs with old entries masked. Left alone,
+        that one is first needed at the first step where a row starts a document while its memories
+        still hold the last one, in the middle of a timed run. A compiled model takes seconds to
+        minutes for each.
 
-        The weights and the gradients are left as they were, and no memory or state dropout is drawn."""
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+        The weights and the gradients are left as they were (None stays None), and no memory or state
+        dropout is drawn."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
         check_bool("documents", documents)
-        if not self.cuda_graph:
-            return 0
         if self._model_tensors() != self.tensors:
             self._forget_model()
         device, seq, b = self.model.device, self.wrapper.seq_len, batch_size
         # one segment's inputs (their values do not matter: only shapes select a graph)
         x = torch.zeros(b, seq + (0 if documents else 1), dtype=torch.long, device=device)
         labels = torch.zeros(b, seq, dtype=torch.long, device=device) if documents else None
+        had_no_grad = [p.grad is None for p in self.params]
         self._attach_grads()
         saved = [g.clone() for g in self.grads]
         captured = len(self.graphs)
@@ -197,14 +200,19 @@ class TrainStep:
         for _ in range(blocks_to_refill(self.model.config) + 2):
             inputs = (x, labels, xl, compressed, None, fresh, self.scale, *states)
             key = self._key(inputs)
-            if key in seen:  # the memories' shapes have settled: later segments replay these graphs
+            if key in seen:  # the memories' shapes have settled: later segments run as these
                 break
             seen.add(key)
             if xl is not None and masked is not None:
                 self._run((x, labels, xl, compressed, masked, fresh, self.scale, *states))
             _, xl, compressed, *states = self._run(inputs)
-        for g, s in zip(self.grads, saved):
+        else:
+            raise RuntimeError("TrainStep.warm_up: the memories' shapes did not settle within "
+                               f"{blocks_to_refill(self.model.config) + 2} segments")
+        for p, g, s, none in zip(self.params, self.grads, saved, had_no_grad):
             g.copy_(s)
+            if none:  # as it was: an optimiser step would otherwise decay a parameter no step reached
+                p.grad = None
         return len(self.graphs) - captured
 
     def _tokens_on_device(self, x: Tensor) -> Tensor:

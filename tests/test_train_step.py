@@ -179,7 +179,8 @@ class EagerSegment:
 def test_warm_up_captures_every_graph_training_replays_and_changes_nothing(monkeypatch, compressed, documents):
     """After warm_up, three calls of training (documents with per-row resets, or plain sequences;
     memories and states carried; memory and state dropout on) capture no new graph, and give the
-    losses and gradients of a TrainStep that was not warmed up. warm_up itself leaves the weights,
+    losses and gradients of the eager step and of a TrainStep that was not warmed up (its captures
+    during training undo their warm-up runs' gradients). warm_up itself leaves the weights,
     the gradients and Python's random state as they were, also when called again after training."""
     monkeypatch.setattr(train_step_module, "CapturedSegment", EagerSegment)
     monkeypatch.setattr(EagerSegment, "keys", [])
@@ -210,19 +211,27 @@ def test_warm_up_captures_every_graph_training_replays_and_changes_nothing(monke
     for p, g in zip(model.parameters(), got[1]):
         assert torch.equal(p.grad, g)
     want = _read_across_calls(wrapper, TrainStep(wrapper, cuda_graph=False, amp_dtype=None), batches, seed=5)
-    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
-    for g, w in zip(got[1], want[1]):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+    unwarmed = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)
+    unwarmed.cuda_graph = True  # captures as training meets each kind of segment
+    for other in (want, _read_across_calls(wrapper, unwarmed, batches, seed=5)):
+        torch.testing.assert_close(got[0], other[0], rtol=1e-6, atol=1e-6)
+        for g, w in zip(got[1], other[1]):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
 
 
 def test_warm_up_rejects_what_it_cannot_prepare():
-    step = TrainStep(RecurrentTrainerWrapper(small_model()), cuda_graph=False, amp_dtype=None)
-    for bad in (0, -1, 2.0, True):
+    model = small_model()
+    step = TrainStep(RecurrentTrainerWrapper(model), cuda_graph=False, amp_dtype=None)
+    for bad in (0, -1):
         with pytest.raises(ValueError, match="batch_size"):
+            step.warm_up(bad)
+    for bad in (2.0, True):
+        with pytest.raises(TypeError, match="batch_size"):
             step.warm_up(bad)
     with pytest.raises(TypeError, match="documents"):
         step.warm_up(2, documents="yes")
-    assert step.warm_up(2, documents=True) == 0  # no graphs to capture: eager
+    assert step.warm_up(2, documents=True) == 0  # eager: the segments run, no graph is captured
+    assert all(p.grad is None for p in model.parameters())  # None stays None
 
 
 def test_train_step_continues_memories_masked_by_a_model_reset():
