@@ -105,6 +105,10 @@ def parse_args(argv: Optional[list[str]] = None):
                                                         "else /work/main/.corpora); raw .bin, else xz/*.bin.xz")
     parser.add_argument("--tokens", type=float, default=None, help="train on this many tokens (e.g. 100e6)")
     parser.add_argument("--seconds", type=float, default=None, help="or train this long (after the untimed steps)")
+    parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                        help="stop training this long after the start (warm-up included) even if the budget is not "
+                             "spent, and evaluate what was trained; its result says cut: true. Keeps a run that "
+                             "would outlast its time limit from ending with no evaluation at all")
     parser.add_argument("--untimed-steps", type=int, default=2, help="first steps (compilation, graph capture) "
                                                                     "trained but timed apart")
     parser.add_argument("--preset", choices=tuple(PRESETS), default="seed", help="ours' configuration (and xl's sizes)")
@@ -392,6 +396,7 @@ def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True)
 # ---- training ---------------------------------------------------------------------------------------
 
 def run(args) -> list[dict[str, Any]]:
+    started = time.perf_counter()
     device = common.pick_device("cpu" if args.tiny and args.device is None else args.device)
     common.setup_precision()
     torch.manual_seed(args.seed)
@@ -424,7 +429,7 @@ def run(args) -> list[dict[str, Any]]:
     streams = DocumentStreams(train_data, corpora.SEPARATOR, args.batch, peer.seg, shuffle=True,
                               generator=torch.Generator().manual_seed(args.seed), ignore_index=IGNORE)
     total_steps = math.ceil(args.tokens / tokens_per_step) if args.tokens else None
-    step, losses, curve_loss = 0, [], torch.zeros((), device=device)
+    step, curve_loss, cut = 0, torch.zeros((), device=device), False
     warmup_s, train_s, clock_start = 0.0, 0.0, None
     wall = time.perf_counter()
     peer.warm_up(args.batch)  # before the clock, as the untimed steps
@@ -432,6 +437,9 @@ def run(args) -> list[dict[str, Any]]:
         if total_steps is not None and step >= total_steps:
             break
         if args.seconds is not None and clock_start is not None and time.perf_counter() - clock_start >= args.seconds:
+            break
+        if args.stop_after is not None and time.perf_counter() - started >= args.stop_after:
+            cut = True
             break
         if step == args.untimed_steps:
             common.synchronize(device)
@@ -465,7 +473,7 @@ def run(args) -> list[dict[str, Any]]:
         warmup_s, clock_start, timed_from = time.perf_counter() - wall, time.perf_counter(), step
     train_s = time.perf_counter() - clock_start
     timed_tokens = (step - timed_from) * tokens_per_step
-    result = dict(kind="result", corpus=corpus_name, params=params, steps=step, tokens=step * tokens_per_step,
+    result = dict(kind="result", corpus=corpus_name, params=params, steps=step, tokens=step * tokens_per_step, cut=cut,
                   warmup_s=round(warmup_s, 1), untimed_steps=min(args.untimed_steps, step), train_s=round(train_s, 1),
                   tokens_per_s=round(timed_tokens / train_s) if train_s > 0 and timed_tokens else None,
                   peak_gib=common.peak_gib(device))

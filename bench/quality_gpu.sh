@@ -11,6 +11,9 @@
 #   are packed at the end into quality_all.jsonl (every run's records; each names its run) and
 #   quality_logs.txt (the end of every log): a device call returns at most 8 files.
 # RUN_TIMEOUT: seconds after which a run is killed (default 540: a 10-minute call with start-up to spare).
+#   Each run stops training EVAL_MARGIN seconds before it (default 60) and evaluates what it trained
+#   (quality.py --stop-after; its result says cut: true), so a run that would not finish still
+#   gives a held-out figure, at fewer tokens.
 # NGPU: GPUs to spread over (default: all that nvidia-smi lists).
 #
 # Carry `.whl` (the wheels below) and the corpora's xz folder, e.g. from /work/main: carry
@@ -23,6 +26,7 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench_out}
 RUN_TIMEOUT=${RUN_TIMEOUT:-540}
+EVAL_MARGIN=${EVAL_MARGIN:-60}
 COMMON=${COMMON:-}
 mkdir -p "$OUT"
 SITE=/tmp/site
@@ -49,7 +53,8 @@ for spec in "${specs[@]}"; do
     echo "run $i on GPU $gpu: $model $COMMON $flags"
     # shellcheck disable=SC2086  # the flags are meant to split into words
     CUDA_VISIBLE_DEVICES=$gpu timeout -k 10 "$RUN_TIMEOUT" python3 bench/quality.py --model "$model" \
-        --impl "$name" $COMMON $flags --out "$OUT/$name.jsonl" > "$OUT/$name.log" 2>&1 &
+        --impl "$name" --stop-after $((RUN_TIMEOUT - EVAL_MARGIN)) $COMMON $flags --out "$OUT/$name.jsonl" \
+        > "$OUT/$name.log" 2>&1 &
     pids+=($!)
     i=$((i + 1))
 done
@@ -78,7 +83,8 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/quality_*.jsonl")):
         continue
     ev, ns = res["eval"], res.get("nostate_eval")
     cells = " ".join(f"{(ev['by_offset'][b]['bpb'] or float('nan')):7.4f}" for b in ev["by_offset"])
-    print(f"{res['impl']:28} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M {res['tokens_per_s'] or 0:8d} "
+    name = res['impl'] + (" (cut)" if res.get("cut") else "")
+    print(f"{name:28} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M {res['tokens_per_s'] or 0:8d} "
           f"{ev['bpb']:6.4f} {cells}  {ns['bpb'] if ns else '-'}")
 EOF
 if [ "${PACK:-0}" = 1 ]; then

@@ -45,7 +45,7 @@ def _layers_tuple(name: str, value: Sequence[int], depth: int) -> tuple[int, ...
 _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len", "block_width",
                         "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k",
                         "knn_route_groups")
-_INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index"))  # these two checked apart
+_INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std")
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
@@ -98,6 +98,9 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # and the seed's; 0.02 lets the layers' outputs matter against the embedding from the first step
     # and learns far faster (long C files, 30M tokens: 1.10 against 1.83 bits/byte, bench/RESULTS.md).
     embedding_init_std: Union[int, float] = 1.0
+    # Channels of each head that rotary positions rotate (even, at most dim_head); None: all of them,
+    # as the seed. The rest match by content alone; x-transformers rotates half (dim_head // 2).
+    rotary_dim: Optional[int] = None
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INT_FIELDS:
@@ -116,6 +119,10 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
             raise ValueError(f"ff_mult ({self.ff_mult}) leaves the feed-forward of dim {self.dim} with no hidden unit")
         if self.dim_head % 2 != 0:
             raise ValueError(f"dim_head must be even (rotary positions rotate pairs of channels), got {self.dim_head}")
+        if self.rotary_dim is not None and not (_is_int(self.rotary_dim) and 2 <= self.rotary_dim <= self.dim_head
+                                                and self.rotary_dim % 2 == 0):
+            raise ValueError(f"rotary_dim must be None or an even int in 2..dim_head={self.dim_head} (channels of "
+                             f"each head that rotary positions rotate), got {self.rotary_dim!r}")
         if self.heads % self.kv_heads != 0:
             raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
         if self.max_seq_len % self.block_width != 0:

@@ -10,8 +10,9 @@ a wholesale wipe). Keys are stored as unit vectors without positions, so a query
 cosine similarity. Entries are stored detached. A row that resets reaches none of its older entries.
 
 The search is exact: a block's queries are scored against every slot of the store by one matmul
-per chunk of queries (chunks bound the temporaries, a GPU takes few), then ``grouped_top_k`` picks
-each query's best reachable entries in two cheap passes, masking unreachable slots group by group.
+per chunk of queries (chunks bound the temporaries, a GPU takes few), the unreachable slots' scores
+are masked, then ``grouped_top_k`` picks each query's best entries in two cheap passes: the maxima
+of strided groups of slots, then the exact top-k among the best groups' slots.
 The routed search scores each query against the mean key of every KNN_ROUTE_GROUP consecutive slots
 instead, and exactly only within its best groups.
 
@@ -52,9 +53,13 @@ from .config import KNN_ROUTE_GROUP, BlockRecurrentConfig
 # scores, 2 GiB in bf16 (a full store of 262,656 slots at batch 50: 19 chunks of 81 of a block's
 # 1,536 queries per row); 2**26 on the CPU.
 SCORE_BUDGET = {"cuda": 2 ** 30, "cpu": 2 ** 26}
-TOP_K_GROUP = 16  # consecutive slots per group in grouped_top_k
-# Places along a row of slots where reachability may change: a view reaches one run of its ring,
-# which the slots [0, searched) show as one run or two (wrapped), so at most two groups are partly reachable.
+# Slots per group in grouped_top_k: group g of a row of L slots holds the slots g, g + L/16, g + 2L/16, ...
+# Strided rather than consecutive, so that the group maxima reduce the outer of two dims, whose reads
+# are contiguous, instead of 16 adjacent scores per output.
+TOP_K_GROUP = 16
+# Places along a row of slots where reachability may change (group_means, the routed search): a view
+# reaches one run of its ring, which the slots [0, searched) show as one run or two (wrapped), so at
+# most two of its groups of KNN_ROUTE_GROUP consecutive slots are partly reachable.
 WINDOW_EDGES = 2
 
 
@@ -305,8 +310,8 @@ def empty_knn_memory(config: BlockRecurrentConfig, batch: int, device: torch.dev
 def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int,
            budget: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Exact top-k of q (b, kv_heads, m, d) against keys (b, kv_heads, slots, d) by dot product,
-    over the slots ``reachable`` (b, slots) marks True in each row (as ``KNNMemory.reachable`` does:
-    at most WINDOW_EDGES changes of value along a row, which ``grouped_top_k`` relies on).
+    over the slots ``reachable`` (b, slots) marks True in each row (any pattern). Reads its
+    arguments only: ``grouped_top_k`` masks in place the scores this function computes.
 
     Returns (indices (b, kv_heads, m, top_k) into the slots, found (same shape, bool: a reachable
     entry; fewer than top_k reachable, or fewer slots, leave the rest not found)). All slots are
@@ -318,7 +323,8 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int,
     chunk = max(1, budget // max(b * kv_heads * keys.shape[-2], 1))
     keys_t = keys.transpose(-1, -2).to(q.dtype)
     reachable = reachable[:, None, None, :]  # the same slots for every head and query of a row
-    # range to max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
+    # range to max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k); each chunk's scores
+    # are a fresh matmul output, which grouped_top_k may overwrite
     best = [grouped_top_k(q[:, :, i:i + chunk] @ keys_t, reachable, top_k) for i in range(0, max(m, 1), chunk)]
     scores, index = (torch.cat(parts, dim=2) for parts in zip(*best))
     return index, scores > float("-inf")
@@ -328,10 +334,12 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int,
 def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_groups: int,
                   budget: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Each query's top-k within the groups it routes itself to: ``search``'s arguments and result,
-    the slots taken as groups of KNN_ROUTE_GROUP consecutive ones (``group_means``; a store's slots
-    come in whole groups where its block width is a multiple of KNN_ROUTE_GROUP). A query's score
-    against a group's mean reachable key is the mean of its scores against those keys; it keeps its
-    ``route_groups`` best-scoring groups and searches their reachable entries exactly.
+    except that ``reachable`` must change value at most WINDOW_EDGES times along a row, as
+    ``KNNMemory.reachable`` does (``group_means`` relies on it), and the slots are taken as groups of
+    KNN_ROUTE_GROUP consecutive ones (a store's slots come in whole groups where its block width is
+    a multiple of KNN_ROUTE_GROUP). A query's score against a group's mean reachable key is the mean
+    of its scores against those keys; it keeps its ``route_groups`` best-scoring groups (exactly,
+    by ``grouped_top_k``) and searches their reachable entries exactly.
 
     The route depends on the query and the store alone: causal, and the same whether a block's
     queries come at once or one by one (cached decoding). It costs one score per group instead of
@@ -355,7 +363,9 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
     for i in range(0, max(m, 1), chunk):  # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
         part = q[:, :, i:i + chunk]
         c = part.shape[2]
-        _, route = grouped_top_k(part @ summaries_t, routable, route_groups)  # (b, kv_heads, c, route_groups)
+        # the exact best routable groups (b, kv_heads, c, route_groups); the route scores are a fresh
+        # matmul output, which grouped_top_k may overwrite, read nowhere else
+        _, route = grouped_top_k(part @ summaries_t, routable, route_groups)
         candidates = (route[..., None] * KNN_ROUTE_GROUP + offsets).flatten(-2)  # their slots
         candidate_keys = groups.gather(2, route.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
         candidate_keys = candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype)
@@ -409,27 +419,28 @@ def masked_top_k(scores: Tensor, allowed: Tensor, k: int) -> tuple[Tensor, Tenso
 
 
 def grouped_top_k(scores: Tensor, allowed: Tensor, k: int, group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
-    """``masked_top_k(scores, allowed, k)``, in two cheap passes instead of one slow one (torch.topk
-    over long rows is far slower than a reduction, and masking every score is a pass of its own):
-    take each group of ``group`` consecutive scores' maximum, drop the groups with no allowed score,
-    keep the k + WINDOW_EDGES best groups by maximum, then the top k allowed of their scores.
+    """``masked_top_k(scores, allowed, k)`` (ties may be broken differently) in two cheap passes instead
+    of one slow one (torch.topk over long rows is far slower than a reduction). May overwrite
+    ``scores``: its disallowed entries are set to -inf in place, sparing a copy of them.
 
-    Exact when ``allowed`` changes value at most WINDOW_EDGES times along each row: then at most
-    that many groups are partly allowed. The k best allowed scores lie in at most k groups, each
-    with a maximum at least the k-th best; a group ranked above one of them is partly allowed (at
-    most WINDOW_EDGES such), or fully allowed with a maximum at least the k-th best allowed score:
-    it holds one of the k best, up to ties. So the groups kept hold them all (ties may be broken
-    differently). Rows too short to gain, or not a whole number of groups, go to masked_top_k.
+    A row of L slots is cut into L / group groups of ``group`` slots, strided: group g holds the
+    slots g, g + L/group, g + 2L/group, ... Take each group's maximum, keep the k best groups by
+    maximum, then the top k of their scores. Exact whatever ``allowed`` is: with the disallowed
+    scores at -inf, the k best allowed scores lie in at most k groups, each with a maximum at least
+    the k-th best, so the k best groups by maximum hold them (up to ties: a group kept in place of
+    one with an equal maximum holds scores as high). Rows too short to gain, or not a whole number
+    of groups, go to masked_top_k.
     """
     length = scores.shape[-1]
-    kept = min(k, length) + WINDOW_EDGES
+    groups = length // group  # also the stride between the slots of a group
+    kept = min(k, groups)
     if length % group != 0 or length < 4 * kept * group:
         return masked_top_k(scores, allowed, k)
-    allowed_groups = allowed.unflatten(-1, (length // group, group)).any(dim=-1)
-    maxima = scores.unflatten(-1, (length // group, group)).amax(dim=-1).masked_fill_(~allowed_groups, float("-inf"))
-    groups = maxima.topk(kept, dim=-1, sorted=False).indices
-    candidates = (groups[..., None] * group + torch.arange(group, device=scores.device)).flatten(-2)
-    best, order = masked_top_k(scores.gather(-1, candidates), allowed.expand_as(scores).gather(-1, candidates), k)
+    scores.masked_fill_(~allowed, float("-inf"))  # one group spans the whole row: mask every score, not groups
+    maxima = scores.unflatten(-1, (group, groups)).amax(dim=-2)  # (..., groups): an outer reduction
+    best_groups = maxima.topk(kept, dim=-1, sorted=False).indices
+    candidates = (best_groups[..., None] + torch.arange(group, device=scores.device) * groups).flatten(-2)
+    best, order = scores.gather(-1, candidates).topk(k, dim=-1)  # k * group >= k candidates: no padding
     return best, candidates.gather(-1, order)
 
 

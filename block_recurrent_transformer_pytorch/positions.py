@@ -7,6 +7,8 @@ block lasts, so cached generation can rotate a key once, when it is written.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -20,9 +22,10 @@ class RotaryEmbedding(nn.Module):
     """
 
     def __init__(self, dim_head: int, theta: float = 10000.0, xpos_scale_base: int = 512, *,
-                 max_memory: int = 0, block_width: int = 0) -> None:
+                 max_memory: int = 0, block_width: int = 0, rotary_dim: Optional[int] = None) -> None:
         super().__init__()
         self.dim_head, self.theta, self.xpos_scale_base = dim_head, theta, xpos_scale_base
+        self.rotary_dim = dim_head if rotary_dim is None else rotary_dim
         self.first = -max_memory  # the table's first position
         self.register_buffer("tables", self.compute(torch.arange(-max_memory, block_width)), persistent=False)
 
@@ -37,14 +40,20 @@ class RotaryEmbedding(nn.Module):
         return self
 
     def compute(self, positions: Tensor) -> Tensor:
-        """(3, len(positions), dim_head) float32: cos, sin and the xpos scale at these positions."""
-        d = self.dim_head
-        channels = torch.arange(0, d, 2, device=positions.device, dtype=torch.float32)
+        """(3, len(positions), dim_head) float32: cos, sin and the xpos scale at these positions.
+
+        Channel pair i is (i, i + dim_head / 2). The first rotary_dim / 2 pairs rotate, pair i at the
+        frequency theta ** (-2i / rotary_dim); the others keep cos 1, sin 0 and scale 1, so they carry
+        no position and match by content alone (x-transformers rotates half of each head this way).
+        """
+        r = self.rotary_dim
+        channels = torch.arange(0, self.dim_head, 2, device=positions.device, dtype=torch.float32)  # 2i
+        rotated = channels < r
         positions = positions.float()[:, None]
-        freqs = positions * self.theta ** (-channels / d)
-        # xpos: frequency i decays as ((2i + 0.4 d) / 1.4 d) ** (position / scale_base); queries are
+        freqs = positions * torch.where(rotated, self.theta ** (-channels / r), 0.0)
+        # xpos: frequency i decays as ((2i + 0.4 r) / 1.4 r) ** (position / scale_base); queries are
         # multiplied by it and keys divided, so a score depends only on the distance between them.
-        scale = ((channels + 0.4 * d) / (1.4 * d)) ** (positions / self.xpos_scale_base)
+        scale = torch.where(rotated, ((channels + 0.4 * r) / (1.4 * r)) ** (positions / self.xpos_scale_base), 1.0)
         tables = torch.stack((freqs.cos(), freqs.sin(), scale))
         return torch.cat((tables, tables), dim=-1)
 

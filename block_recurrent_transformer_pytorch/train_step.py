@@ -197,7 +197,8 @@ class TrainStep:
         states = self._carried_states(None, b)
         seen = set()
         # the memories' shapes settle within blocks_to_refill segments (each pushes at least a block)
-        for _ in range(blocks_to_refill(self.model.config) + 2):
+        limit = blocks_to_refill(self.model.config) + 2
+        for _ in range(limit):
             inputs = (x, labels, xl, compressed, None, fresh, self.scale, *states)
             key = self._key(inputs)
             if key in seen:  # the memories' shapes have settled: later segments run as these
@@ -207,8 +208,7 @@ class TrainStep:
                 self._run((x, labels, xl, compressed, masked, fresh, self.scale, *states))
             _, xl, compressed, *states = self._run(inputs)
         else:
-            raise RuntimeError("TrainStep.warm_up: the memories' shapes did not settle within "
-                               f"{blocks_to_refill(self.model.config) + 2} segments")
+            raise RuntimeError(f"TrainStep.warm_up: the memories' shapes did not settle within {limit} segments")
         for p, g, s, none in zip(self.params, self.grads, saved, had_no_grad):
             g.copy_(s)
             if none:  # as it was: an optimiser step would otherwise decay a parameter no step reached

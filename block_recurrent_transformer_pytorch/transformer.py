@@ -59,8 +59,8 @@ class BlockRecurrentTransformer(nn.Module):
         if config.embedding_init_std != 1.0:  # drawn only then, so the default consumes the seed's random numbers
             nn.init.normal_(self.token_emb.weight, std=config.embedding_init_std)
         max_memory = config.block_width + (config.compressed_mem_len if config.use_compressed_mem else 0)
-        self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base,
-                                      max_memory=max_memory, block_width=config.block_width)
+        self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base, max_memory=max_memory,
+                                      block_width=config.block_width, rotary_dim=config.rotary_dim)
         self.layers = nn.ModuleList(
             Layer(AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
                                  knn=layer in self.knn_at),

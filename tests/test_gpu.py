@@ -192,8 +192,8 @@ def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-2), (torch.bfloat16, 8e-2)])
 def test_exact_search_on_cuda_finds_the_reference_scores(dtype, tolerance):
-    """The CUDA search (chunks of queries over every slot, grouped top-k, unreachable slots masked by
-    group) finds the top scores of scoring every slot at once and torch.topk, over a wrapped store of
+    """The CUDA search (chunks of queries over every slot, unreachable slots masked, top-k by strided
+    groups) finds the top scores of scoring every slot at once and torch.topk, over a wrapped store of
     66,048 slots with a row reset mid-window and a row just reset, at a block's 1,536 queries per row:
     the same found entries, scores equal up to the matmuls' rounding (two kernels may round a score
     differently, TF32 included, and pick different entries among near-ties; top scores are ~4)."""

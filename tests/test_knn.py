@@ -124,29 +124,70 @@ def test_search_equals_the_brute_force_reference(layout, budget):
         assert reachable[:, None, None, :].expand_as(scores).gather(-1, index)[found].all()
 
 
-@pytest.mark.parametrize("layout", ["random", "best_in_one_group", "run", "wrapped_run", "nothing"])
-def test_grouped_top_k_equals_masked_top_k(layout):
-    """Group maxima, then the best groups' entries: the same top k as masking every score and
-    torch.topk, wherever the best scores sit and whatever one run of allowed entries (or none) a row has."""
-    torch.manual_seed(0)
+def _grouped_top_k_case(layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (3, 4, 1024) and allowed slots (3, 1, 1024) of a layout of test_grouped_top_k_equals_masked_top_k."""
+    slots = torch.arange(1024)
     scores = torch.randn(3, 4, 1024)
     allowed = torch.ones(3, 1, 1024, dtype=torch.bool)
-    if layout == "best_in_one_group":
+    if layout == "best_in_consecutive_slots":
         scores[..., 320:327] += 10.0
+    if layout == "best_in_one_group":  # group 3 of 16 strided groups of 64: slots 3, 67, 131, ...
+        scores[..., 3::64] += 10.0
     if layout == "run":  # runs not aligned to groups, the best scores just outside one
-        allowed = (torch.arange(1024) >= torch.tensor([[5], [300], [1019]])).unsqueeze(1) & (torch.arange(1024) < 1021)
+        allowed = (slots >= torch.tensor([[5], [300], [1019]])).unsqueeze(1) & (slots < 1021)
         scores[..., 299] += 10.0
     if layout == "wrapped_run":
-        allowed = ((torch.arange(1024) < 37) | (torch.arange(1024) >= 1003)).expand(3, 1, 1024)
+        allowed = ((slots < 37) | (slots >= 1003)).expand(3, 1, 1024)
     if layout == "nothing":
         allowed = torch.zeros(3, 1, 1024, dtype=torch.bool)
-    values, index = grouped_top_k(scores, allowed, 7, group=16)
+    if layout == "random_mask":  # an edge at about every other slot
+        allowed = torch.rand(3, 1, 1024) < 0.5
+    if layout == "alternating":  # every other slot, the disallowed ones scoring highest
+        allowed = (slots % 2 == 0).expand(3, 1, 1024)
+        scores[..., 1::2] += 10.0
+    if layout == "fewer_than_k_in_one_group":  # 3 allowed slots, all in group 5: 4 of the top 7 not found
+        allowed = torch.zeros(3, 1, 1024, dtype=torch.bool)
+        allowed[..., 5:3 * 64:64] = True
+    if layout == "ties":  # integer scores: many equal maxima among groups and among entries
+        scores = torch.randint(-4, 5, (3, 4, 1024)).float()
+        allowed = torch.rand(3, 1, 1024) < 0.3
+    return scores, allowed
+
+
+@pytest.mark.parametrize("layout", ["random", "best_in_consecutive_slots", "best_in_one_group", "run", "wrapped_run",
+                                    "nothing", "random_mask", "alternating", "fewer_than_k_in_one_group", "ties"])
+def test_grouped_top_k_equals_masked_top_k(layout):
+    """Strided group maxima, then the best groups' entries: the same top k as masking every score and
+    torch.topk, wherever the best scores sit and whatever slots a row allows (any number of edges, or
+    none allowed); with ties, the same values (the entries among equal ones may differ)."""
+    torch.manual_seed(0)
+    scores, allowed = _grouped_top_k_case(layout)
+    masked = scores.masked_fill(~allowed, float("-inf"))
+    values, index = grouped_top_k(scores.clone(), allowed, 7, group=16)
     expected_values, expected_index = masked_top_k(scores, allowed, 7)
     torch.testing.assert_close(values, expected_values, rtol=0, atol=0)
-    torch.testing.assert_close(scores.masked_fill(~allowed, float("-inf")).gather(-1, index), expected_values,
-                               rtol=0, atol=0)
-    if layout in ("random", "best_in_one_group"):  # no ties: the same entries in the same order
+    torch.testing.assert_close(masked.gather(-1, index), expected_values, rtol=0, atol=0)
+    if layout in ("random", "best_in_consecutive_slots", "best_in_one_group"):  # no ties: the same entries, in order
         assert torch.equal(index, expected_index)
+
+
+def test_search_leaves_its_arguments_intact():
+    """search masks scores it computed itself, never the caller's tensors: after it, q, keys and
+    reachable are unchanged and a second search finds the same (scattered reachable slots, several
+    chunks of queries, rows long enough to be grouped)."""
+    torch.manual_seed(0)
+    q, keys = torch.randn(2, 2, 5, 8), torch.nn.functional.normalize(torch.randn(2, 2, 1024, 8), dim=-1)
+    reachable = torch.rand(2, 1024) < 0.5
+    before = [t.clone() for t in (q, keys, reachable)]
+    first = search(q, keys, reachable, 7, budget=2 * 2 * 1024 * 2)
+    assert all(torch.equal(t, saved) for t, saved in zip((q, keys, reachable), before))
+    second = search(q, keys, reachable, 7, budget=2 * 2 * 1024 * 2)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    index, found = first
+    expected_index, expected_found = reference_search(q, keys, reachable, 7)
+    scores = q @ keys.transpose(-1, -2)
+    assert torch.equal(found, expected_found) and found.all()
+    assert torch.equal(scores.gather(-1, index), scores.gather(-1, expected_index))
 
 
 def _reference_routed_search(q: torch.Tensor, keys: torch.Tensor, reachable: torch.Tensor, top_k: int,
@@ -198,6 +239,26 @@ def test_routed_search_finds_the_nearest_entry_where_neighbouring_keys_are_alike
     routed, _ = routed_search(q, keys, reachable, 1, route_groups=16)
     exact, _ = search(q, keys, reachable, 1)
     assert (routed == exact).float().mean() >= 0.95
+
+
+def test_routed_search_leaves_its_arguments_intact():
+    """routed_search hands grouped_top_k route scores it computed itself (which grouped_top_k may
+    overwrite), never the caller's tensors: q, keys and reachable are unchanged and a second search
+    finds the same (rows of groups long enough for grouped_top_k's two passes, a wrapped run reachable)."""
+    torch.manual_seed(0)
+    q, keys = torch.randn(2, 2, 5, 8), torch.nn.functional.normalize(torch.randn(2, 2, 4096, 8), dim=-1)
+    slots = torch.arange(4096)
+    reachable = ((slots < 37) | (slots >= 1003)).expand(2, 4096).clone()
+    before = [t.clone() for t in (q, keys, reachable)]
+    first = routed_search(q, keys, reachable, 7, route_groups=4)
+    assert all(torch.equal(t, saved) for t, saved in zip((q, keys, reachable), before))
+    second = routed_search(q, keys, reachable, 7, route_groups=4)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    expected_index, expected_found = _reference_routed_search(q, keys, reachable, 7, 4)
+    index, found = first
+    scores = q @ keys.transpose(-1, -2)
+    assert torch.equal(found, expected_found) and found.all()
+    assert torch.equal(scores.gather(-1, index), scores.gather(-1, expected_index))
 
 
 def test_a_search_scores_only_written_slots_and_finds_the_same():

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, Memories, RecurrentTrainerWrapper
+from block_recurrent_transformer_pytorch.generation import CachedDecoder
+from block_recurrent_transformer_pytorch.positions import RotaryEmbedding, apply_rotary
 
-from .helpers import VOCAB, run_segments, small_model, tokens
+from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
 
 
 def test_seed_usage_runs_unchanged():
@@ -263,3 +265,29 @@ def test_a_layer_reads_as_its_two_modules():
     assert len(layer) == 2 and layer[0] is layer[-2] is attention and layer[1] is layer[-1] is feed_forward
     with pytest.raises(IndexError, match="a layer holds 2 modules"):
         layer[2]
+
+
+def test_partial_rotary_rotates_its_channels_as_a_narrower_head_and_leaves_the_rest_position_free():
+    """rotary_dim = r: the first r / 2 channel pairs get the tables of a head r wide (the same
+    frequencies and xpos scales), the other pairs none (cos 1, sin 0, scale 1), so a query or key
+    living on them alone is the same at every position; r = dim_head is the seed's full rotary."""
+    full16, narrow8 = (RotaryEmbedding(d, max_memory=24, block_width=8) for d in (16, 8))
+    partial = RotaryEmbedding(16, max_memory=24, block_width=8, rotary_dim=8)
+    assert torch.equal(RotaryEmbedding(16, max_memory=24, block_width=8, rotary_dim=16).tables, full16.tables)
+    rotated, free = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]  # pair i is (i, i + 8)
+    torch.testing.assert_close(partial.tables[..., rotated], narrow8.tables, rtol=1e-6, atol=0)
+    assert torch.equal(partial.tables[..., free], torch.tensor([1.0, 0.0, 1.0])[:, None, None].expand(3, 32, 8))
+    content = torch.zeros(32, 16)
+    content[:, free] = torch.randn(8)
+    cos, sin, scale = partial(-24, 32)
+    assert torch.equal(apply_rotary(content, cos, sin, scale), content)
+
+
+def test_a_partial_rotary_model_decodes_exactly_as_its_full_forward():
+    """Cached decoding positions every key once; with rotary_dim < dim_head it must still agree with
+    the full forward, token by token, across block and segment boundaries."""
+    model = small_model(rotary_dim=4, use_compressed_mem=True)
+    x = tokens(2, 40)
+    expected, _, _ = run_segments(model, x, 16)
+    got = decode_each_step(CachedDecoder(model, *model.prepare(2)), x, 3)
+    torch.testing.assert_close(got, expected[:, 2:], rtol=1e-5, atol=1e-5)

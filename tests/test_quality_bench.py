@@ -15,12 +15,22 @@ def test_a_tiny_quality_run_scores_every_held_out_byte_once(tmp_path):
     records = quality.main(["--tiny", "--model", "ours", "--tokens", "2048", "--eval-bytes", "3000",
                             "--eval-max-doc", "1500", "--out", str(tmp_path / "q.jsonl")])
     result = records[-1]
-    assert result["kind"] == "result" and result["tokens"] >= 2048
+    assert result["kind"] == "result" and result["tokens"] >= 2048 and result["cut"] is False
     for evaluation in (result["eval"], result["nostate_eval"]):
         assert math.isfinite(evaluation["bpb"])
         # each evaluated document's bytes, every one predicted once, bucketed by its offset
         assert sum(b["bytes"] for b in evaluation["by_offset"].values()) == evaluation["bytes"] == 2 * 1500
     assert any(r["kind"] == "train" for r in records)
+
+
+def test_a_run_past_its_stop_after_time_is_cut_and_still_evaluated(tmp_path):
+    """A budget far beyond the time a run has: --stop-after ends training early, the held-out
+    documents are still evaluated, and the result says the run was cut."""
+    records = quality.main(["--tiny", "--model", "ours", "--tokens", "1e9", "--stop-after", "0.5", "--eval-bytes",
+                            "2000", "--eval-max-doc", "1000", "--no-nostate-eval", "--out", str(tmp_path / "q.jsonl")])
+    result = records[-1]
+    assert result["kind"] == "result" and result["cut"] is True and result["tokens"] < 1e9
+    assert math.isfinite(result["eval"]["bpb"]) and result["eval"]["bytes"] == 2 * 1000
 
 
 def test_the_offset_plot_draws_a_run(tmp_path):
