@@ -28,9 +28,9 @@ each of the --batch rows reads whole documents of the train split, drawn at rand
 start, segment by segment (ours: max_seq_len; xl: --seg; a document's last segment is padded and
 its padding not scored); each step takes the next --seq tokens of every row. Memories (and states)
 are carried from segment to segment and from step to step, detached (truncated backprop through
-time, one segment); ours resets a row's memories and states where its next document starts, while
-x-transformers' XL memories cannot be reset per row (they carry over, as in its packed-stream
-training); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
+time, one segment); where a row's next document starts, ours resets that row's memories and states,
+and the XL masks that row's memories (x-transformers' mem_masks; before 2026-11-30's fourth session
+they carried over); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
 then cosine to lr/10 (over the token or time budget) or constant, gradient clipping --clip.
 
@@ -287,8 +287,24 @@ class Ours:
         return logits, (memories, states)
 
 
+def memory_mask(valid: Optional[Tensor], reset: Tensor, segment: int, mem_len: int) -> tuple[Optional[Tensor], Tensor]:
+    """Per-row memory resets for x-transformers' XL, whose memories are one tensor per layer for the
+    whole batch: a mask hides what a row must not see. ``valid`` (rows, memory length) marks the
+    carried memories that belong to each row's current document (None: no memories); ``reset``
+    (rows,) marks the rows whose segment starts a new document, which see none of them.
+
+    Returns (mask, valid_after): the mask for this segment's ``mem_masks`` (True = attend; None
+    without memories), and the validity of the memories the segment leaves, which x-transformers
+    makes of the last ``mem_len`` positions of the old memories followed by the segment's own.
+    """
+    carried = reset.new_zeros(reset.shape[0], 0) if valid is None else valid & ~reset[:, None]
+    after = torch.cat((carried, reset.new_ones(reset.shape[0], segment)), dim=1)
+    return (None if valid is None else carried), after[:, max(after.shape[1] - mem_len, 0):]
+
+
 class XL:
-    """x-transformers' Transformer-XL: one forward/backward per segment, mems carried detached."""
+    """x-transformers' Transformer-XL: one forward/backward per segment, mems carried detached and
+    masked per row where a row's next document starts (as ours resets its memories)."""
 
     def __init__(self, args, device: torch.device) -> None:
         try:
@@ -307,11 +323,12 @@ class XL:
             hidden = int(dim * self.decoder_kwargs["ff_mult"]) + round((target - param_count(build())) / (3 * dim * depth))
             self.decoder_kwargs["ff_mult"] = (hidden + 0.5) / dim
         self.model = build().to(device)
-        self.seg, self.device, self.mem_dropout = args.seg, device, args.mem_dropout
+        self.seg, self.mem_len, self.device, self.mem_dropout = args.seg, args.mem, device, args.mem_dropout
         self.forward: Callable = self.model
         if device.type == "cuda" and not args.no_compile:
             self.forward = torch.compile(self.model)
         self.mems: Optional[list[Tensor]] = None
+        self.mem_valid: Optional[Tensor] = None  # (rows, memory length): which memories are of the row's document
 
     def describe(self) -> dict[str, Any]:
         from importlib.metadata import version
@@ -328,6 +345,7 @@ class XL:
     def train_step(self, batch: DocumentBatch) -> Tensor:
         """As ours: the mean loss over the labelled positions, its gradient accumulated."""
         x, labels = batch.inputs.to(self.device, non_blocking=True), batch.labels.to(self.device, non_blocking=True)
+        reset = batch.reset.to(self.device, non_blocking=True)
         segments = x.shape[1] // self.seg
         labelled = (labels != IGNORE).sum().clamp(min=1)
         total = torch.zeros((), device=self.device)
@@ -335,11 +353,14 @@ class XL:
             if self.mem_dropout and random.random() < self.mem_dropout:
                 self.mems = None
             window = slice(i * self.seg, (i + 1) * self.seg)
-            # A segment without memories runs eagerly: compiled (torch 2.11), its flash-attention backward
-            # fails inductor's stride check; with memories x-transformers passes a mask (no flash kernel).
-            forward = self.forward if self.mems is not None else self.model
+            valid = None if self.mems is None else self.mem_valid
+            mem_mask, self.mem_valid = memory_mask(valid, reset[:, i], self.seg, self.mem_len)
             with autocast(self.device):
-                logits, self.mems = forward(x[:, window], mems=self.mems, return_mems=True)
+                if self.mems is None:  # eagerly: compiled (torch 2.11), its flash-attention backward fails
+                    logits, self.mems = self.model(x[:, window], return_mems=True)  # inductor's stride check
+                else:  # with memories x-transformers passes a mask (no flash kernel)
+                    logits, self.mems = self.forward(x[:, window], mems=self.mems, return_mems=True,
+                                                     mem_masks=[mem_mask] * len(self.mems))
             loss = F.cross_entropy(logits.float().transpose(1, 2), labels[:, window], ignore_index=IGNORE,
                                    reduction="sum") / labelled
             loss.backward()

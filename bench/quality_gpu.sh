@@ -27,6 +27,11 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bench_out}
 RUN_TIMEOUT=${RUN_TIMEOUT:-540}
 EVAL_MARGIN=${EVAL_MARGIN:-60}
+if ! [[ "$RUN_TIMEOUT" =~ ^[0-9]+$ && "$EVAL_MARGIN" =~ ^[0-9]+$ ]] || [ "$RUN_TIMEOUT" -le "$EVAL_MARGIN" ]; then
+    echo "RUN_TIMEOUT and EVAL_MARGIN must be whole seconds with RUN_TIMEOUT > EVAL_MARGIN," \
+         "got RUN_TIMEOUT=$RUN_TIMEOUT EVAL_MARGIN=$EVAL_MARGIN" >&2
+    exit 2
+fi
 COMMON=${COMMON:-}
 mkdir -p "$OUT"
 SITE=/tmp/site

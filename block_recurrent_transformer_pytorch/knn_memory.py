@@ -421,7 +421,8 @@ def masked_top_k(scores: Tensor, allowed: Tensor, k: int) -> tuple[Tensor, Tenso
 def grouped_top_k(scores: Tensor, allowed: Tensor, k: int, group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
     """``masked_top_k(scores, allowed, k)`` (ties may be broken differently) in two cheap passes instead
     of one slow one (torch.topk over long rows is far slower than a reduction). May overwrite
-    ``scores``: its disallowed entries are set to -inf in place, sparing a copy of them.
+    ``scores``: its disallowed entries are set to -inf in place, sparing a copy of them; so
+    ``allowed`` must broadcast to the shape of ``scores`` (not widen it).
 
     A row of L slots is cut into L / group groups of ``group`` slots, strided: group g holds the
     slots g, g + L/group, g + 2L/group, ... Take each group's maximum, keep the k best groups by
@@ -434,7 +435,7 @@ def grouped_top_k(scores: Tensor, allowed: Tensor, k: int, group: int = TOP_K_GR
     length = scores.shape[-1]
     groups = length // group  # also the stride between the slots of a group
     kept = min(k, groups)
-    if length % group != 0 or length < 4 * kept * group:
+    if groups == 0 or length % group != 0 or length < 4 * kept * group:
         return masked_top_k(scores, allowed, k)
     scores.masked_fill_(~allowed, float("-inf"))  # one group spans the whole row: mask every score, not groups
     maxima = scores.unflatten(-1, (group, groups)).amax(dim=-2)  # (..., groups): an outer reduction

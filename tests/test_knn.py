@@ -261,6 +261,13 @@ def test_routed_search_leaves_its_arguments_intact():
     assert torch.equal(scores.gather(-1, index), scores.gather(-1, expected_index))
 
 
+def test_a_search_over_no_slots_finds_nothing():
+    """A store of no slots: every query gets top_k places, none found (as the brute-force reference)."""
+    q, keys = torch.randn(2, 1, 3, 8), torch.randn(2, 1, 0, 8)
+    index, found = search(q, keys, torch.ones(2, 0, dtype=torch.bool), 4)
+    assert index.shape == found.shape == (2, 1, 3, 4) and not found.any()
+
+
 def test_a_search_scores_only_written_slots_and_finds_the_same():
     """A store that knows how many entries it holds scores only those slots (at least top_k), with
     the result of scoring every slot (a store of unknown position, as made inside torch.compile)."""

@@ -41,3 +41,20 @@ def test_the_offset_plot_draws_a_run(tmp_path):
                   "--no-nostate-eval", "--out", str(records)])
     plot_quality.main([str(tmp_path / "plot.png"), f"{records}=tiny"])
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_the_xl_peer_masks_a_rows_memories_from_its_new_documents_start_on():
+    """x-transformers keeps one memory tensor per layer for the whole batch, so the harness resets a
+    row by masking: where a row starts a new document it sees none of its carried memories, and
+    the memories it leaves hold only that document's positions, also when they outlast a segment."""
+    import torch
+
+    segment, mem_len = 4, 6
+    mask, valid = quality.memory_mask(None, torch.tensor([True, False]), segment, mem_len)
+    assert mask is None and valid.tolist() == [[True] * 4, [True] * 4]  # no memories yet: 4 positions, all new
+    mask, valid = quality.memory_mask(valid, torch.tensor([False, True]), segment, mem_len)
+    assert mask.tolist() == [[True] * 4, [False] * 4]  # row 1 starts a document: hidden from it
+    assert valid.tolist() == [[True] * 6, [False, False, True, True, True, True]]  # the last 6 of 4 + 4
+    mask, valid = quality.memory_mask(valid, torch.tensor([False, False]), segment, mem_len)
+    assert mask.tolist() == [[True] * 6, [False, False, True, True, True, True]]  # the old document stays hidden
+    assert valid.tolist() == [[True] * 6, [True] * 6]
