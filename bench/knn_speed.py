@@ -53,6 +53,7 @@ class Config:
 
     model: dict[str, Any] = field(default_factory=lambda: dict(passkey.MODEL))
     memory_size: int = 1024 * passkey.MODEL["block_width"]  # the passkey "knn" variant's store
+    variant: str = "knn"  # the passkey variant whose kNN layer the "knn" model takes (query_routed, routed)
     cases: tuple[str, ...] = ("train", "eval", "peak")
     batch: int = 32
     train_filler: int = 2048  # D of the "empty" training samples (passkey's full training D)
@@ -74,10 +75,12 @@ TINY = dict(model=passkey.TINY_MODEL, memory_size=64 * passkey.TINY_MODEL["block
 
 
 def build(cfg: Config, name: str, device: torch.device) -> brt.BlockRecurrentTransformer:
-    """One of MODELS, seeded: ``knn`` with the passkey kNN variant's layer on top, ``plain5`` one plain layer more."""
+    """One of MODELS, seeded: ``knn`` with the kNN layer of passkey variant ``cfg.variant`` on top,
+    ``plain5`` one plain layer more."""
     kwargs = dict(cfg.model)
     if name == "knn":
-        kwargs.update(passkey.variants(passkey.Config(model=kwargs))["knn"].model, knn_memory_size=cfg.memory_size)
+        layer = passkey.variants(passkey.Config(model=kwargs))[cfg.variant].model
+        kwargs.update(layer, knn_memory_size=cfg.memory_size)
     elif name == "plain5":
         kwargs["depth"] += 1
     torch.manual_seed(0)
@@ -259,6 +262,8 @@ def parse_args(argv: Optional[list[str]]) -> Config:
     parser.add_argument("--cases", help=f"comma-separated subset of {','.join(defaults.cases)}")
     parser.add_argument("--batch", type=int, help=f"training batch ({defaults.batch})")
     parser.add_argument("--memory-size", type=int, help=f"kNN store entries ({defaults.memory_size})")
+    parser.add_argument("--variant", choices=("knn", "query_routed", "routed"),
+                        help=f"bench/passkey.py variant whose kNN layer is measured ({defaults.variant})")
     parser.add_argument("--fillers", help="comma-separated evaluation D (65536,262144)")
     parser.add_argument("--trials", type=int, help=f"passkey trials per D ({defaults.trials})")
     parser.add_argument("--eval-batch", type=int, help=f"evaluation batch ({defaults.eval_batch})")
@@ -267,8 +272,8 @@ def parse_args(argv: Optional[list[str]]) -> Config:
     parser.add_argument("--profile", action="store_true", help="also profile an evaluation segment's kernels (CUDA)")
     args = parser.parse_args(argv)
     cfg = replace(defaults, **TINY) if args.tiny else defaults
-    given = {f: getattr(args, f) for f in ("batch", "memory_size", "trials", "eval_batch", "peak_batch", "steps",
-                                           "device", "out", "impl") if getattr(args, f) is not None}
+    given = {f: getattr(args, f) for f in ("batch", "memory_size", "variant", "trials", "eval_batch", "peak_batch",
+                                           "steps", "device", "out", "impl") if getattr(args, f) is not None}
     if args.cases:
         given["cases"] = tuple(c.strip() for c in args.cases.split(",") if c.strip())
     if args.fillers:

@@ -175,7 +175,7 @@ class Config:
     """Every setting of a run; a variant overrides training fields (e.g. bptt_segments) for itself."""
 
     variants: tuple[str, ...] = ("xl_only", "state_1seg", "state_kseg", "state_compressed", "knn", "knn_top128",
-                                 "routed")
+                                 "query_routed", "routed")
     model: dict[str, Any] = field(default_factory=lambda: dict(MODEL))
     # training
     train_seconds: float = 300.0  # per variant
@@ -233,6 +233,10 @@ def variants(cfg: Config) -> dict[str, Variant]:
         # 4x the retrieved entries: while training, more chances that the key's entries are among them
         # (a retrieval gets gradients only for what it retrieved)
         "knn_top128": Variant(model=dict(knn_layers=(depth,), knn_memory_size=1024 * block_width, knn_top_k=128)),
+        # the same store and top 32, each query searching only the groups of 16 entries whose mean key it
+        # matches best, 2 blocks' worth of entries as "routed" chooses (32 groups at blocks of 256)
+        "query_routed": Variant(model=dict(knn_layers=(depth,), knn_memory_size=1024 * block_width, knn_top_k=32,
+                                           knn_retrieval="query_routed", knn_route_groups=2 * block_width // 16)),
         # the same store, a learned CoLT5 router choosing 2 blocks' worth of entries per block
         "routed": Variant(model=dict(knn_layers=(depth,), knn_memory_size=1024 * block_width,
                                      knn_top_k=2 * block_width, knn_retrieval="routed")),

@@ -69,6 +69,8 @@ class AttentionBlock(nn.Module):
                              use_flash_attn=config.use_flash_attn)
         self.to_out = nn.Linear(inner * (1 + num_state_reads), config.dim, bias=False)
         self.knn_top_k = config.knn_top_k
+        # groups of the store each query routes itself to (query_routed), None: the exact search
+        self.route_groups = config.knn_route_groups if config.knn_retrieval == "query_routed" else None
         self.router = make_router(config.dim_head) if knn and config.knn_retrieval == "routed" else None
         if knn and config.knn_backend == "faiss":
             from .faiss_memory import require_faiss  # fail at construction, not at the first store
@@ -110,7 +112,7 @@ class AttentionBlock(nn.Module):
         holds bare unit keys). A query that finds no valid entry gets its local attention alone."""
         query = self.attend.qk_norm.query_for_unit_keys(q_raw)
         if self.router is None:
-            memory, memory_lse = recall(query, store, index, self.knn_top_k, self.attend.scale)
+            memory, memory_lse = recall(query, store, index, self.knn_top_k, self.attend.scale, self.route_groups)
         else:  # the torch store only (the config refuses routed retrieval from the faiss store)
             memory, memory_lse = routed_recall(query, store, index, self.knn_top_k, self.attend.scale, self.router)
         # the local attention written out (fp32), as it must give its softmax's normaliser (the flash

@@ -12,6 +12,10 @@ from typing import Literal, Optional, Union
 
 from beartype import BeartypeConf, beartype
 
+# Consecutive slots of the kNN store that knn_retrieval="query_routed" routes a query to as one
+# unit (knn_memory.routed_search): a sixteenth of the exact search's scores, in contiguous runs to gather.
+KNN_ROUTE_GROUP = 16
+
 # Type-check public constructors; a wrong type raises a TypeError naming the argument and value.
 typechecked = beartype(conf=BeartypeConf(violation_type=TypeError))
 
@@ -39,7 +43,8 @@ def _layers_tuple(name: str, value: Sequence[int], depth: int) -> tuple[int, ...
 
 # The fields by kind, in declaration order: what __post_init__ checks and coerce_seed_values converts.
 _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len", "block_width",
-                        "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k")
+                        "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k",
+                        "knn_route_groups")
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std")
@@ -55,6 +60,10 @@ class BlockRecurrentConfig:
 per layer); the compressed memory, when on, half a block of compressed ones. ``recurrent_layers`` are the layers that hold (write) a recurrent
     state; ``read_recurrent_layers[i]`` is the layer that reads the state written by
     ``recurrent_layers[i]`` (by default the same layer; it may be lower, never higher).
+    ``knn_retrieval`` picks the ``knn_top_k`` entries of the kNN store each query attends:
+    "exact", its best of the whole store; "query_routed", its best within the ``knn_route_groups``
+    groups of KNN_ROUTE_GROUP consecutive entries whose mean key it scores highest (a sixteenth of
+    the scores); "routed", CoLT5's learned router, one choice per block from the entries alone.
     """
 
     num_tokens: int
@@ -75,7 +84,8 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     knn_layers: Sequence[int] = ()
     knn_memory_size: int = 262144
     knn_top_k: int = 32
-    knn_retrieval: Literal["exact", "routed"] = "exact"
+    knn_retrieval: Literal["exact", "query_routed", "routed"] = "exact"
+    knn_route_groups: int = 32  # query_routed: groups of KNN_ROUTE_GROUP entries each query searches
     knn_backend: Literal["torch", "faiss"] = "torch"
     ignore_index: int = -100
     use_flash_attn: bool = False
@@ -161,10 +171,21 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
                              f"({self.block_width}): the store takes whole blocks")
         if self.knn_top_k > self.knn_memory_size:
             raise ValueError(f"knn_top_k ({self.knn_top_k}) cannot exceed knn_memory_size ({self.knn_memory_size})")
-        if self.knn_backend == "faiss" and self.knn_retrieval == "routed":
-            # the router scores every entry of the store with gradients: it needs the store as tensors
-            raise ValueError('knn_backend="faiss" supports knn_retrieval="exact" only: routed retrieval scores '
-                             'every entry of the store in torch; use knn_backend="torch" with it')
+        if self.knn_backend == "faiss" and self.knn_retrieval != "exact":
+            # both routings read the store's keys as tensors (summaries per group, or a router over all of them)
+            raise ValueError(f'knn_backend="faiss" supports knn_retrieval="exact" only, got '
+                             f'knn_retrieval={self.knn_retrieval!r}: routed retrieval reads the store as tensors; '
+                             f'use knn_backend="torch" with it')
+        if self.knn_retrieval == "query_routed" and self.block_width % KNN_ROUTE_GROUP != 0:
+            # the store's slots then come in whole groups of consecutive positions, the same whatever its
+            # ring's size: a model run whole or segment by segment routes alike
+            raise ValueError(f"knn_retrieval='query_routed' needs a block_width that is a multiple of "
+                             f"{KNN_ROUTE_GROUP} (it routes to groups of {KNN_ROUTE_GROUP} consecutive entries), "
+                             f"got {self.block_width}")
+        if self.knn_retrieval == "query_routed" and self.knn_route_groups * KNN_ROUTE_GROUP < self.knn_top_k:
+            raise ValueError(f"knn_route_groups ({self.knn_route_groups}) groups of {KNN_ROUTE_GROUP} entries cannot "
+                             f"hold knn_top_k ({self.knn_top_k}) entries: use knn_route_groups >= "
+                             f"{-(-self.knn_top_k // KNN_ROUTE_GROUP)}")
 
     # derived sizes, named once so that every module agrees on them
 

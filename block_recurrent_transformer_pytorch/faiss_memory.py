@@ -274,9 +274,13 @@ class FaissKNNMemory:
             self.end if reset else start for start, reset in zip(self.valid_from, rows.tolist())))
 
     @eager_only
-    def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
+    def retrieve(self, q: Tensor, layer: int, top_k: int,
+                 route_groups: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor]:
         """``KNNStore.retrieve``: faiss searches each row's window (its newest ``capacity`` entries
-        since its reset) on the CPU; the entries come back on q's device, in q's dtype."""
+        since its reset) on the CPU; the entries come back on q's device, in q's dtype. Exact only
+        (the config refuses routed retrieval with this store)."""
+        if route_groups is not None:
+            raise ValueError(f"the faiss kNN store searches exactly: route_groups must be None, got {route_groups!r}")
         windows = [(max(self.end - self.store.capacity, start), self.end) for start in self.valid_from]
         entries, found = self.store.search(q.detach().float().cpu().numpy(), layer, top_k, windows)
         entries = torch.from_numpy(entries).to(device=q.device, dtype=q.dtype)

@@ -1,6 +1,8 @@
 """kNN memory (Memorizing Transformers, Wu et al. 2022): keys/values far beyond the XL and
-compressed memories, searched exactly by each query — or, with ``knn_retrieval="routed"``, a
-subset picked per block by a learned CoLT5 coordinate-descent router (Ainslie et al. 2023).
+compressed memories, searched exactly by each query — or, with ``knn_retrieval="query_routed"``,
+by each query within the groups of entries it routes itself to (``routed_search``), or, with
+``knn_retrieval="routed"``, a subset picked per block by a learned CoLT5 coordinate-descent router
+(Ainslie et al. 2023).
 
 Every kNN layer keeps, per batch row, a FIFO of its ``knn_memory_size`` newest past keys/values:
 each block pushed out of the XL memory is appended and the oldest entries fall out of reach (never
@@ -11,6 +13,8 @@ The search is exact: a block's queries are scored against every slot of the stor
 per chunk of queries (chunks bound the temporaries, a GPU takes few), the unreachable slots' scores
 are masked, then ``grouped_top_k`` picks each query's best entries in two cheap passes: the maxima
 of strided groups of slots, then the exact top-k among the best groups' slots.
+The routed search scores each query against the mean key of every KNN_ROUTE_GROUP consecutive slots
+instead, and exactly only within its best groups.
 
 Storage (``KNNMemory``): a ring buffer of ``capacity + slack`` slots, written in place. A
 ``KNNMemory`` is a view of it: the buffer, how many entries were written when the view was made,
@@ -42,7 +46,7 @@ from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from .attention import fold_query_groups
-from .config import BlockRecurrentConfig
+from .config import KNN_ROUTE_GROUP, BlockRecurrentConfig
 
 # Scores computed at once (a chunk of queries against the whole store): bounds the temporaries of
 # a search. Each chunk costs a few kernels whatever its size, so a GPU takes large ones: 2**30
@@ -53,6 +57,10 @@ SCORE_BUDGET = {"cuda": 2 ** 30, "cpu": 2 ** 26}
 # Strided rather than consecutive, so that the group maxima reduce the outer of two dims, whose reads
 # are contiguous, instead of 16 adjacent scores per output.
 TOP_K_GROUP = 16
+# Places along a row of slots where reachability may change (group_means, the routed search): a view
+# reaches one run of its ring, which the slots [0, searched) show as one run or two (wrapped), so at
+# most two of its groups of KNN_ROUTE_GROUP consecutive slots are partly reachable.
+WINDOW_EDGES = 2
 
 
 class KNNStore(Protocol):
@@ -69,10 +77,12 @@ class KNNStore(Protocol):
     def reset(self, rows: Tensor) -> "KNNStore":
         """Forget every entry of the rows where ``rows`` (bool, (batch,)) is True."""
 
-    def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Exact top-k of q (b, kv_heads, m, d) in kNN layer ``layer`` of the store, by dot product with
-        the unit keys: (keys, values (b, kv_heads, m, top_k, d) in q's dtype and device, found (same
-        without d, bool: a valid entry)); entries not found hold anything (their weight is zero)."""
+    def retrieve(self, q: Tensor, layer: int, top_k: int,
+                 route_groups: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-k of q (b, kv_heads, m, d) in kNN layer ``layer`` of the store, by dot product with the
+        unit keys: exact, or within each query's ``route_groups`` best groups (``routed_search``; the
+        torch store only). Returns (keys, values (b, kv_heads, m, top_k, d) in q's dtype and device,
+        found (same without d, bool: a valid entry)); entries not found hold anything (weight zero)."""
 
     def check(self, config: BlockRecurrentConfig, batch: int, device: torch.device) -> None:
         """Raise a clear error unless this store fits the config and batch."""
@@ -225,15 +235,19 @@ class KNNMemory:
         return KNNMemory(self.keys, self.values, self.position, torch.where(rows, self.position, self.start),
                          self.capacity, self.slots, written)
 
-    def retrieve(self, q: Tensor, layer: int, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``KNNStore.retrieve``: the exact ``search``, then a gather on the store's device."""
+    def retrieve(self, q: Tensor, layer: int, top_k: int,
+                 route_groups: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``KNNStore.retrieve``: the exact ``search`` (or ``routed_search``), then a gather on the store's device."""
         searched = self.searched(top_k)
         if searched == 0:  # no slot allocated yet (made with reserve=0, nothing written): nothing to find
             found = torch.zeros(*q.shape[:3], top_k, dtype=torch.bool, device=q.device)
             nothing = q.new_zeros(*found.shape, q.shape[-1])
             return nothing, nothing, found
         keys, values = self.keys[layer, ..., :searched, :], self.values[layer, ..., :searched, :]
-        index, found = search(q, keys, self.reachable(searched), top_k)
+        if route_groups is None:
+            index, found = search(q, keys, self.reachable(searched), top_k)
+        else:
+            index, found = routed_search(q, keys, self.reachable(searched), top_k, route_groups)
         gather = index[..., None].expand(*index.shape, q.shape[-1])
         # (b, kv_heads, m, top_k, d): the retrieved entries of each query
         top_keys = keys[:, :, None].expand(-1, -1, q.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
@@ -316,6 +330,78 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int,
     return index, scores > float("-inf")
 
 
+@torch.no_grad()
+def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_groups: int,
+                  budget: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """Each query's top-k within the groups it routes itself to: ``search``'s arguments and result,
+    except that ``reachable`` must change value at most WINDOW_EDGES times along a row, as
+    ``KNNMemory.reachable`` does (``group_means`` relies on it), and the slots are taken as groups of
+    KNN_ROUTE_GROUP consecutive ones (a store's slots come in whole groups where its block width is
+    a multiple of KNN_ROUTE_GROUP). A query's score against a group's mean reachable key is the mean
+    of its scores against those keys; it keeps its ``route_groups`` best-scoring groups (exactly,
+    by ``grouped_top_k``) and searches their reachable entries exactly.
+
+    The route depends on the query and the store alone: causal, and the same whether a block's
+    queries come at once or one by one (cached decoding). It costs one score per group instead of
+    one per slot, then ``route_groups`` x KNN_ROUTE_GROUP keys gathered per query; where that is
+    every slot, the exact search is the same and cheaper, and runs instead. Chunks of queries keep
+    the gathered keys within ``budget`` elements (default: the device's SCORE_BUDGET).
+    """
+    slots = keys.shape[-2]
+    if route_groups * KNN_ROUTE_GROUP >= slots:
+        return search(q, keys, reachable, top_k, budget)
+    if slots % KNN_ROUTE_GROUP != 0:
+        raise ValueError(f"routed_search needs whole groups of {KNN_ROUTE_GROUP} slots, got {slots} slots")
+    b, kv_heads, m, d = q.shape
+    summaries, routable = group_means(keys, reachable)
+    summaries_t, routable = summaries.transpose(-1, -2).to(q.dtype), routable[:, None, None, :]
+    budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
+    chunk = max(1, budget // max(b * kv_heads * max(route_groups * KNN_ROUTE_GROUP * d, summaries.shape[2]), 1))
+    groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP)).flatten(-2)  # (b, kv_heads, groups, G * d): a group as one row
+    offsets = torch.arange(KNN_ROUTE_GROUP, device=q.device)
+    best = []
+    for i in range(0, max(m, 1), chunk):  # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
+        part = q[:, :, i:i + chunk]
+        c = part.shape[2]
+        # the exact best routable groups (b, kv_heads, c, route_groups); the route scores are a fresh
+        # matmul output, which grouped_top_k may overwrite, read nowhere else
+        _, route = grouped_top_k(part @ summaries_t, routable, route_groups)
+        candidates = (route[..., None] * KNN_ROUTE_GROUP + offsets).flatten(-2)  # their slots
+        candidate_keys = groups.gather(2, route.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
+        candidate_keys = candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype)
+        scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys)
+        allowed = reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
+        top, order = masked_top_k(scores, allowed, top_k)
+        best.append((top, candidates.gather(-1, order)))
+    scores, index = (torch.cat(parts, dim=2) for parts in zip(*best))
+    return index, scores > float("-inf")
+
+
+def group_means(keys: Tensor, reachable: Tensor) -> tuple[Tensor, Tensor]:
+    """The mean reachable key of each group of KNN_ROUTE_GROUP consecutive slots: keys (b, kv_heads,
+    slots, d) and reachable (b, slots), slots a multiple of KNN_ROUTE_GROUP. Returns (means (b,
+    kv_heads, groups, d), routable (b, groups): groups holding a reachable entry).
+
+    Every slot's key is summed (one read of the store, no masked copy of it), then the unreachable
+    ones are taken back where they share a group with reachable ones: reachability changes value
+    at most WINDOW_EDGES times along a row, so at most that many groups are partly reachable (a
+    group of no reachable entry is never routed to). Unreachable slots may hold anything (entries
+    written after the view): they must not count, or a view would route as its ring's later history.
+    """
+    b, kv_heads, _, d = keys.shape
+    groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP))  # (b, kv_heads, groups, G, d)
+    members = reachable.unflatten(-1, (-1, KNN_ROUTE_GROUP))  # (b, groups, G)
+    count = members.sum(-1)
+    partial = ((count > 0) & (count < KNN_ROUTE_GROUP)).to(keys.dtype)
+    # every partly reachable group (and others where fewer: fully reachable ones take nothing back)
+    mixed = partial.topk(min(WINDOW_EDGES, partial.shape[-1]), dim=-1).indices  # (b, e)
+    mixed_keys = groups.gather(2, mixed[:, None, :, None, None].expand(-1, kv_heads, -1, KNN_ROUTE_GROUP, d))
+    outside = ~members.gather(1, mixed[..., None].expand(-1, -1, KNN_ROUTE_GROUP))  # (b, e, G)
+    taken_back = (mixed_keys * outside[:, None, :, :, None]).sum(-2)  # (b, kv_heads, e, d)
+    sums = groups.sum(-2).scatter_add_(2, mixed[:, None, :, None].expand(-1, kv_heads, -1, d), -taken_back)
+    return sums / count.clamp(min=1)[:, None, :, None].to(sums.dtype), count > 0
+
+
 def reference_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
     """``search`` written out (every score at once, then torch.topk): the definition it is tested against."""
     scores, index = masked_top_k(q @ keys.transpose(-1, -2).to(q.dtype), reachable[:, None, None, :], top_k)
@@ -359,8 +445,10 @@ def grouped_top_k(scores: Tensor, allowed: Tensor, k: int, group: int = TOP_K_GR
     return best, candidates.gather(-1, order)
 
 
-def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float) -> tuple[Tensor, Tensor]:
-    """Attention of q (b, heads, n, d) over its top-k entries of kNN layer ``layer`` of ``store``.
+def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float,
+           route_groups: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """Attention of q (b, heads, n, d) over its top-k entries of kNN layer ``layer`` of ``store``
+    (found exactly, or within ``route_groups`` groups of entries per query: ``routed_search``).
 
     q is the query as scored against unit keys (its qk-norm gains folded in). Returns (out
     (b, heads, n, d), logsumexp (b, heads, n, 1) fp32 of the scores: the softmax's normaliser,
@@ -371,7 +459,7 @@ def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float) -> 
     b, heads, n, d = q.shape
     kv_heads = store.kv_heads
     grouped = fold_query_groups(q, kv_heads)  # query heads sharing a key/value head
-    top_keys, top_values, found = store.retrieve(grouped, layer, top_k)
+    top_keys, top_values, found = store.retrieve(grouped, layer, top_k, route_groups)
     scores = torch.einsum("bhmd,bhmkd->bhmk", grouped, top_keys) * scale
     weights, lse = masked_softmax(scores, found)
     out = torch.einsum("bhmk,bhmkd->bhmd", weights.to(top_values.dtype), top_values)

@@ -207,7 +207,9 @@ def test_cuda_graph_decoding_is_refused():
 @pytest.mark.parametrize("overrides, error, pattern", [
     (dict(knn_backend="gpu"), TypeError, "knn_backend"),
     (dict(knn_backend="faiss", knn_retrieval="routed"), ValueError,
-     'knn_backend="faiss" supports knn_retrieval="exact"'),
+     'knn_backend="faiss" supports knn_retrieval="exact" only, got knn_retrieval=\'routed\''),
+    (dict(knn_backend="faiss", knn_retrieval="query_routed"), ValueError,
+     'knn_backend="faiss" supports knn_retrieval="exact" only, got knn_retrieval=\'query_routed\''),
 ])
 def test_bad_backend_arguments(overrides, error, pattern):
     with pytest.raises(error, match=pattern):

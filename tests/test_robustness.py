@@ -75,6 +75,7 @@ HAS_FAISS = importlib.util.find_spec("faiss") is not None and \
 
 @pytest.mark.parametrize("options", [
     dict(), dict(KNN), dict(KNN, knn_retrieval="routed"),
+    dict(KNN, knn_retrieval="query_routed", block_width=16, knn_memory_size=32, knn_route_groups=1),
     pytest.param(dict(KNN, knn_backend="faiss"), marks=pytest.mark.skipif(not HAS_FAISS, reason="needs faiss")),
 ])
 def test_empty_inputs_give_empty_outputs(options):

@@ -32,7 +32,8 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
             compressed_mem_factor=cfg.compressed_mem_factor, use_flash_attn=cfg.use_flash_attn,
             qk_rmsnorm_scale=cfg.qk_rmsnorm_scale, xpos_scale_base=cfg.xpos_scale_base, rotary_theta=cfg.rotary_theta,
             knn_layers=cfg.knn_layers, knn_memory_size=cfg.knn_memory_size, knn_top_k=cfg.knn_top_k,
-            knn_retrieval=cfg.knn_retrieval, embedding_init_std=cfg.embedding_init_std, rotary_dim=cfg.rotary_dim,
+            knn_retrieval=cfg.knn_retrieval, knn_route_groups=cfg.knn_route_groups,
+            embedding_init_std=cfg.embedding_init_std, rotary_dim=cfg.rotary_dim,
             activation_checkpointing=cfg.activation_checkpointing,
         )
     except (TypeError, ValueError) as error:
