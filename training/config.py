@@ -163,13 +163,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The seed's model (19M parameters at 256 tokens) trained as measured on long C files in
     # bench/RESULTS.md (2026-11-30, issue 15): small initial embeddings (the seed's N(0, 1) learns far
     # slower), each row reading whole documents with its memories and states carried from step to
-    # step and reset at a document's start, 16 rows of one segment per step, a rate for ~100k steps.
+    # step and reset at a document's start, 16 rows per step, a rate for ~100k steps.
     # xpos is off (a length scale of 1e9 keeps every scale within 1e-5 of 1 over the few thousand
-    # positions a block context spans): measured 0.011 better at 30M tokens, and every 100M-token
-    # run used it.
+    # positions a block context spans): measured 0.011 better at 30M tokens.
+    # Blocks of 1024 (a window of 1024 + the previous 1024), two per segment so that the state
+    # write gets a gradient within the segment: 0.029 better than blocks of 512 at 100M tokens.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
-    "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, documents=True, batch_size=16,
-                           seq_len=1024, grad_accum=1, learning_rate=6e-4, min_lr=6e-5, warmup_steps=200),
+    "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,
+                           documents=True, batch_size=16, seq_len=2048, grad_accum=1, learning_rate=6e-4,
+                           min_lr=6e-5, warmup_steps=200),
 }
 
 
