@@ -82,8 +82,17 @@ class AttentionBlock(nn.Module):
         x_normed = self.norm(x)
         q, kv = self.to_qkv(x_normed).split((self.heads * self.dim_head, 2 * self.kv_heads * self.dim_head), dim=-1)
         q = rearrange(q, "b n (h d) -> b h n d", h=self.heads)
+        return (x_normed, q, *self._split_kv(kv))
+
+    def project_kv(self, x_normed: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw k, v (b, kv_heads, n, d) of already normed inputs (b, n, dim): ``project``'s keys/values
+        by the key/value rows of ``to_qkv`` alone (memory_kv_from_inputs: the memory's, afresh)."""
+        return self._split_kv(F.linear(x_normed, self.to_qkv.weight[self.heads * self.dim_head:]))
+
+    def _split_kv(self, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """(b, n, 2 * kv_heads * d) projections -> k, v (b, kv_heads, n, d)."""
         k, v = rearrange(kv, "b n (t h d) -> t b h n d", t=2, h=self.kv_heads)
-        return x_normed, q, k, v
+        return k, v
 
     def position(self, q: Tensor, k: Tensor, rotary: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """qk-norm then rotary/xpos for queries and keys of the same tokens (tables cover them)."""

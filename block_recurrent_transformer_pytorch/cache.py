@@ -5,8 +5,8 @@ tokens at 0..W-1, and the recurrent states it reads are those of the block bound
 block boundary the cache positions (qk-norm + rotary) every layer's memory keys once and
 computes the state views once; each new token then only projects, positions and writes its own
 key/value into its slot. When the block fills, the model writes the states and pushes the
-memories exactly as the full forward does, from the raw keys/values kept here, and the cache
-starts the next block.
+memories exactly as the full forward does, from the raw keys/values (and, with
+memory_kv_from_inputs, the layers' normed inputs) kept here, and the cache starts the next block.
 
 Every tensor a decoding step reads or writes lives at a fixed address, and the step's position
 is a device tensor: attention runs over the whole buffer with a mask instead of a slice whose
@@ -15,7 +15,7 @@ length grows. So one step can be captured once as a CUDA graph and replayed for 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
@@ -40,6 +40,9 @@ class DecodeCache:
         # raw keys/values of the current block: what the state write and the memory push consume
         self.block_kv = torch.zeros(config.depth, 2, batch, config.kv_heads, config.block_width, config.dim_head,
                                     device=device, dtype=dtype)
+        # the layers' normed inputs of the current block, pushed with memory_kv_from_inputs (else None)
+        self.block_inputs = torch.zeros(config.depth, batch, config.block_width, config.dim, device=device,
+                                        dtype=dtype) if config.memory_kv_from_inputs else None
         self.slots = torch.arange(capacity, device=device)
         self.memory_valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.memory_len = torch.zeros((), dtype=torch.long, device=device)
@@ -53,10 +56,10 @@ class DecodeCache:
     def begin_block(self, memories: Memories, states: list[Tensor]) -> None:
         """Load, in place, the memories and state views that the next block attends to."""
         model = self.model
-        rotary, memory_kv = model.memory_rotary(memories), memories.keys_values()
-        m = memory_kv.shape[-2]
+        rotary, m = model.memory_rotary(memories), memories.length
         for index in range(len(model.layers)):
-            k, v = model.positioned_memory(memory_kv, index, rotary, self.keys.dtype)
+            # as the full forward positions them (projected afresh from their inputs, if kept), once a block
+            k, v = model.positioned_memory(memories, index, rotary, self.keys.dtype)
             self.keys[index, :, :, :m] = k
             self.values[index, :, :, :m] = v
         valid = memories.memory_mask(model.config)
@@ -86,8 +89,9 @@ class DecodeCache:
         in_block = (self.slots >= self.memory_len) & (self.slots <= query_slot[:, None])
         return self.memory_valid[:, None, None, :] | in_block
 
-    def extend(self, index: int, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write new tokens' keys/values (b, kv_heads, n, d) into layer ``index``; return its whole buffers."""
+    def extend(self, index: int, x_normed: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write new tokens' keys/values (b, kv_heads, n, d) into layer ``index`` (and their normed inputs
+        (b, n, dim) with memory_kv_from_inputs); return its whole buffers."""
         positions = self.position + torch.arange(k.shape[-2], device=k.device)
         slots = self.memory_len + positions
         dtype = self.keys.dtype
@@ -95,6 +99,8 @@ class DecodeCache:
         self.values[index].index_copy_(2, slots, v.to(dtype))
         self.block_kv[index, 0].index_copy_(2, positions, k.to(dtype))
         self.block_kv[index, 1].index_copy_(2, positions, v.to(dtype))
+        if self.block_inputs is not None:
+            self.block_inputs[index].index_copy_(1, positions, x_normed.to(dtype))
         return self.keys[index], self.values[index]
 
     def view(self, i: int) -> StateView:
@@ -108,6 +114,10 @@ class DecodeCache:
     def stacked_kv(self) -> Tensor:
         """(depth, 2, b, kv_heads, block_width, d): every layer's raw block keys/values."""
         return self.block_kv
+
+    def stacked_inputs(self) -> Optional[Tensor]:
+        """(depth, b, block_width, dim): every layer's normed block inputs with memory_kv_from_inputs, else None."""
+        return self.block_inputs
 
     def advance(self, n: int) -> None:
         """n more tokens of the block are in."""

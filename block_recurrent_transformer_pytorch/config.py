@@ -46,7 +46,8 @@ _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_h
                         "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k",
                         "knn_route_groups")
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
-_BOOL_FIELDS = ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias")
+_BOOL_FIELDS = ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias",
+                "memory_kv_from_inputs")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std")
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 
@@ -101,6 +102,14 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # Channels of each head that rotary positions rotate (even, at most dim_head); None: all of them,
     # as the seed. The rest match by content alone; x-transformers rotates half (dim_head // 2).
     rotary_dim: Optional[int] = None
+    # Where the XL memory's keys/values come from. False (the seed's): each layer's keys/values of the
+    # previous block, cached as computed then, so across a segment boundary (where the memories are
+    # detached) the key/value projection gets no gradient from the queries that attend to memory.
+    # True (Transformer-XL's, x-transformers'): the memories also keep each layer's normed inputs of
+    # that block, and every block projects them to keys/values with the current weights, so the
+    # projection learns from attention to memory too. Costs those inputs (dim per position and
+    # layer) and one key/value projection of the memory per layer and block; the same logits.
+    memory_kv_from_inputs: bool = False
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INT_FIELDS:

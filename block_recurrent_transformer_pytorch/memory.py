@@ -6,6 +6,10 @@ strided convolution (``compressed_mem_factor`` keys become one) into a second FI
 as in the Compressive Transformer and the seed. A block's queries attend to
 [compressed | XL | block], oldest first.
 
+With ``memory_kv_from_inputs`` the XL memory also keeps each layer's normed inputs of the
+previous block (``xl_inputs``), from which the model projects its keys/values afresh (see the
+config); the cached keys/values are still pushed, compressed and written to the kNN store.
+
 Rows of a batch can start a new document at any call (``reset``): their older entries stay in
 the tensors (all rows share one length) but are masked out of attention until pushed out.
 """
@@ -36,6 +40,8 @@ class Memories:
     blocks_until_valid: pushes until no row holds pre-reset entries (then the mask is dropped).
     knn: the kNN layers' long-range store (``knn_memory.KNNMemory``, or ``faiss_memory.FaissKNNMemory``
         with knn_backend="faiss"), or None when the model has no kNN layer.
+    xl_inputs: (depth, batch, xl_len, dim) every layer's normed inputs of the XL memory's positions
+        (config ``memory_kv_from_inputs``), or None when the option is off.
     """
 
     xl: Tensor
@@ -43,6 +49,7 @@ class Memories:
     blocks_since_reset: Optional[Tensor] = None
     blocks_until_valid: int = 0
     knn: Optional[KNNStore] = None
+    xl_inputs: Optional[Tensor] = None  # last: older positional calls and saved Memories stay valid
 
     @property
     def batch_size(self) -> int:
@@ -53,6 +60,11 @@ class Memories:
     def device(self) -> torch.device:
         """Where the memories are."""
         return self.xl.device
+
+    @property
+    def length(self) -> int:
+        """Entries per layer, [compressed | XL]: what a block's queries attend to before the block."""
+        return self.xl.shape[-2] + (0 if self.compressed is None else self.compressed.shape[-2])
 
     # The seed returned a list with one (2, batch, length, dim_head) tensor per layer, keys and values
     # stacked first, [compressed | XL] along the length: Memories reads as that list too.
@@ -83,18 +95,23 @@ class Memories:
         knn = self.knn.to(*args, **kwargs) if isinstance(self.knn, KNNMemory) else self.knn
         return replace(self, xl=xl, compressed=None if self.compressed is None else self.compressed.to(*args, **kwargs),
                        blocks_since_reset=None if self.blocks_since_reset is None else self.blocks_since_reset.to(device),
-                       knn=knn)
+                       knn=knn, xl_inputs=None if self.xl_inputs is None else self.xl_inputs.to(*args, **kwargs))
 
     def keys_values(self) -> Tensor:
         """(depth, 2, batch, kv_heads, M, dim_head): [compressed | XL] of every layer."""
-        if self.compressed is None:
-            return self.xl
-        return torch.cat((self.compressed.to(self.xl.dtype), self.xl), dim=-2)
+        return _after_compressed(self.compressed, self.xl)
+
+    def layer_keys_values(self, index: int, xl: Optional[Tensor] = None) -> Tensor:
+        """(2, batch, kv_heads, M, dim_head): layer ``index``'s [compressed | XL]; ``xl`` (2, batch,
+        kv_heads, xl_len, dim_head), if given, in place of the cached XL keys/values."""
+        return _after_compressed(None if self.compressed is None else self.compressed[index],
+                                 self.xl[index] if xl is None else xl)
 
     def detach(self) -> "Memories":
         """Cut the autograd graph (memories are carried between segments without gradient)."""
         return replace(self, xl=self.xl.detach(),
-                       compressed=None if self.compressed is None else self.compressed.detach())
+                       compressed=None if self.compressed is None else self.compressed.detach(),
+                       xl_inputs=None if self.xl_inputs is None else self.xl_inputs.detach())
 
     def reset(self, rows: Tensor, config: BlockRecurrentConfig) -> "Memories":
         """Forget everything in the rows where ``rows`` (bool, (batch,)) is True."""
@@ -124,6 +141,13 @@ class Memories:
         return torch.cat(parts, dim=-1)
 
 
+def _after_compressed(compressed: Optional[Tensor], xl: Tensor) -> Tensor:
+    """[compressed | xl] along the length (the order a block's queries see them), in xl's dtype."""
+    if compressed is None:
+        return xl
+    return torch.cat((compressed.to(xl.dtype), xl), dim=-2)
+
+
 def blocks_to_refill(config: BlockRecurrentConfig) -> int:
     """Full blocks that must be pushed after a reset before no pre-reset entry is left."""
     blocks = 1  # the XL memory
@@ -136,8 +160,10 @@ def empty_memories(config: BlockRecurrentConfig, batch: int, device: torch.devic
     """Memories holding nothing yet (zero-length FIFOs)."""
     shape = (config.depth, 2, batch, config.kv_heads, 0, config.dim_head)
     compressed = torch.empty(shape, device=device, dtype=dtype) if config.use_compressed_mem else None
+    inputs = torch.empty(config.depth, batch, 0, config.dim, device=device, dtype=dtype) \
+        if config.memory_kv_from_inputs else None
     return Memories(xl=torch.empty(shape, device=device, dtype=dtype), compressed=compressed,
-                    knn=empty_knn_memory(config, batch, device, dtype))
+                    knn=empty_knn_memory(config, batch, device, dtype), xl_inputs=inputs)
 
 
 class MemoryCompressor(nn.Module):
@@ -159,10 +185,14 @@ class MemoryCompressor(nn.Module):
 
 
 def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
-         compressor: Optional[MemoryCompressor]) -> Memories:
-    """Append one full block of keys/values (depth, 2, b, kv_heads, block_width, d) to the FIFOs."""
+         compressor: Optional[MemoryCompressor], new_inputs: Optional[Tensor] = None) -> Memories:
+    """Append one full block of keys/values (depth, 2, b, kv_heads, block_width, d) to the FIFOs, and
+    with ``memory_kv_from_inputs`` the layers' normed inputs of that block (depth, b, block_width, dim)."""
     xl = torch.cat((memories.xl, new_kv), dim=-2)
     evicted, xl = xl[..., :-config.block_width, :], xl[..., -config.block_width:, :]
+    inputs = None
+    if config.memory_kv_from_inputs:  # the inputs of the XL memory's positions: its last block_width
+        inputs = torch.cat((memories.xl_inputs, new_inputs), dim=-2)[..., -config.block_width:, :]
     compressed = memories.compressed
     if compressor is not None and evicted.shape[-2] > 0:
         compressed = torch.cat((compressed, compressor(evicted)), dim=-2)[..., -config.compressed_mem_len:, :]
@@ -176,7 +206,8 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
         since, until = since + 1, until - 1
         if until == 0:
             since = None
-    return Memories(xl=xl, compressed=compressed, blocks_since_reset=since, blocks_until_valid=until, knn=knn)
+    return Memories(xl=xl, compressed=compressed, blocks_since_reset=since, blocks_until_valid=until, knn=knn,
+                    xl_inputs=inputs)
 
 
 def from_layer_list(layers: Sequence[Tensor], config: BlockRecurrentConfig) -> Memories:
@@ -186,6 +217,9 @@ def from_layer_list(layers: Sequence[Tensor], config: BlockRecurrentConfig) -> M
     if config.knn_layers:
         raise ValueError("xl_memories: a list of tensors cannot carry the kNN store of knn_layers "
                          f"{config.knn_layers}; pass the Memories object the model returned")
+    if config.memory_kv_from_inputs:
+        raise ValueError("xl_memories: a list of tensors cannot carry the layer inputs (xl_inputs) that "
+                         "memory_kv_from_inputs=True projects; pass the Memories object the model returned")
     if len(layers) != config.depth or not all(isinstance(t, Tensor) for t in layers):
         raise ValueError(f"xl_memories as a list must hold one tensor per layer (depth={config.depth}), "
                          f"got {len(layers)} of {sorted({type(t).__name__ for t in layers})}")
@@ -230,12 +264,35 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
     if memories.xl.shape[-2] not in (0, config.block_width):
         raise ValueError(f"xl_memories.xl must hold 0 positions (none yet) or block_width={config.block_width} "
                          f"(the previous block), got {memories.xl.shape[-2]}")
+    _check_xl_inputs(memories, config, batch, device)
     if bool(config.knn_layers) != (memories.knn is not None):
         raise ValueError(f"xl_memories {'lacks' if config.knn_layers else 'holds'} a kNN store, but the model "
                          f"has knn_layers={config.knn_layers}")
     if memories.knn is not None:
         memories.knn.check(config, batch, device)
     return memories
+
+
+def _check_xl_inputs(memories: Memories, config: BlockRecurrentConfig, batch: int, device: torch.device) -> None:
+    """The layer inputs are there exactly when the model projects its memory from them, one per XL position."""
+    inputs = memories.xl_inputs
+    if inputs is None:
+        if config.memory_kv_from_inputs:
+            raise ValueError("xl_memories.xl_inputs is None but the model has memory_kv_from_inputs=True (it "
+                             "projects the memory's keys/values from the layer inputs kept there): pass the Memories "
+                             "a model with memory_kv_from_inputs=True returned")
+        return
+    if not config.memory_kv_from_inputs:
+        raise ValueError("xl_memories holds xl_inputs (layer inputs) but the model has memory_kv_from_inputs=False")
+    expected = (config.depth, batch, memories.xl.shape[-2], config.dim)
+    if not isinstance(inputs, Tensor) or tuple(inputs.shape) != expected:
+        raise ValueError(f"xl_memories.xl_inputs must have shape (depth={config.depth}, batch={batch}, "
+                         f"xl_len={expected[2]} (as xl), dim={config.dim}), got "
+                         f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}")
+    if inputs.device != device:
+        raise ValueError(f"xl_memories.xl_inputs is on {inputs.device}, the input is on {device}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"xl_memories.xl_inputs must hold floating-point inputs, got dtype {inputs.dtype}")
 
 
 # Memories (and the torch kNN store in them) load with torch.load's default weights_only=True

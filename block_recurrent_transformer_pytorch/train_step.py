@@ -129,7 +129,7 @@ class TrainStep:
         else:  # every labelled position weighs the same, whatever segment it is in
             labelled = (labels != config.ignore_index).sum().clamp(min=1)
             scale = self.scale.copy_(loss_scale / labelled)
-        xl, compressed, since = self._carried_memories(xl_memories, b)
+        xl, compressed, layer_inputs, since = self._carried_memories(xl_memories, b)
         fresh_start = states is None
         states = self._carried_states(states, b)
         resets = None
@@ -140,21 +140,22 @@ class TrainStep:
         for i in range(segments):
             drop_memories, drop_states = self.wrapper.draw_dropout()
             if drop_memories:
-                xl = compressed = None
+                xl = compressed = layer_inputs = None
             first = i == 0 and fresh_start
             if resets is None:
                 fresh, mask_since = self._constant(first or drop_states), None
             else:
                 fresh, mask_since = resets.segment(i, everyone=first or drop_states, has_memories=xl is not None)
             inputs = (x[:, i * seq:(i + 1) * seq + extra], None if labels is None else labels[:, i * seq:(i + 1) * seq],
-                      xl, compressed, mask_since, fresh, scale, *states)
-            loss, xl, compressed, *states = self._run(inputs)
+                      xl, compressed, layer_inputs, mask_since, fresh, scale, *states)
+            loss, xl, compressed, layer_inputs, *states = self._run(inputs)
             total = total + loss
         mean = total / segments if labelled is None else total / labelled
         if not return_memories_and_states:
             return mean
         # a dropped last memory: the segment still pushed its block, which the outputs hold
-        memories = Memories(xl=xl.clone(), compressed=None if compressed is None else compressed.clone())
+        memories = Memories(xl=xl.clone(), compressed=None if compressed is None else compressed.clone(),
+                            xl_inputs=None if layer_inputs is None else layer_inputs.clone())
         if resets is not None:
             memories = resets.carried(memories)
             self.returned_since = (memories.blocks_since_reset, resets.since)
@@ -193,20 +194,20 @@ class TrainStep:
         # as __call__ passes them: (b,) rows that start afresh while documents are read, else one flag
         fresh = torch.ones(b, dtype=torch.bool, device=device) if documents else self._constant(True)
         masked = torch.zeros(b, dtype=torch.long, device=device) if documents else None
-        xl = compressed = None
+        xl = compressed = layer_inputs = None
         states = self._carried_states(None, b)
         seen = set()
         # the memories' shapes settle within blocks_to_refill segments (each pushes at least a block)
         limit = blocks_to_refill(self.model.config) + 2
         for _ in range(limit):
-            inputs = (x, labels, xl, compressed, None, fresh, self.scale, *states)
+            inputs = (x, labels, xl, compressed, layer_inputs, None, fresh, self.scale, *states)
             key = self._key(inputs)
             if key in seen:  # the memories' shapes have settled: later segments run as these
                 break
             seen.add(key)
             if xl is not None and masked is not None:
-                self._run((x, labels, xl, compressed, masked, fresh, self.scale, *states))
-            _, xl, compressed, *states = self._run(inputs)
+                self._run((x, labels, xl, compressed, layer_inputs, masked, fresh, self.scale, *states))
+            _, xl, compressed, layer_inputs, *states = self._run(inputs)
         else:
             raise RuntimeError(f"TrainStep.warm_up: the memories' shapes did not settle within {limit} segments")
         for p, g, s, none in zip(self.params, self.grads, saved, had_no_grad):
@@ -226,18 +227,18 @@ class TrainStep:
         return x
 
     def _carried_memories(self, memories: Optional[Memories],
-                          batch: int) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-        """The XL and compressed tensors of memories passed in (None: none), checked, and their
-        ``blocks_since_reset`` on the host (None: every entry valid)."""
+                          batch: int) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+        """The XL, compressed and layer-input (memory_kv_from_inputs) tensors of memories passed in
+        (None: none), checked, and their ``blocks_since_reset`` on the host (None: every entry valid)."""
         if memories is None or (memories.xl.shape[-2] == 0 and memories.compressed is None):
-            return None, None, None  # empty memories: the no-memory graph
+            return None, None, None, None  # empty memories: the no-memory graph
         memories = check_memories(memories, self.model.config, batch, self.model.device)
         since = memories.blocks_since_reset
         if since is not None:
             # the host copy of what the last call returned, or a read that waits for the device
             returned, on_host = self.returned_since
             since = on_host if since is returned else since.cpu()
-        return memories.xl, memories.compressed, since
+        return memories.xl, memories.compressed, memories.xl_inputs, since
 
     def _carried_states(self, states: Optional[list[Tensor]], batch: int) -> list[Tensor]:
         """States passed in (checked), or placeholders that the first segment's fresh flag replaces."""
@@ -271,18 +272,20 @@ class TrainStep:
         return tuple(None if t is None else (tuple(t.shape), t.dtype) for t in inputs)
 
     def forward_backward(self, x: Tensor, labels: Optional[Tensor], xl: Optional[Tensor], compressed: Optional[Tensor],
-                         since: Optional[Tensor], fresh: Tensor, scale: Tensor,
+                         xl_inputs: Optional[Tensor], since: Optional[Tensor], fresh: Tensor, scale: Tensor,
                          *states: Tensor) -> tuple[Optional[Tensor], ...]:
         """Loss of one segment from these memories and states; backward of ``scale`` x the loss.
         x: (b, max_seq_len + 1) tokens (labels None: the mean loss of the shifted tokens), or
         (b, max_seq_len) inputs with their labels (the summed loss over the labelled positions).
         since: (b,) blocks of each row's current document in the memories (older entries masked),
         or None (all valid). fresh: 0-d or (b,) bool, rows that start from the initial states.
-        Returns (loss, xl, compressed, *states) for the next segment, all detached."""
+        xl, compressed, xl_inputs: the memories' tensors (see ``Memories``), None for none.
+        Returns (loss, xl, compressed, xl_inputs, *states) for the next segment, all detached."""
         memories = None
         if xl is not None:
             memories = Memories(xl=xl, compressed=compressed, blocks_since_reset=since,
-                                blocks_until_valid=0 if since is None else blocks_to_refill(self.model.config))
+                                blocks_until_valid=0 if since is None else blocks_to_refill(self.model.config),
+                                xl_inputs=xl_inputs)
         initial = self.model.initial_states(x.shape[0])
         states = [torch.where(fresh.reshape(-1, 1, 1), init, s) for init, s in zip(initial, states)]
         # Autocast caches each weight's cast until the outermost autocast region ends; inside a
@@ -301,7 +304,7 @@ class TrainStep:
                 loss = self.model.loss(logits, labels, reduction="sum")
         torch.clear_autocast_cache()
         (loss * scale).backward()
-        return loss.detach(), memories.xl, memories.compressed, *states
+        return loss.detach(), memories.xl, memories.compressed, memories.xl_inputs, *states
 
     def _attach_grads(self) -> None:
         """Give every parameter its persistent gradient buffer (the graphs add into those very

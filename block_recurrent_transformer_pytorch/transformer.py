@@ -220,17 +220,25 @@ class BlockRecurrentTransformer(nn.Module):
 
     # ---- the computation ---------------------------------------------------------------------
 
-    def positioned_memory(self, memory_kv: Tensor, index: int, rotary: tuple[Tensor, Tensor, Tensor],
+    def positioned_memory(self, memories: Memories, index: int, rotary: tuple[Tensor, Tensor, Tensor],
                           dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """Layer ``index``'s memory keys (from ``Memories.keys_values()``), qk-normed and rotated by
-        ``rotary`` (positions -M..-1), and its values."""
-        memory_kv = memory_kv[index].to(dtype)
-        return self.layers[index][0].position_keys(memory_kv[0], rotary), memory_kv[1]
+        """Layer ``index``'s memory keys, [compressed | XL], qk-normed and rotated by ``rotary``
+        (positions -M..-1), and its values, in ``dtype``.
+
+        The XL keys/values are the cached ones or, when the memories hold the layer's inputs
+        (memory_kv_from_inputs), those inputs projected by the current weights: the same values
+        until the weights change, but with a gradient to the projection (see the config).
+        """
+        attn = self.layers[index][0]
+        xl = None
+        if memories.xl_inputs is not None:
+            xl = torch.stack(attn.project_kv(memories.xl_inputs[index].to(dtype)))
+        memory_kv = memories.layer_keys_values(index, xl).to(dtype)
+        return attn.position_keys(memory_kv[0], rotary), memory_kv[1]
 
     def memory_rotary(self, memories: Memories) -> tuple[Tensor, Tensor, Tensor]:
         """Rotary tables for the memories' positions -M..-1."""
-        m = memories.xl.shape[-2] + (0 if memories.compressed is None else memories.compressed.shape[-2])
-        return self.rotary(-m, m)
+        return self.rotary(-memories.length, memories.length)
 
     def forward_block(self, h: Tensor, memories: Memories, states: States,
                       cache: Optional[BlockContext] = None) -> tuple[Tensor, Memories, States]:
@@ -255,7 +263,7 @@ class BlockRecurrentTransformer(nn.Module):
 
         if not full:
             return h, memories, states
-        return h, push(memories, block.stacked_kv(), self.config, self.compressor), next_states
+        return h, push(memories, block.stacked_kv(), self.config, self.compressor, block.stacked_inputs()), next_states
 
     def logits(self, h: Tensor) -> Tensor:
         """Final norm and projection to token logits."""
@@ -378,7 +386,7 @@ class Layer(nn.Module):
         layer = index + 1
         x_normed, q_raw, k, v = attn.project(h)
         q, k_positioned = attn.position(q_raw, k, rotary)
-        keys, values = block.extend(index, k_positioned, k, v)
+        keys, values = block.extend(index, x_normed, k_positioned, k, v)
         if layer in model.knn_at:
             out = attn.attend_with_memory(q_raw, q, keys, values, knn_store, model.knn_at[layer],
                                           causal=block.causal, mask=mask)
@@ -402,9 +410,11 @@ class WholeBlock:
 
     def __init__(self, model: BlockRecurrentTransformer, memories: Memories, states: States) -> None:
         self.model, self.states = model, states
-        self.memory_kv, self.memory_rotary = memories.keys_values(), model.memory_rotary(memories)
+        self.memories, self.memory_rotary = memories, model.memory_rotary(memories)
         self.memory_mask = memories.memory_mask(model.config)
         self.block_kv: list[Tensor] = []
+        # the layers' normed inputs, kept only when the memories take them (memory_kv_from_inputs)
+        self.block_inputs: Optional[list[Tensor]] = [] if model.config.memory_kv_from_inputs else None
         self.views: dict[int, StateView] = {}
 
     def rotary(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -417,10 +427,13 @@ class WholeBlock:
             return None
         return F.pad(self.memory_mask, (0, n), value=True)[:, None, None, :]
 
-    def extend(self, index: int, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Layer ``index``'s keys/values: positioned memories, then the block's own."""
+    def extend(self, index: int, x_normed: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer ``index``'s keys/values: positioned memories, then the block's own. Called inside the
+        layer's module call, so a memory projected from its inputs uses weights FSDP has gathered."""
         self.block_kv.append(torch.stack((k, v)))
-        memory_k, memory_v = self.model.positioned_memory(self.memory_kv, index, self.memory_rotary, k.dtype)
+        if self.block_inputs is not None:  # in the keys' dtype: what the projection computes in (autocast's)
+            self.block_inputs.append(x_normed.to(k.dtype))
+        memory_k, memory_v = self.model.positioned_memory(self.memories, index, self.memory_rotary, k.dtype)
         return torch.cat((memory_k, k_positioned), dim=-2), torch.cat((memory_v, v), dim=-2)
 
     def view(self, i: int) -> StateView:
@@ -436,6 +449,10 @@ class WholeBlock:
     def stacked_kv(self) -> Tensor:
         """(depth, 2, b, kv_heads, n, d): every layer's raw block keys/values, to push to the memories."""
         return torch.stack(self.block_kv)
+
+    def stacked_inputs(self) -> Optional[Tensor]:
+        """(depth, b, n, dim): every layer's normed block inputs, to push with memory_kv_from_inputs; else None."""
+        return None if self.block_inputs is None else torch.stack(self.block_inputs)
 
     def advance(self, n: int) -> None:
         """Nothing to keep: a whole block is not continued."""

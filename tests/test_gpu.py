@@ -93,15 +93,16 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile):
             assert _relative_error(logits, expected[:rows, prime]) < 1e-3
 
 
-@pytest.mark.parametrize("compressed", [False, True])
-def test_cuda_graph_train_step_matches_eager(compressed):
+@pytest.mark.parametrize("compressed, from_inputs", [(False, False), (True, False), (True, True)])
+def test_cuda_graph_train_step_matches_eager(compressed, from_inputs):
     """TrainStep replaying CUDA graphs gives the eager step's loss and gradients (fp32, dropout on:
-    the same Python draws choose the same graphs), over three steps of gradient accumulation."""
+    the same Python draws choose the same graphs), over three steps of gradient accumulation; also
+    with the memory's keys/values projected from the layer inputs the graphs carry (from_inputs)."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
 
-    model = _model(use_compressed_mem=compressed)
+    model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs)
     wrapper = RecurrentTrainerWrapper(model, 0.3, 0.3)
     batches = [torch.randint(0, 256, (2, 4 * 1024 + 1)) for _ in range(3)]
     results = []

@@ -670,6 +670,12 @@ def test_fast_path_flags_parse():
     assert cfg.cuda_graph is False and cfg.compile is None
 
 
+def test_the_memory_kv_from_inputs_flag_reaches_the_model():
+    cfg = train.resolve_config(train.parse_args(["--memory-kv-from-inputs", "--data", "x"]))
+    assert train.build_model(replace(cfg, **TINY)).config.memory_kv_from_inputs is True
+    assert train.build_model(train.TrainConfig(**{**TINY, "data": "x"})).config.memory_kv_from_inputs is False
+
+
 def test_cpu_default_run_neither_compiles_nor_uses_train_step(tmp_path, monkeypatch, capsys):
     def refuse(*args, **kwargs):
         raise AssertionError("the CPU default must stay on the eager path")

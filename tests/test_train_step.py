@@ -36,10 +36,13 @@ def _assert_step_matches_wrapper_backward(wrapper: RecurrentTrainerWrapper, x: t
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-def test_train_step_equals_wrapper_backward(compressed):
+@pytest.mark.parametrize("from_inputs", [False, True])
+def test_train_step_equals_wrapper_backward(compressed, from_inputs):
     """Same mean loss and gradients as (wrapper(x) * scale).backward(), memory and state dropout on
-    (the same Python draws), compressed memory on/off, two recurrent layers, 5 segments."""
-    model = small_model(use_compressed_mem=compressed, recurrent_layers=(1, 3)).train()
+    (the same Python draws), compressed memory on/off, memory keys/values cached or projected from the
+    layers' inputs, two recurrent layers, 5 segments."""
+    model = small_model(use_compressed_mem=compressed, recurrent_layers=(1, 3),
+                        memory_kv_from_inputs=from_inputs).train()
     wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.4, state_dropout=0.4)
     x = tokens(2, 5 * 16 + 1)
 
@@ -86,6 +89,7 @@ def _assert_same_reading(wrapper: RecurrentTrainerWrapper, batches: list, seed: 
     for got, want in zip(grads, want_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(mem.keys_values(), want_mem.keys_values())
+    torch.testing.assert_close(mem.xl_inputs, want_mem.xl_inputs)  # None with memory_kv_from_inputs off
     for got, want in zip(states, want_states):
         torch.testing.assert_close(got, want)
         assert not got.requires_grad
@@ -113,11 +117,13 @@ def _documents_batch(seed: int, segments: int = 4, seq: int = 16) -> tuple[torch
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-def test_train_step_with_labels_and_resets_equals_the_wrapper(compressed):
+@pytest.mark.parametrize("from_inputs", [False, True])
+def test_train_step_with_labels_and_resets_equals_the_wrapper(compressed, from_inputs):
     """Documents read row by row across three calls (labels with padding, per-row resets inside and
     at the start of calls, memories and states carried, dropout on): TrainStep's losses, gradients,
-    memories (with their mask of pre-reset entries) and states are the wrapper's."""
-    model = small_model(use_compressed_mem=compressed).train()
+    memories (with their mask of pre-reset entries, and their layer inputs with
+    memory_kv_from_inputs) and states are the wrapper's."""
+    model = small_model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs).train()
     wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.2, state_dropout=0.2)
     batches = []
     for seed in (1, 2, 3):
@@ -174,9 +180,10 @@ class EagerSegment:
         return self.fn(*inputs)
 
 
-@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("compressed, from_inputs", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("documents", [False, True])
-def test_warm_up_captures_every_graph_training_replays_and_changes_nothing(monkeypatch, compressed, documents):
+def test_warm_up_captures_every_graph_training_replays_and_changes_nothing(monkeypatch, compressed, from_inputs,
+                                                                           documents):
     """After warm_up, three calls of training (documents with per-row resets, or plain sequences;
     memories and states carried; memory and state dropout on) capture no new graph, and give the
     losses and gradients of the eager step and of a TrainStep that was not warmed up (its captures
@@ -184,7 +191,7 @@ def test_warm_up_captures_every_graph_training_replays_and_changes_nothing(monke
     the gradients and Python's random state as they were, also when called again after training."""
     monkeypatch.setattr(train_step_module, "CapturedSegment", EagerSegment)
     monkeypatch.setattr(EagerSegment, "keys", [])
-    model = small_model(use_compressed_mem=compressed).train()
+    model = small_model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs).train()
     wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.3, state_dropout=0.3)
     if documents:
         batches = [(x, dict(labels=labels, reset=reset)) for x, labels, reset in map(_documents_batch, (1, 2, 3))]
