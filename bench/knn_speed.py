@@ -16,7 +16,7 @@ putting a kNN layer on top (262,144 entries, top 32); bf16 autocast on CUDA:
 - peak: peak memory of passkey training steps at the largest batch its curriculum makes (160
   samples of one segment); the "empty" training steps above are its other end (32 x 5 segments).
 - profile (--profile, CUDA): the kernels of one evaluation segment (evaluation batch, full store) and
-  of one "empty" training step of the kNN and the plain model.
+  of one training step of the kNN and the plain model from each store ("empty", "full").
 
     PYTHONPATH=/tmp/site:$PWD python3 bench/knn_speed.py --profile --out bench_out/knn_speed.jsonl
     python bench/knn_speed.py --device cpu --tiny          # a smoke test without a GPU
@@ -116,27 +116,33 @@ def filled_memories(model: brt.BlockRecurrentTransformer, batch: int, device: to
     return replace(memories, knn=store)
 
 
-def time_training(cfg: Config, name: str, store: str, device: torch.device) -> dict[str, Any]:
-    """Seconds per training step of model ``name`` at cfg.batch: "empty" (a passkey sample at D =
-    train_filler per row, from no memories) or "full" (one segment per step, from a full store on)."""
+def training(cfg: Config, name: str, store: str, device: torch.device) -> tuple[Callable[[], Any], int]:
+    """One training step of model ``name`` at cfg.batch, as a function to call repeatedly, and its
+    segments: "empty" (a passkey sample at D = train_filler per row, from no memories) or "full"
+    (one segment per step, from a full store on, the memories carried from step to step)."""
     model = build(cfg, name, device).train()
     optimizer = passkey.make_optimizer(model, passkey.Config(), device)
-    rng = random.Random(0)
     if store == "empty":
         length = passkey.sample_length(cfg.train_filler, model.max_seq_len)
-        x = passkey.make_batch([cfg.train_filler] * cfg.batch, length, rng).to(device)
+        x = passkey.make_batch([cfg.train_filler] * cfg.batch, length, random.Random(0)).to(device)
         step: Callable[[], Any] = lambda: train_step(model, optimizer, x, None, device)
     else:
         x = torch.randint(0, passkey.NUM_TOKENS, (cfg.batch, model.max_seq_len + 1), device=device)
         carried = [filled_memories(model, cfg.batch, device)]  # carried from step to step, as a training loop does
         step = lambda: carried.append(train_step(model, optimizer, x, carried.pop(), device))
+    return step, (x.shape[1] - 1) // model.max_seq_len
+
+
+def time_training(cfg: Config, name: str, store: str, device: torch.device) -> dict[str, Any]:
+    """Seconds per training step of model ``name`` at cfg.batch from an "empty" or "full" store (``training``)."""
+    step, segments = training(cfg, name, store, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(cfg.warmup):
         step()
     common.synchronize(device)
     times = sorted(common.time_each(step, cfg.steps, device))
-    return dict(segments=(x.shape[1] - 1) // model.max_seq_len, s_per_step=common.round_sig(times[len(times) // 2]),
+    return dict(segments=segments, s_per_step=common.round_sig(times[len(times) // 2]),
                 s_per_step_min=common.round_sig(times[0]), peak_gib=common.peak_gib(device))
 
 
@@ -205,29 +211,31 @@ def kernels(fn: Callable[[], Any], device: torch.device) -> tuple[dict[str, Any]
     return common.kernel_summary(prof, top=15)
 
 
-def run_profile(cfg: Config, device: torch.device, write: Callable[[dict[str, Any]], None]) -> None:
-    """The kernels of one evaluation segment over a full store, and of one "empty" training step of
-    the kNN and the plain model (CUDA)."""
+def evaluation_segment(cfg: Config, device: torch.device) -> Callable[[], None]:
+    """One evaluation segment of the kNN model over a full store at the evaluation batch, as a
+    function to call repeatedly (the memories carried on, as an evaluation does)."""
     model = build(cfg, "knn", device).eval()
-    carried = [filled_memories(model, cfg.eval_batch, device)]  # carried on, as an evaluation does
+    carried = [filled_memories(model, cfg.eval_batch, device)]
     x = torch.randint(0, passkey.NUM_TOKENS, (cfg.eval_batch, model.max_seq_len), device=device)
 
     def segment() -> None:
         with torch.no_grad(), passkey.autocast(device):
             carried.append(model(x, xl_memories=carried.pop())[1])
 
-    profiles = {"eval segment, full store": (cfg.eval_batch, segment)}
-    length = passkey.sample_length(cfg.train_filler, model.max_seq_len)
-    sample = passkey.make_batch([cfg.train_filler] * cfg.batch, length, random.Random(0)).to(device)
-    for name in ("knn", "plain"):
-        trained = build(cfg, name, device).train()
-        optimizer = passkey.make_optimizer(trained, passkey.Config(), device)
-        profiles[f"train step, empty store, {name}"] = (
-            cfg.batch, lambda trained=trained, optimizer=optimizer: train_step(trained, optimizer, sample, None, device))
-    for what, (batch, fn) in profiles.items():
-        totals, lines = kernels(fn, device)
+    return segment
+
+
+def run_profile(cfg: Config, device: torch.device, write: Callable[[dict[str, Any]], None]) -> None:
+    """The kernels of one evaluation segment over a full store, and of one training step of the kNN
+    and the plain model from each store ("empty", "full": every query searches the whole store) (CUDA)."""
+    profiles = [("eval segment, full store", cfg.eval_batch, lambda: evaluation_segment(cfg, device))]
+    profiles += [(f"train step, {store} store, {name}", cfg.batch, lambda store=store, name=name: training(
+        cfg, name, store, device)[0]) for store in ("empty", "full") for name in ("knn", "plain")]
+    for what, batch, make in profiles:  # each model (and its store) made in turn, then freed
+        totals, lines = kernels(make(), device)
         write(dict(case="profile", what=what, batch=batch, **totals))
         print(f"-- the longest kernels of the {what}:\n" + "\n".join(lines))
+        common.free_memory(device)
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:

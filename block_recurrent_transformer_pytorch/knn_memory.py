@@ -9,10 +9,13 @@ each block pushed out of the XL memory is appended and the oldest entries fall o
 a wholesale wipe). Keys are stored as unit vectors without positions, so a query finds them by
 cosine similarity. Entries are stored detached. A row that resets reaches none of its older entries.
 
-The search is exact: a block's queries are scored against every slot of the store by one matmul
-per chunk of queries (chunks bound the temporaries, a GPU takes few), the unreachable slots' scores
-are masked, then ``grouped_top_k`` picks each query's best entries in two cheap passes: the maxima
-of strided groups of slots, then the exact top-k among the best groups' slots.
+The search is exact: a block's queries are scored against every written slot of the store by one
+matmul per chunk of queries (chunks bound the temporaries, a GPU takes few), the scores of the
+slots some row may not reach are masked, then ``grouped_top_k`` picks each query's best entries in
+two cheap passes: the maxima of strided groups of slots, then the exact top-k among the best
+groups' slots. The store knows on the host which slots every row reaches (``ranges_to_mask``), so
+that the mask, a pass over the scores as costly as the matmul, touches only the others: a full
+store without resets masks its slack alone, a filling one nothing.
 The routed search scores each query against the mean key of every KNN_ROUTE_GROUP consecutive slots
 instead, and exactly only within its best groups.
 
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +125,9 @@ class KNNMemory:
     capacity: entries a view reaches (the newest ones). slots: the ring's size, capacity + slack.
     written: ``position`` on the host; None where unknown (a store written inside torch.compile,
         where a Python int would be specialised on): then every allocated slot is searched.
+    latest_start: on the host, a bound that no row's ``start`` exceeds (the position of the latest
+        reset, or of the latest write with rows_valid); None where unknown (as ``written``): then a
+        search masks every slot's scores, else only those of ``ranges_to_mask``.
     """
 
     keys: Tensor
@@ -131,6 +137,7 @@ class KNNMemory:
     capacity: int
     slots: int
     written: Optional[int] = None
+    latest_start: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not torch.compiler.is_compiling():  # the bookkeeping is eager only (see the module docstring)
@@ -155,7 +162,7 @@ class KNNMemory:
         if not torch.compiler.is_compiling():
             _RINGS[keys] = _Ring(written=0)
         return cls(keys, torch.zeros_like(keys), torch.zeros((), dtype=torch.long, device=device),
-                   torch.zeros(batch, dtype=torch.long, device=device), capacity, slots, written=0)
+                   torch.zeros(batch, dtype=torch.long, device=device), capacity, slots, written=0, latest_start=0)
 
     @property
     def kv_heads(self) -> int:
@@ -189,12 +196,15 @@ class KNNMemory:
             keys, values = ((t if t.shape[-2] == self.slots else _grown(t, self.slots)).index_copy(-2, index, new)
                             for t, new in ((self.keys, new_keys), (self.values, new_values)))
             return KNNMemory(keys, values, position, start, self.capacity, self.slots)
-        written = int(self.position) if self.written is None else self.written  # one host sync, once per store
+        # one host sync each, once per store (made inside torch.compile, or by hand)
+        written = int(self.position) if self.written is None else self.written
+        latest_start = max(self.start.tolist(), default=0) if self.latest_start is None else self.latest_start
         keys, values = self._writable(written, n)
         keys.index_copy_(-2, index, new_keys)
         values.index_copy_(-2, index, new_values)
         _RINGS[keys].written = written + n
-        return KNNMemory(keys, values, position, start, self.capacity, self.slots, written + n)
+        return KNNMemory(keys, values, position, start, self.capacity, self.slots, written + n,
+                         latest_start if rows_valid is None else written + n)
 
     def _writable(self, written: int, n: int) -> tuple[Tensor, Tensor]:
         """Buffers to write n entries into in place after this view's ``written`` ones: this view's own
@@ -229,11 +239,28 @@ class KNNMemory:
         reach = (self.position - self.start).clamp(max=self.capacity)
         return age < reach[:, None]
 
+    def ranges_to_mask(self, searched: int) -> list[tuple[int, int]]:
+        """The ranges [lo, hi) of the slots 0..searched-1 that some row may not reach (``reachable``
+        False), known on the host without waiting for the device: every other slot searched holds an
+        entry that every row reaches, so a search masks the scores of these ranges only. Where the
+        host does not know (``written`` or ``latest_start`` None), all of them."""
+        if torch.compiler.is_compiling() or self.written is None or self.latest_start is None:
+            return [(0, searched)] if searched else []
+        # every row reaches the newest `reached` positions; the rest of the ring (the slack, unwritten
+        # slots, entries of older documents or written after this view) is one run of slots from the
+        # next write's on, wrapping past the last slot
+        reached = max(0, min(self.capacity, self.written - self.latest_start))
+        lo = self.written % self.slots
+        hi = lo + self.slots - reached
+        runs = ((lo, min(hi, self.slots)), (0, hi - self.slots))
+        return [(a, min(b, searched)) for a, b in runs if a < min(b, searched)]
+
     def reset(self, rows: Tensor) -> "KNNMemory":
         """A view in which the rows where ``rows`` (bool, (batch,)) is True reach none of their entries."""
         written = None if torch.compiler.is_compiling() else self.written  # never read while tracing
+        # the reset rows' documents start at the position: no row's later (latest_start = written)
         return KNNMemory(self.keys, self.values, self.position, torch.where(rows, self.position, self.start),
-                         self.capacity, self.slots, written)
+                         self.capacity, self.slots, written, written)
 
     def retrieve(self, q: Tensor, layer: int, top_k: int,
                  route_groups: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -245,7 +272,7 @@ class KNNMemory:
             return nothing, nothing, found
         keys, values = self.keys[layer, ..., :searched, :], self.values[layer, ..., :searched, :]
         if route_groups is None:
-            index, found = search(q, keys, self.reachable(searched), top_k)
+            index, found = search(q, keys, self.reachable(searched), top_k, ranges=self.ranges_to_mask(searched))
         else:
             index, found = routed_search(q, keys, self.reachable(searched), top_k, route_groups)
         gather = index[..., None].expand(*index.shape, q.shape[-1])
@@ -258,7 +285,7 @@ class KNNMemory:
         """The view with its keys/values moved/cast as ``Tensor.to`` would (positions keep their dtype)."""
         keys, values = self.keys.to(*args, **kwargs), self.values.to(*args, **kwargs)
         return KNNMemory(keys, values, self.position.to(keys.device), self.start.to(keys.device), self.capacity,
-                         self.slots, self.written)
+                         self.slots, self.written, self.latest_start)
 
     def check(self, config: BlockRecurrentConfig, batch: int, device: torch.device) -> None:
         """Raise a clear error unless the store's tensors fit the config and batch and sit on ``device``."""
@@ -307,25 +334,32 @@ def empty_knn_memory(config: BlockRecurrentConfig, batch: int, device: torch.dev
 
 
 @torch.no_grad()
-def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int,
-           budget: Optional[int] = None) -> tuple[Tensor, Tensor]:
+def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, budget: Optional[int] = None,
+           ranges: Optional[Sequence[tuple[int, int]]] = None) -> tuple[Tensor, Tensor]:
     """Exact top-k of q (b, kv_heads, m, d) against keys (b, kv_heads, slots, d) by dot product,
     over the slots ``reachable`` (b, slots) marks True in each row (any pattern). Reads its
-    arguments only: ``grouped_top_k`` masks in place the scores this function computes.
+    arguments only: it masks in place the scores it computes.
 
     Returns (indices (b, kv_heads, m, top_k) into the slots, found (same shape, bool: a reachable
     entry; fewer than top_k reachable, or fewer slots, leave the rest not found)). All slots are
     scored by one matmul per chunk of queries, each chunk as many as keep the scores within
-    ``budget`` elements (default: the device's SCORE_BUDGET).
+    ``budget`` elements (default: the device's SCORE_BUDGET). ``ranges``: the slot ranges [lo, hi)
+    outside which every slot is reachable in every row (``KNNMemory.ranges_to_mask``): only their
+    scores are masked, sparing a pass over all of them; None: every slot's.
     """
     b, kv_heads, m, _ = q.shape
     budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
     chunk = max(1, budget // max(b * kv_heads * keys.shape[-2], 1))
     keys_t = keys.transpose(-1, -2).to(q.dtype)
-    reachable = reachable[:, None, None, :]  # the same slots for every head and query of a row
-    # range to max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k); each chunk's scores
-    # are a fresh matmul output, which grouped_top_k may overwrite
-    best = [grouped_top_k(q[:, :, i:i + chunk] @ keys_t, reachable, top_k) for i in range(0, max(m, 1), chunk)]
+    # the same slots for every head and query of a row
+    unreachable = [(lo, hi, ~reachable[:, None, None, lo:hi])
+                   for lo, hi in ([(0, keys.shape[-2])] if ranges is None else ranges)]
+    best = []
+    for i in range(0, max(m, 1), chunk):  # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
+        scores = q[:, :, i:i + chunk] @ keys_t  # a fresh matmul output: masked in place, no copy
+        for lo, hi, outside in unreachable:
+            scores[..., lo:hi].masked_fill_(outside, float("-inf"))
+        best.append(grouped_top_k(scores, None, top_k))
     scores, index = (torch.cat(parts, dim=2) for parts in zip(*best))
     return index, scores > float("-inf")
 
@@ -408,21 +442,26 @@ def reference_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int) -> 
     return index, scores > float("-inf")
 
 
-def masked_top_k(scores: Tensor, allowed: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The top k scores over the last dim where ``allowed`` (broadcastable to scores) is True, and
-    their indices; disallowed ones score -inf, as do the places past a row shorter than k (index 0)."""
-    best, index = scores.masked_fill(~allowed, float("-inf")).topk(min(k, scores.shape[-1]), dim=-1)
+def masked_top_k(scores: Tensor, allowed: Optional[Tensor], k: int) -> tuple[Tensor, Tensor]:
+    """The top k scores over the last dim where ``allowed`` (broadcastable to scores; None: everywhere)
+    is True, and their indices; disallowed ones score -inf, as do the places past a row shorter than
+    k (index 0)."""
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    best, index = scores.topk(min(k, scores.shape[-1]), dim=-1)
     missing = k - best.shape[-1]
     if missing:
         best, index = F.pad(best, (0, missing), value=float("-inf")), F.pad(index, (0, missing))
     return best, index
 
 
-def grouped_top_k(scores: Tensor, allowed: Tensor, k: int, group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
+def grouped_top_k(scores: Tensor, allowed: Optional[Tensor], k: int,
+                  group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
     """``masked_top_k(scores, allowed, k)`` (ties may be broken differently) in two cheap passes instead
     of one slow one (torch.topk over long rows is far slower than a reduction). May overwrite
     ``scores``: its disallowed entries are set to -inf in place, sparing a copy of them; so
-    ``allowed`` must broadcast to the shape of ``scores`` (not widen it).
+    ``allowed`` must broadcast to the shape of ``scores`` (not widen it). None: every score allowed
+    (scores masked already, or none to mask), and no pass over them to mask.
 
     A row of L slots is cut into L / group groups of ``group`` slots, strided: group g holds the
     slots g, g + L/group, g + 2L/group, ... Take each group's maximum, keep the k best groups by
@@ -437,7 +476,8 @@ def grouped_top_k(scores: Tensor, allowed: Tensor, k: int, group: int = TOP_K_GR
     kept = min(k, groups)
     if groups == 0 or length % group != 0 or length < 4 * kept * group:
         return masked_top_k(scores, allowed, k)
-    scores.masked_fill_(~allowed, float("-inf"))  # one group spans the whole row: mask every score, not groups
+    if allowed is not None:  # one group spans the whole row: mask every score, not groups
+        scores.masked_fill_(~allowed, float("-inf"))
     maxima = scores.unflatten(-1, (group, groups)).amax(dim=-2)  # (..., groups): an outer reduction
     best_groups = maxima.topk(kept, dim=-1, sorted=False).indices
     candidates = (best_groups[..., None] + torch.arange(group, device=scores.device) * groups).flatten(-2)

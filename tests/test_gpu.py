@@ -192,12 +192,14 @@ def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-2), (torch.bfloat16, 8e-2)])
-def test_exact_search_on_cuda_finds_the_reference_scores(dtype, tolerance):
-    """The CUDA search (chunks of queries over every slot, unreachable slots masked, top-k by strided
-    groups) finds the top scores of scoring every slot at once and torch.topk, over a wrapped store of
-    66,048 slots with a row reset mid-window and a row just reset, at a block's 1,536 queries per row:
-    the same found entries, scores equal up to the matmuls' rounding (two kernels may round a score
-    differently, TF32 included, and pick different entries among near-ties; top scores are ~4)."""
+@pytest.mark.parametrize("resets", [True, False])
+def test_exact_search_on_cuda_finds_the_reference_scores(dtype, tolerance, resets):
+    """The CUDA search (chunks of queries over every slot, the slots some row may not reach masked,
+    top-k by strided groups) finds the top scores of scoring every slot at once and torch.topk, over
+    a wrapped store of 66,048 slots (with a row reset mid-window and a row just reset, or no reset:
+    its slack alone masked), at a block's 1,536 queries per row: the same found entries, scores equal
+    up to the matmuls' rounding (two kernels may round a score differently, TF32 included, and pick
+    different entries among near-ties; top scores are ~4)."""
     import torch.nn.functional as F
 
     from block_recurrent_transformer_pytorch.knn_memory import KNNMemory, reference_search, search
@@ -206,14 +208,15 @@ def test_exact_search_on_cuda_finds_the_reference_scores(dtype, tolerance):
     capacity, slots, position = 65536, 65536 + 512, 3 * (65536 + 512) + 1024
     keys = F.normalize(torch.randn(4, 1, slots, 64, device="cuda"), dim=-1).to(dtype)
     q = torch.randn(4, 1, 1536, 64, device="cuda").to(dtype)
-    start = torch.tensor([0, 0, position - 777, position], device="cuda")
-    store = KNNMemory(keys[None], keys[None].clone(), torch.tensor(position, device="cuda"), start, capacity, slots,
-                      position)
+    starts = [0, 0, position - 777, position] if resets else [0, 0, 0, 0]
+    store = KNNMemory(keys[None], keys[None].clone(), torch.tensor(position, device="cuda"),
+                      torch.tensor(starts, device="cuda"), capacity, slots, position, max(starts))
     reachable = store.reachable(slots)
-    index, found = search(q, keys, reachable, 32, budget=2 ** 26)  # several chunks of queries
+    # several chunks of queries
+    index, found = search(q, keys, reachable, 32, budget=2 ** 26, ranges=store.ranges_to_mask(slots))
     expected_index, expected_found = reference_search(q, keys, reachable, 32)
     scores = q.float() @ keys.float().transpose(-1, -2)
-    assert torch.equal(found, expected_found) and found[:2].all() and not found[3].any()
+    assert torch.equal(found, expected_found) and found[:2].all() and found[3].any() != resets
     error = (scores.gather(-1, index) - scores.gather(-1, expected_index))[found].abs().max()
     assert error < tolerance, error
 

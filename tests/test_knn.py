@@ -89,10 +89,14 @@ def test_writes_go_in_place_unless_a_live_view_would_lose_entries():
     assert _reached(store) == [[11, 11, 12, 12, 13, 13, 14, 14]] * 2
 
 
-def _random_view(position: int, starts: list[int], capacity: int = 960, slots: int = 1024) -> KNNMemory:
-    """A store of random unit keys in every slot, as left after ``position`` entries were written."""
-    keys = torch.nn.functional.normalize(torch.randn(1, 2, 2, slots, 8), dim=-1)
-    return KNNMemory(keys, keys.clone(), torch.tensor(position), torch.tensor(starts), capacity, slots, position)
+def _random_view(position: int, starts: list[int], capacity: int = 960, slots: int = 1024,
+                 dtype: torch.dtype = torch.float32) -> KNNMemory:
+    """A store of random unit keys in every slot, as left after ``position`` entries were written,
+    the host knowing the latest row start (``ranges_to_mask`` then masks only the slots some row
+    may not reach)."""
+    keys = torch.nn.functional.normalize(torch.randn(1, 2, 2, slots, 8), dim=-1).to(dtype)
+    return KNNMemory(keys, keys.clone(), torch.tensor(position), torch.tensor(starts), capacity, slots, position,
+                     max(starts))
 
 
 SEARCH_LAYOUTS = {  # position, row starts: the ring partly filled, wrapped, after resets (rows reaching few or none)
@@ -107,21 +111,27 @@ SEARCH_LAYOUTS = {  # position, row starts: the ring partly filled, wrapped, aft
 
 @pytest.mark.parametrize("layout", list(SEARCH_LAYOUTS))
 @pytest.mark.parametrize("budget", [None, 2000])  # one chunk of queries, or chunks of one query
-def test_search_equals_the_brute_force_reference(layout, budget):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("masked", ["store's ranges", "every slot"])
+def test_search_equals_the_brute_force_reference(layout, budget, dtype, masked):
     """Over the store's reachable slots (the slots searched, or all of them), the grouped, chunked
-    search finds the same top scores as scoring every slot and torch.topk, and the same found mask."""
+    search finds the same top scores as scoring every slot and torch.topk over the reachable ones,
+    and the same found mask: masking every slot, or only the store's ranges_to_mask (a store full
+    or filling without resets masks little or nothing, one with resets more)."""
     torch.manual_seed(0)
-    store = _random_view(*SEARCH_LAYOUTS[layout])
-    q = torch.randn(2, 2, 5, 8)
+    store = _random_view(*SEARCH_LAYOUTS[layout], dtype=dtype)
+    q = torch.randn(2, 2, 5, 8).to(dtype)
     for searched in (store.searched(7), store.allocated):
         keys, reachable = store.keys[0, ..., :searched, :], store.reachable(searched)
-        index, found = search(q, keys, reachable, 7, budget=budget)
-        expected_index, expected_found = reference_search(q, keys, reachable, 7)
-        scores = q @ keys.transpose(-1, -2)
+        ranges = store.ranges_to_mask(searched) if masked == "store's ranges" else None
+        index, found = search(q, keys, reachable, 7, budget=budget, ranges=ranges)
+        everywhere, all_reachable = store.keys[0], store.reachable(store.allocated)
+        expected_index, expected_found = reference_search(q, everywhere, all_reachable, 7)
+        scores = q @ everywhere.transpose(-1, -2)
         assert torch.equal(found, expected_found)
         torch.testing.assert_close(scores.gather(-1, index) * found, scores.gather(-1, expected_index) * found,
                                    rtol=0, atol=0)
-        assert reachable[:, None, None, :].expand_as(scores).gather(-1, index)[found].all()
+        assert all_reachable[:, None, None, :].expand_as(scores).gather(-1, index)[found].all()
 
 
 def _grouped_top_k_case(layout: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,6 +198,97 @@ def test_search_leaves_its_arguments_intact():
     scores = q @ keys.transpose(-1, -2)
     assert torch.equal(found, expected_found) and found.all()
     assert torch.equal(scores.gather(-1, index), scores.gather(-1, expected_index))
+
+
+def _slots_outside(ranges: list[tuple[int, int]], searched: int) -> torch.Tensor:
+    """(searched,) bool: the slots that no range of ``ranges`` holds."""
+    outside = torch.ones(searched, dtype=torch.bool)
+    for lo, hi in ranges:
+        outside[lo:hi] = False
+    return outside
+
+
+def test_ranges_to_mask_hold_every_slot_some_row_may_not_reach():
+    """Outside ranges_to_mask, every slot searched is reachable in every row: through writes that
+    wrap the ring, resets of some rows, writes from before a reset (rows_valid), and in views held
+    while the ring is written past them (their slack then holds newer entries)."""
+    torch.manual_seed(0)
+    store = _store(capacity=8, slack=4, reserve=4, batch=3)
+    views = []
+    for step in range(60):
+        action = torch.rand(()).item()
+        if action < 0.15:
+            store = store.reset(torch.rand(3) < 0.5)
+        elif action < 0.3:
+            store = store.write(*_block(step, batch=3), rows_valid=torch.rand(3) < 0.5)
+        else:
+            store = store.write(*_block(step, batch=3))
+        views.append(store)
+    masked = searched_in_all = 0
+    for view in views:
+        for searched in (view.searched(3), view.allocated):
+            ranges = view.ranges_to_mask(searched)
+            assert view.reachable(searched)[:, _slots_outside(ranges, searched)].all()
+            masked += sum(hi - lo for lo, hi in ranges)
+            searched_in_all += searched
+    assert 0 < masked < searched_in_all  # some slots masked, some spared
+
+
+def test_a_store_without_resets_masks_its_slack_alone():
+    """Without a reset, ranges_to_mask holds nothing while the store fills (its written slots are
+    all reachable; top_k past them adds unwritten ones), then the slots of the entries past the
+    capacity alone (the slack, once the ring is full), wherever the ring has wrapped to."""
+    store = _store(capacity=8, slack=4, reserve=4)
+    assert store.ranges_to_mask(store.searched(2)) == [(0, 2)]  # nothing written: top_k unwritten slots
+    for number in range(9):
+        store = store.write(*_block(number))
+        written, searched = store.written, store.searched(2)
+        # the entries written before the newest 8, those still in the ring of 12 slots
+        out_of_reach = sorted(position % 12 for position in range(max(0, written - 12), written - 8))
+        masked = _slots_outside(store.ranges_to_mask(searched), searched).logical_not().nonzero().flatten()
+        assert masked.tolist() == out_of_reach
+    assert store.ranges_to_mask(12) == [(6, 10)]  # 18 written: the ring wrapped, the slack in its middle
+    assert store.to(torch.float64).ranges_to_mask(12) == [(6, 10)]  # a moved view keeps what the host knows
+    full = _store(capacity=8)
+    for number in range(6):
+        full = full.write(*_block(number))
+    assert full.ranges_to_mask(8) == []  # no slack: nothing to mask at all
+
+
+def test_search_masks_only_its_ranges():
+    """search reads ``reachable`` within ``ranges`` alone: told that no slot needs masking, it masks
+    nothing, however ``reachable`` reads; told a range, it masks there."""
+    torch.manual_seed(0)
+    q, keys = torch.randn(2, 2, 5, 8), torch.nn.functional.normalize(torch.randn(2, 2, 1024, 8), dim=-1)
+    nowhere = torch.zeros(2, 1024, dtype=torch.bool)
+    index, found = search(q, keys, nowhere, 7, ranges=[])
+    expected_index, _ = reference_search(q, keys, ~nowhere, 7)
+    scores = q @ keys.transpose(-1, -2)
+    assert found.all() and torch.equal(scores.gather(-1, index), scores.gather(-1, expected_index))
+    index, found = search(q, keys, nowhere, 7, ranges=[(0, 512)])
+    assert found.all() and (index >= 512).all()
+
+
+def test_retrieving_from_a_full_store_masks_no_score_but_the_slack(monkeypatch):
+    """A full store without resets masks no score where it has no slack, and only its slack's
+    columns where it has: the scores are not masked whole (the pass a search no longer makes).
+    A reset row makes it mask every column it may no longer reach."""
+    torch.manual_seed(0)
+    masked_columns = []
+    masked_fill_ = torch.Tensor.masked_fill_
+    monkeypatch.setattr(torch.Tensor, "masked_fill_",
+                        lambda self, *args: masked_columns.append(self.shape[-1]) or masked_fill_(self, *args))
+    q = torch.randn(2, 1, 5, 8)
+    for slack, columns in ((0, []), (64, [64])):
+        store = _store(capacity=1024, slack=slack, reserve=1024)  # long rows: grouped_top_k's two passes
+        for _ in range(20):  # the ring wraps
+            store = store.write(torch.randn(1, 2, 1, 64, 8), torch.randn(1, 2, 1, 64, 8))
+        masked_columns.clear()
+        store.retrieve(q, 0, 4)
+        assert masked_columns == columns
+    masked_columns.clear()
+    store.reset(torch.tensor([True, False])).retrieve(q, 0, 4)
+    assert sum(masked_columns) == store.slots
 
 
 def _reference_routed_search(q: torch.Tensor, keys: torch.Tensor, reachable: torch.Tensor, top_k: int,

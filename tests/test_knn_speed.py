@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import knn_speed  # noqa: E402
 
@@ -30,3 +32,15 @@ def test_tiny_run_end_to_end(tmp_path):
     assert [(r["filler"], r["trials"]) for r in evals] == [(256, 2)] and evals[0]["s_per_trial"] > 0
     assert [r["batch"] for r in records if r["case"] == "peak"] == [8]
     assert "| passkey eval | D = 256 | knn |" in out.with_suffix(".md").read_text()
+
+
+def test_profile_covers_evaluation_and_training_from_either_store(monkeypatch):
+    """--profile (CUDA) profiles an evaluation segment and a training step of the kNN and the plain
+    model from an empty and from a full store: each step built and run, off CUDA with the kernel
+    profiler replaced by two calls of the step."""
+    monkeypatch.setattr(knn_speed, "kernels", lambda fn, device: (fn(), fn(), ({"kernel_ms": 0.0, "kernels": 0}, []))[2])
+    records = []
+    cfg = knn_speed.parse_args(["--tiny", "--device", "cpu", "--eval-batch", "2"])
+    knn_speed.run_profile(cfg, torch.device("cpu"), records.append)
+    assert [(r["what"], r["batch"]) for r in records] == [("eval segment, full store", 2)] + [
+        (f"train step, {store} store, {name}", 4) for store in ("empty", "full") for name in ("knn", "plain")]
