@@ -15,7 +15,10 @@ slots some row may not reach are masked, then ``grouped_top_k`` picks each query
 two cheap passes: the maxima of strided groups of slots, then the exact top-k among the best
 groups' slots. The store knows on the host which slots every row reaches (``ranges_to_mask``), so
 that the mask, a pass over the scores as costly as the matmul, touches only the others: a full
-store without resets masks its slack alone, a filling one nothing.
+store without resets masks its slack alone, a filling one nothing. On CUDA, Triton kernels
+(``knn_kernels``) find the same without writing the scores out: the group maxima come out of the
+matmul, then each query's best groups are scored again (writing and reading the scores, not the
+matmul, was the search's time).
 The routed search scores each query against the mean key of every KNN_ROUTE_GROUP consecutive slots
 instead, and exactly only within its best groups.
 
@@ -346,22 +349,61 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, budget: Optio
     ``budget`` elements (default: the device's SCORE_BUDGET). ``ranges``: the slot ranges [lo, hi)
     outside which every slot is reachable in every row (``KNNMemory.ranges_to_mask``): only their
     scores are masked, sparing a pass over all of them; None: every slot's.
+
+    On CUDA, where ``fused_search_fits`` and Triton imports, the fused kernels of ``knn_kernels``
+    find the same without writing the scores out: the group maxima of grouped_top_k come out of the
+    matmul (``budget`` then bounds those, 1/TOP_K_GROUP of the scores), every slot is masked in the
+    kernel where ``ranges`` holds any (the same result: outside them every slot is reachable), none
+    where it is empty. The torch path here stays the definition (and runs everywhere else).
     """
     b, kv_heads, m, _ = q.shape
     budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
-    chunk = max(1, budget // max(b * kv_heads * keys.shape[-2], 1))
-    keys_t = keys.transpose(-1, -2).to(q.dtype)
-    # the same slots for every head and query of a row
-    unreachable = [(lo, hi, ~reachable[:, None, None, lo:hi])
-                   for lo, hi in ([(0, keys.shape[-2])] if ranges is None else ranges)]
-    best = []
-    for i in range(0, max(m, 1), chunk):  # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
-        scores = q[:, :, i:i + chunk] @ keys_t  # a fresh matmul output: masked in place, no copy
-        for lo, hi, outside in unreachable:
-            scores[..., lo:hi].masked_fill_(outside, float("-inf"))
-        best.append(grouped_top_k(scores, None, top_k))
+    kernels = _fused_kernels() if q.is_cuda and fused_search_fits(q, keys, top_k) else None
+    if kernels:
+        mask = reachable if ranges is None or len(ranges) else None
+
+        def top(part: Tensor) -> tuple[Tensor, Tensor]:
+            return kernels.fused_top_k(part, keys, mask, top_k, TOP_K_GROUP)
+    else:
+        keys_t = keys.transpose(-1, -2).to(q.dtype)
+        # the same slots for every head and query of a row
+        unreachable = [(lo, hi, ~reachable[:, None, None, lo:hi])
+                       for lo, hi in ([(0, keys.shape[-2])] if ranges is None else ranges)]
+
+        def top(part: Tensor) -> tuple[Tensor, Tensor]:
+            scores = part @ keys_t  # a fresh matmul output: masked in place, no copy
+            for lo, hi, outside in unreachable:
+                scores[..., lo:hi].masked_fill_(outside, float("-inf"))
+            return grouped_top_k(scores, None, top_k)
+
+    per_query = keys.shape[-2] // TOP_K_GROUP if kernels else keys.shape[-2]  # maxima, or scores, per query
+    chunk = max(1, budget // max(b * kv_heads * per_query, 1))
+    # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
+    best = [top(q[:, :, i:i + chunk]) for i in range(0, max(m, 1), chunk)]
     scores, index = (torch.cat(parts, dim=2) for parts in zip(*best))
     return index, scores > float("-inf")
+
+
+# Widest head the fused search takes: its kernel holds a tile of 128 queries x dim_head in registers.
+FUSED_MAX_DIM = 256
+
+
+def fused_search_fits(q: Tensor, keys: Tensor, top_k: int) -> bool:
+    """Whether ``search`` may take the fused kernels (``knn_kernels``) for these arguments, wherever
+    they lie: eager (torch.compile traces the torch path), a dtype tl.dot takes, a head no wider
+    than FUSED_MAX_DIM, and rows that grouped_top_k would group (``_grouping_pays``)."""
+    return (not torch.compiler.is_compiling() and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
+            and q.shape[-1] <= FUSED_MAX_DIM and _grouping_pays(keys.shape[-2], top_k))
+
+
+def _fused_kernels():
+    """The module of the fused search kernels, or None where Triton does not import (it is optional;
+    torch's CUDA builds bring it). Imported at the first CUDA search only: CPU users never load Triton."""
+    try:
+        from . import knn_kernels
+    except ImportError:
+        return None
+    return knn_kernels
 
 
 @torch.no_grad()
@@ -472,10 +514,10 @@ def grouped_top_k(scores: Tensor, allowed: Optional[Tensor], k: int,
     of groups, go to masked_top_k.
     """
     length = scores.shape[-1]
+    if not _grouping_pays(length, k, group):
+        return masked_top_k(scores, allowed, k)
     groups = length // group  # also the stride between the slots of a group
     kept = min(k, groups)
-    if groups == 0 or length % group != 0 or length < 4 * kept * group:
-        return masked_top_k(scores, allowed, k)
     if allowed is not None:  # one group spans the whole row: mask every score, not groups
         scores.masked_fill_(~allowed, float("-inf"))
     maxima = scores.unflatten(-1, (group, groups)).amax(dim=-2)  # (..., groups): an outer reduction
@@ -483,6 +525,13 @@ def grouped_top_k(scores: Tensor, allowed: Optional[Tensor], k: int,
     candidates = (best_groups[..., None] + torch.arange(group, device=scores.device) * groups).flatten(-2)
     best, order = scores.gather(-1, candidates).topk(k, dim=-1)  # k * group >= k candidates: no padding
     return best, candidates.gather(-1, order)
+
+
+def _grouping_pays(length: int, k: int, group: int = TOP_K_GROUP) -> bool:
+    """Whether grouped_top_k groups a row of ``length`` scores: a whole number of groups, at least
+    4k of them (fewer: torch.topk over the row costs no more than the two passes)."""
+    groups = length // group
+    return groups > 0 and length % group == 0 and length >= 4 * min(k, groups) * group
 
 
 def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
 
@@ -42,3 +43,55 @@ def decode_each_step(decoder, x: torch.Tensor, prefill: int) -> torch.Tensor:
     with torch.no_grad():
         got = [decoder.append(x[:, :prefill])] + [decoder.append(x[:, t:t + 1]) for t in range(prefill, x.shape[1])]
     return torch.stack(got, dim=1)
+
+
+# Layouts of a store a search runs over (``search_case``): which slots each row reaches.
+SEARCH_PATTERNS = ("full", "partly_filled", "resets", "fewer_than_top_k")
+
+
+def search_case(pattern: str, batch: int, queries: int, capacity: int, top_k: int, dtype: torch.dtype,
+                device: str, dim: int = 64, key_dtype: Optional[torch.dtype] = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    """A search as KNNMemory.retrieve makes it: (q (batch, 1, queries, dim) in ``dtype``, keys (batch,
+    1, searched, dim) random unit keys in ``key_dtype`` (default: dtype), reachable (batch, searched),
+    ranges_to_mask) over a view of a ring of
+    ``capacity`` + capacity/128 slots (capacity a multiple of 2,048) that is
+    full: wrapped, no reset (the slack alone unreachable); partly_filled: a quarter of capacity
+    written (no slot masked); resets: full, row 1 reset mid-window, row 2 just reset (reaching
+    nothing); fewer_than_top_k: full, every other row reset top_k/2 entries ago."""
+    from block_recurrent_transformer_pytorch.knn_memory import KNNMemory
+
+    slots = capacity + capacity // 128
+    position = capacity // 4 if pattern == "partly_filled" else 3 * slots + capacity // 2
+    starts = [0] * batch
+    if pattern == "resets":
+        starts[1], starts[2] = position - capacity // 3 - 7, position
+    if pattern == "fewer_than_top_k":
+        starts[::2] = [position - top_k // 2] * len(starts[::2])
+    keys = F.normalize(torch.randn(1, batch, 1, slots, dim, device=device), dim=-1).to(key_dtype or dtype)
+    store = KNNMemory(keys, keys, torch.tensor(position, device=device), torch.tensor(starts, device=device),
+                      capacity, slots, position, max(starts))
+    searched = store.searched(top_k)
+    q = torch.randn(batch, 1, queries, dim, device=device).to(dtype)
+    return q, keys[0, ..., :searched, :], store.reachable(searched), store.ranges_to_mask(searched)
+
+
+def assert_search_matches_reference(q: torch.Tensor, keys: torch.Tensor, reachable: torch.Tensor, top_k: int,
+                                    index: torch.Tensor, found: torch.Tensor, tolerance: float) -> None:
+    """A search's (index, found) against reference_search, row by row (a whole batch's scores at once
+    may not fit): the same found mask, found slots reachable and distinct, and the same top scores
+    up to ``tolerance`` (scored exactly in fp32 here: searches may round scores differently and so
+    pick other entries among near-ties)."""
+    from block_recurrent_transformer_pytorch.knn_memory import reference_search
+
+    for r in range(q.shape[0]):
+        rows = slice(r, r + 1)
+        expected_index, expected_found = reference_search(q[rows], keys[rows], reachable[rows], top_k)
+        assert torch.equal(found[rows], expected_found), f"row {r}: found differs"
+        got = index[rows][found[rows]].view(-1)
+        assert reachable[r][got].all(), f"row {r}: an unreachable slot found"
+        distinct = torch.where(found[rows], index[rows], -1 - torch.arange(top_k, device=q.device))
+        assert (distinct.sort(-1).values.diff(dim=-1) != 0).all(), f"row {r}: a slot found twice"
+        scores = q[rows].float() @ keys[rows].to(q.dtype).float().transpose(-1, -2)
+        error = (scores.gather(-1, index[rows]) - scores.gather(-1, expected_index))[expected_found]
+        assert error.numel() == 0 or error.abs().max() <= tolerance, f"row {r}: scores off by {error.abs().max()}"
