@@ -135,9 +135,12 @@ def matmul_tflops(device: torch.device, n: int = 8192, warmup: int = 3, reps: in
 # ---- profiling ---------------------------------------------------------------------------------
 
 def kernel_category(kernel: str) -> str:
-    """matmul / attention / triton / memory / other, from a kernel's name: cuBLAS's Hopper kernels
-    are "nvjet_*", its older ones "cutlass_*"; cuDNN's attention "*sdpa*"/"*fmha*"."""
+    """matmul / attention / knn search / triton / memory / other, from a kernel's name: cuBLAS's
+    Hopper kernels are "nvjet_*", its older ones "cutlass_*"; cuDNN's attention "*sdpa*"/"*fmha*";
+    the fused kNN search's Triton kernels (knn_kernels) "knn_*"."""
     name = kernel.lower()
+    if name.startswith("knn_"):
+        return "knn search"
     if any(s in name for s in ("fmha", "flash", "sdpa", "attention")):
         return "attention"
     if any(s in name for s in ("gemm", "nvjet", "xmma", "cutlass", "splitk")):

@@ -16,7 +16,10 @@ putting a kNN layer on top (262,144 entries, top 32); bf16 autocast on CUDA:
 - peak: peak memory of passkey training steps at the largest batch its curriculum makes (160
   samples of one segment); the "empty" training steps above are its other end (32 x 5 segments).
 - profile (--profile, CUDA): the kernels of one evaluation segment (evaluation batch, full store) and
-  of one training step of the kNN and the plain model from each store ("empty", "full").
+  of one training step of the kNN and the plain model from each store ("empty", "full"). On CUDA the
+  exact search runs the fused Triton kernels of knn_kernels (knn_group_maxima_kernel,
+  knn_member_scores_kernel; category "knn search") where Triton imports, else the torch path (its
+  matmuls and top-k kernels): the kernel names tell which ran.
 
     PYTHONPATH=/tmp/site:$PWD python3 bench/knn_speed.py --profile --out bench_out/knn_speed.jsonl
     python bench/knn_speed.py --device cpu --tiny          # a smoke test without a GPU

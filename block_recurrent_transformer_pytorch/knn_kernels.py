@@ -48,15 +48,15 @@ def knn_group_maxima_kernel(q_ptr, keys_ptr, reachable_ptr, out_ptr, queries, gr
     where the slot is unreachable, MASKED). Programs: (query tiles x group tiles, b x kv_heads)."""
     query_tiles = tl.cdiv(queries, BLOCK_M)
     tile_m, tile_g = tl.program_id(0) % query_tiles, tl.program_id(0) // query_tiles
-    row_head = tl.program_id(1)
+    row_head = tl.program_id(1).to(tl.int64)  # 64-bit offsets: a store may hold over 2**31 elements
     row, head = row_head // kv_heads, row_head % kv_heads
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_g = tile_g * BLOCK_G + tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, BLOCK_D)
     in_m, in_g, in_d = offs_m < queries, offs_g < groups, offs_d < dim
-    q = tl.load(q_ptr + row.to(tl.int64) * q_row + head * q_head + offs_m[:, None] * q_query + offs_d[None, :] * q_dim,
+    q = tl.load(q_ptr + row * q_row + head * q_head + offs_m[:, None] * q_query + offs_d[None, :] * q_dim,
                 mask=in_m[:, None] & in_d[None, :], other=0.0)
-    keys_base = keys_ptr + row.to(tl.int64) * k_row + head * k_head
+    keys_base = keys_ptr + row * k_row + head * k_head
     best = tl.full((BLOCK_M, BLOCK_G), float("-inf"), tl.float32)
     for j in range(MEMBERS):
         slots = offs_g + j * groups  # consecutive: the tile's keys are contiguous rows
@@ -64,10 +64,10 @@ def knn_group_maxima_kernel(q_ptr, keys_ptr, reachable_ptr, out_ptr, queries, gr
                        mask=in_g[:, None] & in_d[None, :], other=0.0)
         scores = tl.dot(q, tl.trans(keys.to(q.dtype)), input_precision=PRECISION)  # fp32 accumulation
         if MASKED:
-            reach = tl.load(reachable_ptr + row.to(tl.int64) * r_row + slots * r_slot, mask=in_g, other=0)
+            reach = tl.load(reachable_ptr + row * r_row + slots * r_slot, mask=in_g, other=0)
             scores = tl.where(reach[None, :] != 0, scores, float("-inf"))
         best = tl.maximum(best, scores)
-    out = out_ptr + (row_head.to(tl.int64) * queries + offs_m[:, None]) * groups + offs_g[None, :]
+    out = out_ptr + (row_head * queries + offs_m[:, None]) * groups + offs_g[None, :]
     tl.store(out, best.to(out_ptr.dtype.element_ty), mask=in_m[:, None] & in_g[None, :])
 
 
@@ -78,16 +78,16 @@ def knn_member_scores_kernel(q_ptr, keys_ptr, reachable_ptr, chosen_ptr, out_ptr
                              BLOCK_D: tl.constexpr):
     """out[b, h, i, c, j] = q[b, h, i] . keys[b, h, chosen[b, h, i, c] + j * groups] in fp32 (-inf where
     the slot is unreachable, MASKED). Programs: (b x kv_heads x queries, tiles of the kept groups)."""
-    query = tl.program_id(0)  # (row, head, query) flattened, as in chosen and out
+    query = tl.program_id(0).to(tl.int64)  # (row, head, query) flattened, as in chosen and out; 64-bit offsets
     row_head = query // queries
     row, head, i = row_head // kv_heads, row_head % kv_heads, query % queries
     offs_c = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_d = tl.arange(0, BLOCK_D)
     in_c, in_d = offs_c < kept, offs_d < dim
-    q = tl.load(q_ptr + row.to(tl.int64) * q_row + head * q_head + i * q_query + offs_d * q_dim, mask=in_d, other=0.0)
-    chosen = tl.load(chosen_ptr + query.to(tl.int64) * kept + offs_c, mask=in_c, other=0)
-    keys_base = keys_ptr + row.to(tl.int64) * k_row + head * k_head
-    out = out_ptr + (query.to(tl.int64) * kept + offs_c) * MEMBERS
+    q = tl.load(q_ptr + row * q_row + head * q_head + i * q_query + offs_d * q_dim, mask=in_d, other=0.0)
+    chosen = tl.load(chosen_ptr + query * kept + offs_c, mask=in_c, other=0)
+    keys_base = keys_ptr + row * k_row + head * k_head
+    out = out_ptr + (query * kept + offs_c) * MEMBERS
     for j in range(MEMBERS):
         slots = chosen + j * groups
         keys = tl.load(keys_base + slots[:, None] * k_slot + offs_d[None, :] * k_dim,
@@ -95,7 +95,7 @@ def knn_member_scores_kernel(q_ptr, keys_ptr, reachable_ptr, chosen_ptr, out_ptr
         # keys cast to q's dtype first, as the torch path's keys.to(q.dtype); products exact in fp32
         scores = tl.sum(keys.to(q.dtype).to(tl.float32) * q.to(tl.float32)[None, :], axis=1)
         if MASKED:
-            reach = tl.load(reachable_ptr + row.to(tl.int64) * r_row + slots * r_slot, mask=in_c, other=0)
+            reach = tl.load(reachable_ptr + row * r_row + slots * r_slot, mask=in_c, other=0)
             scores = tl.where(reach != 0, scores, float("-inf"))
         tl.store(out + j, scores, mask=in_c)
 

@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
 
-from .helpers import run_segments
+from .helpers import SEARCH_PATTERNS, assert_search_matches_reference, run_segments, search_case
 
 pytestmark = pytest.mark.gpu
 
@@ -191,34 +191,55 @@ def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
     assert _relative_error(bf16_grads, fp32_grads) < 5e-2
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-2), (torch.bfloat16, 8e-2)])
-@pytest.mark.parametrize("resets", [True, False])
-def test_exact_search_on_cuda_finds_the_reference_scores(dtype, tolerance, resets):
-    """The CUDA search (chunks of queries over every slot, the slots some row may not reach masked,
-    top-k by strided groups) finds the top scores of scoring every slot at once and torch.topk, over
-    a wrapped store of 66,048 slots (with a row reset mid-window and a row just reset, or no reset:
-    its slack alone masked), at a block's 1,536 queries per row: the same found entries, scores equal
-    up to the matmuls' rounding (two kernels may round a score differently, TF32 included, and pick
-    different entries among near-ties; top scores are ~4)."""
-    import torch.nn.functional as F
+# (batch, queries per row, store capacity, top k): the passkey kNN layer's search at batch 32
+# (6 heads x 512 queries folded onto one kv head), and a small one
+FUSED_SEARCH_SHAPES = {"realistic": (32, 3072, 262_144, 32), "small": (3, 1000, 8192, 32)}
 
-    from block_recurrent_transformer_pytorch.knn_memory import KNNMemory, reference_search, search
 
+@pytest.mark.parametrize("dtype, key_dtype, tolerance", [(torch.float32, torch.float32, 1e-2),
+                                                         (torch.bfloat16, torch.bfloat16, 8e-2),
+                                                         (torch.bfloat16, torch.float32, 8e-2)])
+@pytest.mark.parametrize("pattern", SEARCH_PATTERNS)
+@pytest.mark.parametrize("shape", list(FUSED_SEARCH_SHAPES))
+def test_fused_search_on_cuda_finds_the_reference_scores(monkeypatch, shape, pattern, dtype, key_dtype, tolerance):
+    """The CUDA search runs the fused Triton kernels (knn_kernels: group maxima without the scores
+    written out, then the best groups' members) and finds what scoring every slot at once and
+    torch.topk finds, over a store full and wrapped (its slack masked), partly filled (nothing
+    masked: the kernels' unmasked variant), with resets (a row reaching nothing) and with rows
+    reaching fewer entries than top k: the same found entries, scores equal up to the dot products'
+    rounding (searches may round a score differently and pick other entries among near-ties; top
+    scores are ~4). Each row's reference is computed alone (a batch's scores at once would not fit)."""
+    from block_recurrent_transformer_pytorch import knn_kernels
+    from block_recurrent_transformer_pytorch.knn_memory import search
+
+    calls = []
+    fused_top_k = knn_kernels.fused_top_k
+    monkeypatch.setattr(knn_kernels, "fused_top_k", lambda *args: calls.append(args[2] is not None) or fused_top_k(*args))
+    batch, queries, capacity, top_k = FUSED_SEARCH_SHAPES[shape]
     torch.manual_seed(0)
-    capacity, slots, position = 65536, 65536 + 512, 3 * (65536 + 512) + 1024
-    keys = F.normalize(torch.randn(4, 1, slots, 64, device="cuda"), dim=-1).to(dtype)
-    q = torch.randn(4, 1, 1536, 64, device="cuda").to(dtype)
-    starts = [0, 0, position - 777, position] if resets else [0, 0, 0, 0]
-    store = KNNMemory(keys[None], keys[None].clone(), torch.tensor(position, device="cuda"),
-                      torch.tensor(starts, device="cuda"), capacity, slots, position, max(starts))
-    reachable = store.reachable(slots)
-    # several chunks of queries
-    index, found = search(q, keys, reachable, 32, budget=2 ** 26, ranges=store.ranges_to_mask(slots))
-    expected_index, expected_found = reference_search(q, keys, reachable, 32)
-    scores = q.float() @ keys.float().transpose(-1, -2)
-    assert torch.equal(found, expected_found) and found[:2].all() and found[3].any() != resets
-    error = (scores.gather(-1, index) - scores.gather(-1, expected_index))[found].abs().max()
-    assert error < tolerance, error
+    q, keys, reachable, ranges = search_case(pattern, batch, queries, capacity, top_k, dtype, "cuda",
+                                             key_dtype=key_dtype)
+    budget = None if shape == "realistic" else 2 ** 20  # two chunks of queries over a full store, at either shape
+    index, found = search(q, keys, reachable, top_k, budget=budget, ranges=ranges)
+    assert calls and all(masked == (pattern != "partly_filled") for masked in calls), calls
+    assert_search_matches_reference(q, keys, reachable, top_k, index, found, tolerance)
+
+
+def test_cuda_search_takes_the_torch_path_where_the_kernels_do_not_apply(monkeypatch):
+    """Slots not a whole number of groups of 16 (or too few to group): the torch path, never the
+    kernels, still finding the reference's entries."""
+    from block_recurrent_transformer_pytorch import knn_kernels
+    from block_recurrent_transformer_pytorch.knn_memory import search
+
+    def no_kernels(*args):
+        raise AssertionError("the fused kernels ran where they do not apply")
+
+    monkeypatch.setattr(knn_kernels, "fused_top_k", no_kernels)
+    torch.manual_seed(0)
+    q, keys, reachable, _ = search_case("resets", 3, 300, 8192, 32, torch.bfloat16, "cuda")
+    for slots in (keys.shape[-2] - 8, 2032):
+        index, found = search(q, keys[..., :slots, :], reachable[:, :slots], 32)
+        assert_search_matches_reference(q, keys[..., :slots, :], reachable[:, :slots], 32, index, found, 8e-2)
 
 
 PASSKEY_MODEL = dict(num_tokens=256, dim=384, depth=4, heads=6, dim_head=64, max_seq_len=512, block_width=256,

@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 from block_recurrent_transformer_pytorch.attention import attention_with_logsumexp
-from block_recurrent_transformer_pytorch.knn_memory import (KNNMemory, grouped_top_k, joint_softmax, masked_top_k,
-                                                            recall, reference_search, routed_search, search)
+from block_recurrent_transformer_pytorch import knn_memory
+from block_recurrent_transformer_pytorch.knn_memory import (KNNMemory, fused_search_fits, grouped_top_k, joint_softmax,
+                                                            masked_top_k, recall, reference_search, routed_search,
+                                                            search)
 
 from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
 
@@ -256,8 +258,8 @@ def test_a_store_without_resets_masks_its_slack_alone():
 
 
 def test_search_masks_only_its_ranges():
-    """search reads ``reachable`` within ``ranges`` alone: told that no slot needs masking, it masks
-    nothing, however ``reachable`` reads; told a range, it masks there."""
+    """search (the torch path: on the CPU) reads ``reachable`` within ``ranges`` alone: told that no
+    slot needs masking, it masks nothing, however ``reachable`` reads; told a range, it masks there."""
     torch.manual_seed(0)
     q, keys = torch.randn(2, 2, 5, 8), torch.nn.functional.normalize(torch.randn(2, 2, 1024, 8), dim=-1)
     nowhere = torch.zeros(2, 1024, dtype=torch.bool)
@@ -268,6 +270,36 @@ def test_search_masks_only_its_ranges():
     index, found = search(q, keys, nowhere, 7, ranges=[(0, 512)])
     assert found.all() and (index >= 512).all()
 
+
+
+def test_search_on_the_cpu_takes_the_torch_path(monkeypatch):
+    """The fused kernels (knn_kernels, Triton) serve CUDA alone: a CPU search never asks for them,
+    even where they would fit, and finds the reference's entries."""
+    def no_kernels():
+        raise AssertionError("a CPU search asked for the fused kernels")
+
+    monkeypatch.setattr(knn_memory, "_fused_kernels", no_kernels)
+    torch.manual_seed(0)
+    q, keys = torch.randn(2, 1, 5, 16), F.normalize(torch.randn(2, 1, 2048, 16), dim=-1)
+    reachable = torch.rand(2, 2048) < 0.5
+    assert fused_search_fits(q, keys, 8)
+    index, found = search(q, keys, reachable, 8)
+    expected_index, expected_found = reference_search(q, keys, reachable, 8)
+    scores = q @ keys.transpose(-1, -2)
+    assert torch.equal(found, expected_found) and torch.equal(scores.gather(-1, index), scores.gather(-1, expected_index))
+
+
+@pytest.mark.parametrize("slots, dim, dtype, fits", [
+    (2048, 64, torch.bfloat16, True),
+    (2048, 256, torch.float32, True),
+    (4100, 64, torch.bfloat16, False),  # not a whole number of groups of 16
+    (2032, 64, torch.bfloat16, False),  # 127 groups, fewer than 4 top_k: torch.topk over the row
+    (2048, 64, torch.float64, False),  # no tl.dot in float64
+    (2048, 512, torch.bfloat16, False),  # wider than FUSED_MAX_DIM
+])
+def test_fused_search_fits_where_the_kernels_apply(slots, dim, dtype, fits):
+    q, keys = torch.zeros(1, 1, 3, dim, dtype=dtype), torch.zeros(1, 1, slots, dim, dtype=dtype)
+    assert fused_search_fits(q, keys, 32) == fits
 
 def test_retrieving_from_a_full_store_masks_no_score_but_the_slack(monkeypatch):
     """A full store without resets masks no score where it has no slack, and only its slack's
