@@ -26,9 +26,9 @@ class BlockContext(Protocol):
     def attention_mask(self, n: int) -> Optional[Tensor]:
         """The boolean mask of the next n queries over [memories | block], or None (no mask: flash)."""
 
-    def extend(self, index: int, x_normed: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the new tokens' normed inputs and keys/values to layer ``index``; return the keys/values
-        its queries attend to."""
+    def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new tokens' layer inputs h (before the layer's norm) and keys/values to layer
+        ``index``; return the keys/values its queries attend to."""
 
     def view(self, i: int) -> StateView:
         """State i as this block reads and writes it."""
