@@ -40,7 +40,7 @@ class BlockContext(Protocol):
         """Every layer's raw block keys/values, to push to the memories when the block is full."""
 
     def stacked_inputs(self) -> Optional[Tensor]:
-        """Every layer's normed block inputs, to push with them (memory_kv_from_inputs), else None."""
+        """Every layer's block inputs (before its norm), to push with them (memory_kv_from_inputs), else None."""
 
     def advance(self, n: int) -> None:
         """n more tokens of the block are in."""

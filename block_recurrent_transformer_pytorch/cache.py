@@ -6,7 +6,7 @@ block boundary the cache positions (qk-norm + rotary) every layer's memory keys 
 computes the state views once; each new token then only projects, positions and writes its own
 key/value into its slot. When the block fills, the model writes the states and pushes the
 memories exactly as the full forward does, from the raw keys/values (and, with
-memory_kv_from_inputs, the layers' normed inputs) kept here, and the cache starts the next block.
+memory_kv_from_inputs, the layers' inputs) kept here, and the cache starts the next block.
 
 Every tensor a decoding step reads or writes lives at a fixed address, and the step's position
 is a device tensor: attention runs over the whole buffer with a mask instead of a slice whose

@@ -198,13 +198,15 @@ class KNNMemory:
             return KNNMemory(keys, values, position, start, self.capacity, self.slots)
         # one host sync each, once per store (made inside torch.compile, or by hand)
         written = int(self.position) if self.written is None else self.written
-        latest_start = max(self.start.tolist(), default=0) if self.latest_start is None else self.latest_start
+        if rows_valid is not None:  # entries some row does not reach: every row's start is bounded by now
+            latest_start = written + n
+        else:
+            latest_start = max(self.start.tolist(), default=0) if self.latest_start is None else self.latest_start
         keys, values = self._writable(written, n)
         keys.index_copy_(-2, index, new_keys)
         values.index_copy_(-2, index, new_values)
         _RINGS[keys].written = written + n
-        return KNNMemory(keys, values, position, start, self.capacity, self.slots, written + n,
-                         latest_start if rows_valid is None else written + n)
+        return KNNMemory(keys, values, position, start, self.capacity, self.slots, written + n, latest_start)
 
     def _writable(self, written: int, n: int) -> tuple[Tensor, Tensor]:
         """Buffers to write n entries into in place after this view's ``written`` ones: this view's own
@@ -271,10 +273,11 @@ class KNNMemory:
             nothing = q.new_zeros(*found.shape, q.shape[-1])
             return nothing, nothing, found
         keys, values = self.keys[layer, ..., :searched, :], self.values[layer, ..., :searched, :]
+        ranges = self.ranges_to_mask(searched)
         if route_groups is None:
-            index, found = search(q, keys, self.reachable(searched), top_k, ranges=self.ranges_to_mask(searched))
+            index, found = search(q, keys, self.reachable(searched), top_k, ranges=ranges)
         else:
-            index, found = routed_search(q, keys, self.reachable(searched), top_k, route_groups)
+            index, found = routed_search(q, keys, self.reachable(searched), top_k, route_groups, ranges=ranges)
         gather = index[..., None].expand(*index.shape, q.shape[-1])
         # (b, kv_heads, m, top_k, d): the retrieved entries of each query
         top_keys = keys[:, :, None].expand(-1, -1, q.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
@@ -366,7 +369,8 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, budget: Optio
 
 @torch.no_grad()
 def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_groups: int,
-                  budget: Optional[int] = None) -> tuple[Tensor, Tensor]:
+                  budget: Optional[int] = None,
+                  ranges: Optional[Sequence[tuple[int, int]]] = None) -> tuple[Tensor, Tensor]:
     """Each query's top-k within the groups it routes itself to: ``search``'s arguments and result,
     except that ``reachable`` must change value at most WINDOW_EDGES times along a row, as
     ``KNNMemory.reachable`` does (``group_means`` relies on it), and the slots are taken as groups of
@@ -379,11 +383,12 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
     queries come at once or one by one (cached decoding). It costs one score per group instead of
     one per slot, then ``route_groups`` x KNN_ROUTE_GROUP keys gathered per query; where that is
     every slot, the exact search is the same and cheaper, and runs instead. Chunks of queries keep
-    the gathered keys within ``budget`` elements (default: the device's SCORE_BUDGET).
+    the gathered keys within ``budget`` elements (default: the device's SCORE_BUDGET); ``ranges`` are
+    passed to that exact search (see ``search``).
     """
     slots = keys.shape[-2]
     if route_groups * KNN_ROUTE_GROUP >= slots:
-        return search(q, keys, reachable, top_k, budget)
+        return search(q, keys, reachable, top_k, budget, ranges)
     if slots % KNN_ROUTE_GROUP != 0:
         raise ValueError(f"routed_search needs whole groups of {KNN_ROUTE_GROUP} slots, got {slots} slots")
     b, kv_heads, m, d = q.shape

@@ -193,7 +193,8 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
     evicted, xl = xl[..., :-config.block_width, :], xl[..., -config.block_width:, :]
     inputs = None
     if config.memory_kv_from_inputs:  # the inputs of the XL memory's positions: its last block_width
-        inputs = torch.cat((memories.xl_inputs, new_inputs), dim=-2)[..., -config.block_width:, :]
+        # in the new inputs' dtype (the residual stream's), whatever the carried ones were cast to
+        inputs = torch.cat((memories.xl_inputs.to(new_inputs.dtype), new_inputs), dim=-2)[..., -config.block_width:, :]
     compressed = memories.compressed
     if compressor is not None and evicted.shape[-2] > 0:
         compressed = torch.cat((compressed, compressor(evicted)), dim=-2)[..., -config.compressed_mem_len:, :]

@@ -79,5 +79,5 @@ def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor, scale: Tensor) -> Tensor:
     Computed in float32 with the exact tables and rounded once to t's dtype: in bf16, tables and
     products each rounded, the scores of a query and key carry about twice the rounding noise
     (as x-transformers, which rotates in float32 too)."""
-    rotated = (t.float() * cos + rotate_half(t.float()) * sin) * scale
-    return rotated.to(t.dtype)
+    exact = t.to(torch.promote_types(t.dtype, torch.float32))
+    return ((exact * cos + rotate_half(exact) * sin) * scale).to(t.dtype)

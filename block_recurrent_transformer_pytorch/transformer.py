@@ -233,7 +233,8 @@ class BlockRecurrentTransformer(nn.Module):
         xl = None
         if memories.xl_inputs is not None:
             # the current pre-norm too, as Transformer-XL: its gain also learns from attention to memory
-            xl = torch.stack(attn.project_kv(attn.norm(memories.xl_inputs[index])))
+            # in the residual stream's dtype (memories may have been cast with Memories.to)
+            xl = torch.stack(attn.project_kv(attn.norm(memories.xl_inputs[index].to(attn.norm.weight.dtype))))
         memory_kv = memories.layer_keys_values(index, xl).to(dtype)
         return attn.position_keys(memory_kv[0], rotary), memory_kv[1]
 

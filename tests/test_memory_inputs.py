@@ -171,3 +171,18 @@ def test_memories_of_the_other_kind_or_shape_are_refused():
         on(x, xl_memories=list(with_inputs))
     with pytest.raises(TypeError, match="memory_kv_from_inputs"):
         small_model(memory_kv_from_inputs="yes")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_memories_cast_to_another_dtype_still_serve_the_model(dtype):
+    """Memories moved with Memories.to(dtype) (as with the option off) are read in the residual
+    stream's dtype: the next segment's logits are those from the uncast memories up to the cast's
+    rounding, and the memories it returns hold their inputs in the model's dtype again."""
+    model = small_model(memory_kv_from_inputs=True, **RECURRENT)
+    x = tokens(2, 32)
+    _, memories, states = model(x[:, :16])
+    want, _, _ = model(x[:, 16:], xl_memories=memories, states=states)
+    got, after, _ = model(x[:, 16:], xl_memories=memories.to(dtype), states=states)
+    tolerance = 5e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
+    assert after.xl_inputs.dtype == torch.float32
