@@ -421,23 +421,25 @@ def group_means(keys: Tensor, reachable: Tensor) -> tuple[Tensor, Tensor]:
     slots, d) and reachable (b, slots), slots a multiple of KNN_ROUTE_GROUP. Returns (means (b,
     kv_heads, groups, d), routable (b, groups): groups holding a reachable entry).
 
-    Every slot's key is summed (one read of the store, no masked copy of it), then the unreachable
-    ones are taken back where they share a group with reachable ones: reachability changes value
-    at most WINDOW_EDGES times along a row, so at most that many groups are partly reachable (a
-    group of no reachable entry is never routed to). Unreachable slots may hold anything (entries
-    written after the view): they must not count, or a view would route as its ring's later history.
+    Every slot's key is summed (one read of the store, no masked copy of it), then the sums of the
+    groups that are only partly reachable are recomputed from their reachable members alone:
+    reachability changes value at most WINDOW_EDGES times along a row, so at most that many groups
+    are (a group of no reachable entry is never routed to). Unreachable slots may hold anything
+    (entries written after the view): they must not count, not even by rounding (as subtracting them
+    back would), or a view would route as its ring's later history.
     """
     b, kv_heads, _, d = keys.shape
     groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP))  # (b, kv_heads, groups, G, d)
     members = reachable.unflatten(-1, (-1, KNN_ROUTE_GROUP))  # (b, groups, G)
     count = members.sum(-1)
     partial = ((count > 0) & (count < KNN_ROUTE_GROUP)).to(keys.dtype)
-    # every partly reachable group (and others where fewer: fully reachable ones take nothing back)
-    mixed = partial.topk(min(WINDOW_EDGES, partial.shape[-1]), dim=-1).indices  # (b, e)
+    # every partly reachable group (and others where fewer: a full group's sum is the same recomputed,
+    # an empty one's is never read)
+    mixed = partial.topk(min(WINDOW_EDGES, partial.shape[-1]), dim=-1).indices  # (b, e), distinct
     mixed_keys = groups.gather(2, mixed[:, None, :, None, None].expand(-1, kv_heads, -1, KNN_ROUTE_GROUP, d))
-    outside = ~members.gather(1, mixed[..., None].expand(-1, -1, KNN_ROUTE_GROUP))  # (b, e, G)
-    taken_back = (mixed_keys * outside[:, None, :, :, None]).sum(-2)  # (b, kv_heads, e, d)
-    sums = groups.sum(-2).scatter_add_(2, mixed[:, None, :, None].expand(-1, kv_heads, -1, d), -taken_back)
+    inside = members.gather(1, mixed[..., None].expand(-1, -1, KNN_ROUTE_GROUP))  # (b, e, G)
+    reachable_sums = (mixed_keys * inside[:, None, :, :, None]).sum(-2)  # (b, kv_heads, e, d)
+    sums = groups.sum(-2).scatter_(2, mixed[:, None, :, None].expand(-1, kv_heads, -1, d), reachable_sums)
     return sums / count.clamp(min=1)[:, None, :, None].to(sums.dtype), count > 0
 
 
