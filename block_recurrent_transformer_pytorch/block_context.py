@@ -26,9 +26,9 @@ class BlockContext(Protocol):
     def attention_mask(self, n: int) -> Optional[Tensor]:
         """The boolean mask of the next n queries over [memories | block], or None (no mask: flash)."""
 
-    def extend(self, index: int, x_normed: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the new tokens' normed inputs and keys/values to layer ``index``; return the keys/values
-        its queries attend to."""
+    def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new tokens' layer inputs h (before the layer's norm) and keys/values to layer
+        ``index``; return the keys/values its queries attend to."""
 
     def view(self, i: int) -> StateView:
         """State i as this block reads and writes it."""
@@ -40,7 +40,7 @@ class BlockContext(Protocol):
         """Every layer's raw block keys/values, to push to the memories when the block is full."""
 
     def stacked_inputs(self) -> Optional[Tensor]:
-        """Every layer's normed block inputs, to push with them (memory_kv_from_inputs), else None."""
+        """Every layer's block inputs (before its norm), to push with them (memory_kv_from_inputs), else None."""
 
     def advance(self, n: int) -> None:
         """n more tokens of the block are in."""

@@ -6,7 +6,7 @@ block boundary the cache positions (qk-norm + rotary) every layer's memory keys 
 computes the state views once; each new token then only projects, positions and writes its own
 key/value into its slot. When the block fills, the model writes the states and pushes the
 memories exactly as the full forward does, from the raw keys/values (and, with
-memory_kv_from_inputs, the layers' normed inputs) kept here, and the cache starts the next block.
+memory_kv_from_inputs, the layers' inputs) kept here, and the cache starts the next block.
 
 Every tensor a decoding step reads or writes lives at a fixed address, and the step's position
 is a device tensor: attention runs over the whole buffer with a mask instead of a slice whose
@@ -40,9 +40,10 @@ class DecodeCache:
         # raw keys/values of the current block: what the state write and the memory push consume
         self.block_kv = torch.zeros(config.depth, 2, batch, config.kv_heads, config.block_width, config.dim_head,
                                     device=device, dtype=dtype)
-        # the layers' normed inputs of the current block, pushed with memory_kv_from_inputs (else None)
+        # the layers' inputs of the current block (the residual stream, in its dtype, before each
+        # layer's norm), pushed with memory_kv_from_inputs (else None)
         self.block_inputs = torch.zeros(config.depth, batch, config.block_width, config.dim, device=device,
-                                        dtype=dtype) if config.memory_kv_from_inputs else None
+                                        dtype=model.token_emb.weight.dtype) if config.memory_kv_from_inputs else None
         self.slots = torch.arange(capacity, device=device)
         self.memory_valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.memory_len = torch.zeros((), dtype=torch.long, device=device)
@@ -89,9 +90,9 @@ class DecodeCache:
         in_block = (self.slots >= self.memory_len) & (self.slots <= query_slot[:, None])
         return self.memory_valid[:, None, None, :] | in_block
 
-    def extend(self, index: int, x_normed: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write new tokens' keys/values (b, kv_heads, n, d) into layer ``index`` (and their normed inputs
-        (b, n, dim) with memory_kv_from_inputs); return its whole buffers."""
+    def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write new tokens' keys/values (b, kv_heads, n, d) into layer ``index`` (and their layer inputs
+        h (b, n, dim) with memory_kv_from_inputs); return its whole buffers."""
         positions = self.position + torch.arange(k.shape[-2], device=k.device)
         slots = self.memory_len + positions
         dtype = self.keys.dtype
@@ -100,7 +101,7 @@ class DecodeCache:
         self.block_kv[index, 0].index_copy_(2, positions, k.to(dtype))
         self.block_kv[index, 1].index_copy_(2, positions, v.to(dtype))
         if self.block_inputs is not None:
-            self.block_inputs[index].index_copy_(1, positions, x_normed.to(dtype))
+            self.block_inputs[index].index_copy_(1, positions, h.to(self.block_inputs.dtype))
         return self.keys[index], self.values[index]
 
     def view(self, i: int) -> StateView:
@@ -116,7 +117,7 @@ class DecodeCache:
         return self.block_kv
 
     def stacked_inputs(self) -> Optional[Tensor]:
-        """(depth, b, block_width, dim): every layer's normed block inputs with memory_kv_from_inputs, else None."""
+        """(depth, b, block_width, dim): every layer's block inputs with memory_kv_from_inputs, else None."""
         return self.block_inputs
 
     def advance(self, n: int) -> None:

@@ -105,10 +105,11 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # Where the XL memory's keys/values come from. False (the seed's): each layer's keys/values of the
     # previous block, cached as computed then, so across a segment boundary (where the memories are
     # detached) the key/value projection gets no gradient from the queries that attend to memory.
-    # True (Transformer-XL's, x-transformers'): the memories also keep each layer's normed inputs of
-    # that block, and every block projects them to keys/values with the current weights, so the
-    # projection learns from attention to memory too. Costs those inputs (dim per position and
-    # layer) and one key/value projection of the memory per layer and block; the same logits.
+    # True (Transformer-XL's, x-transformers'): the memories also keep each layer's inputs of that
+    # block (the residual stream, before the layer's norm), and every block norms and projects them
+    # to keys/values with the current weights, so the norm and the projection learn from attention
+    # to memory too. Costs those inputs (dim per position and layer, in the residual stream's dtype)
+    # and one norm and key/value projection of the memory per layer and block; the same logits.
     memory_kv_from_inputs: bool = False
 
     def __post_init__(self) -> None:

@@ -201,13 +201,15 @@ class KNNMemory:
             return KNNMemory(keys, values, position, start, self.capacity, self.slots)
         # one host sync each, once per store (made inside torch.compile, or by hand)
         written = int(self.position) if self.written is None else self.written
-        latest_start = max(self.start.tolist(), default=0) if self.latest_start is None else self.latest_start
+        if rows_valid is not None:  # entries some row does not reach: every row's start is bounded by now
+            latest_start = written + n
+        else:
+            latest_start = max(self.start.tolist(), default=0) if self.latest_start is None else self.latest_start
         keys, values = self._writable(written, n)
         keys.index_copy_(-2, index, new_keys)
         values.index_copy_(-2, index, new_values)
         _RINGS[keys].written = written + n
-        return KNNMemory(keys, values, position, start, self.capacity, self.slots, written + n,
-                         latest_start if rows_valid is None else written + n)
+        return KNNMemory(keys, values, position, start, self.capacity, self.slots, written + n, latest_start)
 
     def _writable(self, written: int, n: int) -> tuple[Tensor, Tensor]:
         """Buffers to write n entries into in place after this view's ``written`` ones: this view's own
@@ -274,10 +276,11 @@ class KNNMemory:
             nothing = q.new_zeros(*found.shape, q.shape[-1])
             return nothing, nothing, found
         keys, values = self.keys[layer, ..., :searched, :], self.values[layer, ..., :searched, :]
+        ranges = self.ranges_to_mask(searched)
         if route_groups is None:
-            index, found = search(q, keys, self.reachable(searched), top_k, ranges=self.ranges_to_mask(searched))
+            index, found = search(q, keys, self.reachable(searched), top_k, ranges=ranges)
         else:
-            index, found = routed_search(q, keys, self.reachable(searched), top_k, route_groups)
+            index, found = routed_search(q, keys, self.reachable(searched), top_k, route_groups, ranges=ranges)
         gather = index[..., None].expand(*index.shape, q.shape[-1])
         # (b, kv_heads, m, top_k, d): the retrieved entries of each query
         top_keys = keys[:, :, None].expand(-1, -1, q.shape[2], -1, -1).gather(-2, gather).to(q.dtype)
@@ -408,7 +411,8 @@ def _fused_kernels():
 
 @torch.no_grad()
 def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_groups: int,
-                  budget: Optional[int] = None) -> tuple[Tensor, Tensor]:
+                  budget: Optional[int] = None,
+                  ranges: Optional[Sequence[tuple[int, int]]] = None) -> tuple[Tensor, Tensor]:
     """Each query's top-k within the groups it routes itself to: ``search``'s arguments and result,
     except that ``reachable`` must change value at most WINDOW_EDGES times along a row, as
     ``KNNMemory.reachable`` does (``group_means`` relies on it), and the slots are taken as groups of
@@ -421,11 +425,12 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
     queries come at once or one by one (cached decoding). It costs one score per group instead of
     one per slot, then ``route_groups`` x KNN_ROUTE_GROUP keys gathered per query; where that is
     every slot, the exact search is the same and cheaper, and runs instead. Chunks of queries keep
-    the gathered keys within ``budget`` elements (default: the device's SCORE_BUDGET).
+    the gathered keys within ``budget`` elements (default: the device's SCORE_BUDGET); ``ranges`` are
+    passed to that exact search (see ``search``).
     """
     slots = keys.shape[-2]
     if route_groups * KNN_ROUTE_GROUP >= slots:
-        return search(q, keys, reachable, top_k, budget)
+        return search(q, keys, reachable, top_k, budget, ranges)
     if slots % KNN_ROUTE_GROUP != 0:
         raise ValueError(f"routed_search needs whole groups of {KNN_ROUTE_GROUP} slots, got {slots} slots")
     b, kv_heads, m, d = q.shape
@@ -458,23 +463,25 @@ def group_means(keys: Tensor, reachable: Tensor) -> tuple[Tensor, Tensor]:
     slots, d) and reachable (b, slots), slots a multiple of KNN_ROUTE_GROUP. Returns (means (b,
     kv_heads, groups, d), routable (b, groups): groups holding a reachable entry).
 
-    Every slot's key is summed (one read of the store, no masked copy of it), then the unreachable
-    ones are taken back where they share a group with reachable ones: reachability changes value
-    at most WINDOW_EDGES times along a row, so at most that many groups are partly reachable (a
-    group of no reachable entry is never routed to). Unreachable slots may hold anything (entries
-    written after the view): they must not count, or a view would route as its ring's later history.
+    Every slot's key is summed (one read of the store, no masked copy of it), then the sums of the
+    groups that are only partly reachable are recomputed from their reachable members alone:
+    reachability changes value at most WINDOW_EDGES times along a row, so at most that many groups
+    are (a group of no reachable entry is never routed to). Unreachable slots may hold anything
+    (entries written after the view): they must not count, not even by rounding (as subtracting them
+    back would), or a view would route as its ring's later history.
     """
     b, kv_heads, _, d = keys.shape
     groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP))  # (b, kv_heads, groups, G, d)
     members = reachable.unflatten(-1, (-1, KNN_ROUTE_GROUP))  # (b, groups, G)
     count = members.sum(-1)
     partial = ((count > 0) & (count < KNN_ROUTE_GROUP)).to(keys.dtype)
-    # every partly reachable group (and others where fewer: fully reachable ones take nothing back)
-    mixed = partial.topk(min(WINDOW_EDGES, partial.shape[-1]), dim=-1).indices  # (b, e)
+    # every partly reachable group (and others where fewer: a full group's sum is the same recomputed,
+    # an empty one's is never read)
+    mixed = partial.topk(min(WINDOW_EDGES, partial.shape[-1]), dim=-1).indices  # (b, e), distinct
     mixed_keys = groups.gather(2, mixed[:, None, :, None, None].expand(-1, kv_heads, -1, KNN_ROUTE_GROUP, d))
-    outside = ~members.gather(1, mixed[..., None].expand(-1, -1, KNN_ROUTE_GROUP))  # (b, e, G)
-    taken_back = (mixed_keys * outside[:, None, :, :, None]).sum(-2)  # (b, kv_heads, e, d)
-    sums = groups.sum(-2).scatter_add_(2, mixed[:, None, :, None].expand(-1, kv_heads, -1, d), -taken_back)
+    inside = members.gather(1, mixed[..., None].expand(-1, -1, KNN_ROUTE_GROUP))  # (b, e, G)
+    reachable_sums = (mixed_keys * inside[:, None, :, :, None]).sum(-2)  # (b, kv_heads, e, d)
+    sums = groups.sum(-2).scatter_(2, mixed[:, None, :, None].expand(-1, kv_heads, -1, d), reachable_sums)
     return sums / count.clamp(min=1)[:, None, :, None].to(sums.dtype), count > 0
 
 

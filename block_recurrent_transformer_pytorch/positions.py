@@ -74,6 +74,10 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor, scale: Tensor) -> Tensor:
-    """Rotate t (..., n, d) by tables (n, d); pass scale for queries and 1/scale for keys."""
-    cos, sin, scale = (x.to(t.dtype) for x in (cos, sin, scale))
-    return (t * cos + rotate_half(t) * sin) * scale
+    """Rotate t (..., n, d) by tables (n, d); pass scale for queries and 1/scale for keys.
+
+    Computed in float32 with the exact tables and rounded once to t's dtype: in bf16, tables and
+    products each rounded, the scores of a query and key carry about twice the rounding noise
+    (as x-transformers, which rotates in float32 too)."""
+    exact = t.to(torch.promote_types(t.dtype, torch.float32))
+    return ((exact * cos + rotate_half(exact) * sin) * scale).to(t.dtype)

@@ -232,7 +232,9 @@ class BlockRecurrentTransformer(nn.Module):
         attn = self.layers[index][0]
         xl = None
         if memories.xl_inputs is not None:
-            xl = torch.stack(attn.project_kv(memories.xl_inputs[index].to(dtype)))
+            # the current pre-norm too, as Transformer-XL: its gain also learns from attention to memory
+            # in the residual stream's dtype (memories may have been cast with Memories.to)
+            xl = torch.stack(attn.project_kv(attn.norm(memories.xl_inputs[index].to(attn.norm.weight.dtype))))
         memory_kv = memories.layer_keys_values(index, xl).to(dtype)
         return attn.position_keys(memory_kv[0], rotary), memory_kv[1]
 
@@ -386,7 +388,7 @@ class Layer(nn.Module):
         layer = index + 1
         x_normed, q_raw, k, v = attn.project(h)
         q, k_positioned = attn.position(q_raw, k, rotary)
-        keys, values = block.extend(index, x_normed, k_positioned, k, v)
+        keys, values = block.extend(index, h, k_positioned, k, v)
         if layer in model.knn_at:
             out = attn.attend_with_memory(q_raw, q, keys, values, knn_store, model.knn_at[layer],
                                           causal=block.causal, mask=mask)
@@ -413,7 +415,7 @@ class WholeBlock:
         self.memories, self.memory_rotary = memories, model.memory_rotary(memories)
         self.memory_mask = memories.memory_mask(model.config)
         self.block_kv: list[Tensor] = []
-        # the layers' normed inputs, kept only when the memories take them (memory_kv_from_inputs)
+        # the layers' inputs (before their norm), kept only when the memories take them (memory_kv_from_inputs)
         self.block_inputs: Optional[list[Tensor]] = [] if model.config.memory_kv_from_inputs else None
         self.views: dict[int, StateView] = {}
 
@@ -427,12 +429,12 @@ class WholeBlock:
             return None
         return F.pad(self.memory_mask, (0, n), value=True)[:, None, None, :]
 
-    def extend(self, index: int, x_normed: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Layer ``index``'s keys/values: positioned memories, then the block's own. Called inside the
         layer's module call, so a memory projected from its inputs uses weights FSDP has gathered."""
         self.block_kv.append(torch.stack((k, v)))
-        if self.block_inputs is not None:  # in the keys' dtype: what the projection computes in (autocast's)
-            self.block_inputs.append(x_normed.to(k.dtype))
+        if self.block_inputs is not None:  # the residual stream's dtype: normed afresh, it gives the same keys
+            self.block_inputs.append(h)
         memory_k, memory_v = self.model.positioned_memory(self.memories, index, self.memory_rotary, k.dtype)
         return torch.cat((memory_k, k_positioned), dim=-2), torch.cat((memory_v, v), dim=-2)
 
@@ -451,7 +453,7 @@ class WholeBlock:
         return torch.stack(self.block_kv)
 
     def stacked_inputs(self) -> Optional[Tensor]:
-        """(depth, b, n, dim): every layer's normed block inputs, to push with memory_kv_from_inputs; else None."""
+        """(depth, b, n, dim): every layer's block inputs, to push with memory_kv_from_inputs; else None."""
         return None if self.block_inputs is None else torch.stack(self.block_inputs)
 
     def advance(self, n: int) -> None:

@@ -60,14 +60,16 @@ def test_bf16_flash_matches_fp32_reference():
     assert _relative_error(got, expected) < 2e-2
 
 
-@pytest.mark.parametrize("compressed, compile", [(False, False), (True, False), (True, True)])
-def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile):
+@pytest.mark.parametrize("compressed, compile, from_inputs",
+                         [(False, False, False), (True, False, False), (True, True, False), (True, False, True)])
+def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_inputs):
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
-    equals the full forward's, the step compiled or not. A compiled step serves later decoders with
-    other prompt lengths without compiling again, and after a second batch size any batch size."""
+    equals the full forward's, the step compiled or not, also with memories projected from the layer
+    inputs (from_inputs). A compiled step serves later decoders with other prompt lengths without
+    compiling again, and after a second batch size any batch size."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
-    model = _model(use_compressed_mem=compressed).eval()
+    model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs).eval()
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])
@@ -162,7 +164,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile):
         assert _relative_error(g, e) < 1e-3
 
 
-@pytest.mark.parametrize("retrieval", ["exact", "routed"])
+@pytest.mark.parametrize("retrieval", ["exact", "query_routed", "routed"])
 def test_knn_layer_on_cuda_matches_cpu_and_bf16_stays_close(retrieval):
     if retrieval == "routed":
         pytest.importorskip("colt5_attention", reason='knn_retrieval="routed" needs colt5-attention')

@@ -680,3 +680,24 @@ def test_compiles_without_graph_breaks_with_knn():
     got, _, _ = model(x[:, :16], xl_memories=memories, states=states)
     expected, _, _ = model(x[:, :16], xl_memories=reference_memories, states=reference_states)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_group_means_ignore_what_unreachable_slots_hold():
+    """A group's mean reachable key is the same, bit for bit, whatever its unreachable slots hold
+    (entries written after a view): a view must route alike whatever the ring's later history."""
+    from block_recurrent_transformer_pytorch.knn_memory import group_means
+
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(2, 1, 64, 8, generator=generator).bfloat16()
+    reachable = torch.zeros(2, 64, dtype=torch.bool)
+    reachable[0, 5:37] = True  # groups 0 and 2 partly reachable
+    reachable[1, 20:] = True   # group 1 partly reachable
+    means, routable = group_means(keys, reachable)
+    scrambled = torch.where(reachable[:, None, :, None], keys, 1e3 * torch.randn(keys.shape, generator=generator).bfloat16())
+    again, routable_again = group_means(scrambled, reachable)
+    assert torch.equal(routable, routable_again) and routable.sum() == 6  # groups of no reachable entry: never routed
+    used = routable[:, None].expand_as(means[..., 0])
+    assert torch.equal(means[used], again[used])
+    members = keys.float() * reachable[:, None, :, None]
+    expected = members.unflatten(-2, (4, 16)).sum(-2) / reachable.unflatten(-1, (4, 16)).sum(-1).clamp(min=1)[:, None, :, None]
+    torch.testing.assert_close(means.float()[used], expected[used], rtol=2e-2, atol=2e-2)

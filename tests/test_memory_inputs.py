@@ -1,7 +1,7 @@
-"""memory_kv_from_inputs: the XL memory keeps each layer's normed inputs and projects them to
-keys/values with the current weights (Transformer-XL's way). The logits are those of the cached
-keys/values; the gradient adds the key/value projection's share of the attention to memory,
-also across a segment boundary, where the memories are detached."""
+"""memory_kv_from_inputs: the XL memory keeps each layer's inputs (before its norm) and norms and
+projects them to keys/values with the current weights (Transformer-XL's way). The logits are those
+of the cached keys/values; the gradient adds the norm's and the key/value projection's share of the
+attention to memory, also across a segment boundary, where the memories are detached."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _pair(seed: int = 0, **overrides):
 def test_logits_and_cached_memories_equal_the_options_off(compressed, kv_heads, with_resets):
     """Four segments of two blocks, memories carried (rows reset at different segments): the same
     logits and the same cached keys/values as with the option off; the inputs kept are each layer's
-    normed inputs of the last block."""
+    inputs of the last block, before its norm."""
     off, on = _pair(use_compressed_mem=compressed, kv_heads=kv_heads, **RECURRENT)
     x = tokens(2, 64)
     resets = {1: torch.tensor([True, False]), 2: torch.tensor([False, True])} if with_resets else None
@@ -44,33 +44,37 @@ def test_logits_and_cached_memories_equal_the_options_off(compressed, kv_heads, 
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=1e-5, atol=1e-5)
     assert want_mem.xl_inputs is None and mem.xl_inputs.shape == (3, 2, 8, 32)
-    # layer 1's input is the last block's embeddings, normed by its attention's pre-norm
-    torch.testing.assert_close(mem.xl_inputs[0], on.layers[0][0].norm(on.token_emb(x[:, -8:])))
+    # layer 1's input is the last block's embeddings
+    torch.testing.assert_close(mem.xl_inputs[0], on.token_emb(x[:, -8:]))
 
 
 def _hand_projected(model, memories: Memories) -> Memories:
     """The memories with their XL keys/values written out from the saved inputs by each layer's
-    key/value rows of to_qkv (live weights: the projection gets the gradient through them)."""
+    pre-norm and key/value rows of to_qkv (live weights: the norm and projection get the gradient
+    through them)."""
     config, layers = model.config, []
     for index, layer in enumerate(model.layers):
         weight = layer[0].to_qkv.weight[config.heads * config.dim_head:]
-        kv = memories.xl_inputs[index] @ weight.T  # (b, n, 2 * kv_heads * d): keys then values, head by head
+        normed = F.layer_norm(memories.xl_inputs[index], (config.dim,), layer[0].norm.weight)
+        kv = normed @ weight.T  # (b, n, 2 * kv_heads * d): keys then values, head by head
         b, n, _ = kv.shape
         layers.append(kv.reshape(b, n, 2, config.kv_heads, config.dim_head).permute(2, 0, 3, 1, 4))
     return replace(memories, xl=torch.stack(layers), xl_inputs=None)
 
 
 def _kv_grads(model) -> list[torch.Tensor]:
-    """Each layer's gradient of the key/value rows of to_qkv."""
+    """Each layer's gradients of the key/value rows of to_qkv and of its attention's pre-norm gain."""
     rows = model.config.heads * model.config.dim_head
-    return [layer[0].to_qkv.weight.grad[rows:].clone() for layer in model.layers]
+    return [grad.clone() for layer in model.layers for grad in (layer[0].to_qkv.weight.grad[rows:],
+                                                                 layer[0].norm.weight.grad)]
 
 
 @pytest.mark.parametrize("compressed", [False, True])
 def test_the_key_value_projection_learns_from_attention_to_memory(compressed):
     """After a first segment (memories detached), the second segment's loss gives the key/value rows
-    of to_qkv the gradient of keys/values written out by hand from the saved inputs, and that differs
-    from the option-off gradient, which lacks the memory's share (the compressed memory stays cached)."""
+    of to_qkv and the pre-norm gains the gradient of keys/values written out by hand from the saved
+    inputs, and that differs from the option-off gradient, which lacks the memory's share (the
+    compressed memory stays cached)."""
     off, on = _pair(use_compressed_mem=compressed)
     reference, _ = _pair(use_compressed_mem=compressed)  # option off, memories projected by hand
     # With compressed memory, a second segment of one block: in a second block the reference's keys/values,
@@ -167,3 +171,18 @@ def test_memories_of_the_other_kind_or_shape_are_refused():
         on(x, xl_memories=list(with_inputs))
     with pytest.raises(TypeError, match="memory_kv_from_inputs"):
         small_model(memory_kv_from_inputs="yes")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_memories_cast_to_another_dtype_still_serve_the_model(dtype):
+    """Memories moved with Memories.to(dtype) (as with the option off) are read in the residual
+    stream's dtype: the next segment's logits are those from the uncast memories up to the cast's
+    rounding, and the memories it returns hold their inputs in the model's dtype again."""
+    model = small_model(memory_kv_from_inputs=True, **RECURRENT)
+    x = tokens(2, 32)
+    _, memories, states = model(x[:, :16])
+    want, _, _ = model(x[:, 16:], xl_memories=memories, states=states)
+    got, after, _ = model(x[:, 16:], xl_memories=memories.to(dtype), states=states)
+    tolerance = 5e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
+    assert after.xl_inputs.dtype == torch.float32

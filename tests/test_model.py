@@ -283,6 +283,16 @@ def test_partial_rotary_rotates_its_channels_as_a_narrower_head_and_leaves_the_r
     assert torch.equal(apply_rotary(content, cos, sin, scale), content)
 
 
+def test_rotary_in_bf16_rounds_once_from_the_exact_float32_rotation():
+    """bf16 queries/keys are rotated with the float32 tables in float32 and rounded once: the result
+    is exactly the float32 rotation rounded to bf16 (tables cast to bf16 would round the phase too)."""
+    cos, sin, scale = RotaryEmbedding(64, xpos_scale_base=512, max_memory=2048, block_width=1024)(-2048, 3072)
+    t = torch.randn(2, 3072, 64).bfloat16()
+    exact = (t.float() * cos + torch.cat((-t.float()[..., 32:], t.float()[..., :32]), dim=-1) * sin) * scale
+    got = apply_rotary(t, cos, sin, scale)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, exact.bfloat16())
+
+
 def test_a_partial_rotary_model_decodes_exactly_as_its_full_forward():
     """Cached decoding positions every key once; with rotary_dim < dim_head it must still agree with
     the full forward, token by token, across block and segment boundaries."""

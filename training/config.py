@@ -66,8 +66,8 @@ class TrainConfig:
     rotary_theta: float = _opt(10000.0, "rotary embedding base")
     rotary_dim: Optional[int] = _opt(None, "channels of each head that rotary positions rotate, the rest matching "
                                            "by content alone (default: all, as the seed; x-transformers: half)")
-    memory_kv_from_inputs: bool = _opt(False, "the XL memory keeps each layer's inputs and projects them to keys/values "
-                                              "with the current weights (Transformer-XL's way: the projection learns "
+    memory_kv_from_inputs: bool = _opt(False, "the XL memory keeps each layer's inputs and norms and projects them to "
+                                              "keys/values with the current weights (Transformer-XL's way: they learn "
                                               "from attention to memory), not the keys/values cached a block earlier")
     embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
                                           "seed's; 0.02 learns far faster, see --preset)")
