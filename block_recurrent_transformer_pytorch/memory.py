@@ -8,7 +8,8 @@ as in the Compressive Transformer and the seed. A block's queries attend to
 
 With ``memory_kv_from_inputs`` the XL memory also keeps each layer's inputs of the previous
 block (``xl_inputs``, before the layer's norm), from which the model makes its keys/values afresh
-through the current norm and projection (see the config); the cached keys/values are still pushed, compressed and written to the kNN store.
+through the current norm and projection (see the config); the cached keys/values are still
+pushed, compressed and written to the kNN store.
 
 Rows of a batch can start a new document at any call (``reset``): their older entries stay in
 the tensors (all rows share one length) but are masked out of attention until pushed out.
@@ -41,8 +42,8 @@ class Memories:
     knn: the kNN layers' long-range store (``knn_memory.KNNMemory``, or ``faiss_memory.FaissKNNMemory``
         with knn_backend="faiss"), or None when the model has no kNN layer.
     xl_inputs: (depth, batch, xl_len, dim) every layer's inputs (the residual stream before the
-        layer's norm) at the XL memory's positions
-        (config ``memory_kv_from_inputs``), or None when the option is off.
+        layer's norm) at the XL memory's positions (config ``memory_kv_from_inputs``), or None when
+        the option is off.
     """
 
     xl: Tensor
@@ -193,8 +194,7 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
     evicted, xl = xl[..., :-config.block_width, :], xl[..., -config.block_width:, :]
     inputs = None
     if config.memory_kv_from_inputs:  # the inputs of the XL memory's positions: its last block_width
-        # in the new inputs' dtype (the residual stream's), whatever the carried ones were cast to
-        inputs = torch.cat((memories.xl_inputs.to(new_inputs.dtype), new_inputs), dim=-2)[..., -config.block_width:, :]
+        inputs = torch.cat((memories.xl_inputs, new_inputs), dim=-2)[..., -config.block_width:, :]
     compressed = memories.compressed
     if compressor is not None and evicted.shape[-2] > 0:
         compressed = torch.cat((compressed, compressor(evicted)), dim=-2)[..., -config.compressed_mem_len:, :]

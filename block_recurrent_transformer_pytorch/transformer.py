@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
@@ -153,6 +154,8 @@ class BlockRecurrentTransformer(nn.Module):
             if isinstance(xl_memories, (list, tuple)):  # the seed's list of per-layer tensors
                 xl_memories = from_layer_list(xl_memories, self.config)
             memories = check_memories(xl_memories, self.config, batch, device)
+        if memories.xl_inputs is not None:  # in the residual stream's dtype, which the norm reads them in
+            memories = replace(memories, xl_inputs=memories.xl_inputs.to(self.token_emb.weight.dtype))
         if states is None or (isinstance(states, (list, tuple)) and len(states) == 0):
             states = self.initial_states(batch)
         else:
@@ -233,8 +236,7 @@ class BlockRecurrentTransformer(nn.Module):
         xl = None
         if memories.xl_inputs is not None:
             # the current pre-norm too, as Transformer-XL: its gain also learns from attention to memory
-            # in the residual stream's dtype (memories may have been cast with Memories.to)
-            xl = torch.stack(attn.project_kv(attn.norm(memories.xl_inputs[index].to(attn.norm.weight.dtype))))
+            xl = torch.stack(attn.project_kv(attn.norm(memories.xl_inputs[index])))
         memory_kv = memories.layer_keys_values(index, xl).to(dtype)
         return attn.position_keys(memory_kv[0], rotary), memory_kv[1]
 
