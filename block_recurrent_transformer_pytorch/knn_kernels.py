@@ -13,8 +13,8 @@ the group maxima come out of the matmul directly:
    unreachable slots at -inf. Only the maxima, (b, kv_heads, m, G), are written: in q's dtype,
    as the torch path's maxima of scores in q's dtype are (rounding is monotone, so the maximum of
    rounded scores is the rounded maximum), and half the traffic of fp32 in bf16.
-2. torch.topk keeps each query's k best groups (exact, as in grouped_top_k: the k best reachable
-   scores lie in the k groups of highest maxima, up to ties).
+2. ``knn_memory.grouped_top_k`` keeps each query's k best groups (exact: the k best reachable
+   scores lie in the k groups of highest maxima, up to ties), through the maxima's own maxima.
 3. ``knn_member_scores_kernel``: each query's scores against the members of its own k groups, in
    fp32 (exact products, fp32 sums), the unreachable at -inf; then torch.topk over those k x members
    candidates gives the exact top-k.
@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from .knn_memory import grouped_top_k
 
 # Tile of the group maxima: BLOCK_M queries x BLOCK_G groups per program, the query tile varying
 # fastest so that the programs running at once share (in L2) the keys of few group tiles. Untuned.
@@ -150,6 +152,6 @@ def fused_top_k(q: Tensor, keys: Tensor, reachable: Optional[Tensor], k: int, me
     groups = keys.shape[-2] // members
     if q.numel() == 0:  # no query (or row): no program to launch
         return q.new_empty(*q.shape[:3], k, dtype=torch.float32), q.new_empty(*q.shape[:3], k, dtype=torch.long)
-    chosen = group_maxima(q, keys, reachable, members).topk(k, dim=-1, sorted=False).indices
+    chosen = grouped_top_k(group_maxima(q, keys, reachable, members), None, k, members)[1]
     best, order = member_scores(q, keys, reachable, chosen, members).topk(k, dim=-1)
     return best, chosen.gather(-1, order // members) + order % members * groups

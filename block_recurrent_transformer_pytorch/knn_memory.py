@@ -514,11 +514,11 @@ def grouped_top_k(scores: Tensor, allowed: Optional[Tensor], k: int,
 
     A row of L slots is cut into L / group groups of ``group`` slots, strided: group g holds the
     slots g, g + L/group, g + 2L/group, ... Take each group's maximum, keep the k best groups by
-    maximum, then the top k of their scores. Exact whatever ``allowed`` is: with the disallowed
-    scores at -inf, the k best allowed scores lie in at most k groups, each with a maximum at least
-    the k-th best, so the k best groups by maximum hold them (up to ties: a group kept in place of
-    one with an equal maximum holds scores as high). Rows too short to gain, or not a whole number
-    of groups, go to masked_top_k.
+    maximum (by the same two passes over the maxima, where their row is long enough), then the top k
+    of their scores. Exact whatever ``allowed`` is: with the disallowed scores at -inf, the k best
+    allowed scores lie in at most k groups, each with a maximum at least the k-th best, so the k best
+    groups by maximum hold them (up to ties: a group kept in place of one with an equal maximum holds
+    scores as high). Rows too short to gain, or not a whole number of groups, go to masked_top_k.
     """
     length = scores.shape[-1]
     if not _grouping_pays(length, k, group):
@@ -528,7 +528,10 @@ def grouped_top_k(scores: Tensor, allowed: Optional[Tensor], k: int,
     if allowed is not None:  # one group spans the whole row: mask every score, not groups
         scores.masked_fill_(~allowed, float("-inf"))
     maxima = scores.unflatten(-1, (group, groups)).amax(dim=-2)  # (..., groups): an outer reduction
-    best_groups = maxima.topk(kept, dim=-1, sorted=False).indices
+    # the k best groups by maximum, found the same way where the maxima's row is long enough: a
+    # 262,144-slot row has 16,384 maxima, and torch.topk over them took ~20 ms of the 56 ms of
+    # kernels of an evaluation segment at batch 50 (bench/RESULTS.md, 2026-11-30, sixth session)
+    best_groups = grouped_top_k(maxima, None, kept, group)[1]
     candidates = (best_groups[..., None] + torch.arange(group, device=scores.device) * groups).flatten(-2)
     best, order = scores.gather(-1, candidates).topk(k, dim=-1)  # k * group >= k candidates: no padding
     return best, candidates.gather(-1, order)

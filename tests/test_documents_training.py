@@ -96,7 +96,9 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     assert cfg.documents and cfg.embedding_init_std == 0.02 and cfg.learning_rate == 6e-4
     assert (cfg.block_width, cfg.max_seq_len, cfg.seq_len) == (1024, 2048, 2048)
     assert cfg.batch_size == 4  # passed: it wins over the preset's 16
-    assert train.build_model(cfg).config.embedding_init_std == 0.02
+    model_config = train.build_model(cfg).config
+    assert model_config.embedding_init_std == 0.02
+    assert model_config.rotary_dim == 32 and model_config.memory_kv_from_inputs
 
 
 def test_runs_saved_before_a_model_field_existed_resume_and_start_new_runs(tmp_path, capsys):

@@ -166,16 +166,18 @@ def _grouped_top_k_case(layout: str) -> tuple[torch.Tensor, torch.Tensor]:
     return scores, allowed
 
 
+@pytest.mark.parametrize("group", [16, 4])
 @pytest.mark.parametrize("layout", ["random", "best_in_consecutive_slots", "best_in_one_group", "run", "wrapped_run",
                                     "nothing", "random_mask", "alternating", "fewer_than_k_in_one_group", "ties"])
-def test_grouped_top_k_equals_masked_top_k(layout):
+def test_grouped_top_k_equals_masked_top_k(layout, group):
     """Strided group maxima, then the best groups' entries: the same top k as masking every score and
     torch.topk, wherever the best scores sit and whatever slots a row allows (any number of edges, or
-    none allowed); with ties, the same values (the entries among equal ones may differ)."""
+    none allowed); with ties, the same values (the entries among equal ones may differ). Groups of 4
+    leave 256 maxima a row, long enough that the best groups are found by grouping the maxima too."""
     torch.manual_seed(0)
     scores, allowed = _grouped_top_k_case(layout)
     masked = scores.masked_fill(~allowed, float("-inf"))
-    values, index = grouped_top_k(scores.clone(), allowed, 7, group=16)
+    values, index = grouped_top_k(scores.clone(), allowed, 7, group=group)
     expected_values, expected_index = masked_top_k(scores, allowed, 7)
     torch.testing.assert_close(values, expected_values, rtol=0, atol=0)
     torch.testing.assert_close(masked.gather(-1, index), expected_values, rtol=0, atol=0)
