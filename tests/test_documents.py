@@ -121,6 +121,29 @@ def test_shuffle_draws_from_the_generator_and_resumes_identically(tmp_path):
         assert all(torch.equal(getattr(got, f), getattr(expected, f)) for f in ("inputs", "labels", "reset", "offsets"))
 
 
+def test_shuffle_reads_every_document_once_per_epoch_and_old_states_start_a_new_one():
+    """Training rows take the documents in a random order, each once per epoch (not drawn with
+    replacement), a new order each epoch; a state saved when documents were drawn with replacement
+    (no "order") loads and starts a fresh epoch."""
+    data = data_of(b"|" + b"|".join(bytes([65 + i]) * (i + 1) for i in range(9)) + b"|")  # 9 documents A..IIIIIIIII
+
+    def first_letters(streams: DocumentStreams, documents: int) -> list[int]:
+        # one row, segments longer than any document: each segment reads one whole document
+        return [int(streams.next(1).labels[0, 0]) for _ in range(documents)]
+
+    streams = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    epochs = [first_letters(streams, 9) for _ in range(3)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(65, 74))  # all nine, once each
+    assert epochs[0] != epochs[1] or epochs[1] != epochs[2]  # a fresh order each epoch
+
+    old = streams.state_dict()
+    del old["order"]
+    resumed = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator())
+    resumed.load_state_dict(old)
+    assert sorted(first_letters(resumed, 9)) == list(range(65, 74))
+
+
 def test_sequential_state_round_trip_and_mismatch():
     data = data_of(b"abcdefg|hij|klm|nopqrstu|v|")
     whole = read_all(DocumentStreams(data, SEP, rows=2, segment=3, shuffle=False))

@@ -87,3 +87,24 @@ def test_quality_gpu_refuses_bad_gpus_and_timeouts(tmp_path):
         done = _quality_gpu(tmp_path, RUNS="ours:", **env)
         assert done.returncode == 2 and named in done.stderr, (env, done.stderr)
         assert "run 0" not in done.stdout
+
+
+def test_document_mix_counts_exactly_the_tokens_the_rows_read():
+    """bench/document_mix.py's count per document adds up to the labelled positions the same streams
+    yield when read directly, documents still open at the end counted only as far as read."""
+    import torch
+
+    import document_mix
+    from training.documents import DocumentStreams
+
+    data = torch.tensor(list(b"\0" + b"\0".join(bytes([65 + i]) * (7 * i + 3) for i in range(12)) + b"\0"),
+                        dtype=torch.uint8)
+
+    def streams() -> DocumentStreams:
+        return DocumentStreams(data, 0, rows=3, segment=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    read = document_mix.tokens_by_document(streams(), steps=40)
+    direct = streams()
+    labelled = sum(int((direct.next(1).labels != -100).sum()) for _ in range(40))
+    assert sum(read.values()) == labelled
+    assert all(0 < tokens <= int(direct.lengths[j]) * 40 for j, tokens in read.items())

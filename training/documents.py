@@ -65,9 +65,13 @@ class DocumentStreams:
     """Reads whole documents of ``data`` (a 1-d CPU tensor of token ids, e.g. uint8 bytes, or a
     TokenSplit), one at a time in each of ``rows`` rows, ``segment`` tokens per segment.
 
-    shuffle=True (training): a row that needs a document draws one uniformly, with replacement, from
-    ``documents`` (default: all) with ``generator``, which is required so that a run is reproducible
-    and resumable (state_dict holds its state); rows never run out.
+    shuffle=True (training): a row that needs a document takes the next of a random order of
+    ``documents`` (default: all), a fresh order (a permutation drawn with ``generator``, which is
+    required so that a run is reproducible and resumable; state_dict holds it) each time all have
+    been handed out: every document once per epoch; rows never run out. Not drawn with replacement:
+    a long-document corpus is often dominated by a few huge files (linux_c's largest is 10% of it), and
+    whether a run drew one of those twice or not at all moved held-out bits/byte by 0.05 between two
+    seeds (bench/RESULTS.md, 2026-11-30, sixth session).
     shuffle=False (evaluation): the ``documents`` (default: all, in order; e.g. range(rank, n, world)
     for one rank's share) are each read exactly once, handed out in order to whichever row needs one
     next (rows 0..rows-1 at each segment); a row with none left yields padding only.
@@ -110,7 +114,10 @@ class DocumentStreams:
             raise ValueError("documents is empty: shuffle=True has nothing to draw from")
         self.piece = [-1] * rows   # per row: the piece being read (-1: none)
         self.offset = [0] * rows   # per row: the piece's inputs read so far
-        self.queue = 0             # shuffle=False: the pool's documents handed out so far
+        # the documents in the order they are handed out, and how many have been: shuffle=False, the
+        # pool once; shuffle=True, the current epoch's permutation of it (none drawn yet)
+        self.order = [] if shuffle else self.pool
+        self.queue = 0
 
     def __len__(self) -> int:
         """The number of documents (pieces) of the split, whatever ``documents`` selects."""
@@ -119,16 +126,16 @@ class DocumentStreams:
     @property
     def exhausted(self) -> bool:
         """shuffle=False: every document has been read completely (shuffle=True: never)."""
-        return not self.shuffle and self.queue == len(self.pool) and all(j < 0 for j in self.piece)
+        return not self.shuffle and self.queue == len(self.order) and all(j < 0 for j in self.piece)
 
     def _take_document(self, row: int) -> bool:
         """Give row its next document; False when none is left (shuffle=False)."""
-        if self.shuffle:
-            self.piece[row] = self.pool[int(torch.randint(len(self.pool), (), generator=self.generator))]
-        elif self.queue < len(self.pool):
-            self.piece[row], self.queue = self.pool[self.queue], self.queue + 1
-        else:
-            return False
+        if self.queue == len(self.order):
+            if not self.shuffle:
+                return False
+            permutation = torch.randperm(len(self.pool), generator=self.generator).tolist()
+            self.order, self.queue = [self.pool[i] for i in permutation], 0  # the next epoch
+        self.piece[row], self.queue = self.order[self.queue], self.queue + 1
         self.offset[row] = 0
         return True
 
@@ -168,9 +175,11 @@ class DocumentStreams:
                              offsets=rows_first(offsets, -1))
 
     def state_dict(self) -> dict:
-        """Where every row is, the queue and the generator's state (torch.save-able, weights_only=True)."""
+        """Where every row is, the order handed out and how far, and the generator's state
+        (torch.save-able, weights_only=True)."""
         return {"documents": len(self), "rows": self.rows, "shuffle": self.shuffle, "piece": list(self.piece),
                 "offset": list(self.offset), "queue": self.queue,
+                "order": torch.tensor(self.order, dtype=torch.long) if self.shuffle else None,
                 "generator": self.generator.get_state() if self.shuffle else None}
 
     def load_state_dict(self, state: dict) -> None:
@@ -182,6 +191,11 @@ class DocumentStreams:
         self.piece, self.offset, self.queue = list(state["piece"]), list(state["offset"]), state["queue"]
         if self.shuffle:
             self.generator.set_state(state["generator"])
+            # a state taken before documents were read in epochs (drawn with replacement) has no
+            # order: the next document then starts a fresh epoch
+            order = state.get("order")
+            self.order = [] if order is None else order.tolist()
+            self.queue = min(self.queue, len(self.order))
 
 
 class DocumentRows:
