@@ -17,6 +17,9 @@
 # NGPU: GPUs to spread over (default: all that nvidia-smi lists).
 # GPUS: or the GPU numbers themselves, space-separated (e.g. GPUS=1 keeps every run on GPU 1, so that a
 #   second invocation can run on GPU 0 at the same time); run i goes to the (i mod count)th of them.
+# SEEDS: seeds, space-separated (e.g. SEEDS="0 1 2"): every run of RUNS once per seed (--seed S added),
+#   the runs of one seed after another. A seed decides the initialisation and which documents are read:
+#   one seed per configuration is not enough to compare configurations (bench/RESULTS.md).
 #
 # Carry `.whl` (the wheels below) and the corpora's xz folder, e.g. from /work/main: carry
 # [".whl", ".corpora/xz"]. Wheels, downloaded once where there is internet (all pure Python):
@@ -54,9 +57,28 @@ done
 [ "${#gpus[@]}" -ge 1 ] || { echo "GPUS names no GPU" >&2; exit 2; }
 : "${RUNS:?set RUNS, e.g. RUNS=\"ours:--tokens 100e6 ; xl:--seg 512 --mem 512 --tokens 100e6\"}"
 
+IFS=';' read -ra given <<< "$RUNS"
+read -ra seeds <<< "${SEEDS:-}"
+specs=()
+for seed in "${seeds[@]}"; do
+    if ! [[ "$seed" =~ ^[0-9]+$ ]]; then
+        echo "SEEDS must be whole numbers separated by spaces, got SEEDS='${SEEDS:-}'" >&2
+        exit 2
+    fi
+done
+if [ "${#seeds[@]}" -eq 0 ]; then
+    specs=("${given[@]}")
+else
+    for seed in "${seeds[@]}"; do
+        for spec in "${given[@]}"; do
+            [ -z "$(echo "$spec" | tr -d ' ')" ] && continue
+            [[ "$spec" == *:* ]] || spec="$spec:"  # MODEL alone: no flags but the seed
+            specs+=("$spec --seed $seed")
+        done
+    done
+fi
 pids=()
 i=0
-IFS=';' read -ra specs <<< "$RUNS"
 for spec in "${specs[@]}"; do
     spec=$(echo "$spec" | sed 's/^ *//; s/ *$//')
     [ -z "$spec" ] && continue

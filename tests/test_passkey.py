@@ -138,3 +138,24 @@ def test_tiny_run_end_to_end(tmp_path):
     assert [r["bptt_segments"] for r in records if r["case"] == "train"] == [2 if n == "state_kseg" else 1 for n in names]
     table = out.with_suffix(".md").read_text()
     assert all(f"| {name} |" in table for name in names)
+
+
+def _passkey_gpu(tmp_path, **env):
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "passkey_gpu.sh"
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, **env}
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_passkey_gpu_spreads_the_variants_over_the_gpus_named(tmp_path):
+    """VARIANTS over GPUS="2 3" in turn; each variant's run writes its own log (here passkey.py
+    refuses the unknown names at once); bad numbers are refused before anything runs."""
+    done = _passkey_gpu(tmp_path, GPUS="2 3", VARIANTS="nope_a nope_b nope_c")
+    assert [line for line in done.stdout.splitlines() if line.startswith("variant ")] == [
+        "variant nope_a on GPU 2", "variant nope_b on GPU 3", "variant nope_c on GPU 2"]
+    for name in ("nope_a", "nope_b", "nope_c"):
+        assert "unknown variants" in (tmp_path / f"passkey_{name}.log").read_text()
+    refused = _passkey_gpu(tmp_path, TRIALS="fifty")
+    assert refused.returncode == 2 and "TRIALS" in refused.stderr and "variant " not in refused.stdout

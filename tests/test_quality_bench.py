@@ -81,9 +81,22 @@ def test_quality_gpu_puts_each_run_on_the_gpus_named():
     assert [line.split(":")[0] for line in assigned] == ["run 0 on GPU 3", "run 1 on GPU 5", "run 2 on GPU 3"]
 
 
+def test_quality_gpu_runs_every_run_once_per_seed():
+    """SEEDS="4 9": each run of RUNS twice, with --seed 4 then --seed 9, spread over the GPUs in turn."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        done = _quality_gpu(Path(out), GPUS="0 1", SEEDS="4 9", RUNS="ours:--no-such-flag ; xl")
+    assigned = [line for line in done.stdout.splitlines() if line.startswith("run ") and " on GPU " in line]
+    assert [line.split(":")[0] for line in assigned] == ["run 0 on GPU 0", "run 1 on GPU 1", "run 2 on GPU 0",
+                                                         "run 3 on GPU 1"]
+    assert [line.split(": ", 1)[1].split()[0] for line in assigned] == ["ours", "xl", "ours", "xl"]
+    assert [line.split()[-2:] for line in assigned] == [["--seed", "4"]] * 2 + [["--seed", "9"]] * 2
+
+
 def test_quality_gpu_refuses_bad_gpus_and_timeouts(tmp_path):
     for env, named in ((dict(GPUS="1,2"), "GPUS"), (dict(RUN_TIMEOUT="60", EVAL_MARGIN="60"), "RUN_TIMEOUT"),
-                       (dict(RUN_TIMEOUT="9.5"), "RUN_TIMEOUT")):
+                       (dict(RUN_TIMEOUT="9.5"), "RUN_TIMEOUT"), (dict(SEEDS="1,2"), "SEEDS")):
         done = _quality_gpu(tmp_path, RUNS="ours:", **env)
         assert done.returncode == 2 and named in done.stderr, (env, done.stderr)
         assert "run 0" not in done.stdout
