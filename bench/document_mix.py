@@ -8,6 +8,7 @@ the initialisation, and it moved held-out bits/byte by 0.05 between two seeds of
 (bench/RESULTS.md, 2026-11-30, sixth session).
 
     python bench/document_mix.py --corpus linux_c --rows 16 --seq 2048 --tokens 100e6 --seeds 0,1,2,3
+    python bench/document_mix.py --rows 16 --seq 1024 --seg 512 ...   # quality.py's XL 512 + 512 layout
     python bench/document_mix.py --tiny          # a smoke test on this repository's files
 """
 
@@ -30,9 +31,10 @@ from quality import load_corpus  # noqa: E402
 from training.documents import DocumentStreams  # noqa: E402
 
 
-def tokens_by_document(streams: DocumentStreams, steps: int) -> Counter:
-    """Run ``steps`` segments of ``streams`` (its own reading) and count the tokens each document
-    gave: every document a row took, whole, less what the rows still reading one have not read."""
+def tokens_by_document(streams: DocumentStreams, steps: int, segments: int = 1) -> Counter:
+    """Run ``steps`` calls of ``streams.next(segments)`` on fresh streams (its own reading) and count
+    the tokens each document gave: every document a row took, whole, less what the rows still
+    reading one have not read."""
     read: Counter = Counter()
     take = streams._take_document
 
@@ -45,7 +47,7 @@ def tokens_by_document(streams: DocumentStreams, steps: int) -> Counter:
     streams._take_document = counting_take
     try:
         for _ in range(steps):
-            streams.next(1)
+            streams.next(segments)
     finally:
         streams._take_document = take
     for row, piece in enumerate(streams.piece):
@@ -60,6 +62,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--corpora", type=Path, default=None, help="folder of the built corpora (default .corpora)")
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--seq", type=int, default=2048, help="tokens per row and step")
+    parser.add_argument("--seg", type=int, default=None,
+                        help="tokens per segment, dividing --seq (default --seq): quality.py's model segment "
+                             "(ours: max_seq_len; the XL: --seg), train.py's --max-seq-len; a document's last "
+                             "segment is padded to its end")
     parser.add_argument("--tokens", type=float, default=100e6)
     parser.add_argument("--seeds", default="0,1,2,3")
     parser.add_argument("--largest", type=int, default=3, help="how many of the largest documents to report")
@@ -67,13 +73,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.tiny:
         args.tokens = min(args.tokens, 1e6)
+    seg = args.seg or args.seq
+    if args.seq % seg:
+        parser.error(f"--seq {args.seq} must be a multiple of --seg {seg}")
     name, train, _ = load_corpus(args)
     steps = math.ceil(args.tokens / (args.rows * args.seq))
-    print(f"{name}: {len(train) / 1e6:.1f}M tokens; {args.rows} rows x {args.seq} tokens x {steps} steps")
+    print(f"{name}: {len(train) / 1e6:.1f}M tokens; {args.rows} rows x {args.seq} tokens (segments of {seg}) "
+          f"x {steps} steps")
     for seed in (int(s) for s in args.seeds.split(",")):
-        streams = DocumentStreams(train, corpora.SEPARATOR, args.rows, args.seq, shuffle=True,
+        streams = DocumentStreams(train, corpora.SEPARATOR, args.rows, seg, shuffle=True,
                                   generator=torch.Generator().manual_seed(seed))
-        read = tokens_by_document(streams, steps)
+        read = tokens_by_document(streams, steps, args.seq // seg)
         total = sum(read.values())
         largest = sorted(range(len(streams)), key=lambda j: -int(streams.lengths[j]))[:args.largest]
         shares = ", ".join(f"{read[j] / total:.3f} of {int(streams.lengths[j]) / 1e6:.2f}M" for j in largest)

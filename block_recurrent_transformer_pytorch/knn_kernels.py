@@ -8,12 +8,12 @@ the group maxima come out of the matmul directly:
 
 1. ``knn_group_maxima_kernel``: for a tile of queries and a tile of groups (group g of a row of
    ``slots`` slots holds the slots g, g + G, g + 2G, ..., G = slots / members, as in
-   ``knn_memory.grouped_top_k``), one ``tl.dot`` per member of the groups (their keys are the
+   ``top_k.grouped_top_k``), one ``tl.dot`` per member of the groups (their keys are the
    consecutive slots j G + g of the tile: contiguous rows), a running maximum in fp32, the
    unreachable slots at -inf. Only the maxima, (b, kv_heads, m, G), are written: in q's dtype,
    as the torch path's maxima of scores in q's dtype are (rounding is monotone, so the maximum of
    rounded scores is the rounded maximum), and half the traffic of fp32 in bf16.
-2. ``knn_memory.grouped_top_k`` keeps each query's k best groups (exact: the k best reachable
+2. ``top_k.grouped_top_k`` keeps each query's k best groups (exact: the k best reachable
    scores lie in the k groups of highest maxima, up to ties), through the maxima's own maxima.
 3. ``knn_member_scores_kernel``: each query's scores against the members of its own k groups, in
    fp32 (exact products, fp32 sums), the unreachable at -inf; then torch.topk over those k x members
@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .knn_memory import grouped_top_k
+from .top_k import grouped_top_k, grouping_pays
 
 # Tile of the group maxima: BLOCK_M queries x BLOCK_G groups per program, the query tile varying
 # fastest so that the programs running at once share (in L2) the keys of few group tiles. Untuned.
@@ -145,11 +145,14 @@ def member_scores(q: Tensor, keys: Tensor, reachable: Optional[Tensor], chosen: 
 
 
 def fused_top_k(q: Tensor, keys: Tensor, reachable: Optional[Tensor], k: int, members: int) -> tuple[Tensor, Tensor]:
-    """``knn_memory.grouped_top_k`` of q's scores against keys (the unreachable slots masked) without
+    """``top_k.grouped_top_k`` of q's scores against keys (the unreachable slots masked) without
     the scores: the group maxima, the k best groups, the top k of their members' scores. Arguments
     as ``group_maxima``'s, at least 4k groups (``knn_memory.fused_search_fits``). Returns (scores
     (b, kv_heads, m, k) fp32, -inf where fewer than k slots are reachable; their slots)."""
     groups = keys.shape[-2] // members
+    if not grouping_pays(keys.shape[-2], k, members):  # fewer groups than k would be padded with group 0, twice read
+        raise ValueError(f"fused_top_k needs a whole number of groups of {members} slots, at least 4 x k={k} of "
+                         f"them, got {keys.shape[-2]} slots (knn_memory.fused_search_fits says where it applies)")
     if q.numel() == 0:  # no query (or row): no program to launch
         return q.new_empty(*q.shape[:3], k, dtype=torch.float32), q.new_empty(*q.shape[:3], k, dtype=torch.long)
     chosen = grouped_top_k(group_maxima(q, keys, reachable, members), None, k, members)[1]

@@ -42,6 +42,7 @@ softmax over both.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
@@ -53,16 +54,13 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .attention import fold_query_groups
 from .config import KNN_ROUTE_GROUP, BlockRecurrentConfig
+from .top_k import TOP_K_GROUP, grouped_top_k, grouping_pays, masked_top_k
 
 # Scores computed at once (a chunk of queries against the whole store): bounds the temporaries of
 # a search. Each chunk costs a few kernels whatever its size, so a GPU takes large ones: 2**30
 # scores, 2 GiB in bf16 (a full store of 262,656 slots at batch 50: 19 chunks of 81 of a block's
 # 1,536 queries per row); 2**26 on the CPU.
 SCORE_BUDGET = {"cuda": 2 ** 30, "cpu": 2 ** 26}
-# Slots per group in grouped_top_k: group g of a row of L slots holds the slots g, g + L/16, g + 2L/16, ...
-# Strided rather than consecutive, so that the group maxima reduce the outer of two dims, whose reads
-# are contiguous, instead of 16 adjacent scores per output.
-TOP_K_GROUP = 16
 # Places along a row of slots where reachability may change (group_means, the routed search): a view
 # reaches one run of its ring, which the slots [0, searched) show as one run or two (wrapped), so at
 # most two of its groups of KNN_ROUTE_GROUP consecutive slots are partly reachable.
@@ -394,14 +392,16 @@ FUSED_MAX_DIM = 256
 def fused_search_fits(q: Tensor, keys: Tensor, top_k: int) -> bool:
     """Whether ``search`` may take the fused kernels (``knn_kernels``) for these arguments, wherever
     they lie: eager (torch.compile traces the torch path), a dtype tl.dot takes, a head no wider
-    than FUSED_MAX_DIM, and rows that grouped_top_k would group (``_grouping_pays``)."""
+    than FUSED_MAX_DIM, and rows that grouped_top_k would group (``grouping_pays``)."""
     return (not torch.compiler.is_compiling() and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
-            and q.shape[-1] <= FUSED_MAX_DIM and _grouping_pays(keys.shape[-2], top_k))
+            and q.shape[-1] <= FUSED_MAX_DIM and grouping_pays(keys.shape[-2], top_k))
 
 
+@functools.cache
 def _fused_kernels():
     """The module of the fused search kernels, or None where Triton does not import (it is optional;
-    torch's CUDA builds bring it). Imported at the first CUDA search only: CPU users never load Triton."""
+    torch's CUDA builds bring it). Imported at the first CUDA search only: CPU users never load Triton;
+    the answer is kept, so a machine without Triton does not try again at every search."""
     try:
         from . import knn_kernels
     except ImportError:
@@ -489,59 +489,6 @@ def reference_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int) -> 
     """``search`` written out (every score at once, then torch.topk): the definition it is tested against."""
     scores, index = masked_top_k(q @ keys.transpose(-1, -2).to(q.dtype), reachable[:, None, None, :], top_k)
     return index, scores > float("-inf")
-
-
-def masked_top_k(scores: Tensor, allowed: Optional[Tensor], k: int) -> tuple[Tensor, Tensor]:
-    """The top k scores over the last dim where ``allowed`` (broadcastable to scores; None: everywhere)
-    is True, and their indices; disallowed ones score -inf, as do the places past a row shorter than
-    k (index 0)."""
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    best, index = scores.topk(min(k, scores.shape[-1]), dim=-1)
-    missing = k - best.shape[-1]
-    if missing:
-        best, index = F.pad(best, (0, missing), value=float("-inf")), F.pad(index, (0, missing))
-    return best, index
-
-
-def grouped_top_k(scores: Tensor, allowed: Optional[Tensor], k: int,
-                  group: int = TOP_K_GROUP) -> tuple[Tensor, Tensor]:
-    """``masked_top_k(scores, allowed, k)`` (ties may be broken differently) in two cheap passes instead
-    of one slow one (torch.topk over long rows is far slower than a reduction). May overwrite
-    ``scores``: its disallowed entries are set to -inf in place, sparing a copy of them; so
-    ``allowed`` must broadcast to the shape of ``scores`` (not widen it). None: every score allowed
-    (scores masked already, or none to mask), and no pass over them to mask.
-
-    A row of L slots is cut into L / group groups of ``group`` slots, strided: group g holds the
-    slots g, g + L/group, g + 2L/group, ... Take each group's maximum, keep the k best groups by
-    maximum (by the same two passes over the maxima, where their row is long enough), then the top k
-    of their scores. Exact whatever ``allowed`` is: with the disallowed scores at -inf, the k best
-    allowed scores lie in at most k groups, each with a maximum at least the k-th best, so the k best
-    groups by maximum hold them (up to ties: a group kept in place of one with an equal maximum holds
-    scores as high). Rows too short to gain, or not a whole number of groups, go to masked_top_k.
-    """
-    length = scores.shape[-1]
-    if not _grouping_pays(length, k, group):
-        return masked_top_k(scores, allowed, k)
-    groups = length // group  # also the stride between the slots of a group
-    kept = min(k, groups)
-    if allowed is not None:  # one group spans the whole row: mask every score, not groups
-        scores.masked_fill_(~allowed, float("-inf"))
-    maxima = scores.unflatten(-1, (group, groups)).amax(dim=-2)  # (..., groups): an outer reduction
-    # the k best groups by maximum, found the same way where the maxima's row is long enough: a
-    # 262,144-slot row has 16,384 maxima, and torch.topk over them took ~20 ms of the 56 ms of
-    # kernels of an evaluation segment at batch 50 (bench/RESULTS.md, 2026-11-30, sixth session)
-    best_groups = grouped_top_k(maxima, None, kept, group)[1]
-    candidates = (best_groups[..., None] + torch.arange(group, device=scores.device) * groups).flatten(-2)
-    best, order = scores.gather(-1, candidates).topk(k, dim=-1)  # k * group >= k candidates: no padding
-    return best, candidates.gather(-1, order)
-
-
-def _grouping_pays(length: int, k: int, group: int = TOP_K_GROUP) -> bool:
-    """Whether grouped_top_k groups a row of ``length`` scores: a whole number of groups, at least
-    4k of them (fewer: torch.topk over the row costs no more than the two passes)."""
-    groups = length // group
-    return groups > 0 and length % group == 0 and length >= 4 * min(k, groups) * group
 
 
 def recall(q: Tensor, store: KNNStore, layer: int, top_k: int, scale: float,

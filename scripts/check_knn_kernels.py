@@ -31,7 +31,7 @@ DTYPES = [(torch.float32, torch.float32, 1e-4), (torch.float16, torch.float16, 1
           (torch.bfloat16, torch.bfloat16, 8e-2), (torch.bfloat16, torch.float32, 8e-2)]
 # (capacity, head dim, top k): 129 groups over 2,064 slots; 258 over 4,128 with k > knn_kernels.BLOCK_K
 SHAPES = [(2048, 64, 8), (4096, 40, 40)]
-MEMBERS = 16  # knn_memory.TOP_K_GROUP
+MEMBERS = 16  # top_k.TOP_K_GROUP
 
 
 def patch_interpreter_bf16() -> None:

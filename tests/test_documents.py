@@ -138,10 +138,13 @@ def test_shuffle_reads_every_document_once_per_epoch_and_old_states_start_a_new_
     assert epochs[0] != epochs[1] or epochs[1] != epochs[2]  # a fresh order each epoch
 
     old = streams.state_dict()
-    del old["order"]
+    del old["epoch_generator"], old["pool"]
     resumed = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator())
     resumed.load_state_dict(old)
     assert sorted(first_letters(resumed, 9)) == list(range(65, 74))
+    share = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator(), documents=[0, 2])
+    with pytest.raises(ValueError, match="pool=9.*pool=2"):  # another set of documents: its order cannot continue
+        share.load_state_dict(streams.state_dict())
 
 
 def test_sequential_state_round_trip_and_mismatch():

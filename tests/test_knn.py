@@ -11,9 +11,9 @@ from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 from block_recurrent_transformer_pytorch.attention import attention_with_logsumexp
 from block_recurrent_transformer_pytorch import knn_memory
-from block_recurrent_transformer_pytorch.knn_memory import (KNNMemory, fused_search_fits, grouped_top_k, joint_softmax,
-                                                            masked_top_k, recall, reference_search, routed_search,
-                                                            search)
+from block_recurrent_transformer_pytorch.knn_memory import (KNNMemory, fused_search_fits, joint_softmax, recall,
+                                                            reference_search, routed_search, search)
+from block_recurrent_transformer_pytorch.top_k import grouped_top_k, masked_top_k
 
 from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
 
@@ -183,6 +183,14 @@ def test_grouped_top_k_equals_masked_top_k(layout, group):
     torch.testing.assert_close(masked.gather(-1, index), expected_values, rtol=0, atol=0)
     if layout in ("random", "best_in_consecutive_slots", "best_in_one_group"):  # no ties: the same entries, in order
         assert torch.equal(index, expected_index)
+
+
+def test_grouped_top_k_with_groups_of_one_is_a_plain_top_k():
+    """A group of one slot shortens nothing: grouped_top_k then takes torch.topk, not endless grouping."""
+    scores = torch.randn(2, 3, 256)
+    values, index = grouped_top_k(scores.clone(), None, 5, group=1)
+    expected_values, expected_index = masked_top_k(scores, None, 5)
+    assert torch.equal(values, expected_values) and torch.equal(index, expected_index)
 
 
 def test_search_leaves_its_arguments_intact():

@@ -120,4 +120,8 @@ def test_document_mix_counts_exactly_the_tokens_the_rows_read():
     direct = streams()
     labelled = sum(int((direct.next(1).labels != -100).sum()) for _ in range(40))
     assert sum(read.values()) == labelled
+    # two segments a step (quality.py's XL with --seg half of --seq): the same streams, read as it reads them
+    read = document_mix.tokens_by_document(streams(), steps=20, segments=2)
+    direct = streams()
+    assert sum(read.values()) == sum(int((direct.next(2).labels != -100).sum()) for _ in range(20))
     assert all(0 < tokens <= int(direct.lengths[j]) * 40 for j, tokens in read.items())

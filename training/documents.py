@@ -115,9 +115,12 @@ class DocumentStreams:
         self.piece = [-1] * rows   # per row: the piece being read (-1: none)
         self.offset = [0] * rows   # per row: the piece's inputs read so far
         # the documents in the order they are handed out, and how many have been: shuffle=False, the
-        # pool once; shuffle=True, the current epoch's permutation of it (none drawn yet)
+        # pool once; shuffle=True, the current epoch's permutation of it (none drawn yet), drawn from
+        # the generator in the state epoch_generator (what state_dict keeps: the order is redrawn from
+        # it on load, a few KB whatever the number of documents)
         self.order = [] if shuffle else self.pool
         self.queue = 0
+        self.epoch_generator: Optional[Tensor] = None
 
     def __len__(self) -> int:
         """The number of documents (pieces) of the split, whatever ``documents`` selects."""
@@ -133,11 +136,15 @@ class DocumentStreams:
         if self.queue == len(self.order):
             if not self.shuffle:
                 return False
-            permutation = torch.randperm(len(self.pool), generator=self.generator).tolist()
-            self.order, self.queue = [self.pool[i] for i in permutation], 0  # the next epoch
+            self.epoch_generator = self.generator.get_state()
+            self.order, self.queue = self._permutation(), 0  # the next epoch
         self.piece[row], self.queue = self.order[self.queue], self.queue + 1
         self.offset[row] = 0
         return True
+
+    def _permutation(self) -> list[int]:
+        """The pool in a random order drawn with the generator (advancing it)."""
+        return [self.pool[i] for i in torch.randperm(len(self.pool), generator=self.generator).tolist()]
 
     def next(self, segments: int) -> DocumentBatch:
         """The next ``segments`` segments of every row."""
@@ -178,24 +185,28 @@ class DocumentStreams:
         """Where every row is, the order handed out and how far, and the generator's state
         (torch.save-able, weights_only=True)."""
         return {"documents": len(self), "rows": self.rows, "shuffle": self.shuffle, "piece": list(self.piece),
-                "offset": list(self.offset), "queue": self.queue,
-                "order": torch.tensor(self.order, dtype=torch.long) if self.shuffle else None,
+                "offset": list(self.offset), "queue": self.queue, "pool": len(self.pool),
+                "epoch_generator": self.epoch_generator,
                 "generator": self.generator.get_state() if self.shuffle else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where ``state_dict`` was taken, on the same data and rows."""
-        for name, value in (("documents", len(self)), ("rows", self.rows), ("shuffle", self.shuffle)):
-            if state[name] != value:
+        for name, value in (("documents", len(self)), ("rows", self.rows), ("shuffle", self.shuffle),
+                            ("pool", len(self.pool))):
+            if state.get(name, value) != value:  # (states before epochs kept no pool)
                 raise ValueError(f"the state was taken with {name}={state[name]!r}, these streams have "
                                  f"{name}={value!r}: same data and rows required")
         self.piece, self.offset, self.queue = list(state["piece"]), list(state["offset"]), state["queue"]
         if self.shuffle:
-            self.generator.set_state(state["generator"])
-            # a state taken before documents were read in epochs (drawn with replacement) has no
-            # order: the next document then starts a fresh epoch
-            order = state.get("order")
-            self.order = [] if order is None else order.tolist()
+            # the epoch's order, redrawn as it was drawn; a state taken before documents were read in
+            # epochs (drawn with replacement) has none: the next document then starts a fresh epoch
+            self.epoch_generator = state.get("epoch_generator")
+            self.order = []
+            if self.epoch_generator is not None:
+                self.generator.set_state(self.epoch_generator)
+                self.order = self._permutation()
             self.queue = min(self.queue, len(self.order))
+            self.generator.set_state(state["generator"])
 
 
 class DocumentRows:
