@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .top_k import grouped_top_k, grouping_pays
+from .top_k import grouped_top_k
 
 # Tile of the group maxima: BLOCK_M queries x BLOCK_G groups per program, the query tile varying
 # fastest so that the programs running at once share (in L2) the keys of few group tiles. Untuned.
@@ -150,9 +150,9 @@ def fused_top_k(q: Tensor, keys: Tensor, reachable: Optional[Tensor], k: int, me
     as ``group_maxima``'s, at least 4k groups (``knn_memory.fused_search_fits``). Returns (scores
     (b, kv_heads, m, k) fp32, -inf where fewer than k slots are reachable; their slots)."""
     groups = keys.shape[-2] // members
-    if not grouping_pays(keys.shape[-2], k, members):  # fewer groups than k would be padded with group 0, twice read
-        raise ValueError(f"fused_top_k needs a whole number of groups of {members} slots, at least 4 x k={k} of "
-                         f"them, got {keys.shape[-2]} slots (knn_memory.fused_search_fits says where it applies)")
+    if keys.shape[-2] % members or groups < k:  # fewer groups than k: padded with group 0, read twice
+        raise ValueError(f"fused_top_k needs a whole number of groups of {members} slots, at least k={k} of them, "
+                         f"got {keys.shape[-2]} slots (knn_memory.fused_search_fits says where it pays)")
     if q.numel() == 0:  # no query (or row): no program to launch
         return q.new_empty(*q.shape[:3], k, dtype=torch.float32), q.new_empty(*q.shape[:3], k, dtype=torch.long)
     chosen = grouped_top_k(group_maxima(q, keys, reachable, members), None, k, members)[1]
