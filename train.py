@@ -88,12 +88,15 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     """The run's config: the flags over the defaults, or, to resume or evaluate, over the checkpoint's config."""
     if passed.get("init_from") and not (passed.get("resume") or passed.get("eval_only")):
         passed = pretrained_flags(passed)  # a new run from saved weights: their model flags
-    if passed.get("preset"):  # the preset's flags, under those passed (and a saved model's)
+    resuming = passed.get("resume") or passed.get("eval_only")
+    if passed.get("preset") and not resuming:  # the preset's flags, under those passed (and a saved model's)
         passed = {**PRESETS[passed["preset"]], **passed}
     cfg = TrainConfig(**passed)
-    if not (cfg.resume or cfg.eval_only):
+    if not resuming:
         return cfg
-    # the checkpoint's flags win unless passed again: `--resume` alone continues the same run
+    # the checkpoint's flags win unless passed again: `--resume` alone continues the same run. A
+    # preset's do not: they were applied when the run began, under the flags passed then, which a
+    # preset given again would otherwise silently undo (a run started with --batch-size 4 back at 16)
     saved = load_checkpoint(Path(cfg.out_dir) / CHECKPOINT, mmap=True)["train_config"]
     known = {f.name for f in fields(TrainConfig)}
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}

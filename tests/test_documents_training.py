@@ -101,6 +101,17 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     assert model_config.rotary_dim == 32 and model_config.memory_kv_from_inputs
 
 
+def test_a_preset_given_again_on_resume_leaves_the_saved_flags(tmp_path):
+    """--resume --preset long-documents continues the run as it was started (--batch-size 4 stays 4,
+    the saved separator stands), where the preset's flags would otherwise override the checkpoint's."""
+    cfg = tiny(tmp_path, "run", max_steps=1, documents=True, doc_separator=46)
+    train.train(cfg)
+    resumed = train.resolve_config(train.parse_args(["--resume", "--preset", "long-documents", "--out-dir", cfg.out_dir,
+                                                     "--max-steps", "2"]))
+    assert (resumed.batch_size, resumed.seq_len, resumed.block_width) == (cfg.batch_size, cfg.seq_len, cfg.block_width)
+    assert resumed.doc_separator == 46 and resumed.max_steps == 2  # passed again: that one wins
+
+
 def test_runs_saved_before_a_model_field_existed_resume_and_start_new_runs(tmp_path, capsys):
     """A checkpoint and final/ config.json written before embedding_init_std existed (the field
     removed here) still resume, evaluate and --init-from (with a preset, whose flags yield to the

@@ -23,8 +23,9 @@ class TrainConfig:
     """
 
     preset: Optional[str] = _opt(None, "start from a named set of flags (PRESETS in training/config.py), any flag "
-                                       "passed overriding it: long-documents = the configuration measured best on "
-                                       "long documents (bench/RESULTS.md)", choices=("long-documents",))
+                                       "passed overriding it (not on --resume or --eval-only: the checkpoint's "
+                                       "flags stand): long-documents = the configuration measured best on long "
+                                       "documents (bench/RESULTS.md)", choices=("long-documents",))
     # data and files
     data: Optional[str] = _opt(None, "train on this file of bytes instead of enwik8, split 90/5/5 by "
                                      "fraction (a .gz or single-member .zip is unpacked)", metavar="PATH")
