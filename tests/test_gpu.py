@@ -123,17 +123,20 @@ def test_cuda_graph_train_step_matches_eager(compressed, from_inputs):
         assert _relative_error(g, e) < 1e-3
 
 
-@pytest.mark.parametrize("compile", [False, True])
-def test_cuda_graph_train_step_reading_documents_matches_eager(compile):
+@pytest.mark.parametrize("compile, preset_options", [(False, False), (True, False), (True, True)])
+def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_options):
     """Documents read row by row (labels with padding, per-row resets, memories and states carried
     across calls, compressed memory so that pre-reset entries stay masked for a while): the replayed
     graphs, the masked one among them, compiled or not, give the eager step's losses and gradients;
-    TrainStep.warm_up captured every one of them before training."""
+    TrainStep.warm_up captured every one of them before training. preset_options: with the
+    long-documents preset's model options too (memories projected from their inputs, half-rotary
+    heads), compiled as train.py runs it by default."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
 
-    model = _model(use_compressed_mem=True)
+    options = dict(memory_kv_from_inputs=True, rotary_dim=32) if preset_options else {}
+    model = _model(use_compressed_mem=True, **options)
     wrapper = RecurrentTrainerWrapper(model, 0.2, 0.2)
     g = torch.Generator().manual_seed(0)
     batches = []
