@@ -101,6 +101,15 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     assert model_config.rotary_dim == 32 and model_config.memory_kv_from_inputs
 
 
+def test_a_model_flag_of_the_preset_that_does_not_fit_is_named_with_the_preset(tmp_path):
+    """--preset long-documents with --dim-head 16: the preset's rotary_dim=32 does not fit the head;
+    the error names the flag and says that the preset set it, and passing it resolves it."""
+    flags = ["--preset", "long-documents", "--doc-separator", "0", "--dim-head", "16", "--out-dir", str(tmp_path)]
+    with pytest.raises(train.TrainError, match=r"rotary_dim.*got 32 \(--preset long-documents sets .*--rotary-dim 32"):
+        train.build_model(train.resolve_config(train.parse_args(flags)))
+    assert train.build_model(train.resolve_config(train.parse_args(flags + ["--rotary-dim", "8"]))).config.rotary_dim == 8
+
+
 def test_a_preset_given_again_on_resume_leaves_the_saved_flags(tmp_path):
     """--resume --preset long-documents continues the run as it was started (--batch-size 4 stays 4,
     the saved separator stands), where the preset's flags would otherwise override the checkpoint's."""

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from block_recurrent_transformer_pytorch import BlockRecurrentConfig, BlockRecurrentTransformer, RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.pretrained import PretrainedError, load_weights, read_config
 
-from .config import TrainConfig, TrainError
+from .config import PRESETS, TrainConfig, TrainError
 
 FINAL = "final"  # out_dir/final/: the finished run's weights, by save_pretrained
 
@@ -38,7 +38,14 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
             activation_checkpointing=cfg.activation_checkpointing,
         )
     except (TypeError, ValueError) as error:
-        raise TrainError(f"invalid model flags: {error}") from None
+        hint = ""
+        if cfg.preset:  # the user may not have passed the flag at fault: say where it came from
+            model_fields = {f.name for f in fields(BlockRecurrentConfig)}
+            preset_flags = ", ".join(("--" if v else "--no-") + k.replace("_", "-") if isinstance(v, bool)
+                                     else f"--{k.replace('_', '-')} {v}"
+                                     for k, v in PRESETS[cfg.preset].items() if k in model_fields)
+            hint = f" (--preset {cfg.preset} sets {preset_flags}; a flag passed overrides it)"
+        raise TrainError(f"invalid model flags: {error}{hint}") from None
 
 
 def complete_model_config(saved: dict[str, Any]) -> dict[str, Any]:
