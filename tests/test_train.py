@@ -299,6 +299,7 @@ def test_final_evaluation_reports_offsets_and_the_states_worth(tmp_path, capsys)
         final["test_states_reset"]["bpc"] - final["test_full"]["bpc"])
     out = capsys.readouterr().out
     assert "test by offset in document (bytes; bits per byte): 0-1k" in out and "the recurrent state is worth" in out
+    assert final["test_by_offset"]["64k+"]["bytes"] == 0 and "64k+ - (0)" in out and "nan" not in out  # none that long
     with pytest.raises(train.TrainError, match="--doc-separator must be a byte value in 0..255, got 256"):
         tiny(tmp_path, doc_separator=256)
 

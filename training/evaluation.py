@@ -244,7 +244,8 @@ def final_evaluation(model: BlockRecurrentTransformer, val_data: Tensor, test_da
             if log.enabled:
                 per = "bits per byte" if unit == "bytes" else "bits per token"
                 print(f"{split} by offset in document ({unit}; {per}): " + ", ".join(
-                    f"{name} {bpc:.4f} ({count:,})" for name, (bpc, count) in result.by_offset.items()))
+                    f"{name} {bpc:.4f} ({count:,})" if count else f"{name} - (0)"  # no document reached it
+                    for name, (bpc, count) in result.by_offset.items()))
     if model.config.recurrent_layers:
         reset = run(test_data, keep_states=False)
         gain = reset.bpc - results["test"].bpc
