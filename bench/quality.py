@@ -378,13 +378,16 @@ class XL:
 
 @torch.no_grad()
 def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True) -> dict[str, Any]:
-    """bits/byte over every byte of docs, overall and by byte offset within the document."""
+    """bits/byte over every byte of docs, overall, by byte offset within the document, and per document
+    (in the order of docs: two runs evaluated on the same documents can be compared document by
+    document, which tells a spread between runs spread over every document from one made by a few)."""
     device, seg = peer.device, peer.seg
     was_training = peer.model.training
     peer.model.eval()
     edges = torch.tensor([lo for lo, _ in BUCKETS[1:]], device=device)
     sums = torch.zeros(len(BUCKETS), device=device, dtype=torch.float64)
     counts = torch.zeros(len(BUCKETS), device=device, dtype=torch.float64)
+    doc_sums = torch.zeros(len(docs), device=device, dtype=torch.float64)
     order = sorted(range(len(docs)), key=lambda i: (-len(docs[i]), i))
     start = time.perf_counter()
     for first in range(0, len(order), batch):
@@ -397,6 +400,7 @@ def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True)
             tokens[r, 1:len(doc) + 1] = torch.frombuffer(bytearray(doc), dtype=torch.uint8).long()
             valid[r, :len(doc)] = True
         tokens, valid = tokens.to(device), valid.to(device)
+        doc_index = torch.tensor(order[first:first + batch], device=device)
         memory = None
         for s in range(0, length, seg):
             logits, memory = peer.eval_segment(tokens[:, s:s + seg], memory, keep_states)
@@ -405,13 +409,15 @@ def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True)
             mask = valid[:, s:s + seg]
             sums.index_add_(0, bucket, (loss * mask).sum(0).double())
             counts.index_add_(0, bucket, mask.sum(0).double())
-    sums, counts = sums.cpu(), counts.cpu()
+            doc_sums.index_add_(0, doc_index, (loss * mask).sum(1)[:len(rows)].double())
+    sums, counts, doc_sums = sums.cpu(), counts.cpu(), doc_sums.cpu()
     peer.model.train(was_training)
     by_offset = {corpora.bucket_name(lo, hi): dict(bpb=round(float(sums[i] / counts[i]) / LN2, 4) if counts[i] else None,
                                                    bytes=int(counts[i]))
                  for i, (lo, hi) in enumerate(BUCKETS)}
+    by_document = [round(float(doc_sums[i]) / len(doc) / LN2, 4) for i, doc in enumerate(docs)]
     return dict(bpb=round(float(sums.sum() / counts.sum()) / LN2, 4), bytes=int(counts.sum()), documents=len(docs),
-                by_offset=by_offset, eval_s=round(time.perf_counter() - start, 1))
+                by_offset=by_offset, by_document=by_document, eval_s=round(time.perf_counter() - start, 1))
 
 
 # ---- training ---------------------------------------------------------------------------------------

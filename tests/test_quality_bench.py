@@ -20,7 +20,28 @@ def test_a_tiny_quality_run_scores_every_held_out_byte_once(tmp_path):
         assert math.isfinite(evaluation["bpb"])
         # each evaluated document's bytes, every one predicted once, bucketed by its offset
         assert sum(b["bytes"] for b in evaluation["by_offset"].values()) == evaluation["bytes"] == 2 * 1500
+        # per document, in the order evaluated: their byte-weighted mean is the overall figure
+        per_document = evaluation["by_document"]
+        assert len(per_document) == evaluation["documents"] == 2
+        assert math.isclose(sum(per_document) / 2, evaluation["bpb"], abs_tol=2e-4)
     assert any(r["kind"] == "train" for r in records)
+
+
+def test_each_documents_figure_is_that_documents_own_whatever_its_batch():
+    """by_document[i] is docs[i]'s bits/byte: the same as evaluating that document alone, though the
+    batch reads the documents longest first, several per call, padded to whole segments."""
+    import torch
+
+    torch.manual_seed(0)
+    peer = quality.Ours(quality.parse_args(["--tiny", "--model", "ours"]), torch.device("cpu"))
+    docs = [bytes((7 * i + n) % 90 + 32 for i in range(n)) for n in (70, 300, 130)]  # three lengths, unsorted
+    together = quality.evaluate(peer, docs, batch=2)
+    for doc, figure in zip(docs, together["by_document"]):
+        alone = quality.evaluate(peer, [doc], batch=2)
+        assert math.isclose(figure, alone["bpb"], abs_tol=2e-4)
+    weights = [len(doc) for doc in docs]
+    mean = sum(w * f for w, f in zip(weights, together["by_document"])) / sum(weights)
+    assert math.isclose(mean, together["bpb"], abs_tol=2e-4)
 
 
 def test_a_run_past_its_stop_after_time_is_cut_and_still_evaluated(tmp_path):
