@@ -8,8 +8,9 @@ steps are trained but timed apart, as warmup_s), then evaluates held-out documen
   {"kind": "train", ...}    every --log-every steps: mean train loss (nats and bits/byte), lr, tokens, tokens/s
   {"kind": "result", ...}   steps, tokens, tokens/s, warmup_s, train_s, and the evaluation: bits/byte over
                             all held-out bytes and by byte offset within the document (0-1k, 1k-4k,
-                            4k-16k, 16k-64k, 64k+); for ours also with the states reset every segment
-                            ("nostate_eval": what the recurrent state contributes)
+                            4k-16k, 16k-64k, 64k+) and per held-out document (by_document); for ours
+                            also with the states reset every segment ("nostate_eval": what the
+                            recurrent state contributes)
 
 Models:
   ours          BlockRecurrentTransformer (--preset seed|large|tiny, any field with --set k=v, e.g.
@@ -24,8 +25,8 @@ Models:
                 compiled, their flash-attention backward fails inductor's stride check in torch 2.11)
 
 Training data (the same for every model): train.py's --documents reader (training/documents.py):
-each of the --batch rows reads whole documents of the train split, drawn at random, from their
-start, segment by segment (ours: max_seq_len; xl: --seg; a document's last segment is padded and
+each of the --batch rows reads whole documents of the train split, in a random order (each once per
+epoch), from their start, segment by segment (ours: max_seq_len; xl: --seg; a document's last segment is padded and
 its padding not scored); each step takes the next --seq tokens of every row. Memories (and states)
 are carried from segment to segment and from step to step, detached (truncated backprop through
 time, one segment); where a row's next document starts, ours resets that row's memories and states,
@@ -35,7 +36,7 @@ they carried over); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 then cosine to lr/10 (over the token or time budget) or constant, gradient clipping --clip.
 
 Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
-order in the test split) up to --eval-bytes, each as one row read from its start with fresh memories
+order in the test split, empty ones left out) up to --eval-bytes, each as one row read from its start with fresh memories
 and states: the input is the separator byte followed by the document, every byte of the document is
 predicted once. Rows are batched by length (longest first), padded to whole segments and masked.
 bits/byte = mean next-byte loss (nats) / ln 2.
@@ -177,11 +178,14 @@ def load_corpus(args) -> tuple[str, Tensor, bytes]:
 
 
 def eval_documents(test: bytes, eval_bytes: float, max_doc: Optional[int]) -> list[bytes]:
-    """The first documents of the test split up to eval_bytes (whole, or cut at max_doc)."""
+    """The first documents of the test split up to eval_bytes (whole, or cut at max_doc), leaving out
+    empty ones (nothing to predict)."""
     docs, total = [], 0
     for doc in corpora.documents(test):
         if total >= eval_bytes:
             break
+        if not doc:
+            continue
         doc = doc[:max_doc] if max_doc else doc
         docs.append(doc)
         total += len(doc)

@@ -53,15 +53,14 @@ def grouped_top_k(scores: Tensor, allowed: Optional[Tensor], k: int,
     length = scores.shape[-1]
     if not grouping_pays(length, k, group):
         return masked_top_k(scores, allowed, k)
-    groups = length // group  # also the stride between the slots of a group
-    kept = min(k, groups)
+    groups = length // group  # also the stride between the slots of a group (>= 4k: grouping_pays)
     if allowed is not None:  # one group spans the whole row: mask every score, not groups
         scores.masked_fill_(~allowed, float("-inf"))
     maxima = scores.unflatten(-1, (group, groups)).amax(dim=-2)  # (..., groups): an outer reduction
     # the k best groups by maximum, found the same way where the maxima's row is long enough: a
     # 262,144-slot row has 16,384 maxima, and torch.topk over them took ~20 ms of the 56 ms of
     # kernels of an evaluation segment at batch 50 (bench/RESULTS.md, 2026-11-30, sixth session)
-    best_groups = grouped_top_k(maxima, None, kept, group)[1]
+    best_groups = grouped_top_k(maxima, None, k, group)[1]
     candidates = (best_groups[..., None] + torch.arange(group, device=scores.device) * groups).flatten(-2)
     best, order = scores.gather(-1, candidates).topk(k, dim=-1)  # k * group >= k candidates: no padding
     return best, candidates.gather(-1, order)
@@ -72,4 +71,4 @@ def grouping_pays(length: int, k: int, group: int = TOP_K_GROUP) -> bool:
     4k of them (fewer: torch.topk over the row costs no more than the two passes)."""
     groups = length // group
     # group > 1: a group of one would leave the maxima's row as long as the scores' (no end to grouping it)
-    return group > 1 and groups > 0 and length % group == 0 and length >= 4 * min(k, groups) * group
+    return group > 1 and groups > 0 and length % group == 0 and groups >= 4 * k

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.documents import DocumentBatch, DocumentStreams, document_count, document_pieces
+from training.documents import DocumentBatch, DocumentRows, DocumentStreams, document_count, document_pieces
 from training.evaluation import document_offsets
 from training.tokens import TokenSplit
 
@@ -143,8 +143,11 @@ def test_shuffle_reads_every_document_once_per_epoch_and_old_states_start_a_new_
     resumed.load_state_dict(old)
     assert sorted(first_letters(resumed, 9)) == list(range(65, 74))
     share = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator(), documents=[0, 2])
-    with pytest.raises(ValueError, match="pool=9.*pool=2"):  # another set of documents: its order cannot continue
-        share.load_state_dict(streams.state_dict())
+    with pytest.raises(ValueError, match=r"documents selected \(documents=\) 9, these have 2"):
+        share.load_state_dict(streams.state_dict())  # another set of documents: its order cannot continue
+    other = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator(), documents=[1, 3])
+    with pytest.raises(ValueError, match="checksum of the documents selected"):  # as many, but others
+        other.load_state_dict(share.state_dict())
 
 
 def test_sequential_state_round_trip_and_mismatch():
@@ -156,9 +159,9 @@ def test_sequential_state_round_trip_and_mismatch():
     second.load_state_dict(first.state_dict())
     tail = read_all(second)
     assert torch.equal(torch.cat([b.labels for b in head + tail], 1), torch.cat([b.labels for b in whole], 1))
-    with pytest.raises(ValueError, match="rows=2.*rows=3"):
+    with pytest.raises(ValueError, match="rows 2, these have 3"):
         DocumentStreams(data, SEP, rows=3, segment=3, shuffle=False).load_state_dict(first.state_dict())
-    with pytest.raises(ValueError, match="documents=5.*documents=4"):
+    with pytest.raises(ValueError, match="documents in the split 5, these have 4"):
         DocumentStreams(data[:-2], SEP, rows=2, segment=3, shuffle=False).load_state_dict(first.state_dict())
 
 
@@ -175,6 +178,22 @@ def test_documents_subset_is_one_ranks_share():
     assert idle.exhausted
 
 
+@pytest.mark.parametrize("micro_batches, shares", [(3, 1), (2, 2), (4, 3)])
+def test_the_streams_of_every_micro_batch_and_process_read_disjoint_shares(micro_batches, shares):
+    """train.py's reader: each micro-batch of each process draws from its own share of the documents,
+    the shares together every document once, so that the run reads each once per epoch (streams each
+    drawing from all would together read some twice and others not at all); fewer documents than
+    streams: each reads them all."""
+    data = data_of(b"|" + b"|".join(bytes([65 + i]) * 3 for i in range(13)) + b"|")  # 13 documents
+    pools = [stream.pool for share in range(shares)
+             for stream in DocumentRows(data, SEP, 2, 8, 1, micro_batches, -100, torch.Generator(), share, shares).streams]
+    assert sorted(j for pool in pools for j in pool) == list(range(13))
+    few = DocumentRows(data_of(b"a|b|"), SEP, 1, 4, 1, 3, -100, torch.Generator())
+    assert [stream.pool for stream in few.streams] == [[0, 1]] * 3
+    with pytest.raises(ValueError, match="share=2 must be in 0..shares - 1"):
+        DocumentRows(data, SEP, 1, 4, 1, 1, -100, torch.Generator(), 2, 2)
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(rows=0), ValueError, "rows=0"),
     (dict(segment=-1), ValueError, "segment=-1"),
@@ -186,6 +205,7 @@ def test_documents_subset_is_one_ranks_share():
     (dict(data=data_of(b"|")), ValueError, "1 tokens hold no prediction"),
     (dict(data=data_of(b"")), ValueError, "0 tokens hold no prediction"),
     (dict(documents=[5]), ValueError, r"documents must be indices in 0\.\.1"),
+    (dict(data=torch.tensor([1, 2, 3, 4]), separator=-1), ValueError, r"separator=-1 is outside token ids \(>= 0\)"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, error, message):
     args = dict(data=data_of(b"ab|cd|"), separator=SEP, rows=1, segment=2, shuffle=False) | kwargs

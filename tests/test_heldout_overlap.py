@@ -34,6 +34,11 @@ def test_sampling_keeps_a_window_wherever_it_occurs():
     assert 0 < copy["windows"] < 20000 / 4 and copy["best"] == 1 and copy["best_shared"] > 0.99
 
 
+def test_a_document_shorter_than_a_window_has_no_fraction():
+    (short,) = heldout_overlap.overlap([_random_bytes(100, 1)], [_random_bytes(20, 2)], sample=1)
+    assert short["windows"] == 0 and short["shared"] is None and short["best_shared"] is None
+
+
 def test_the_script_reports_quality_pys_held_out_documents(tmp_path, capsys):
     results = heldout_overlap.main(["--tiny", "--eval-bytes", "3000", "--out", str(tmp_path / "o.jsonl")])
     assert results and all(0.0 <= r["shared"] <= 1.0 for r in results)

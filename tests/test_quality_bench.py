@@ -44,6 +44,12 @@ def test_each_documents_figure_is_that_documents_own_whatever_its_batch():
     assert math.isclose(mean, together["bpb"], abs_tol=2e-4)
 
 
+def test_the_held_out_documents_are_the_first_non_empty_ones_up_to_the_budget():
+    test = b"abc\0\0defg\0hi\0jk\0"
+    assert quality.eval_documents(test, 5, None) == [b"abc", b"defg"]  # 3 < 5 bytes: one more, whole
+    assert quality.eval_documents(test, 100, 2) == [b"ab", b"de", b"hi", b"jk"]  # cut at max_doc
+
+
 def test_a_run_past_its_stop_after_time_is_cut_and_still_evaluated(tmp_path):
     """A budget far beyond the time a run has: --stop-after ends training early, the held-out
     documents are still evaluated, and the result says the run was cut."""

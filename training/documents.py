@@ -16,6 +16,7 @@ with a separator. Every position 1..len-1 is so predicted exactly once, as in th
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -88,7 +89,8 @@ class DocumentStreams:
         if not isinstance(separator, int) or isinstance(separator, bool):
             raise TypeError(f"separator must be an int token id, got {separator!r}")
         if separator < 0 or vocab is not None and separator >= vocab:
-            raise ValueError(f"separator={separator} is outside the data's vocabulary (0..{(vocab or 0) - 1})")
+            allowed = f"the data's vocabulary (0..{vocab - 1})" if vocab is not None else "token ids (>= 0)"
+            raise ValueError(f"separator={separator} is outside {allowed}")
         for name, value in (("rows", rows), ("segment", segment)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an int >= 1")
@@ -142,6 +144,10 @@ class DocumentStreams:
         self.offset[row] = 0
         return True
 
+    def _pool_crc(self) -> int:
+        """A checksum of the documents selected, in their order (state_dict keeps it, not the list)."""
+        return zlib.crc32(np.asarray(self.pool, dtype=np.int64).tobytes())
+
     def _permutation(self) -> list[int]:
         """The pool in a random order drawn with the generator (advancing it)."""
         return [self.pool[i] for i in torch.randperm(len(self.pool), generator=self.generator).tolist()]
@@ -186,16 +192,19 @@ class DocumentStreams:
         (torch.save-able, weights_only=True)."""
         return {"documents": len(self), "rows": self.rows, "shuffle": self.shuffle, "piece": list(self.piece),
                 "offset": list(self.offset), "queue": self.queue, "pool": len(self.pool),
+                "pool_crc": self._pool_crc(),
                 "epoch_generator": self.epoch_generator,
                 "generator": self.generator.get_state() if self.shuffle else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where ``state_dict`` was taken, on the same data and rows."""
-        for name, value in (("documents", len(self)), ("rows", self.rows), ("shuffle", self.shuffle),
-                            ("pool", len(self.pool))):
-            if state.get(name, value) != value:  # (states before epochs kept no pool)
-                raise ValueError(f"the state was taken with {name}={state[name]!r}, these streams have "
-                                 f"{name}={value!r}: same data and rows required")
+        for name, what, value in (("documents", "documents in the split", len(self)), ("rows", "rows", self.rows),
+                                  ("shuffle", "shuffle", self.shuffle),
+                                  ("pool", "documents selected (documents=)", len(self.pool)),
+                                  ("pool_crc", "checksum of the documents selected", self._pool_crc())):
+            if state.get(name, value) != value:  # (states before epochs kept neither pool nor its checksum)
+                raise ValueError(f"the state was taken from streams with {what} {state[name]!r}, these have "
+                                 f"{value!r}: it continues only on the same split, rows, shuffle and documents")
         self.piece, self.offset, self.queue = list(state["piece"]), list(state["offset"]), state["queue"]
         if self.shuffle:
             # the epoch's order, redrawn as it was drawn; a state taken before documents were read in
@@ -211,12 +220,28 @@ class DocumentStreams:
 
 class DocumentRows:
     """train.py's --documents reader: per micro-batch, a ``DocumentStreams`` over the train split and
-    the memories and states its rows ended the last step with (detached), to start the next one from."""
+    the memories and states its rows ended the last step with (detached), to start the next one from.
+
+    The micro-batches of all processes read disjoint shares of the documents: micro-batch i of
+    process ``share`` (of ``shares``) reads every (shares * micro_batches)-th document from
+    share * micro_batches + i on, each once per epoch of its share, so that the run as a whole reads
+    each document once per epoch too (streams each drawing from all documents would together read
+    some twice and others not at all, as drawing with replacement). With fewer documents than
+    streams, every stream reads them all.
+    """
 
     def __init__(self, data: Data, separator: int, rows: int, segment: int, segments: int, micro_batches: int,
-                 ignore_index: int, generator: torch.Generator) -> None:
+                 ignore_index: int, generator: torch.Generator, share: int = 0, shares: int = 1) -> None:
+        if not 0 <= share < shares:
+            raise ValueError(f"share={share} must be in 0..shares - 1 (shares={shares}): this process' rank")
+        count, streams = document_count(data, separator), shares * micro_batches
+
+        def documents(i: int) -> Optional[range]:
+            return range(share * micro_batches + i, count, streams) if count >= streams else None
+
         self.streams = [DocumentStreams(data, separator, rows, segment, shuffle=True, generator=generator,
-                                        ignore_index=ignore_index) for _ in range(micro_batches)]
+                                        ignore_index=ignore_index, documents=documents(i))
+                        for i in range(micro_batches)]
         self.segments = segments
         self.carried: list[tuple[Optional[Memories], Optional[list[Tensor]]]] = [(None, None)] * micro_batches
 
