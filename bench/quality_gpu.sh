@@ -108,22 +108,7 @@ for f in "$OUT"/quality_*.jsonl; do
     [ -e "$f" ] || continue
     grep -h '"kind": "result"' "$f" || echo "{\"file\": \"$f\", \"result\": null, \"last\": $(tail -n 1 "$f" || echo null)}"
 done
-python3 - "$OUT" <<'EOF' || true
-import glob, json, sys
-print(f"{'run':28} {'params':>7} {'tokens':>9} {'tok/s':>8} {'bpb':>6} " + " ".join(f"{b:>7}" for b in
-      ("0k-1k", "1k-4k", "4k-16k", "16k-64k", "64k+")) + "  nostate")
-for path in sorted(glob.glob(f"{sys.argv[1]}/quality_*.jsonl")):
-    recs = [json.loads(line) for line in open(path) if line.strip()]
-    res = next((r for r in recs if r.get("kind") == "result"), None)
-    if res is None:
-        print(f"{path.split('/')[-1][:-6]:28} (no result)")
-        continue
-    ev, ns = res["eval"], res.get("nostate_eval")
-    cells = " ".join(f"{(ev['by_offset'][b]['bpb'] or float('nan')):7.4f}" for b in ev["by_offset"])
-    name = res['impl'] + (" (cut)" if res.get("cut") else "")
-    print(f"{name:28} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M {res['tokens_per_s'] or 0:8d} "
-          f"{ev['bpb']:6.4f} {cells}  {ns['bpb'] if ns else '-'}")
-EOF
+python3 bench/quality_table.py "$OUT" || true  # a line per run, and per configuration over its seeds
 if [ "${PACK:-0}" = 1 ]; then
     cat "$OUT"/quality_*_*.jsonl > "$OUT/quality_all.jsonl" 2>/dev/null
     for f in "$OUT"/quality_*_*.log; do

@@ -1,0 +1,125 @@
+"""The results of bench/quality.py runs as tables: one line per run, then one per configuration over
+its seeds (mean, and the spread between seeds beside it: one seed per configuration is not enough to
+compare configurations, bench/RESULTS.md).
+
+    python bench/quality_table.py bench_out                     # every *.jsonl in the folder
+    python bench/quality_table.py a/quality_all.jsonl b/quality_all.jsonl
+
+A configuration is a model with all of its run's flags but those that do not change what is trained
+(--seed, --impl, --out, --stop-after, --device); runs that stopped early (cut) count apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from collections import defaultdict
+from statistics import mean
+from typing import Any, Optional
+
+BUCKETS = ("0k-1k", "1k-4k", "4k-16k", "16k-64k", "64k+")
+NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "device")
+
+
+def load_runs(paths: list[str]) -> list[dict[str, Any]]:
+    """Each run of the files named (or *.jsonl of the folders named): its config record's flags
+    ("args"), seed and configuration key, and its result record (None if it has none)."""
+    files: list[str] = []
+    for path in paths:
+        files += sorted(glob.glob(os.path.join(path, "*.jsonl"))) if os.path.isdir(path) else [path]
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for name in files:
+        with open(name) as f:
+            for line in f:
+                record = json.loads(line) if line.strip() else None
+                if not record or "impl" not in record:
+                    continue
+                run = runs.setdefault((name, record["impl"]), dict(file=name, impl=record["impl"], args={}, result=None))
+                if record.get("kind") == "config":
+                    run["args"] = record.get("args", {})
+                elif record.get("kind") == "result":
+                    run["result"] = record
+    for run in runs.values():
+        args = run["args"]
+        run["seed"] = args.get("seed")
+        run["configuration"] = json.dumps({k: v for k, v in sorted(args.items()) if k not in NOT_CONFIGURATION})
+    return list(runs.values())
+
+
+def _cell(value: Optional[float], width: int = 7) -> str:
+    return f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"
+
+
+def run_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per run: parameters, tokens, tokens/s, bits/byte overall and by offset, with states reset."""
+    lines = [f"{'run':28} {'seed':>4} {'params':>7} {'tokens':>9} {'tok/s':>8} {'bpb':>7} "
+             + " ".join(f"{b:>7}" for b in BUCKETS) + "  nostate"]
+    for run in runs:
+        res = run["result"]
+        if res is None:
+            lines.append(f"{run['impl']:28} {str(run['seed']):>4} (no result)")
+            continue
+        ev, ns = res["eval"], res.get("nostate_eval")
+        name = run["impl"] + (" (cut)" if res.get("cut") else "")
+        lines.append(f"{name:28} {str(run['seed']):>4} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M "
+                     f"{res['tokens_per_s'] or 0:8d} {_cell(ev['bpb'])} "
+                     + " ".join(_cell(ev["by_offset"].get(b, {}).get("bpb")) for b in BUCKETS)
+                     + f"  {_cell(ns['bpb']) if ns else '-'}")
+    return lines
+
+
+def configuration_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per configuration (cut runs apart) with a result: its model, seeds, mean bits/byte overall, by
+    offset and with states reset, and the lowest and highest of its seeds' figures."""
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        if run["result"] is not None:
+            groups[(run["configuration"], bool(run["result"].get("cut")))].append(run)
+    summaries = []
+    for (configuration, cut), members in groups.items():
+        evals = [m["result"]["eval"] for m in members]
+        nostate = [m["result"]["nostate_eval"]["bpb"] for m in members if m["result"].get("nostate_eval")]
+        by_offset = {}
+        for b in BUCKETS:
+            values = [e["by_offset"].get(b, {}).get("bpb") for e in evals]
+            by_offset[b] = mean(values) if values and None not in values else None
+        bpbs = [e["bpb"] for e in evals]
+        summaries.append(dict(model=members[0]["result"]["model"], cut=cut, configuration=json.loads(configuration),
+                              seeds=sorted((m["seed"] for m in members), key=str), bpb=mean(bpbs), low=min(bpbs),
+                              high=max(bpbs), by_offset=by_offset,
+                              nostate=mean(nostate) if len(nostate) == len(members) else None))
+    return summaries
+
+
+def configuration_lines(summaries: list[dict[str, Any]]) -> list[str]:
+    """One line per configuration: its seeds, mean bits/byte (lowest..highest), means by offset, and
+    then the flags that set it apart from the other configurations."""
+    keys = {k for s in summaries for k in s["configuration"]}
+    varying = sorted(k for k in keys if len({json.dumps(s["configuration"].get(k)) for s in summaries}) > 1)
+    lines = [f"{'model':14} {'seeds':>9} {'mean bpb':>8} {'low..high':>15} " + " ".join(f"{b:>7}" for b in BUCKETS)
+             + "  nostate  flags that differ"]
+    for s in summaries:
+        flags = " ".join(f"{k}={s['configuration'].get(k)}" for k in varying)
+        lines.append(f"{s['model'] + (' (cut)' if s['cut'] else ''):14} {','.join(map(str, s['seeds'])):>9} "
+                     f"{s['bpb']:8.4f} {s['low']:7.4f}..{s['high']:.4f} "
+                     + " ".join(_cell(s["by_offset"][b]) for b in BUCKETS) + f"  {_cell(s['nostate'])}  {flags}")
+    return lines
+
+
+def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", help="quality.py JSONL files, or folders of them")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.paths)
+    summaries = configuration_summaries(runs)
+    print("\n".join(run_lines(runs)))
+    if any(len(s["seeds"]) > 1 for s in summaries):
+        print("\nper configuration, over its seeds:")
+        print("\n".join(configuration_lines(summaries)))
+    return summaries
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""bench/quality_table.py: quality.py's results per run and per configuration over its seeds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import quality_table  # noqa: E402
+
+
+def _run(impl: str, model: str, seed: int, bpb: float, flags: dict, cut: bool = False, result: bool = True) -> list[dict]:
+    args = dict(impl=impl, out=f"/tmp/{impl}.jsonl", seed=seed, stop_after=500.0, model=model, **flags)
+    records = [dict(model=model, impl=impl, kind="config", args=args), dict(model=model, impl=impl, kind="train")]
+    if result:
+        by_offset = {b: dict(bpb=bpb + i / 100, bytes=10) for i, b in enumerate(quality_table.BUCKETS)}
+        records.append(dict(model=model, impl=impl, kind="result", params=18_550_000, tokens=100_000_000,
+                            tokens_per_s=500_000, cut=cut, eval=dict(bpb=bpb, by_offset=by_offset),
+                            nostate_eval=dict(bpb=bpb + 0.001) if model == "ours" else None))
+    return records
+
+
+def test_runs_of_one_configuration_are_averaged_over_their_seeds(tmp_path, capsys):
+    records = (_run("quality_0_ours", "ours", 0, 0.90, dict(tokens=1e8)) + _run("quality_1_xl", "xl", 0, 0.95, dict(tokens=1e8, seg=512))
+               + _run("quality_2_ours", "ours", 1, 0.86, dict(tokens=1e8)) + _run("quality_3_xl", "xl", 1, 0.93, dict(tokens=1e8, seg=512))
+               + _run("quality_4_xl", "xl", 0, 0.99, dict(tokens=1e8, seg=1024))      # another configuration
+               + _run("quality_5_ours", "ours", 2, 1.20, dict(tokens=1e8), cut=True)  # cut: counted apart
+               + _run("quality_6_ours", "ours", 3, 0.0, dict(tokens=1e8), result=False))
+    path = tmp_path / "quality_all.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    summaries = {(s["model"], s["configuration"].get("seg"), s["cut"]): s for s in quality_table.main([str(tmp_path)])}
+    ours = summaries[("ours", None, False)]
+    assert ours["seeds"] == [0, 1] and abs(ours["bpb"] - 0.88) < 1e-9 and (ours["low"], ours["high"]) == (0.86, 0.90)
+    assert abs(ours["by_offset"]["64k+"] - 0.92) < 1e-9 and abs(ours["nostate"] - 0.881) < 1e-9
+    xl = summaries[("xl", 512, False)]
+    assert xl["seeds"] == [0, 1] and abs(xl["bpb"] - 0.94) < 1e-9 and xl["nostate"] is None
+    assert summaries[("xl", 1024, False)]["seeds"] == [0] and summaries[("ours", None, True)]["seeds"] == [2]
+    assert len(summaries) == 4  # the run without a result is in no configuration
+    out = capsys.readouterr().out
+    assert "quality_6_ours" in out and "(no result)" in out and "per configuration, over its seeds" in out
+    assert "quality_5_ours (cut)" in out and "seg=512" in out and "seg=1024" in out
