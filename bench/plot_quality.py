@@ -1,11 +1,15 @@
-"""Bits per byte against the byte's offset in its document, one line per bench/quality.py run.
+"""Bits per byte against the byte's offset in its document, one line per bench/quality.py run, or per
+set of runs (e.g. the seeds of one configuration) averaged.
 
     python bench/plot_quality.py OUT.png RUN.jsonl[=LABEL] ...
+    python bench/plot_quality.py OUT.png "all.jsonl@quality_0_ours+all.jsonl@quality_1_ours=ours, 2 seeds" ...
 
-Each RUN.jsonl is a quality.py record file; its result's evaluation by offset bucket (0-1k, 1k-4k,
-4k-16k, 16k-64k, 64k+) is one line, named LABEL (default: the run's impl). Where the line of a model
-with a recurrent state falls below the same model's without one, past the first block, the state
-carries something the XL memory does not.
+A line is LINE[=LABEL], LINE one run or several joined by '+', each run a quality.py JSONL file,
+PATH@IMPL naming the run of impl IMPL in a file holding several (quality_gpu.sh's packed
+quality_all.jsonl), PATH alone the file's first. Its evaluation by offset bucket (0-1k, 1k-4k, 4k-16k,
+16k-64k, 64k+), averaged over the runs joined, is one line, named LABEL (default: the runs' impls).
+Where the line of a model with a recurrent state falls below the same model's without one, past the
+first block, the state carries something the XL memory does not.
 """
 
 from __future__ import annotations
@@ -19,14 +23,25 @@ matplotlib.use("Agg")  # files only: no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def result_of(path: str) -> dict:
-    """The result record of a quality.py JSONL file."""
+def result_of(run: str) -> dict:
+    """The result record of a run: PATH (a quality.py JSONL file's first) or PATH@IMPL (its run IMPL)."""
+    path, _, impl = run.partition("@")
     with open(path) as f:
         for line in f:
-            record = json.loads(line)
-            if record.get("kind") == "result":
+            record = json.loads(line) if line.strip() else {}
+            if record.get("kind") == "result" and (not impl or record.get("impl") == impl):
                 return record
-    raise SystemExit(f"{path}: no result record (did the run finish?)")
+    raise SystemExit(f"{path}: no result record{f' of {impl}' if impl else ''} (did the run finish?)")
+
+
+def line_of(runs: list[str]) -> tuple[str, list[str], list[float], float]:
+    """The runs' impls, bucket names, mean bits/byte per bucket (buckets every run has) and overall."""
+    results = [result_of(run) for run in runs]
+    names = [name for name, cell in results[0]["eval"]["by_offset"].items()
+             if all(r["eval"]["by_offset"].get(name, {}).get("bpb") is not None for r in results)]
+    means = [sum(r["eval"]["by_offset"][name]["bpb"] for r in results) / len(results) for name in names]
+    overall = sum(r["eval"]["bpb"] for r in results) / len(results)
+    return "+".join(r["impl"] for r in results), names, means, overall
 
 
 def main(argv: list[str]) -> None:
@@ -34,12 +49,10 @@ def main(argv: list[str]) -> None:
         raise SystemExit(__doc__)
     out, runs = argv[0], argv[1:]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in runs:
-        path, _, label = run.partition("=")
-        result = result_of(path)
-        buckets = [(name, cell["bpb"]) for name, cell in result["eval"]["by_offset"].items() if cell["bpb"] is not None]
-        ax.plot([name for name, _ in buckets], [bpb for _, bpb in buckets], marker="o",
-                label=f"{label or result['impl']} ({result['eval']['bpb']:.3f} overall)")
+    for line in runs:
+        members, _, label = line.partition("=")
+        impls, names, means, overall = line_of(members.split("+"))
+        ax.plot(names, means, marker="o", label=f"{label or impls} ({overall:.3f} overall)")
     ax.set_xlabel("offset of the byte in its document")
     ax.set_ylabel("held-out bits per byte")
     ax.grid(alpha=0.3)

@@ -70,6 +70,27 @@ def test_the_offset_plot_draws_a_run(tmp_path):
     assert (tmp_path / "plot.png").stat().st_size > 1000
 
 
+def test_the_offset_plot_averages_runs_picked_from_a_packed_file(tmp_path):
+    """A line may be the mean of several runs, each picked by impl from a file holding several."""
+    import json
+
+    import plot_quality  # noqa: E402  (bench/, on the path above)
+
+    def result(impl: str, bpb: float) -> dict:
+        by_offset = {"0k-1k": dict(bpb=bpb + 0.1), "1k-4k": dict(bpb=bpb), "64k+": dict(bpb=None)}
+        return dict(kind="result", impl=impl, eval=dict(bpb=bpb, by_offset=by_offset))
+
+    packed = tmp_path / "quality_all.jsonl"
+    packed.write_text("".join(json.dumps(r) + "\n" for r in (result("quality_0_ours", 0.9), result("quality_1_xl", 1.5),
+                                                                result("quality_2_ours", 0.8))))
+    impls, names, means, overall = plot_quality.line_of([f"{packed}@quality_0_ours", f"{packed}@quality_2_ours"])
+    assert impls == "quality_0_ours+quality_2_ours" and names == ["0k-1k", "1k-4k"]  # a bucket none has: left out
+    assert [round(m, 6) for m in means] == [0.95, 0.85] and round(overall, 6) == 0.85
+    plot_quality.main([str(tmp_path / "mean.png"), f"{packed}@quality_0_ours+{packed}@quality_2_ours=ours, 2 seeds",
+                       f"{packed}@quality_1_xl"])
+    assert (tmp_path / "mean.png").stat().st_size > 1000
+
+
 def test_the_xl_peer_masks_a_rows_memories_from_its_new_documents_start_on():
     """x-transformers keeps one memory tensor per layer for the whole batch, so the harness resets a
     row by masking: where a row starts a new document it sees none of its carried memories, and
