@@ -203,6 +203,34 @@ def setup_precision() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
+def parse_value(text: str) -> Any:
+    """'4,' / '4,6' / '()' -> tuple of ints; true/false/none; int; float; else the string."""
+    t = text.strip()
+    if t in ("()", "", ","):
+        return ()
+    if "," in t:
+        return tuple(int(v) for v in t.strip("()").split(",") if v.strip())
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    if t.lower() == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(t)
+        except ValueError:
+            pass
+    return t
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE arguments as a dict, each value read by parse_value."""
+    settings = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        settings[key.strip()] = parse_value(value)
+    return settings
+
+
 def parse_shape(text: str) -> tuple[int, int]:
     """'16x2048' -> (16, 2048)."""
     batch, length = text.lower().split("x")

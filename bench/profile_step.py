@@ -3,6 +3,8 @@
 
     PYTHONPATH=$PWD python bench/profile_step.py --cfg seed --shape 16x2048
     PYTHONPATH=$PWD python bench/profile_step.py --cfg large --shape 64x2048 --no-compile
+    PYTHONPATH=$PWD python bench/profile_step.py --set block_width=1024 --set max_seq_len=2048 \
+        --set rotary_dim=32 --set memory_kv_from_inputs=true     # train.py's --preset long-documents model
 
 Prints the warm-up time (compilation included), 5 timed steps, then one JSON line (total kernel
 time, kernel count, time per category: matmul, attention, fused Triton kernels, other; by kernel
@@ -29,9 +31,11 @@ def main() -> None:
     parser.add_argument("--cfg", choices=("seed", "large"), default="seed")
     parser.add_argument("--shape", default="16x2048", help="batch x tokens")
     parser.add_argument("--no-compile", action="store_true", help="profile the eager model's graphs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model setting over --cfg's (e.g. block_width=1024; repeatable)")
     args = parser.parse_args()
 
-    cfg = common.SEED_CONFIG if args.cfg == "seed" else common.LARGE_CONFIG
+    cfg = {**(common.SEED_CONFIG if args.cfg == "seed" else common.LARGE_CONFIG), **common.parse_settings(args.set)}
     batch, seq = common.parse_shape(args.shape)
     device = torch.device("cuda")
     common.setup_precision()
@@ -63,7 +67,7 @@ def main() -> None:
         step()
         common.synchronize(device)
     totals, lines = common.kernel_summary(prof)
-    print(json.dumps(dict(cfg=args.cfg, shape=args.shape, compiled=not args.no_compile, **totals)))
+    print(json.dumps(dict(cfg=args.cfg, settings=args.set, shape=args.shape, compiled=not args.no_compile, **totals)))
     print("\n".join(lines))
 
 

@@ -78,25 +78,6 @@ LN2 = math.log(2)
 
 # ---- command line ------------------------------------------------------------------------------
 
-def parse_value(text: str) -> Any:
-    """'4,' / '4,6' / '()' -> tuple of ints; true/false/none; int; float; else the string."""
-    t = text.strip()
-    if t in ("()", "", ","):
-        return ()
-    if "," in t:
-        return tuple(int(v) for v in t.strip("()").split(",") if v.strip())
-    if t.lower() in ("true", "false"):
-        return t.lower() == "true"
-    if t.lower() == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(t)
-        except ValueError:
-            pass
-    return t
-
-
 def parse_args(argv: Optional[list[str]] = None):
     parser = common.base_parser(__doc__)
     parser.add_argument("--model", choices=("ours", "ours_nostate", "xl"), default="ours")
@@ -195,10 +176,7 @@ def eval_documents(test: bytes, eval_bytes: float, max_doc: Optional[int]) -> li
 # ---- models ---------------------------------------------------------------------------------------
 
 def ours_config(args) -> dict[str, Any]:
-    cfg = dict(PRESETS[args.preset])
-    for item in args.set:
-        key, _, value = item.partition("=")
-        cfg[key.strip()] = parse_value(value)
+    cfg = {**PRESETS[args.preset], **common.parse_settings(args.set)}
     if args.model == "ours_nostate":
         cfg["recurrent_layers"] = ()  # the config accepts an empty tuple: no state is written or read
         cfg.pop("read_recurrent_layers", None)
@@ -211,9 +189,7 @@ def xl_kwargs(args, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     decoder = dict(dim=cfg["dim"], depth=cfg["depth"], heads=cfg.get("heads", 8), attn_dim_head=cfg.get("dim_head", 64),
                    attn_kv_heads=cfg.get("kv_heads", 1), attn_flash=True, rotary_pos_emb=True,
                    ff_glu=True, ff_mult=ff_hidden / cfg["dim"], ff_no_bias=True)
-    for item in args.xl_set:
-        key, _, value = item.partition("=")
-        decoder[key.strip()] = parse_value(value)
+    decoder.update(common.parse_settings(args.xl_set))
     wrapper = dict(num_tokens=cfg.get("num_tokens", 256), max_seq_len=args.seg, max_mem_len=args.mem)
     return wrapper, decoder
 

@@ -1,4 +1,4 @@
-"""bench/quality_table.py: quality.py's results per run and per configuration over its seeds."""
+"""bench/quality_table.py: quality.py's results per run and per configuration over its seeds; the benches' --set values."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import common  # noqa: E402
 import quality_table  # noqa: E402
 
 
@@ -40,3 +41,12 @@ def test_runs_of_one_configuration_are_averaged_over_their_seeds(tmp_path, capsy
     out = capsys.readouterr().out
     assert "quality_6_ours" in out and "(no result)" in out and "per configuration, over its seeds" in out
     assert "quality_5_ours (cut)" in out and "seg=512" in out and "seg=1024" in out
+
+
+def test_set_arguments_are_read_as_the_values_they_spell():
+    """--set KEY=VALUE of quality.py and profile_step.py: tuples, booleans, None, numbers, else text."""
+    assert common.parse_settings(["recurrent_layers=2,5", "knn_layers=4,", "use_flash_attn=false", "rotary_dim=none",
+                                  "block_width=1024", "xpos_scale_base=1e9", "gate_type=lstm", "read_recurrent_layers=()",
+                                  "block_width=512"]) == dict(
+        recurrent_layers=(2, 5), knn_layers=(4,), use_flash_attn=False, rotary_dim=None, block_width=512,
+        xpos_scale_base=1e9, gate_type="lstm", read_recurrent_layers=())  # the last of a key given twice stands
