@@ -13,7 +13,7 @@ steps are trained but timed apart, as warmup_s), then evaluates held-out documen
                             recurrent state contributes)
 
 Models:
-  ours          BlockRecurrentTransformer (--preset seed|large|tiny, any field with --set k=v, e.g.
+  ours          BlockRecurrentTransformer (--preset seed|large|tiny|long-documents, any field with --set k=v, e.g.
                 --set kv_heads=8 --set recurrent_layers=4,), trained through TrainStep (CUDA graphs) on a
                 model.compile()d model with bf16 autocast and fused AdamW on CUDA; eagerly on CPU
   ours_nostate  the same with recurrent_layers=() (no state; XL memories only)
@@ -54,6 +54,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -67,11 +68,18 @@ import corpora  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig  # noqa: E402
+from training.config import PRESETS as TRAIN_PRESETS  # noqa: E402
 from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
 
 IGNORE = -100  # labels of padding (the models' ignore_index)
-PRESETS: dict[str, dict[str, Any]] = {"seed": common.SEED_CONFIG, "large": common.LARGE_CONFIG,
-                                      "tiny": common.TINY_CONFIG}
+MODEL_FIELDS = {f.name for f in fields(BlockRecurrentConfig)}
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed": common.SEED_CONFIG, "large": common.LARGE_CONFIG, "tiny": common.TINY_CONFIG,
+    # train.py's --preset long-documents model (its batch and schedule are flags here: --batch 16 --seq 2048)
+    "long-documents": {**common.SEED_CONFIG, **{k: v for k, v in TRAIN_PRESETS["long-documents"].items()
+                                                if k in MODEL_FIELDS}},
+}
 BUCKETS = corpora.BUCKETS
 LN2 = math.log(2)
 

@@ -50,6 +50,21 @@ def test_the_held_out_documents_are_the_first_non_empty_ones_up_to_the_budget():
     assert quality.eval_documents(test, 100, 2) == [b"ab", b"de", b"hi", b"jk"]  # cut at max_doc
 
 
+def test_the_long_documents_preset_is_train_pys_model():
+    """quality.py --preset long-documents builds the model of train.py's preset (one source for both)."""
+    from training.config import PRESETS
+
+    cfg = quality.ours_config(quality.parse_args(["--preset", "long-documents", "--tokens", "1e8"]))
+    preset = PRESETS["long-documents"]
+    for key in ("embedding_init_std", "xpos_scale_base", "block_width", "max_seq_len", "rotary_dim",
+                "memory_kv_from_inputs"):
+        assert cfg[key] == preset[key], key
+    assert "batch_size" not in cfg and cfg["dim"] == 512 and cfg["depth"] == 6  # the seed's size, model fields only
+    nostate = quality.ours_config(quality.parse_args(["--preset", "long-documents", "--model", "ours_nostate",
+                                                      "--tokens", "1e8"]))
+    assert nostate["recurrent_layers"] == () and nostate["block_width"] == 1024
+
+
 def test_a_run_past_its_stop_after_time_is_cut_and_still_evaluated(tmp_path):
     """A budget far beyond the time a run has: --stop-after ends training early, the held-out
     documents are still evaluated, and the result says the run was cut."""
