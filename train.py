@@ -182,7 +182,7 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     step, window = _restore_progress(cfg, env, ckpt, ckpt_path, optimizer, scheduler, data_generator)
     # --documents: each row reads whole documents, its memories and states carried across steps
     documents = DocumentRows(train_data, separator, cfg.batch_size, cfg.max_seq_len, cfg.seq_len // cfg.max_seq_len,
-                             cfg.grad_accum, model.config.ignore_index, data_generator, env.rank,
+                             cfg.grad_accum, model.config.ignore_index, cfg.seed, env.rank,
                              env.world_size) if cfg.documents else None
     if documents is not None and ckpt is not None:
         _restore_documents(documents, ckpt, env, device)

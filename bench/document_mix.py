@@ -81,8 +81,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(f"{name}: {len(train) / 1e6:.1f}M tokens; {args.rows} rows x {args.seq} tokens (segments of {seg}) "
           f"x {steps} steps")
     for seed in (int(s) for s in args.seeds.split(",")):
-        streams = DocumentStreams(train, corpora.SEPARATOR, args.rows, seg, shuffle=True,
-                                  generator=torch.Generator().manual_seed(seed))
+        streams = DocumentStreams(train, corpora.SEPARATOR, args.rows, seg, shuffle=True, seed=seed)
         read = tokens_by_document(streams, steps, args.seq // seg)
         total = sum(read.values())
         largest = sorted(range(len(streams)), key=lambda j: -int(streams.lengths[j]))[:args.largest]

@@ -442,7 +442,7 @@ def run(args) -> list[dict[str, Any]]:
     optimizer = make_optimizer(peer.model, args, device)
     params_list = [p for p in peer.model.parameters() if p.requires_grad]
     streams = DocumentStreams(train_data, corpora.SEPARATOR, args.batch, peer.seg, shuffle=True,
-                              generator=torch.Generator().manual_seed(args.seed), ignore_index=IGNORE)
+                              seed=args.seed, ignore_index=IGNORE)
     total_steps = math.ceil(args.tokens / tokens_per_step) if args.tokens else None
     step, curve_loss, cut = 0, torch.zeros((), device=device), False
     curve_norm, curve_clipped = torch.zeros((), device=device), torch.zeros((), device=device)

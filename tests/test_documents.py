@@ -101,53 +101,88 @@ def test_token_split_input(tmp_path):
         DocumentStreams(split, 10, rows=1, segment=1, shuffle=False)
 
 
-def test_shuffle_draws_from_the_generator_and_resumes_identically(tmp_path):
+def test_shuffle_follows_the_seed_and_resumes_identically(tmp_path):
     data = data_of(b"|".join(bytes([65 + i]) * (i + 1) for i in range(9)) + b"|")
 
     def streams(seed: int) -> DocumentStreams:
-        generator = torch.Generator().manual_seed(seed)
-        return DocumentStreams(data, SEP, rows=3, segment=4, shuffle=True, generator=generator)
+        return DocumentStreams(data, SEP, rows=3, segment=4, shuffle=True, seed=seed)
 
     a, b, c = streams(1), streams(1), streams(2)
     runs = [torch.cat([s.next(2).labels for _ in range(6)]) for s in (a, b, c)]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
-    buffer = io.BytesIO()
-    torch.save(a.state_dict(), buffer)
-    later = [a.next(3) for _ in range(4)]
-    resumed = streams(7)
-    resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
-    for expected in later:
-        got = resumed.next(3)
-        assert all(torch.equal(getattr(got, f), getattr(expected, f)) for f in ("inputs", "labels", "reset", "offsets"))
+    for _ in range(3):  # a saved state, a few epochs in (each next reads 6 segments of 3 rows)
+        buffer = io.BytesIO()
+        torch.save(a.state_dict(), buffer)
+        later = [a.next(3) for _ in range(4)]
+        resumed = streams(1)
+        resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+        for expected in later:
+            got = resumed.next(3)
+            assert all(torch.equal(getattr(got, f), getattr(expected, f)) for f in ("inputs", "labels", "reset", "offsets"))
+    assert a.epoch >= 2
 
 
-def test_shuffle_reads_every_document_once_per_epoch_and_old_states_start_a_new_one():
+def _first_letters(streams: DocumentStreams, documents: int) -> list[int]:
+    """One row, segments longer than any document: each segment reads one whole document, named by its letter."""
+    return [int(streams.next(1).labels[0, 0]) for _ in range(documents)]
+
+
+NINE = data_of(b"|" + b"|".join(bytes([65 + i]) * (i + 1) for i in range(9)) + b"|")  # 9 documents A..IIIIIIIII
+
+
+def test_shuffle_reads_every_document_once_per_epoch_in_a_fresh_order():
     """Training rows take the documents in a random order, each once per epoch (not drawn with
-    replacement), a new order each epoch; a state saved when documents were drawn with replacement
-    (no "order") loads and starts a fresh epoch."""
-    data = data_of(b"|" + b"|".join(bytes([65 + i]) * (i + 1) for i in range(9)) + b"|")  # 9 documents A..IIIIIIIII
-
-    def first_letters(streams: DocumentStreams, documents: int) -> list[int]:
-        # one row, segments longer than any document: each segment reads one whole document
-        return [int(streams.next(1).labels[0, 0]) for _ in range(documents)]
-
-    streams = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator().manual_seed(0))
-    epochs = [first_letters(streams, 9) for _ in range(3)]
+    replacement), a new order each epoch; epoch 0's is torch.randperm under the seed (as bench/quality.py
+    drew it before orders were drawn per epoch, so its earlier runs of less than an epoch read the same)."""
+    streams = DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=0)
+    epochs = [_first_letters(streams, 9) for _ in range(3)]
     for epoch in epochs:
         assert sorted(epoch) == list(range(65, 74))  # all nine, once each
     assert epochs[0] != epochs[1] or epochs[1] != epochs[2]  # a fresh order each epoch
+    assert epochs[0] == [65 + i for i in torch.randperm(9, generator=torch.Generator().manual_seed(0)).tolist()]
 
-    old = streams.state_dict()
-    del old["epoch_generator"], old["pool"]
-    resumed = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator())
-    resumed.load_state_dict(old)
-    assert sorted(first_letters(resumed, 9)) == list(range(65, 74))
-    share = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator(), documents=[0, 2])
-    with pytest.raises(ValueError, match=r"documents selected \(documents=\) 9, these have 2"):
-        share.load_state_dict(streams.state_dict())  # another set of documents: its order cannot continue
-    other = DocumentStreams(data, SEP, rows=1, segment=16, shuffle=True, generator=torch.Generator(), documents=[1, 3])
+
+@pytest.mark.parametrize("streams", [2, 3, 9, 12])
+def test_streams_of_one_seed_read_each_document_once_per_epoch_between_them(streams):
+    """train.py's streams (micro-batches x processes) share one order per epoch, each its own places of
+    it: together each document once per epoch, and who reads which changes from epoch to epoch. With
+    fewer documents than streams, streams share places: every document still read in each epoch."""
+    readers = [DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=5, stream=s, streams=streams)
+               for s in range(streams)]
+    places = min(streams, 9)
+    sizes = [len(range(s % places, 9, places)) for s in range(streams)]  # each stream's documents per epoch
+    parts = []
+    for _ in range(3):  # three epochs
+        part = [_first_letters(r, size) for r, size in zip(readers, sizes)]
+        parts.append(part)
+        letters = [letter for p in part for letter in p]
+        if streams <= 9:
+            assert sorted(letters) == list(range(65, 74))
+        else:
+            assert set(letters) == set(range(65, 74))
+    assert parts[0] != parts[1] or parts[1] != parts[2]
+
+
+def test_a_state_continues_only_where_it_was_taken():
+    """A state names the documents, seed and stream it was taken from; elsewhere, or from the version
+    that drew orders from a generator's state, it is refused, saying what differs."""
+    streams = DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=0)
+    _first_letters(streams, 4)
+    state = streams.state_dict()
+    share = DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=0, documents=[0, 2])
+    with pytest.raises(ValueError, match=r"documents selected \(argument documents\) 9, these have 2"):
+        share.load_state_dict(state)  # another set of documents: its order cannot continue
+    other = DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=0, documents=[1, 3])
     with pytest.raises(ValueError, match="checksum of the documents selected"):  # as many, but others
         other.load_state_dict(share.state_dict())
+    with pytest.raises(ValueError, match="seed 0, these have 1"):
+        DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=1).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"streams \(micro-batches times processes in train.py\) 1, these have 2"):
+        DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=0, streams=2).load_state_dict(state)
+    old = {k: v for k, v in state.items() if k not in ("epoch", "seed", "stream", "streams", "pool_crc")}
+    old.update(generator=torch.Generator().get_state(), epoch_generator=None)
+    with pytest.raises(ValueError, match="drew its orders from a generator's state"):
+        DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=0).load_state_dict(old)
 
 
 def test_sequential_state_round_trip_and_mismatch():
@@ -178,20 +213,15 @@ def test_documents_subset_is_one_ranks_share():
     assert idle.exhausted
 
 
-@pytest.mark.parametrize("micro_batches, shares", [(3, 1), (2, 2), (4, 3)])
-def test_the_streams_of_every_micro_batch_and_process_read_disjoint_shares(micro_batches, shares):
-    """train.py's reader: each micro-batch of each process draws from its own share of the documents,
-    the shares together every document once, so that the run reads each once per epoch (streams each
-    drawing from all would together read some twice and others not at all); fewer documents than
-    streams: each reads them all."""
-    data = data_of(b"|" + b"|".join(bytes([65 + i]) * 3 for i in range(13)) + b"|")  # 13 documents
-    pools = [stream.pool for share in range(shares)
-             for stream in DocumentRows(data, SEP, 2, 8, 1, micro_batches, -100, torch.Generator(), share, shares).streams]
-    assert sorted(j for pool in pools for j in pool) == list(range(13))
-    few = DocumentRows(data_of(b"a|b|"), SEP, 1, 4, 1, 3, -100, torch.Generator())
-    assert [stream.pool for stream in few.streams] == [[0, 1]] * 3
-    with pytest.raises(ValueError, match="share=2 must be in 0..shares - 1"):
-        DocumentRows(data, SEP, 1, 4, 1, 1, -100, torch.Generator(), 2, 2)
+@pytest.mark.parametrize("micro_batches, processes", [(3, 1), (2, 2), (4, 3)])
+def test_train_pys_reader_makes_every_micro_batch_of_every_process_a_stream(micro_batches, processes):
+    """DocumentRows: micro-batch i of process p is stream p * micro_batches + i of them all, one seed."""
+    readers = [DocumentRows(NINE, SEP, 2, 8, 1, micro_batches, -100, 3, process, processes)
+               for process in range(processes)]
+    streams = [stream for reader in readers for stream in reader.streams]
+    assert [(s.stream, s.streams, s.seed) for s in streams] == [(j, len(streams), 3) for j in range(len(streams))]
+    with pytest.raises(ValueError, match="process=2 must be in 0..processes - 1"):
+        DocumentRows(NINE, SEP, 1, 4, 1, 1, -100, 0, 2, 2)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -199,7 +229,8 @@ def test_the_streams_of_every_micro_batch_and_process_read_disjoint_shares(micro
     (dict(segment=-1), ValueError, "segment=-1"),
     (dict(separator=256), ValueError, "separator=256 is outside"),
     (dict(separator=1.0), TypeError, "separator must be an int"),
-    (dict(shuffle=True), ValueError, "shuffle=True needs a CPU torch.Generator"),
+    (dict(shuffle=True), ValueError, "shuffle=True needs seed, an int >= 0"),
+    (dict(shuffle=True, seed=0, stream=2, streams=2), ValueError, r"stream=2 must be in 0\.\.streams - 1"),
     (dict(data=torch.zeros(2, 3, dtype=torch.uint8)), TypeError, "1-d CPU integer tensor.*2-d"),
     (dict(data=torch.zeros(6)), TypeError, "1-d CPU integer tensor.*float32"),
     (dict(data=data_of(b"|")), ValueError, "1 tokens hold no prediction"),

@@ -56,10 +56,18 @@ def test_the_long_documents_preset_is_train_pys_model():
 
     cfg = quality.ours_config(quality.parse_args(["--preset", "long-documents", "--tokens", "1e8"]))
     preset = PRESETS["long-documents"]
-    for key in ("embedding_init_std", "xpos_scale_base", "block_width", "max_seq_len", "rotary_dim",
-                "memory_kv_from_inputs"):
+    model_keys = [key for key in preset if key in quality.MODEL_FIELDS]
+    assert {"block_width", "rotary_dim", "recurrent_layers"} <= set(model_keys)
+    for key in model_keys:
         assert cfg[key] == preset[key], key
     assert "batch_size" not in cfg and cfg["dim"] == 512 and cfg["depth"] == 6  # the seed's size, model fields only
+    # and train.py builds the same model from it: every model field equal, those the preset leaves alone too
+    from block_recurrent_transformer_pytorch import BlockRecurrentConfig
+    from training.config import TrainConfig
+    from training.model import build_model
+
+    trained = build_model(TrainConfig(**preset, doc_separator=0)).config.to_dict()
+    assert trained == BlockRecurrentConfig(**cfg).to_dict()
     nostate = quality.ours_config(quality.parse_args(["--preset", "long-documents", "--model", "ours_nostate",
                                                       "--tokens", "1e8"]))
     assert nostate["recurrent_layers"] == () and nostate["block_width"] == 1024
@@ -177,7 +185,7 @@ def test_document_mix_counts_exactly_the_tokens_the_rows_read():
                         dtype=torch.uint8)
 
     def streams() -> DocumentStreams:
-        return DocumentStreams(data, 0, rows=3, segment=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+        return DocumentStreams(data, 0, rows=3, segment=8, shuffle=True, seed=0)
 
     read = document_mix.tokens_by_document(streams(), steps=40)
     direct = streams()

@@ -67,19 +67,24 @@ class DocumentStreams:
     TokenSplit), one at a time in each of ``rows`` rows, ``segment`` tokens per segment.
 
     shuffle=True (training): a row that needs a document takes the next of a random order of
-    ``documents`` (default: all), a fresh order (a permutation drawn with ``generator``, which is
-    required so that a run is reproducible and resumable; state_dict holds it) each time all have
-    been handed out: every document once per epoch; rows never run out. Not drawn with replacement:
-    a long-document corpus is often dominated by a few huge files (linux_c's largest is 10% of it), and
-    whether a run drew one of those twice or not at all moved held-out bits/byte by 0.05 between two
-    seeds (bench/RESULTS.md, 2026-11-30, sixth session).
+    ``documents`` (default: all): each epoch, a fresh order of them all, drawn from ``seed`` and the
+    epoch's number alone (so that a run is reproducible and resumes exactly; epoch 0 is
+    ``torch.randperm`` under ``torch.Generator().manual_seed(seed)``), of which this reader, stream
+    ``stream`` of ``streams`` reading the same documents with the same seed (train.py: every
+    micro-batch of every process), takes every streams-th place from place ``stream`` on. So every
+    document is read once per epoch by one stream or another, and which stream reads it changes each
+    epoch; rows never run out. (With fewer documents than streams, stream s takes the places of
+    stream s mod the number of documents.) Not drawn with replacement: a long-document corpus is often
+    dominated by a few huge files (linux_c's largest is 10% of it), and whether a run drew one of
+    those twice or not at all moved held-out bits/byte by 0.05 between two seeds (bench/RESULTS.md,
+    2026-11-30, sixth session).
     shuffle=False (evaluation): the ``documents`` (default: all, in order; e.g. range(rank, n, world)
     for one rank's share) are each read exactly once, handed out in order to whichever row needs one
     next (rows 0..rows-1 at each segment); a row with none left yields padding only.
     """
 
     def __init__(self, data: Data, separator: int, rows: int, segment: int, *, shuffle: bool,
-                 generator: Optional[torch.Generator] = None, ignore_index: int = -100,
+                 seed: Optional[int] = None, stream: int = 0, streams: int = 1, ignore_index: int = -100,
                  documents: Optional[Sequence[int]] = None) -> None:
         if not isinstance(data, (Tensor, TokenSplit)) or isinstance(data, Tensor) and (
                 data.dim() != 1 or data.device.type != "cpu" or data.dtype == torch.bool
@@ -94,13 +99,17 @@ class DocumentStreams:
         for name, value in (("rows", rows), ("segment", segment)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an int >= 1")
-        if shuffle and not isinstance(generator, torch.Generator):
-            raise ValueError(f"shuffle=True needs a CPU torch.Generator (so that the draws are reproducible and "
-                             f"resumable), got generator={generator!r}")
-        if generator is not None and generator.device.type != "cpu":
-            raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+        if shuffle and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"shuffle=True needs seed, an int >= 0 (so that the orders are reproducible and "
+                             f"resumable), got seed={seed!r}")
+        for name, value in (("stream", stream), ("streams", streams)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name}={value!r}: must be an int")
+        if not 0 <= stream < streams:
+            raise ValueError(f"stream={stream} must be in 0..streams - 1 (streams={streams})")
         self.data, self.separator, self.rows, self.segment = data, separator, rows, segment
-        self.shuffle, self.generator, self.ignore_index = shuffle, generator, ignore_index
+        self.shuffle, self.seed, self.stream, self.streams = shuffle, seed, stream, streams
+        self.ignore_index = ignore_index
         self.starts, ends = document_pieces(data, separator)
         if not len(self.starts):
             raise ValueError(f"data: {len(data)} tokens hold no prediction; documents need at least 2 tokens")
@@ -117,12 +126,11 @@ class DocumentStreams:
         self.piece = [-1] * rows   # per row: the piece being read (-1: none)
         self.offset = [0] * rows   # per row: the piece's inputs read so far
         # the documents in the order they are handed out, and how many have been: shuffle=False, the
-        # pool once; shuffle=True, the current epoch's permutation of it (none drawn yet), drawn from
-        # the generator in the state epoch_generator (what state_dict keeps: the order is redrawn from
-        # it on load, a few KB whatever the number of documents)
+        # pool once; shuffle=True, this stream's part of epoch ``epoch``'s order (-1: none drawn yet;
+        # state_dict keeps the epoch's number, and the order is drawn again from it on load)
         self.order = [] if shuffle else self.pool
         self.queue = 0
-        self.epoch_generator: Optional[Tensor] = None
+        self.epoch = -1
 
     def __len__(self) -> int:
         """The number of documents (pieces) of the split, whatever ``documents`` selects."""
@@ -138,8 +146,8 @@ class DocumentStreams:
         if self.queue == len(self.order):
             if not self.shuffle:
                 return False
-            self.epoch_generator = self.generator.get_state()
-            self.order, self.queue = self._permutation(), 0  # the next epoch
+            self.epoch, self.queue = self.epoch + 1, 0
+            self.order = self._epoch_order(self.epoch)
         self.piece[row], self.queue = self.order[self.queue], self.queue + 1
         self.offset[row] = 0
         return True
@@ -148,9 +156,14 @@ class DocumentStreams:
         """A checksum of the documents selected, in their order (state_dict keeps it, not the list)."""
         return zlib.crc32(np.asarray(self.pool, dtype=np.int64).tobytes())
 
-    def _permutation(self) -> list[int]:
-        """The pool in a random order drawn with the generator (advancing it)."""
-        return [self.pool[i] for i in torch.randperm(len(self.pool), generator=self.generator).tolist()]
+    def _epoch_order(self, epoch: int) -> list[int]:
+        """This stream's documents in epoch ``epoch``: every streams-th place of the epoch's random order
+        of the pool, from place ``stream`` on. The order depends on the seed and the epoch alone (a large
+        odd step between epochs' seeds, so that no small seed's epochs repeat another seed's)."""
+        generator = torch.Generator().manual_seed(self.seed + epoch * 1_000_003)
+        order = torch.randperm(len(self.pool), generator=generator).tolist()
+        places = min(self.streams, len(order))  # fewer documents than streams: streams share places
+        return [self.pool[i] for i in order[self.stream % places::places]]
 
     def next(self, segments: int) -> DocumentBatch:
         """The next ``segments`` segments of every row."""
@@ -192,55 +205,47 @@ class DocumentStreams:
         (torch.save-able, weights_only=True)."""
         return {"documents": len(self), "rows": self.rows, "shuffle": self.shuffle, "piece": list(self.piece),
                 "offset": list(self.offset), "queue": self.queue, "pool": len(self.pool),
-                "pool_crc": self._pool_crc(),
-                "epoch_generator": self.epoch_generator,
-                "generator": self.generator.get_state() if self.shuffle else None}
+                "pool_crc": self._pool_crc(), "seed": self.seed, "stream": self.stream, "streams": self.streams,
+                "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue exactly where ``state_dict`` was taken, on the same data and rows."""
+        """Continue exactly where ``state_dict`` was taken, on the same data, rows, documents, seed and
+        stream. A ValueError names what differs; so does one for a state of a version before
+        2026-11-30's seventh session (its orders came from a generator's state, not redrawn here)."""
+        if self.shuffle and "epoch" not in state:
+            raise ValueError("the state was taken by a version that drew its orders from a generator's state: "
+                             "these streams cannot redraw them (start the rows afresh)")
         for name, what, value in (("documents", "documents in the split", len(self)), ("rows", "rows", self.rows),
                                   ("shuffle", "shuffle", self.shuffle),
-                                  ("pool", "documents selected (documents=)", len(self.pool)),
-                                  ("pool_crc", "checksum of the documents selected", self._pool_crc())):
-            if state.get(name, value) != value:  # (states before epochs kept neither pool nor its checksum)
+                                  ("pool", "documents selected (argument documents)", len(self.pool)),
+                                  ("pool_crc", "checksum of the documents selected", self._pool_crc()),
+                                  ("seed", "seed", self.seed), ("stream", "stream", self.stream),
+                                  ("streams", "streams (micro-batches times processes in train.py)", self.streams)):
+            if state.get(name, value) != value:  # (sequential states before the seventh session: no pool)
                 raise ValueError(f"the state was taken from streams with {what} {state[name]!r}, these have "
-                                 f"{value!r}: it continues only on the same split, rows, shuffle and documents")
+                                 f"{value!r}: it continues only on the same split, rows, documents, seed and streams")
         self.piece, self.offset, self.queue = list(state["piece"]), list(state["offset"]), state["queue"]
         if self.shuffle:
-            # the epoch's order, redrawn as it was drawn; a state taken before documents were read in
-            # epochs (drawn with replacement) has none: the next document then starts a fresh epoch
-            self.epoch_generator = state.get("epoch_generator")
-            self.order = []
-            if self.epoch_generator is not None:
-                self.generator.set_state(self.epoch_generator)
-                self.order = self._permutation()
-            self.queue = min(self.queue, len(self.order))
-            self.generator.set_state(state["generator"])
+            self.epoch = state["epoch"]
+            self.order = self._epoch_order(self.epoch) if self.epoch >= 0 else []
 
 
 class DocumentRows:
     """train.py's --documents reader: per micro-batch, a ``DocumentStreams`` over the train split and
     the memories and states its rows ended the last step with (detached), to start the next one from.
 
-    The micro-batches of all processes read disjoint shares of the documents: micro-batch i of
-    process ``share`` (of ``shares``) reads every (shares * micro_batches)-th document from
-    share * micro_batches + i on, each once per epoch of its share, so that the run as a whole reads
-    each document once per epoch too (streams each drawing from all documents would together read
-    some twice and others not at all, as drawing with replacement). With fewer documents than
-    streams, every stream reads them all.
+    Every micro-batch of every process is one stream of the same documents and seed: each epoch,
+    each reads its own part of one random order of them all (DocumentStreams), so that the run as a
+    whole reads every document once per epoch, and which stream reads it changes each epoch.
     """
 
     def __init__(self, data: Data, separator: int, rows: int, segment: int, segments: int, micro_batches: int,
-                 ignore_index: int, generator: torch.Generator, share: int = 0, shares: int = 1) -> None:
-        if not 0 <= share < shares:
-            raise ValueError(f"share={share} must be in 0..shares - 1 (shares={shares}): this process' rank")
-        count, streams = document_count(data, separator), shares * micro_batches
-
-        def documents(i: int) -> Optional[range]:
-            return range(share * micro_batches + i, count, streams) if count >= streams else None
-
-        self.streams = [DocumentStreams(data, separator, rows, segment, shuffle=True, generator=generator,
-                                        ignore_index=ignore_index, documents=documents(i))
+                 ignore_index: int, seed: int, process: int = 0, processes: int = 1) -> None:
+        if not 0 <= process < processes:
+            raise ValueError(f"process={process} must be in 0..processes - 1 (processes={processes}): the rank")
+        self.streams = [DocumentStreams(data, separator, rows, segment, shuffle=True, seed=seed,
+                                        stream=process * micro_batches + i, streams=processes * micro_batches,
+                                        ignore_index=ignore_index)
                         for i in range(micro_batches)]
         self.segments = segments
         self.carried: list[tuple[Optional[Memories], Optional[list[Tensor]]]] = [(None, None)] * micro_batches
