@@ -3,8 +3,7 @@
 
     PYTHONPATH=$PWD python bench/profile_step.py --cfg seed --shape 16x2048
     PYTHONPATH=$PWD python bench/profile_step.py --cfg large --shape 64x2048 --no-compile
-    PYTHONPATH=$PWD python bench/profile_step.py --set block_width=1024 --set max_seq_len=2048 \
-        --set rotary_dim=32 --set memory_kv_from_inputs=true     # train.py's --preset long-documents model
+    PYTHONPATH=$PWD python bench/profile_step.py --cfg long-documents    # train.py's --preset long-documents model
 
 Prints the warm-up time (compilation included), 5 timed steps, then one JSON line (total kernel
 time, kernel count, time per category: matmul, attention, fused Triton kernels, other; by kernel
@@ -22,20 +21,21 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import common
+from quality import PRESETS  # the model configs of bench/quality.py: seed, large, tiny, long-documents
 
 import block_recurrent_transformer_pytorch as brt
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg", choices=("seed", "large"), default="seed")
+    parser.add_argument("--cfg", choices=tuple(PRESETS), default="seed")
     parser.add_argument("--shape", default="16x2048", help="batch x tokens")
     parser.add_argument("--no-compile", action="store_true", help="profile the eager model's graphs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a model setting over --cfg's (e.g. block_width=1024; repeatable)")
     args = parser.parse_args()
 
-    cfg = {**(common.SEED_CONFIG if args.cfg == "seed" else common.LARGE_CONFIG), **common.parse_settings(args.set)}
+    cfg = {**PRESETS[args.cfg], **common.parse_settings(args.set)}
     batch, seq = common.parse_shape(args.shape)
     device = torch.device("cuda")
     common.setup_precision()
