@@ -146,7 +146,8 @@ def test_shuffle_reads_every_document_once_per_epoch_in_a_fresh_order():
 def test_streams_of_one_seed_read_each_document_once_per_epoch_between_them(streams):
     """train.py's streams (micro-batches x processes) share one order per epoch, each its own places of
     it: together each document once per epoch, and who reads which changes from epoch to epoch. With
-    fewer documents than streams, streams share places: every document still read in each epoch."""
+    fewer documents than streams, streams share places, each in its own draw: every document still
+    read in each epoch, and two streams sharing places do not read the same documents in the same order."""
     readers = [DocumentStreams(NINE, SEP, rows=1, segment=16, shuffle=True, seed=5, stream=s, streams=streams)
                for s in range(streams)]
     places = min(streams, 9)
@@ -161,6 +162,8 @@ def test_streams_of_one_seed_read_each_document_once_per_epoch_between_them(stre
         else:
             assert set(letters) == set(range(65, 74))
     assert parts[0] != parts[1] or parts[1] != parts[2]
+    sequences = [[p[s] for p in parts] for s in range(streams)]  # each stream's documents, epoch by epoch
+    assert all(sequences[s] != sequences[s + places] for s in range(streams - places))  # sharers: not copies
 
 
 def test_a_state_continues_only_where_it_was_taken():
@@ -222,6 +225,20 @@ def test_train_pys_reader_makes_every_micro_batch_of_every_process_a_stream(micr
     assert [(s.stream, s.streams, s.seed) for s in streams] == [(j, len(streams), 3) for j in range(len(streams))]
     with pytest.raises(ValueError, match="process=2 must be in 0..processes - 1"):
         DocumentRows(NINE, SEP, 1, 4, 1, 1, -100, 0, 2, 2)
+    with pytest.raises(ValueError, match="micro_batches=0 must be >= 1"):
+        DocumentRows(NINE, SEP, 1, 4, 1, 0, -100, 0)
+
+
+def test_train_pys_reader_loads_no_stream_unless_every_one_fits():
+    rows = DocumentRows(NINE, SEP, 1, 16, 1, 2, -100, 0)
+    for _ in range(3):
+        rows.next(0), rows.next(1)
+    state = rows.state_dict()
+    state["streams"][1]["seed"] = 99  # the second stream's state does not fit
+    fresh = DocumentRows(NINE, SEP, 1, 16, 1, 2, -100, 0)
+    with pytest.raises(ValueError, match="seed 99, these have 0"):
+        fresh.load_state_dict(state, torch.device("cpu"))
+    assert [s.epoch for s in fresh.streams] == [-1, -1] and fresh.streams[0].piece == [-1]  # untouched
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

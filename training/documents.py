@@ -71,10 +71,10 @@ class DocumentStreams:
     epoch's number alone (so that a run is reproducible and resumes exactly; epoch 0 is
     ``torch.randperm`` under ``torch.Generator().manual_seed(seed)``), of which this reader, stream
     ``stream`` of ``streams`` reading the same documents with the same seed (train.py: every
-    micro-batch of every process), takes every streams-th place from place ``stream`` on. So every
-    document is read once per epoch by one stream or another, and which stream reads it changes each
-    epoch; rows never run out. (With fewer documents than streams, stream s takes the places of
-    stream s mod the number of documents.) Not drawn with replacement: a long-document corpus is often
+    micro-batch of every process), takes every streams-th place from place ``stream`` on. So the
+    streams' n-th epochs read every document once between them, and which stream reads a document is
+    drawn afresh each epoch; rows never run out. (With fewer documents than streams, see
+    _epoch_order.) Not drawn with replacement: a long-document corpus is often
     dominated by a few huge files (linux_c's largest is 10% of it), and whether a run drew one of
     those twice or not at all moved held-out bits/byte by 0.05 between two seeds (bench/RESULTS.md,
     2026-11-30, sixth session).
@@ -159,10 +159,15 @@ class DocumentStreams:
     def _epoch_order(self, epoch: int) -> list[int]:
         """This stream's documents in epoch ``epoch``: every streams-th place of the epoch's random order
         of the pool, from place ``stream`` on. The order depends on the seed and the epoch alone (a large
-        odd step between epochs' seeds, so that no small seed's epochs repeat another seed's)."""
-        generator = torch.Generator().manual_seed(self.seed + epoch * 1_000_003)
+        odd step between the draws' seeds, so that no small seed's epochs repeat another seed's).
+
+        With fewer documents than streams there are only as many places as documents: stream s takes
+        place s mod places of draw s // places (its lap), so that the streams sharing a place read
+        different orders rather than copies of one another's batches."""
+        places = min(self.streams, len(self.pool))
+        laps, lap = -(-self.streams // places), self.stream // places
+        generator = torch.Generator().manual_seed(self.seed + (epoch * laps + lap) * 1_000_003)
         order = torch.randperm(len(self.pool), generator=generator).tolist()
-        places = min(self.streams, len(order))  # fewer documents than streams: streams share places
         return [self.pool[i] for i in order[self.stream % places::places]]
 
     def next(self, segments: int) -> DocumentBatch:
@@ -201,8 +206,9 @@ class DocumentStreams:
                              offsets=rows_first(offsets, -1))
 
     def state_dict(self) -> dict:
-        """Where every row is, the order handed out and how far, and the generator's state
-        (torch.save-able, weights_only=True)."""
+        """Where every row is, how far the current order has been handed out and, shuffled, the epoch's
+        number (its order is drawn again from it) and what it was drawn for (torch.save-able,
+        weights_only=True)."""
         return {"documents": len(self), "rows": self.rows, "shuffle": self.shuffle, "piece": list(self.piece),
                 "offset": list(self.offset), "queue": self.queue, "pool": len(self.pool),
                 "pool_crc": self._pool_crc(), "seed": self.seed, "stream": self.stream, "streams": self.streams,
@@ -210,8 +216,17 @@ class DocumentStreams:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where ``state_dict`` was taken, on the same data, rows, documents, seed and
-        stream. A ValueError names what differs; so does one for a state of a version before
-        2026-11-30's seventh session (its orders came from a generator's state, not redrawn here)."""
+        stream (see check_state)."""
+        self.check_state(state)
+        self.piece, self.offset, self.queue = list(state["piece"]), list(state["offset"]), state["queue"]
+        if self.shuffle:
+            self.epoch = state["epoch"]
+            self.order = self._epoch_order(self.epoch) if self.epoch >= 0 else []
+
+    def check_state(self, state: dict) -> None:
+        """A ValueError naming what differs if ``state`` was not taken from streams like these, or was
+        taken by a version before 2026-11-30's seventh session (its orders came from a generator's state,
+        which cannot be redrawn here); nothing changes either way."""
         if self.shuffle and "epoch" not in state:
             raise ValueError("the state was taken by a version that drew its orders from a generator's state: "
                              "these streams cannot redraw them (start the rows afresh)")
@@ -224,25 +239,25 @@ class DocumentStreams:
             if state.get(name, value) != value:  # (sequential states before the seventh session: no pool)
                 raise ValueError(f"the state was taken from streams with {what} {state[name]!r}, these have "
                                  f"{value!r}: it continues only on the same split, rows, documents, seed and streams")
-        self.piece, self.offset, self.queue = list(state["piece"]), list(state["offset"]), state["queue"]
-        if self.shuffle:
-            self.epoch = state["epoch"]
-            self.order = self._epoch_order(self.epoch) if self.epoch >= 0 else []
 
 
 class DocumentRows:
     """train.py's --documents reader: per micro-batch, a ``DocumentStreams`` over the train split and
     the memories and states its rows ended the last step with (detached), to start the next one from.
 
-    Every micro-batch of every process is one stream of the same documents and seed: each epoch,
-    each reads its own part of one random order of them all (DocumentStreams), so that the run as a
-    whole reads every document once per epoch, and which stream reads it changes each epoch.
+    Every micro-batch of every process is one stream of the same documents and seed: in each of its
+    epochs, each reads its own places of that epoch's random order of them all (DocumentStreams). So
+    the streams' n-th epochs read every document once between them, and which stream reads a
+    document is drawn afresh each epoch; as the streams go through their epochs at their own pace,
+    over a run every document is read about as often as any other, whatever its length.
     """
 
     def __init__(self, data: Data, separator: int, rows: int, segment: int, segments: int, micro_batches: int,
                  ignore_index: int, seed: int, process: int = 0, processes: int = 1) -> None:
         if not 0 <= process < processes:
             raise ValueError(f"process={process} must be in 0..processes - 1 (processes={processes}): the rank")
+        if micro_batches < 1:
+            raise ValueError(f"micro_batches={micro_batches} must be >= 1 (--grad-accum)")
         self.streams = [DocumentStreams(data, separator, rows, segment, shuffle=True, seed=seed,
                                         stream=process * micro_batches + i, streams=processes * micro_batches,
                                         ignore_index=ignore_index)
@@ -269,6 +284,8 @@ class DocumentRows:
         if len(state["streams"]) != len(self.streams):
             raise ValueError(f"the state holds {len(state['streams'])} micro-batches' streams, this run has "
                              f"{len(self.streams)} (--grad-accum): they cannot continue")
+        for streams, saved in zip(self.streams, state["streams"]):  # all checked first: none loaded if one fails
+            streams.check_state(saved)
         for streams, saved in zip(self.streams, state["streams"]):
             streams.load_state_dict(saved)
         self.carried = [(None if m is None else m.to(device), None if s is None else [t.to(device) for t in s])
