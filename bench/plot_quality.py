@@ -22,6 +22,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from quality_table import mean_by_offset  # noqa: E402  (bench/, beside this file)
+
 
 def result_of(run: str) -> dict:
     """The result record of a run: PATH (a quality.py JSONL file's first) or PATH@IMPL (its run IMPL)."""
@@ -37,11 +39,9 @@ def result_of(run: str) -> dict:
 def line_of(runs: list[str]) -> tuple[str, list[str], list[float], float]:
     """The runs' impls, bucket names, mean bits/byte per bucket (buckets every run has) and overall."""
     results = [result_of(run) for run in runs]
-    names = [name for name, cell in results[0]["eval"]["by_offset"].items()
-             if all(r["eval"]["by_offset"].get(name, {}).get("bpb") is not None for r in results)]
-    means = [sum(r["eval"]["by_offset"][name]["bpb"] for r in results) / len(results) for name in names]
+    buckets = [(name, bpb) for name, bpb in mean_by_offset([r["eval"] for r in results]).items() if bpb is not None]
     overall = sum(r["eval"]["bpb"] for r in results) / len(results)
-    return "+".join(r["impl"] for r in results), names, means, overall
+    return "+".join(r["impl"] for r in results), [n for n, _ in buckets], [b for _, b in buckets], overall
 
 
 def main(argv: list[str]) -> None:

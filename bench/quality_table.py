@@ -70,6 +70,15 @@ def run_lines(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def mean_by_offset(evaluations: list[dict[str, Any]]) -> dict[str, Optional[float]]:
+    """The mean bits/byte of each offset bucket over evaluations (None where one has no bytes there)."""
+    means = {}
+    for b in BUCKETS:
+        values = [e["by_offset"].get(b, {}).get("bpb") for e in evaluations]
+        means[b] = mean(values) if values and None not in values else None
+    return means
+
+
 def configuration_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per configuration (cut runs apart) with a result: its model, seeds, mean bits/byte overall, by
     offset and with states reset, and the lowest and highest of its seeds' figures."""
@@ -81,14 +90,10 @@ def configuration_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (configuration, cut), members in groups.items():
         evals = [m["result"]["eval"] for m in members]
         nostate = [m["result"]["nostate_eval"]["bpb"] for m in members if m["result"].get("nostate_eval")]
-        by_offset = {}
-        for b in BUCKETS:
-            values = [e["by_offset"].get(b, {}).get("bpb") for e in evals]
-            by_offset[b] = mean(values) if values and None not in values else None
         bpbs = [e["bpb"] for e in evals]
         summaries.append(dict(model=members[0]["result"]["model"], cut=cut, configuration=json.loads(configuration),
                               seeds=sorted((m["seed"] for m in members), key=str), bpb=mean(bpbs), low=min(bpbs),
-                              high=max(bpbs), by_offset=by_offset,
+                              high=max(bpbs), by_offset=mean_by_offset(evals),
                               nostate=mean(nostate) if len(nostate) == len(members) else None))
     return summaries
 
