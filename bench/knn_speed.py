@@ -16,7 +16,8 @@ putting a kNN layer on top (262,144 entries, top 32); bf16 autocast on CUDA:
 - peak: peak memory of passkey training steps at the largest batch its curriculum makes (160
   samples of one segment); the "empty" training steps above are its other end (32 x 5 segments).
 - profile (--profile, CUDA): the kernels of one evaluation segment (evaluation batch, full store) and
-  of one training step of the kNN and the plain model from each store ("empty", "full"). On CUDA the
+  of one training step of each model from each store ("empty", "full"), and knn_layer_ratio by kernel
+  time (the GPU's work, without the host's launch overhead). On CUDA the
   exact search runs the fused Triton kernels of knn_kernels (knn_group_maxima_kernel,
   knn_member_scores_kernel; category "knn search") where Triton imports, else the torch path (its
   matmuls and top-k kernels): the kernel names tell which ran.
@@ -229,16 +230,25 @@ def evaluation_segment(cfg: Config, device: torch.device) -> Callable[[], None]:
 
 
 def run_profile(cfg: Config, device: torch.device, write: Callable[[dict[str, Any]], None]) -> None:
-    """The kernels of one evaluation segment over a full store, and of one training step of the kNN
-    and the plain model from each store ("empty", "full": every query searches the whole store) (CUDA)."""
-    profiles = [("eval segment, full store", cfg.eval_batch, lambda: evaluation_segment(cfg, device))]
-    profiles += [(f"train step, {store} store, {name}", cfg.batch, lambda store=store, name=name: training(
-        cfg, name, store, device)[0]) for store in ("empty", "full") for name in ("knn", "plain")]
-    for what, batch, make in profiles:  # each model (and its store) made in turn, then freed
-        totals, lines = kernels(make(), device)
-        write(dict(case="profile", what=what, batch=batch, **totals))
-        print(f"-- the longest kernels of the {what}:\n" + "\n".join(lines))
-        common.free_memory(device)
+    """The kernels of one evaluation segment over a full store, and of one training step of each of
+    MODELS from each store ("empty", "full": every query searches the whole store), then the kNN
+    layer's ratio to a plain layer by kernel time (CUDA). Kernel time is the GPU's work alone: the
+    step times of the "train" case also hold the host's launch overhead, which at this model's size
+    is most of a plain layer's time."""
+    totals, lines = kernels(evaluation_segment(cfg, device), device)
+    write(dict(case="profile", what="eval segment, full store", batch=cfg.eval_batch, **totals))
+    print("-- the longest kernels of the eval segment, full store:\n" + "\n".join(lines))
+    common.free_memory(device)
+    for store in ("empty", "full"):
+        kernel_seconds = {}
+        for name in MODELS:  # each model (and its store) made in turn, then freed
+            what = f"train step, {store} store, {name}"
+            totals, lines = kernels(training(cfg, name, store, device)[0], device)
+            kernel_seconds[name] = totals["kernel_ms"] / 1e3
+            write(dict(case="profile", what=what, batch=cfg.batch, **totals))
+            print(f"-- the longest kernels of the {what}:\n" + "\n".join(lines))
+            common.free_memory(device)
+        write(dict(case="profile_ratio", store=store, batch=cfg.batch, knn_layer_ratio=knn_layer_ratio(kernel_seconds)))
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
@@ -255,6 +265,9 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
                          f"{r['s_per_step']} per step | | {peak} |")
         elif r["case"] == "train_ratio":
             lines.append(f"| train | {r['store']} | | {r['batch']} | | **{r['knn_layer_ratio']}** | |")
+        elif r["case"] == "profile_ratio":
+            lines.append(f"| profile: train, by kernel time | {r['store']} | | {r['batch']} | | "
+                         f"**{r['knn_layer_ratio']}** | |")
         elif r["case"] == "eval":
             lines.append(f"| passkey eval | D = {passkey.short_length(r['filler'])} | knn | {r['batch']} | "
                          f"{r['seconds']} for {r['trials']} trials: **{r['s_per_trial']} per trial** | | {peak} |")

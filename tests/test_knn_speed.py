@@ -35,12 +35,22 @@ def test_tiny_run_end_to_end(tmp_path):
 
 
 def test_profile_covers_evaluation_and_training_from_either_store(monkeypatch):
-    """--profile (CUDA) profiles an evaluation segment and a training step of the kNN and the plain
-    model from an empty and from a full store: each step built and run, off CUDA with the kernel
-    profiler replaced by two calls of the step."""
-    monkeypatch.setattr(knn_speed, "kernels", lambda fn, device: (fn(), fn(), ({"kernel_ms": 0.0, "kernels": 0}, []))[2])
+    """--profile (CUDA) profiles an evaluation segment and a training step of every model from an
+    empty and from a full store, each step built and run (off CUDA with the kernel profiler replaced
+    by two calls of the step), then the kNN layer's ratio per store from the kernel times."""
+    kernel_ms = iter([50.0] + [4000.0, 5000.0, 4500.0] * 2)  # eval, then plain, plain5, knn per store
+
+    def fake_kernels(fn, device):
+        fn(), fn()
+        return {"kernel_ms": next(kernel_ms), "kernels": 0}, []
+
+    monkeypatch.setattr(knn_speed, "kernels", fake_kernels)
     records = []
     cfg = knn_speed.parse_args(["--tiny", "--device", "cpu", "--eval-batch", "2"])
     knn_speed.run_profile(cfg, torch.device("cpu"), records.append)
-    assert [(r["what"], r["batch"]) for r in records] == [("eval segment, full store", 2)] + [
-        (f"train step, {store} store, {name}", 4) for store in ("empty", "full") for name in ("knn", "plain")]
+    assert [(r["case"], r.get("what", r.get("store")), r["batch"]) for r in records] == [
+        ("profile", "eval segment, full store", 2)] + [
+        record for store in ("empty", "full") for record in
+        [("profile", f"train step, {store} store, {name}", 4) for name in knn_speed.MODELS]
+        + [("profile_ratio", store, 4)]]
+    assert [r["knn_layer_ratio"] for r in records if r["case"] == "profile_ratio"] == [1.5, 1.5]
