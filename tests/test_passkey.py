@@ -159,3 +159,24 @@ def test_passkey_gpu_spreads_the_variants_over_the_gpus_named(tmp_path):
         assert "unknown variants" in (tmp_path / f"passkey_{name}.log").read_text()
     refused = _passkey_gpu(tmp_path, TRIALS="fifty")
     assert refused.returncode == 2 and "TRIALS" in refused.stderr and "variant " not in refused.stdout
+
+
+def test_passkey_gpu_gives_each_knn_variant_a_gpu_of_its_own(tmp_path):
+    """Variants with a kNN layer take a GPU each, the others share the GPUs left; more kNN variants than
+    that are refused up front, naming the split, unless SHARE=1 (round-robin). PYTHON=true: nothing trains."""
+    def placed(**env):
+        done = _passkey_gpu(tmp_path, PYTHON="true", **env)
+        return done, [line for line in done.stdout.splitlines() if line.startswith("variant ")]
+
+    _, lines = placed(GPUS="0 1 2", VARIANTS="xl_only knn state_1seg query_routed state_kseg")
+    assert lines == ["variant xl_only on GPU 2", "variant knn on GPU 0", "variant state_1seg on GPU 2",
+                     "variant query_routed on GPU 1", "variant state_kseg on GPU 2"]
+    _, lines = placed(GPUS="4 5", VARIANTS="knn_top128 routed")
+    assert lines == ["variant knn_top128 on GPU 4", "variant routed on GPU 5"]
+    for variants in ("knn query_routed routed", "knn query_routed xl_only"):
+        refused, lines = placed(GPUS="0 1", VARIANTS=variants)
+        assert refused.returncode == 2 and lines == []
+        assert "needs a GPU of its own" in refused.stderr and f"VARIANTS='{variants}'" in refused.stderr
+    _, lines = placed(GPUS="0 1", VARIANTS="knn query_routed xl_only", SHARE="1")
+    assert lines == ["variant knn on GPU 0", "variant query_routed on GPU 1", "variant xl_only on GPU 0"]
+
