@@ -1,5 +1,6 @@
-"""The exact kNN search as fused Triton kernels (CUDA; issue 16): ``knn_memory.search`` takes it
-where it applies (``knn_memory.fused_search_fits``), and imports this module (and Triton) only then.
+"""The kNN searches as fused Triton kernels (CUDA; issue 16): ``knn_memory.search`` takes them
+where they apply (``knn_memory.fused_search_fits``), ``knn_memory.routed_search`` the member scores
+(below) for its routed groups; both import this module (and Triton) only then.
 
 The torch search scores every query against every slot, writes those scores out (at batch 32, a
 262,144-slot store and 3,072 queries per row: 51 GB per kNN layer and segment) and reads them back
@@ -17,7 +18,12 @@ the group maxima come out of the matmul directly:
    scores lie in the k groups of highest maxima, up to ties), through the maxima's own maxima.
 3. ``knn_member_scores_kernel``: each query's scores against the members of its own k groups, in
    fp32 (exact products, fp32 sums), the unreachable at -inf; then torch.topk over those k x members
-   candidates gives the exact top-k.
+   candidates gives the exact top-k (``member_top_k``).
+
+The routed search (``knn_memory.routed_search``) scores the members of each query's routed groups
+by the same kernel: group c's member j is slot chosen[c] * group_stride + j * member_stride, here
+group_stride = 1 and member_stride = G (strided groups), there group_stride = KNN_ROUTE_GROUP and
+member_stride = 1 (consecutive ones), so that the candidates' keys are read in place, not gathered.
 
 Runs under Triton's interpreter (TRITON_INTERPRET=1) on CPU tensors too, which is how the kernels
 are tested without a GPU (``scripts/check_knn_kernels.py``).
@@ -32,7 +38,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .top_k import grouped_top_k
+from .top_k import grouped_top_k, masked_top_k
 
 # Tile of the group maxima: BLOCK_M queries x BLOCK_G groups per program, the query tile varying
 # fastest so that the programs running at once share (in L2) the keys of few group tiles. Untuned.
@@ -74,12 +80,13 @@ def knn_group_maxima_kernel(q_ptr, keys_ptr, reachable_ptr, out_ptr, queries, gr
 
 
 @triton.jit
-def knn_member_scores_kernel(q_ptr, keys_ptr, reachable_ptr, chosen_ptr, out_ptr, queries, groups, kept, dim,
-                             kv_heads, q_row, q_head, q_query, q_dim, k_row, k_head, k_slot, k_dim, r_row, r_slot,
-                             MEMBERS: tl.constexpr, MASKED: tl.constexpr, BLOCK_K: tl.constexpr,
-                             BLOCK_D: tl.constexpr):
-    """out[b, h, i, c, j] = q[b, h, i] . keys[b, h, chosen[b, h, i, c] + j * groups] in fp32 (-inf where
-    the slot is unreachable, MASKED). Programs: (b x kv_heads x queries, tiles of the kept groups)."""
+def knn_member_scores_kernel(q_ptr, keys_ptr, reachable_ptr, chosen_ptr, out_ptr, queries, group_stride,
+                             member_stride, kept, dim, kv_heads, q_row, q_head, q_query, q_dim, k_row, k_head, k_slot,
+                             k_dim, r_row, r_slot, MEMBERS: tl.constexpr, MASKED: tl.constexpr,
+                             BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out[b, h, i, c, j] = q[b, h, i] . keys[b, h, chosen[b, h, i, c] * group_stride + j * member_stride]
+    in fp32 (-inf where the slot is unreachable, MASKED). Programs: (b x kv_heads x queries, tiles of
+    the kept groups)."""
     query = tl.program_id(0).to(tl.int64)  # (row, head, query) flattened, as in chosen and out; 64-bit offsets
     row_head = query // queries
     row, head, i = row_head // kv_heads, row_head % kv_heads, query % queries
@@ -91,7 +98,7 @@ def knn_member_scores_kernel(q_ptr, keys_ptr, reachable_ptr, chosen_ptr, out_ptr
     keys_base = keys_ptr + row * k_row + head * k_head
     out = out_ptr + (query * kept + offs_c) * MEMBERS
     for j in range(MEMBERS):
-        slots = chosen + j * groups
+        slots = chosen * group_stride + j * member_stride
         keys = tl.load(keys_base + slots[:, None] * k_slot + offs_d[None, :] * k_dim,
                        mask=in_c[:, None] & in_d[None, :], other=0.0)
         # keys cast to q's dtype first, as the torch path's keys.to(q.dtype); products exact in fp32
@@ -129,19 +136,30 @@ def group_maxima(q: Tensor, keys: Tensor, reachable: Optional[Tensor], members: 
     return out
 
 
-def member_scores(q: Tensor, keys: Tensor, reachable: Optional[Tensor], chosen: Tensor, members: int) -> Tensor:
+def member_scores(q: Tensor, keys: Tensor, reachable: Optional[Tensor], chosen: Tensor, members: int,
+                  group_stride: int, member_stride: int) -> Tensor:
     """Each query's fp32 scores against the members of its ``chosen`` groups (b, kv_heads, m, kept):
-    (b, kv_heads, m, kept * members), group c's member j (slot chosen[c] + j * slots / members) at
-    c * members + j; -inf where unreachable. Arguments as ``group_maxima``'s."""
+    (b, kv_heads, m, kept * members), group c's member j (slot chosen[c] * group_stride + j *
+    member_stride) at c * members + j; -inf where unreachable. q, keys and reachable as
+    ``group_maxima``'s; the slots must lie within keys."""
     b, kv_heads, m, d = q.shape
     kept = chosen.shape[-1]
     out = torch.empty(b, kv_heads, m, kept * members, device=q.device, dtype=torch.float32)
     flags, strides, block_d = _launch_args(q, keys, reachable)
     grid = (b * kv_heads * m, triton.cdiv(kept, BLOCK_K))
-    knn_member_scores_kernel[grid](q, keys, flags, chosen.contiguous(), out, m, keys.shape[-2] // members, kept, d,
+    knn_member_scores_kernel[grid](q, keys, flags, chosen.contiguous(), out, m, group_stride, member_stride, kept, d,
                                    kv_heads, *strides, MEMBERS=members, MASKED=reachable is not None,
                                    BLOCK_K=BLOCK_K, BLOCK_D=block_d)
     return out
+
+
+def member_top_k(q: Tensor, keys: Tensor, reachable: Optional[Tensor], chosen: Tensor, k: int, members: int,
+                 group_stride: int, member_stride: int) -> tuple[Tensor, Tensor]:
+    """The top k of ``member_scores`` (same arguments): (scores (b, kv_heads, m, k) fp32, -inf where
+    fewer than k of the candidates are reachable, or fewer than k candidates; their slots)."""
+    best, order = masked_top_k(member_scores(q, keys, reachable, chosen, members, group_stride, member_stride),
+                               None, k)
+    return best, chosen.gather(-1, order // members) * group_stride + order % members * member_stride
 
 
 def fused_top_k(q: Tensor, keys: Tensor, reachable: Optional[Tensor], k: int, members: int) -> tuple[Tensor, Tensor]:
@@ -156,5 +174,4 @@ def fused_top_k(q: Tensor, keys: Tensor, reachable: Optional[Tensor], k: int, me
     if q.numel() == 0:  # no query (or row): no program to launch
         return q.new_empty(*q.shape[:3], k, dtype=torch.float32), q.new_empty(*q.shape[:3], k, dtype=torch.long)
     chosen = grouped_top_k(group_maxima(q, keys, reachable, members), None, k, members)[1]
-    best, order = member_scores(q, keys, reachable, chosen, members).topk(k, dim=-1)
-    return best, chosen.gather(-1, order // members) + order % members * groups
+    return member_top_k(q, keys, reachable, chosen, k, members, 1, groups)  # strided groups: g, g + G, ...

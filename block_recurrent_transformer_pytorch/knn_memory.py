@@ -20,7 +20,8 @@ store without resets masks its slack alone, a filling one nothing. On CUDA, Trit
 matmul, then each query's best groups are scored again (writing and reading the scores, not the
 matmul, was the search's time).
 The routed search scores each query against the mean key of every KNN_ROUTE_GROUP consecutive slots
-instead, and exactly only within its best groups.
+instead, and exactly only within its best groups (on CUDA by the kernel that scores the exact
+search's best groups, reading the candidates' keys in place instead of gathering them).
 
 Storage (``KNNMemory``): a ring buffer of ``capacity + slack`` slots, written in place. A
 ``KNNMemory`` is a view of it: the buffer, how many entries were written when the view was made,
@@ -45,6 +46,7 @@ from __future__ import annotations
 import functools
 import weakref
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Optional, Protocol, Sequence
 
 import torch
@@ -61,6 +63,9 @@ from .top_k import TOP_K_GROUP, grouped_top_k, grouping_pays, masked_top_k
 # scores, 2 GiB in bf16 (a full store of 262,656 slots at batch 50: 19 chunks of 81 of a block's
 # 1,536 queries per row); 2**26 on the CPU.
 SCORE_BUDGET = {"cuda": 2 ** 30, "cpu": 2 ** 26}
+# Devices whose searches take the fused kernels of ``knn_kernels`` (``_kernels_for``). Triton's
+# interpreter runs them on CPU tensors too: scripts/check_knn_kernels.py adds "cpu" to check them there.
+FUSED_DEVICES = ("cuda",)
 # Places along a row of slots where reachability may change (group_means, the routed search): a view
 # reaches one run of its ring, which the slots [0, searched) show as one run or two (wrapped), so at
 # most two of its groups of KNN_ROUTE_GROUP consecutive slots are partly reachable.
@@ -359,9 +364,9 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, budget: Optio
     """
     b, kv_heads, m, _ = q.shape
     budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
-    kernels = _fused_kernels() if q.is_cuda and fused_search_fits(q, keys, top_k) else None
+    kernels = _kernels_for(q, fused_search_fits(q, keys, top_k))
     if kernels:
-        mask = reachable if ranges is None or len(ranges) else None
+        mask = _kernel_mask(reachable, ranges)
 
         def top(part: Tensor) -> tuple[Tensor, Tensor]:
             return kernels.fused_top_k(part, keys, mask, top_k, TOP_K_GROUP)
@@ -389,12 +394,30 @@ def search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, budget: Optio
 FUSED_MAX_DIM = 256
 
 
+def fused_kernels_fit(q: Tensor) -> bool:
+    """Whether the fused kernels (``knn_kernels``) take queries like q, wherever they lie: eager
+    (torch.compile traces the torch path), a dtype tl.dot takes, a head no wider than FUSED_MAX_DIM.
+    What ``routed_search`` asks; ``search`` asks more (``fused_search_fits``)."""
+    return (not torch.compiler.is_compiling() and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
+            and q.shape[-1] <= FUSED_MAX_DIM)
+
+
 def fused_search_fits(q: Tensor, keys: Tensor, top_k: int) -> bool:
     """Whether ``search`` may take the fused kernels (``knn_kernels``) for these arguments, wherever
-    they lie: eager (torch.compile traces the torch path), a dtype tl.dot takes, a head no wider
-    than FUSED_MAX_DIM, and rows that grouped_top_k would group (``grouping_pays``)."""
-    return (not torch.compiler.is_compiling() and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
-            and q.shape[-1] <= FUSED_MAX_DIM and grouping_pays(keys.shape[-2], top_k))
+    they lie: ``fused_kernels_fit``, and rows that grouped_top_k would group (``grouping_pays``)."""
+    return fused_kernels_fit(q) and grouping_pays(keys.shape[-2], top_k)
+
+
+def _kernels_for(q: Tensor, fits: bool) -> Optional[ModuleType]:
+    """The module of the fused kernels where a search of q takes them (q on FUSED_DEVICES, ``fits``
+    the search's own conditions, Triton imports), else None."""
+    return _fused_kernels() if q.device.type in FUSED_DEVICES and fits else None
+
+
+def _kernel_mask(reachable: Tensor, ranges: Optional[Sequence[tuple[int, int]]]) -> Optional[Tensor]:
+    """The reachable flags the kernels mask by: none where ``ranges`` (see ``search``) is empty, every
+    slot being reachable; else all of them (outside the ranges they are True: the same result)."""
+    return reachable if ranges is None or len(ranges) else None
 
 
 @functools.cache
@@ -423,10 +446,14 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
 
     The route depends on the query and the store alone: causal, and the same whether a block's
     queries come at once or one by one (cached decoding). It costs one score per group instead of
-    one per slot, then ``route_groups`` x KNN_ROUTE_GROUP keys gathered per query; where that is
-    every slot, the exact search is the same and cheaper, and runs instead. Chunks of queries keep
-    the gathered keys within ``budget`` elements (default: the device's SCORE_BUDGET); ``ranges`` are
-    passed to that exact search (see ``search``).
+    one per slot, then route_groups x KNN_ROUTE_GROUP candidates scored per query; where that is
+    every slot, the exact search is the same and cheaper, and runs instead. The torch path (the
+    definition, and what runs on the CPU) gathers the candidates' keys; on CUDA, where
+    ``fused_kernels_fit`` and Triton imports, ``knn_kernels``' member scores kernel reads them in
+    place (at batch 32 over 262,144 slots the gathered keys were gigabytes per block), masking
+    as ``search``'s kernels do. Chunks of queries keep the route scores and the gathered keys (or,
+    in the kernel, the candidates' scores) within ``budget`` elements (default: the device's
+    SCORE_BUDGET); ``ranges`` are passed to that exact search (see ``search``).
     """
     slots = keys.shape[-2]
     if route_groups * KNN_ROUTE_GROUP >= slots:
@@ -437,23 +464,38 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
     summaries, routable = group_means(keys, reachable)
     summaries_t, routable = summaries.transpose(-1, -2).to(q.dtype), routable[:, None, None, :]
     budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
-    chunk = max(1, budget // max(b * kv_heads * max(route_groups * KNN_ROUTE_GROUP * d, summaries.shape[2]), 1))
-    groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP)).flatten(-2)  # (b, kv_heads, groups, G * d): a group as one row
-    offsets = torch.arange(KNN_ROUTE_GROUP, device=q.device)
+    kernels = _kernels_for(q, fused_kernels_fit(q))
+    if kernels:
+        mask = _kernel_mask(reachable, ranges)
+
+        def top(part: Tensor, route: Tensor) -> tuple[Tensor, Tensor]:
+            # group c's member j is slot route[c] * KNN_ROUTE_GROUP + j: consecutive groups
+            return kernels.member_top_k(part, keys, mask, route, top_k, KNN_ROUTE_GROUP, KNN_ROUTE_GROUP, 1)
+    else:
+        # (b, kv_heads, groups, G * d): a group as one row
+        groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP)).flatten(-2)
+        offsets = torch.arange(KNN_ROUTE_GROUP, device=q.device)
+
+        def top(part: Tensor, route: Tensor) -> tuple[Tensor, Tensor]:
+            c = part.shape[2]
+            candidates = (route[..., None] * KNN_ROUTE_GROUP + offsets).flatten(-2)  # their slots
+            candidate_keys = groups.gather(2, route.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
+            candidate_keys = candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype)
+            scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys)
+            allowed = reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
+            best, order = masked_top_k(scores, allowed, top_k)
+            return best, candidates.gather(-1, order)
+
+    # per query: a route score per group, and its candidates' keys (gathered) or scores (kernel)
+    per_query = max(route_groups * KNN_ROUTE_GROUP * (1 if kernels else d), summaries.shape[2])
+    chunk = max(1, budget // max(b * kv_heads * per_query, 1))
     best = []
     for i in range(0, max(m, 1), chunk):  # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
         part = q[:, :, i:i + chunk]
-        c = part.shape[2]
         # the exact best routable groups (b, kv_heads, c, route_groups); the route scores are a fresh
         # matmul output, which grouped_top_k may overwrite, read nowhere else
         _, route = grouped_top_k(part @ summaries_t, routable, route_groups)
-        candidates = (route[..., None] * KNN_ROUTE_GROUP + offsets).flatten(-2)  # their slots
-        candidate_keys = groups.gather(2, route.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
-        candidate_keys = candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype)
-        scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys)
-        allowed = reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
-        top, order = masked_top_k(scores, allowed, top_k)
-        best.append((top, candidates.gather(-1, order)))
+        best.append(top(part, route))
     scores, index = (torch.cat(parts, dim=2) for parts in zip(*best))
     return index, scores > float("-inf")
 

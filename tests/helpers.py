@@ -77,16 +77,20 @@ def search_case(pattern: str, batch: int, queries: int, capacity: int, top_k: in
 
 
 def assert_search_matches_reference(q: torch.Tensor, keys: torch.Tensor, reachable: torch.Tensor, top_k: int,
-                                    index: torch.Tensor, found: torch.Tensor, tolerance: float) -> None:
-    """A search's (index, found) against reference_search, row by row (a whole batch's scores at once
-    may not fit): the same found mask, found slots reachable and distinct, and the same top scores
-    up to ``tolerance`` (scored exactly in fp32 here: searches may round scores differently and so
-    pick other entries among near-ties)."""
+                                    index: torch.Tensor, found: torch.Tensor, tolerance: float,
+                                    expected: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> None:
+    """A search's (index, found) against reference_search's, or ``expected`` (another search's), row
+    by row (a whole batch's scores at once may not fit): the same found mask, found slots reachable
+    and distinct, and the same top scores up to ``tolerance`` (scored exactly in fp32 here: searches
+    may round scores differently and so pick other entries among near-ties)."""
     from block_recurrent_transformer_pytorch.knn_memory import reference_search
 
     for r in range(q.shape[0]):
         rows = slice(r, r + 1)
-        expected_index, expected_found = reference_search(q[rows], keys[rows], reachable[rows], top_k)
+        if expected is None:
+            expected_index, expected_found = reference_search(q[rows], keys[rows], reachable[rows], top_k)
+        else:
+            expected_index, expected_found = expected[0][rows], expected[1][rows]
         assert torch.equal(found[rows], expected_found), f"row {r}: found differs"
         got = index[rows][found[rows]].view(-1)
         assert reachable[r][got].all(), f"row {r}: an unreachable slot found"
@@ -95,3 +99,32 @@ def assert_search_matches_reference(q: torch.Tensor, keys: torch.Tensor, reachab
         scores = q[rows].float() @ keys[rows].to(q.dtype).float().transpose(-1, -2)
         error = (scores.gather(-1, index[rows]) - scores.gather(-1, expected_index))[expected_found]
         assert error.numel() == 0 or error.abs().max() <= tolerance, f"row {r}: scores off by {error.abs().max()}"
+
+
+def routed_search_both_ways(q: torch.Tensor, keys: torch.Tensor, reachable: torch.Tensor, top_k: int,
+                            route_groups: int, ranges: list) -> tuple[tuple, tuple, list[bool]]:
+    """``routed_search`` by its fused kernel and by its torch path (each (index, found)), and whether
+    each call of the kernel (knn_kernels.member_scores) masked: the kernels made to serve q's device
+    (knn_memory.FUSED_DEVICES; the CPU under Triton's interpreter), then none. Every query in one
+    chunk on both paths, so that their routes come from the same matmul and top-k, ties between
+    groups broken alike: a tie broken the other way would route a query to other entries, whose
+    scores need not be near the first's."""
+    from unittest import mock
+
+    from block_recurrent_transformer_pytorch import knn_kernels, knn_memory
+
+    calls = []
+    member_scores = knn_kernels.member_scores
+
+    def recorded(*args):
+        calls.append(args[2] is not None)
+        return member_scores(*args)
+
+    def search() -> tuple[torch.Tensor, torch.Tensor]:
+        return knn_memory.routed_search(q, keys, reachable, top_k, route_groups, budget=2 ** 50, ranges=ranges)
+
+    with mock.patch.object(knn_memory, "FUSED_DEVICES", (q.device.type,)), \
+            mock.patch.object(knn_kernels, "member_scores", recorded):
+        fused = search()
+    with mock.patch.object(knn_memory, "FUSED_DEVICES", ()):
+        return fused, search(), calls

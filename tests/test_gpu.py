@@ -15,7 +15,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
 
-from .helpers import SEARCH_PATTERNS, assert_search_matches_reference, run_segments, search_case
+from .helpers import (SEARCH_PATTERNS, assert_search_matches_reference, routed_search_both_ways, run_segments,
+                      search_case)
 
 pytestmark = pytest.mark.gpu
 
@@ -233,6 +234,27 @@ def test_fused_search_on_cuda_finds_the_reference_scores(monkeypatch, shape, pat
     index, found = search(q, keys, reachable, top_k, budget=budget, ranges=ranges)
     assert calls and all(masked == (pattern != "partly_filled") for masked in calls), calls
     assert_search_matches_reference(q, keys, reachable, top_k, index, found, tolerance)
+
+
+@pytest.mark.parametrize("dtype, key_dtype, tolerance", [(torch.float32, torch.float32, 1e-2),
+                                                         (torch.bfloat16, torch.bfloat16, 8e-2),
+                                                         (torch.bfloat16, torch.float32, 8e-2)])
+@pytest.mark.parametrize("pattern", SEARCH_PATTERNS)
+@pytest.mark.parametrize("shape", list(FUSED_SEARCH_SHAPES))
+def test_routed_search_on_cuda_takes_the_kernel_and_finds_the_torch_paths_entries(shape, pattern, dtype, key_dtype,
+                                                                                  tolerance):
+    """routed_search on CUDA scores its routed groups' members by the fused kernel
+    (knn_kernels.member_scores, masking in every layout but the partly filled store's), and finds
+    what its torch path (gathering the candidates' keys) finds: the same found entries, reachable
+    and distinct, scores equal up to the dot products' rounding; 32 groups of 16 (the default
+    knn_route_groups), every query in one chunk on both paths (the same route)."""
+    batch, queries, capacity, top_k = FUSED_SEARCH_SHAPES[shape]
+    torch.manual_seed(0)
+    q, keys, reachable, ranges = search_case(pattern, batch, queries, capacity, top_k, dtype, "cuda",
+                                             key_dtype=key_dtype)
+    fused, expected, calls = routed_search_both_ways(q, keys, reachable, top_k, 32, ranges)
+    assert calls and all(masked == (pattern != "partly_filled") for masked in calls), calls
+    assert_search_matches_reference(q, keys, reachable, top_k, *fused, tolerance, expected=expected)
 
 
 def test_cuda_search_takes_the_torch_path_where_the_kernels_do_not_apply(monkeypatch):

@@ -283,8 +283,8 @@ def test_search_masks_only_its_ranges():
 
 
 def test_search_on_the_cpu_takes_the_torch_path(monkeypatch):
-    """The fused kernels (knn_kernels, Triton) serve CUDA alone: a CPU search never asks for them,
-    even where they would fit, and finds the reference's entries."""
+    """The fused kernels (knn_kernels, Triton) serve CUDA alone: a CPU search (exact or routed) never
+    asks for them, even where they would fit, and finds the reference's entries."""
     def no_kernels():
         raise AssertionError("a CPU search asked for the fused kernels")
 
@@ -297,6 +297,7 @@ def test_search_on_the_cpu_takes_the_torch_path(monkeypatch):
     expected_index, expected_found = reference_search(q, keys, reachable, 8)
     scores = q @ keys.transpose(-1, -2)
     assert torch.equal(found, expected_found) and torch.equal(scores.gather(-1, index), scores.gather(-1, expected_index))
+    routed_search(q, keys, torch.ones_like(reachable), 8, route_groups=4)
 
 
 @pytest.mark.parametrize("slots, dim, dtype, fits", [
