@@ -120,7 +120,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     runs = load_runs(args.paths)
     summaries = configuration_summaries(runs)
     print("\n".join(run_lines(runs)))
-    if any(len(s["seeds"]) > 1 for s in summaries):
+    # also where every configuration has one seed: its line names the flags that set it apart, which
+    # the runs' names (quality_<i>_<model>, per call) do not
+    if len(summaries) > 1 or any(len(s["seeds"]) > 1 for s in summaries):
         print("\nper configuration, over its seeds:")
         print("\n".join(configuration_lines(summaries)))
     return summaries

@@ -50,3 +50,16 @@ def test_set_arguments_are_read_as_the_values_they_spell():
                                   "block_width=512"]) == dict(
         recurrent_layers=(2, 5), knn_layers=(4,), use_flash_attn=False, rotary_dim=None, block_width=512,
         xpos_scale_base=1e9, gate_type="lstm", read_recurrent_layers=())  # the last of a key given twice stands
+
+
+def test_configurations_of_one_seed_each_are_told_apart_by_their_flags(tmp_path, capsys):
+    """Two calls' runs share their names (quality_0_ours, ...): with one seed per configuration the
+    table still prints a line per configuration, naming the flags that differ."""
+    for shape, seq in (("a", 4096), ("b", 8192)):
+        records = (_run("quality_0_ours", "ours", 0, 1.0, dict(tokens=1e8, seq=seq))
+                   + _run("quality_1_ours_nostate", "ours_nostate", 0, 0.95, dict(tokens=1e8, seq=seq)))
+        (tmp_path / f"{shape}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert len(quality_table.main([str(tmp_path)])) == 4
+    out = capsys.readouterr().out
+    assert "per configuration" in out and "seq=4096" in out and "seq=8192" in out
+
