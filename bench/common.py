@@ -266,9 +266,11 @@ class JsonlWriter:
 
 
 def describe_error(error: BaseException) -> str:
-    """One short line: OOMs say so plainly, other errors keep their type and message head."""
+    """One line: OOMs say so plainly, other errors keep their type and message head. An OOM keeps
+    its first line whole: after the free memory and the other processes it says what this process
+    holds, which tells whether the process itself or a neighbour on a shared GPU took the memory."""
     if isinstance(error, torch.OutOfMemoryError):
-        return "OOM: " + str(error).splitlines()[0][:200]
+        return "OOM: " + str(error).splitlines()[0][:800]
     return f"{type(error).__name__}: {str(error)[:300]}"
 
 

@@ -54,3 +54,19 @@ def test_profile_covers_evaluation_and_training_from_either_store(monkeypatch):
         [("profile", f"train step, {store} store, {name}", 4) for name in knn_speed.MODELS]
         + [("profile_ratio", store, 4)]]
     assert [r["knn_layer_ratio"] for r in records if r["case"] == "profile_ratio"] == [1.5, 1.5]
+
+
+def test_an_out_of_memory_error_keeps_what_this_process_holds():
+    """A GPU out-of-memory message names other processes' memory before this one's: the record keeps
+    both (a shared GPU's neighbour, or the process itself?), and other errors their type and head."""
+    import common
+
+    message = ("CUDA out of memory. Tried to allocate 1.07 GiB. GPU 0 has a total capacity of 139.80 GiB of which "
+               "693.50 MiB is free. Process 682 has 130.02 GiB memory in use. Process 683 has 8.20 GiB memory in use. "
+               "Of the allocated memory 120.00 GiB is allocated by PyTorch, and 9.00 GiB is reserved by PyTorch but "
+               "unallocated.\nSee documentation for Memory Management")
+    described = common.describe_error(torch.OutOfMemoryError(message))
+    assert described.startswith("OOM: CUDA out of memory") and "120.00 GiB is allocated by PyTorch" in described
+    assert "\n" not in described
+    assert common.describe_error(ValueError("x" * 1000)) == "ValueError: " + "x" * 300
+
