@@ -7,9 +7,9 @@
 # a full 262,144-entry store, evaluation at 256k), one variant per GPU at a time.
 #
 # Why a GPU each: the small models without a kNN layer are host-bound and train about as many steps
-# sharing a GPU as alone, but a kNN layer's search is GPU work; three kNN variants sharing an H200 with
-# four others trained 346-570 steps in 200 s instead of 918-1,008, and recalled 0.00-0.66 instead of
-# 1.00 (bench/RESULTS.md, eighth session). So N GPUs take at most N kNN variants in a call, or N - 1
+# sharing a GPU as alone, but a kNN layer's search is GPU work: seven variants spread over two H200s
+# (four kNN variants among them, two on each) trained the kNN ones 346-570 steps in 200 s instead of
+# 918-1,008, and they recalled 0.00-0.66 instead of 1.00 (bench/RESULTS.md, eighth session). So N GPUs take at most N kNN variants in a call, or N - 1
 # beside the others; the script refuses more (SHARE=1 spreads them round-robin regardless). On 2 GPUs
 # the seven variants of issue 16's table take three calls:
 #
