@@ -1,6 +1,7 @@
 """Which documents a training run reads: for a corpus, a batch layout and a token budget, per seed,
 the documents the rows of ``DocumentStreams`` (train.py's --documents reader, bench/quality.py's)
-read, and the share of the tokens that went to the corpus's largest documents. CPU only, no model.
+read, the share of the tokens trained that are documents' bytes (the rest pads each document's last
+segment), and the share that went to the corpus's largest documents. CPU only, no model.
 
 A long-document corpus is often dominated by a few huge files (linux_c's largest, a generated
 register header, is 10% of it): how much of a run they take is part of what a seed decides, next to
@@ -86,8 +87,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         total = sum(read.values())
         largest = sorted(range(len(streams)), key=lambda j: -int(streams.lengths[j]))[:args.largest]
         shares = ", ".join(f"{read[j] / total:.3f} of {int(streams.lengths[j]) / 1e6:.2f}M" for j in largest)
-        print(f"seed {seed}: {total / 1e6:.1f}M tokens from {len(read)} of {len(streams)} documents; "
-              f"the largest documents' shares: {shares}")
+        trained = steps * args.rows * args.seq  # the rest is the padding of documents' last segments
+        print(f"seed {seed}: {total / 1e6:.1f}M tokens ({total / trained:.1%} of the {trained / 1e6:.1f}M trained; "
+              f"the rest padding) from {len(read)} of {len(streams)} documents; the largest documents' shares: {shares}")
 
 
 if __name__ == "__main__":
