@@ -48,7 +48,7 @@ _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_h
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias",
                 "memory_kv_from_inputs")
-_NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std")
+_NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 
 
@@ -82,6 +82,10 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     read_recurrent_layers: Optional[Sequence[int]] = None
     num_state_vectors: Optional[int] = None
     gate_type: Literal["fixed", "lstm"] = "fixed"
+    # The fixed gate's initial retention: the share of the state each block keeps, sigmoid of a
+    # learned per-channel bias that starts at logit(fixed_gate_retention) (plus N(0, 0.1) noise).
+    # 0.5 (the seed's) halves what the state holds every block; 0.95 keeps a fifth of it 32 blocks on.
+    fixed_gate_retention: Union[int, float] = 0.5
     knn_layers: Sequence[int] = ()
     knn_memory_size: int = 262144
     knn_top_k: int = 32
@@ -125,6 +129,12 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not self.fixed_gate_retention < 1:
+            raise ValueError(f"fixed_gate_retention must lie strictly between 0 and 1 (the share of the state a block "
+                             f"keeps), got {self.fixed_gate_retention!r}")
+        if self.gate_type != "fixed" and self.fixed_gate_retention != 0.5:
+            raise ValueError(f"fixed_gate_retention applies to gate_type='fixed' only, got gate_type={self.gate_type!r} "
+                             f"with fixed_gate_retention={self.fixed_gate_retention!r} (the lstm gate learns its own)")
         if int(self.dim * self.ff_mult * 2 / 3) < 1:
             raise ValueError(f"ff_mult ({self.ff_mult}) leaves the feed-forward of dim {self.dim} with no hidden unit")
         if self.dim_head % 2 != 0:

@@ -36,11 +36,12 @@ class StateView:
 
 
 class FixedGate(nn.Module):
-    """s' = s * g + z * (1 - g), g = sigmoid(b) per channel: a learned moving average."""
+    """s' = s * g + z * (1 - g), g = sigmoid(b) per channel: a learned moving average, g starting
+    near ``retention``."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, retention: float = 0.5) -> None:
         super().__init__()
-        self.bias = nn.Parameter(torch.randn(dim) * 0.1)
+        self.bias = nn.Parameter(torch.randn(dim) * 0.1 + math.log(retention / (1 - retention)))
 
     def forward(self, state: Tensor, update: Tensor, hidden: Optional[Tensor] = None) -> Tensor:
         """The next state from the current one and the projected update, both (b, S, dim); ``hidden``
@@ -99,7 +100,7 @@ class RecurrentState(nn.Module):
         self.read_attend = Attend(dim_head, **attend)
         self.self_attend = Attend(dim_head, **attend)
         self.cross_attend = Attend(dim_head, **attend)
-        self.gate = FixedGate(dim) if config.gate_type == "fixed" else LSTMGate(2 * heads * dim_head, dim)
+        self.gate = FixedGate(dim, config.fixed_gate_retention) if config.gate_type == "fixed" else LSTMGate(2 * heads * dim_head, dim)
 
     def initial(self, batch: int) -> Tensor:
         """The learned initial state for a batch, (batch, S, dim)."""

@@ -19,6 +19,22 @@ def test_fixed_gate_is_a_learned_moving_average():
     torch.testing.assert_close(gate(state, update), state * g + update * (1 - g))
 
 
+@pytest.mark.parametrize("retention", [0.5, 0.95])
+def test_fixed_gate_starts_at_the_configured_retention(retention):
+    """fixed_gate_retention sets where g = sigmoid(b) starts, per channel about it (noise 0.1 in the
+    logit); the seed's 0.5 keeps the seed's initialisation draw for draw."""
+    model = small_model(dim=256, heads=8, dim_head=32, fixed_gate_retention=retention)
+    g = torch.sigmoid(model.states[0].gate.bias)
+    assert abs(g.mean().item() - retention) < 0.01
+    assert g.std().item() > 0  # channels still differ
+    torch.manual_seed(3)
+    seed_like = FixedGate(256)
+    torch.manual_seed(3)
+    configured = FixedGate(256, retention)
+    torch.testing.assert_close(configured.bias - seed_like.bias,
+                               torch.full((256,), math.log(retention / (1 - retention))))
+
+
 def test_lstm_gate_is_biased_to_remember():
     """The gates read the attention outputs h (24 wide here) the update z was projected from."""
     gate = LSTMGate(24, 16)
