@@ -68,6 +68,8 @@ class AttentionBlock(nn.Module):
         self.attend = Attend(config.dim_head, qk_rmsnorm=qk_rmsnorm, qk_rmsnorm_scale=config.qk_rmsnorm_scale,
                              use_flash_attn=config.use_flash_attn)
         self.to_out = nn.Linear(inner * (1 + num_state_reads), config.dim, bias=False)
+        if config.zero_init_state_reads:
+            nn.init.zeros_(self.to_out.weight[:, inner:])
         self.knn_top_k = config.knn_top_k
         # groups of the store each query routes itself to (query_routed), None: the exact search
         self.route_groups = config.knn_route_groups if config.knn_retrieval == "query_routed" else None

@@ -47,7 +47,7 @@ _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_h
                         "knn_route_groups")
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem", "state_update_bias",
-                "memory_kv_from_inputs")
+                "memory_kv_from_inputs", "zero_init_state_reads")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 
@@ -86,6 +86,10 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # learned per-channel bias that starts at logit(fixed_gate_retention) (plus N(0, 0.1) noise).
     # 0.5 (the seed's) halves what the state holds every block; 0.95 keeps a fifth of it 32 blocks on.
     fixed_gate_retention: Union[int, float] = 0.5
+    # True: the output projection's weights that take the state reads start at zero, so that the
+    # model starts as the same model without them and its first steps train alike (a state read
+    # of untrained state vectors is noise in the residual stream); False (the seed's): torch's default.
+    zero_init_state_reads: bool = False
     knn_layers: Sequence[int] = ()
     knn_memory_size: int = 262144
     knn_top_k: int = 32

@@ -125,6 +125,26 @@ def test_state_is_updated_per_block_not_per_segment():
     torch.testing.assert_close(after_partial[0], after_first[0], rtol=0, atol=0)
 
 
+def test_zero_initialised_state_reads_start_as_the_model_without_them_and_learn():
+    """zero_init_state_reads: at initialisation the output ignores the state (any state passed in
+    gives the logits of the initial one), every other weight is the default model's, and the
+    gradient reaches the zeroed weights, so the reads can be learned."""
+    model = small_model(zero_init_state_reads=True)
+    default = small_model()
+    inner = 4 * 8  # heads x dim_head
+    to_out = model.layers[1][0].to_out.weight  # layer 2 reads the state
+    assert to_out[:, inner:].abs().sum() == 0 and to_out[:, :inner].abs().sum() > 0
+    for (name, p), q in zip(model.named_parameters(), default.parameters()):
+        if p is not to_out:
+            torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    x = tokens(1, 16)
+    _, _, states = model(tokens(1, 16, seed=5))
+    torch.testing.assert_close(model(x, states=states)[0], model(x)[0], rtol=0, atol=0)
+    model.train()
+    RecurrentTrainerWrapper(model)(tokens(2, 33)).backward()
+    assert to_out.grad[:, inner:].abs().sum() > 0
+
+
 @pytest.mark.parametrize("gate_type", ["fixed", "lstm"])
 def test_gradients_reach_every_parameter(gate_type):
     model = small_model(use_compressed_mem=True, gate_type=gate_type, recurrent_layers=(2, 3),
