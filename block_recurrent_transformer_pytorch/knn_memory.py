@@ -414,10 +414,15 @@ def _kernels_for(q: Tensor, fits: bool) -> Optional[ModuleType]:
     return _fused_kernels() if q.device.type in FUSED_DEVICES and fits else None
 
 
+def _all_reachable(ranges: Optional[Sequence[tuple[int, int]]]) -> bool:
+    """Whether ``ranges`` (see ``search``) says that every slot is reachable: it is empty."""
+    return ranges is not None and len(ranges) == 0
+
+
 def _kernel_mask(reachable: Tensor, ranges: Optional[Sequence[tuple[int, int]]]) -> Optional[Tensor]:
-    """The reachable flags the kernels mask by: none where ``ranges`` (see ``search``) is empty, every
-    slot being reachable; else all of them (outside the ranges they are True: the same result)."""
-    return reachable if ranges is None or len(ranges) else None
+    """The reachable flags the kernels mask by: none where every slot is reachable (``ranges``
+    empty); else all of them (outside the ranges they are True: the same result)."""
+    return None if _all_reachable(ranges) else reachable
 
 
 @functools.cache
@@ -441,69 +446,78 @@ def routed_search(q: Tensor, keys: Tensor, reachable: Tensor, top_k: int, route_
     ``KNNMemory.reachable`` does (``group_means`` relies on it), and the slots are taken as groups of
     KNN_ROUTE_GROUP consecutive ones (a store's slots come in whole groups where its block width is
     a multiple of KNN_ROUTE_GROUP). A query's score against a group's mean reachable key is the mean
-    of its scores against those keys; it keeps its ``route_groups`` best-scoring groups (exactly,
-    by ``grouped_top_k``) and searches their reachable entries exactly.
+    of its scores against those keys; it keeps its ``route_groups`` best-scoring groups and searches
+    their reachable entries exactly (``search_groups``).
 
     The route depends on the query and the store alone: causal, and the same whether a block's
-    queries come at once or one by one (cached decoding). It costs one score per group instead of
-    one per slot, then route_groups x KNN_ROUTE_GROUP candidates scored per query; where that is
-    every slot, the exact search is the same and cheaper, and runs instead. The torch path (the
-    definition, and what runs on the CPU) gathers the candidates' keys; on CUDA, where
-    ``fused_kernels_fit`` and Triton imports, ``knn_kernels``' member scores kernel reads them in
-    place (at batch 32 over 262,144 slots the gathered keys were gigabytes per block), masking
-    as ``search``'s kernels do. Chunks of queries keep the route scores and the gathered keys (or,
-    in the kernel, the candidates' scores) within ``budget`` elements (default: the device's
-    SCORE_BUDGET); ``ranges`` are passed to that exact search (see ``search``).
+    queries come at once or one by one (cached decoding). It is itself an exact search, over the
+    group means: one score per group instead of one per slot (on CUDA by ``search``'s fused
+    kernels, which never write those scores out), then route_groups x KNN_ROUTE_GROUP candidates
+    scored per query. Where that is every slot, the exact search is the same and cheaper, and runs
+    instead. ``budget`` and ``ranges`` as ``search``'s; where ``ranges`` is empty (every slot
+    reachable) the means are plain means and nothing is masked.
     """
     slots = keys.shape[-2]
     if route_groups * KNN_ROUTE_GROUP >= slots:
         return search(q, keys, reachable, top_k, budget, ranges)
     if slots % KNN_ROUTE_GROUP != 0:
         raise ValueError(f"routed_search needs whole groups of {KNN_ROUTE_GROUP} slots, got {slots} slots")
+    everywhere = _all_reachable(ranges)
+    summaries, routable = group_means(keys, None if everywhere else reachable)
+    route, _ = search(q, summaries, routable, route_groups, budget, [] if everywhere else None)
+    return search_groups(q, keys, reachable, route, top_k, budget, ranges)
+
+
+@torch.no_grad()
+def search_groups(q: Tensor, keys: Tensor, reachable: Tensor, route: Tensor, top_k: int,
+                  budget: Optional[int] = None,
+                  ranges: Optional[Sequence[tuple[int, int]]] = None) -> tuple[Tensor, Tensor]:
+    """Each query's exact top-k among the reachable members of its groups ``route`` (b, kv_heads, m,
+    r): group c holds the KNN_ROUTE_GROUP consecutive slots from c * KNN_ROUTE_GROUP. Other
+    arguments and the result as ``search``'s. The torch path (the definition, and what runs on the
+    CPU) gathers the candidates' keys; on CUDA, where ``fused_kernels_fit`` and Triton imports,
+    ``knn_kernels``' member scores kernel reads them in place (at batch 32 over 262,144 slots the
+    gathered keys were gigabytes per block), masking as ``search``'s kernels do. Chunks of queries
+    keep the gathered keys (or, in the kernel, the candidates' scores) within ``budget`` elements."""
     b, kv_heads, m, d = q.shape
-    summaries, routable = group_means(keys, reachable)
-    summaries_t, routable = summaries.transpose(-1, -2).to(q.dtype), routable[:, None, None, :]
+    route_groups = route.shape[-1]
     budget = budget or SCORE_BUDGET.get(q.device.type, SCORE_BUDGET["cpu"])
     kernels = _kernels_for(q, fused_kernels_fit(q))
     if kernels:
         mask = _kernel_mask(reachable, ranges)
 
-        def top(part: Tensor, route: Tensor) -> tuple[Tensor, Tensor]:
-            # group c's member j is slot route[c] * KNN_ROUTE_GROUP + j: consecutive groups
-            return kernels.member_top_k(part, keys, mask, route, top_k, KNN_ROUTE_GROUP, KNN_ROUTE_GROUP, 1)
+        def top(part: Tensor, chosen: Tensor) -> tuple[Tensor, Tensor]:
+            # group c's member j is slot chosen[c] * KNN_ROUTE_GROUP + j: consecutive groups
+            return kernels.member_top_k(part, keys, mask, chosen, top_k, KNN_ROUTE_GROUP, KNN_ROUTE_GROUP, 1)
     else:
         # (b, kv_heads, groups, G * d): a group as one row
         groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP)).flatten(-2)
         offsets = torch.arange(KNN_ROUTE_GROUP, device=q.device)
+        everywhere = _all_reachable(ranges)  # no flag to read
 
-        def top(part: Tensor, route: Tensor) -> tuple[Tensor, Tensor]:
+        def top(part: Tensor, chosen: Tensor) -> tuple[Tensor, Tensor]:
             c = part.shape[2]
-            candidates = (route[..., None] * KNN_ROUTE_GROUP + offsets).flatten(-2)  # their slots
-            candidate_keys = groups.gather(2, route.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
+            candidates = (chosen[..., None] * KNN_ROUTE_GROUP + offsets).flatten(-2)  # their slots
+            candidate_keys = groups.gather(2, chosen.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
             candidate_keys = candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype)
             scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys)
-            allowed = reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
+            allowed = None if everywhere else reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
             best, order = masked_top_k(scores, allowed, top_k)
             return best, candidates.gather(-1, order)
 
-    # per query: a route score per group, and its candidates' keys (gathered) or scores (kernel)
-    per_query = max(route_groups * KNN_ROUTE_GROUP * (1 if kernels else d), summaries.shape[2])
+    per_query = route_groups * KNN_ROUTE_GROUP * (1 if kernels else d)  # candidates' scores, or keys
     chunk = max(1, budget // max(b * kv_heads * per_query, 1))
-    best = []
-    for i in range(0, max(m, 1), chunk):  # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
-        part = q[:, :, i:i + chunk]
-        # the exact best routable groups (b, kv_heads, c, route_groups); the route scores are a fresh
-        # matmul output, which grouped_top_k may overwrite, read nowhere else
-        _, route = grouped_top_k(part @ summaries_t, routable, route_groups)
-        best.append(top(part, route))
+    # max(m, 1): a block of no query still gives (b, kv_heads, 0, top_k)
+    best = [top(q[:, :, i:i + chunk], route[:, :, i:i + chunk]) for i in range(0, max(m, 1), chunk)]
     scores, index = (torch.cat(parts, dim=2) for parts in zip(*best))
     return index, scores > float("-inf")
 
 
-def group_means(keys: Tensor, reachable: Tensor) -> tuple[Tensor, Tensor]:
+def group_means(keys: Tensor, reachable: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """The mean reachable key of each group of KNN_ROUTE_GROUP consecutive slots: keys (b, kv_heads,
-    slots, d) and reachable (b, slots), slots a multiple of KNN_ROUTE_GROUP. Returns (means (b,
-    kv_heads, groups, d), routable (b, groups): groups holding a reachable entry).
+    slots, d) and reachable (b, slots), slots a multiple of KNN_ROUTE_GROUP; None: every slot
+    reachable. Returns (means (b, kv_heads, groups, d), routable (b, groups): groups holding a
+    reachable entry).
 
     Every slot's key is summed (one read of the store, no masked copy of it), then the sums of the
     groups that are only partly reachable are recomputed from their reachable members alone:
@@ -514,6 +528,9 @@ def group_means(keys: Tensor, reachable: Tensor) -> tuple[Tensor, Tensor]:
     """
     b, kv_heads, _, d = keys.shape
     groups = keys.unflatten(-2, (-1, KNN_ROUTE_GROUP))  # (b, kv_heads, groups, G, d)
+    if reachable is None:  # the same sums and count as below, without a pass over the flags
+        return groups.sum(-2) / KNN_ROUTE_GROUP, torch.ones((), dtype=torch.bool, device=keys.device).expand(
+            b, groups.shape[2])
     members = reachable.unflatten(-1, (-1, KNN_ROUTE_GROUP))  # (b, groups, G)
     count = members.sum(-1)
     partial = ((count > 0) & (count < KNN_ROUTE_GROUP)).to(keys.dtype)

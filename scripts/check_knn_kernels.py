@@ -88,8 +88,10 @@ def check_routed(pattern: str, dtype: torch.dtype, key_dtype: torch.dtype, toler
     """One case of ``routed_search``: by its kernel as by its torch path."""
     torch.manual_seed(0)
     q, keys, reachable, ranges = search_case(pattern, 3, 130, capacity, top_k, dtype, "cpu", dim, key_dtype)
-    fused, expected, calls = routed_search_both_ways(q, keys, reachable, top_k, route_groups, ranges)
+    fused, expected, calls, (means, routable, route, routed) = routed_search_both_ways(q, keys, reachable, top_k,
+                                                                                        route_groups, ranges)
     assert calls and all(masked == (pattern != "partly_filled") for masked in calls), f"kernel calls {calls}"
+    assert_search_matches_reference(q, means, routable, route_groups, route, routed, tolerance)
     assert_search_matches_reference(q, keys, reachable, top_k, *fused, tolerance, expected=expected)
 
 

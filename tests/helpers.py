@@ -102,29 +102,36 @@ def assert_search_matches_reference(q: torch.Tensor, keys: torch.Tensor, reachab
 
 
 def routed_search_both_ways(q: torch.Tensor, keys: torch.Tensor, reachable: torch.Tensor, top_k: int,
-                            route_groups: int, ranges: list) -> tuple[tuple, tuple, list[bool]]:
-    """``routed_search`` by its fused kernel and by its torch path (each (index, found)), and whether
-    each call of the kernel (knn_kernels.member_scores) masked: the kernels made to serve q's device
-    (knn_memory.FUSED_DEVICES; the CPU under Triton's interpreter), then none. Every query in one
-    chunk on both paths, so that their routes come from the same matmul and top-k, ties between
-    groups broken alike: a tie broken the other way would route a query to other entries, whose
-    scores need not be near the first's."""
+                            route_groups: int, ranges: list) -> tuple[tuple, tuple, list[bool], tuple]:
+    """``routed_search`` with the kernels made to serve q's device (knn_memory.FUSED_DEVICES; the
+    CPU under Triton's interpreter): its (index, found); what the torch path of its second stage
+    (``search_groups``) finds in the groups that run routed to; whether each call of the member
+    kernel (knn_kernels.member_scores) masked; and its route search, (group means, routable, route,
+    found). The two second stages are compared on one route: the route search scores group means
+    in its own precision (the kernels' fp32 products against torch's matmul in q's dtype), and a
+    near-tie between groups broken the other way would route a query to other entries, whose
+    scores need not be near the first's. The route is an exact search over the group means, to be
+    checked as one. Every query in one chunk."""
     from unittest import mock
 
     from block_recurrent_transformer_pytorch import knn_kernels, knn_memory
 
-    calls = []
-    member_scores = knn_kernels.member_scores
+    calls, route_searches = [], []
+    member_scores, search = knn_kernels.member_scores, knn_memory.search
 
-    def recorded(*args):
+    def recorded_member_scores(*args):
         calls.append(args[2] is not None)
         return member_scores(*args)
 
-    def search() -> tuple[torch.Tensor, torch.Tensor]:
-        return knn_memory.routed_search(q, keys, reachable, top_k, route_groups, budget=2 ** 50, ranges=ranges)
+    def recorded_search(q, keys, reachable, *args):
+        route_searches.append((keys, reachable, *search(q, keys, reachable, *args)))
+        return route_searches[-1][2:]
 
     with mock.patch.object(knn_memory, "FUSED_DEVICES", (q.device.type,)), \
-            mock.patch.object(knn_kernels, "member_scores", recorded):
-        fused = search()
+            mock.patch.object(knn_kernels, "member_scores", recorded_member_scores), \
+            mock.patch.object(knn_memory, "search", recorded_search):
+        fused = knn_memory.routed_search(q, keys, reachable, top_k, route_groups, budget=2 ** 50, ranges=ranges)
+    (route_search,) = route_searches
     with mock.patch.object(knn_memory, "FUSED_DEVICES", ()):
-        return fused, search(), calls
+        expected = knn_memory.search_groups(q, keys, reachable, route_search[2], top_k, 2 ** 50, ranges)
+    return fused, expected, calls, route_search

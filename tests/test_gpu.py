@@ -241,19 +241,29 @@ def test_fused_search_on_cuda_finds_the_reference_scores(monkeypatch, shape, pat
                                                          (torch.bfloat16, torch.float32, 8e-2)])
 @pytest.mark.parametrize("pattern", SEARCH_PATTERNS)
 @pytest.mark.parametrize("shape", list(FUSED_SEARCH_SHAPES))
-def test_routed_search_on_cuda_takes_the_kernel_and_finds_the_torch_paths_entries(shape, pattern, dtype, key_dtype,
-                                                                                  tolerance):
-    """routed_search on CUDA scores its routed groups' members by the fused kernel
-    (knn_kernels.member_scores, masking in every layout but the partly filled store's), and finds
-    what its torch path (gathering the candidates' keys) finds: the same found entries, reachable
-    and distinct, scores equal up to the dot products' rounding; 32 groups of 16 (the default
-    knn_route_groups), every query in one chunk on both paths (the same route)."""
+def test_routed_search_on_cuda_takes_the_kernels_and_finds_the_torch_paths_entries(shape, pattern, dtype, key_dtype,
+                                                                                   tolerance):
+    """routed_search on CUDA routes by an exact search over the group means (search's fused
+    kernels where grouping pays: at the realistic shape) and scores its routed groups' members by
+    the fused kernel (knn_kernels.member_scores, masking in every layout but the partly filled
+    store's): the route holds each query's best groups by mean key (their scores within rounding
+    of the reference's), and on that route the kernel finds what the torch path finds: the same
+    found entries, reachable and distinct, scores equal up to the dot products' rounding; 32
+    groups of 16 (the default knn_route_groups), every query in one chunk."""
+    from unittest import mock
+
+    from block_recurrent_transformer_pytorch import knn_kernels
+
     batch, queries, capacity, top_k = FUSED_SEARCH_SHAPES[shape]
     torch.manual_seed(0)
     q, keys, reachable, ranges = search_case(pattern, batch, queries, capacity, top_k, dtype, "cuda",
                                              key_dtype=key_dtype)
-    fused, expected, calls = routed_search_both_ways(q, keys, reachable, top_k, 32, ranges)
+    with mock.patch.object(knn_kernels, "group_maxima", side_effect=knn_kernels.group_maxima) as maxima:
+        fused, expected, calls, (means, routable, route, routed) = routed_search_both_ways(q, keys, reachable, top_k,
+                                                                                            32, ranges)
+    assert maxima.called == (shape == "realistic")  # 16,384 group means: grouping pays
     assert calls and all(masked == (pattern != "partly_filled") for masked in calls), calls
+    assert_search_matches_reference(q, means, routable, 32, route, routed, tolerance)
     assert_search_matches_reference(q, keys, reachable, top_k, *fused, tolerance, expected=expected)
 
 

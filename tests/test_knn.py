@@ -386,8 +386,8 @@ def test_routed_search_finds_the_nearest_entry_where_neighbouring_keys_are_alike
 
 
 def test_routed_search_leaves_its_arguments_intact():
-    """routed_search hands grouped_top_k route scores it computed itself (which grouped_top_k may
-    overwrite), never the caller's tensors: q, keys and reachable are unchanged and a second search
+    """routed_search masks only scores it computed itself (its route search's, over the group
+    means), never the caller's tensors: q, keys and reachable are unchanged and a second search
     finds the same (rows of groups long enough for grouped_top_k's two passes, a wrapped run reachable)."""
     torch.manual_seed(0)
     q, keys = torch.randn(2, 2, 5, 8), torch.nn.functional.normalize(torch.randn(2, 2, 4096, 8), dim=-1)
@@ -403,6 +403,24 @@ def test_routed_search_leaves_its_arguments_intact():
     scores = q @ keys.transpose(-1, -2)
     assert torch.equal(found, expected_found) and found.all()
     assert torch.equal(scores.gather(-1, index), scores.gather(-1, expected_index))
+
+
+def test_routed_search_of_an_all_reachable_store_takes_plain_means_and_no_flags():
+    """ranges=[] (KNNMemory.ranges_to_mask of a store with every slot reachable): the route takes
+    the groups' plain means, bit for bit the reachable means, and neither stage reads the flags, so
+    the search finds what it finds with them (here even given flags that say otherwise)."""
+    from block_recurrent_transformer_pytorch.knn_memory import group_means
+
+    torch.manual_seed(0)
+    q = torch.randn(2, 2, 5, 8).bfloat16()
+    keys = torch.nn.functional.normalize(torch.randn(2, 2, 4096, 8), dim=-1).bfloat16()
+    reachable = torch.ones(2, 4096, dtype=torch.bool)
+    plain, flagged = group_means(keys, None), group_means(keys, reachable)
+    assert torch.equal(plain[0], flagged[0]) and torch.equal(plain[1], flagged[1])
+    expected = routed_search(q, keys, reachable, 7, route_groups=4)
+    for flags in (reachable, torch.zeros_like(reachable)):
+        got = routed_search(q, keys, flags, 7, route_groups=4, ranges=[])
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
 def test_a_search_over_no_slots_finds_nothing():
