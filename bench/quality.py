@@ -16,7 +16,12 @@ Models:
   ours          BlockRecurrentTransformer (--preset seed|large|tiny|long-documents, any field with --set k=v, e.g.
                 --set kv_heads=8 --set recurrent_layers=4,), trained through TrainStep (CUDA graphs) on a
                 model.compile()d model with bf16 autocast and fused AdamW on CUDA; eagerly on CPU
-  ours_nostate  the same with recurrent_layers=() (no state; XL memories only)
+  ours_nostate  the same with recurrent_layers=() (no state; XL memories only; note that this also
+                takes the recurrent layer's qk-rmsnorm away, recurrent layers always having it)
+  ours_unread   ours with its state reads held at zero weight (cut_state_reads): the states are
+                computed and never used, every other weight is ours' at the same seed, and the
+                recurrent layer keeps its qk-rmsnorm, so that ours and ours_unread differ by what
+                the state carries alone
   xl            x-transformers' TransformerWrapper + Decoder with Transformer-XL memories (max_mem_len =
                 --mem, mems carried with return_mems=True / mems=), flash attention, rotary positions,
                 the same dim/depth/heads/dim_head/kv_heads as ours and a GEGLU feed-forward of ours' width
@@ -88,7 +93,7 @@ LN2 = math.log(2)
 
 def parse_args(argv: Optional[list[str]] = None):
     parser = common.base_parser(__doc__)
-    parser.add_argument("--model", choices=("ours", "ours_nostate", "xl"), default="ours")
+    parser.add_argument("--model", choices=("ours", "ours_nostate", "ours_unread", "xl"), default="ours")
     parser.add_argument("--corpus", default="linux_c", help="a corpus of bench/corpora.py (linux_c, python_stdlib, "
                                                             "text_docs)")
     parser.add_argument("--corpora", default=None, help="where the corpora are (default: .corpora/ in the repository, "
@@ -191,6 +196,23 @@ def ours_config(args) -> dict[str, Any]:
     return cfg
 
 
+def cut_state_reads(model: nn.Module) -> None:
+    """Hold at zero the output projection's columns that take the state reads, in every layer that
+    reads a state (the reads are concatenated after the attention output): the model still computes
+    its states but never uses them. Their gradient is zeroed as it is computed, so AdamW never moves
+    them (its decoupled decay keeps a zero at zero). Call it after moving the model to its device."""
+    inner = model.config.heads * model.config.dim_head
+    for attention, _ in model.layers:
+        weight = attention.to_out.weight
+        if weight.shape[1] == inner:  # reads no state
+            continue
+        keep = torch.ones_like(weight)
+        keep[:, inner:] = 0
+        with torch.no_grad():
+            weight.mul_(keep)
+        weight.register_hook(lambda grad, keep=keep: grad * keep)
+
+
 def xl_kwargs(args, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(TransformerWrapper keywords, Decoder keywords) of the XL peer, sized like ours."""
     ff_hidden = int(cfg["dim"] * cfg.get("ff_mult", 4) * 2 / 3)  # ours' GEGLU hidden width
@@ -236,6 +258,8 @@ class Ours:
         self.model = brt.BlockRecurrentTransformer(**self.cfg).to(device)
         if args.emb_std is not None:  # an ablation of the initialisation (the seed's: N(0, 1))
             nn.init.normal_(self.model.token_emb.weight, std=args.emb_std)
+        if args.model == "ours_unread":
+            cut_state_reads(self.model)
         self.seg = self.model.max_seq_len
         self.wrapper = brt.RecurrentTrainerWrapper(self.model, args.mem_dropout, args.state_dropout)
         self.device = device

@@ -4,7 +4,7 @@
 #   RUNS="ours:--tokens 100e6 ; ours_nostate:--tokens 100e6 ; xl:--seg 512 --mem 512 --tokens 100e6" \
 #       bash bench/quality_gpu.sh
 #
-# RUNS: runs separated by ';', each MODEL:FLAGS (MODEL = ours | ours_nostate | xl; FLAGS go to
+# RUNS: runs separated by ';', each MODEL:FLAGS (MODEL = ours | ours_nostate | ours_unread | xl; FLAGS go to
 #   bench/quality.py as they are, e.g. --corpus text_docs --seconds 300 --set kv_heads=8).
 # COMMON: flags added to every run (e.g. "--corpus linux_c --eval-bytes 2e6").
 # OUT: where the JSONL (quality_<i>_<model>.jsonl) and logs go (default bench_out/). With PACK=1 they

@@ -73,6 +73,42 @@ def test_the_long_documents_preset_is_train_pys_model():
     assert nostate["recurrent_layers"] == () and nostate["block_width"] == 1024
 
 
+def test_ours_unread_is_ours_with_its_state_reads_held_at_zero():
+    """--model ours_unread: ours' initial weights at the same seed but the output projection's
+    state-read columns, which start at zero and stay there through AdamW steps while the other
+    weights learn; its output then never depends on the state it computes."""
+    import torch
+
+    def built(model: str):
+        torch.manual_seed(3)
+        return quality.Ours(quality.parse_args(["--tiny", "--emb-std", "0.02", "--model", model]), torch.device("cpu"))
+
+    ours, unread = built("ours"), built("ours_unread")
+    inner = ours.model.config.heads * ours.model.config.dim_head
+    reader = unread.model.layers[ours.model.config.recurrent_layers[0] - 1][0].to_out.weight  # reads the state
+    weights = ours.model.state_dict()
+    for name, value in unread.model.state_dict().items():
+        expected = weights[name].clone()
+        if value.data_ptr() == reader.data_ptr():
+            expected[:, inner:] = 0
+        torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=name)
+    assert (reader[:, inner:] == 0).all() and (reader[:, :inner] != 0).any()
+
+    optimizer = quality.make_optimizer(unread.model, quality.parse_args(["--tiny"]), torch.device("cpu"))
+    before = reader.detach().clone()
+    for seed in range(2):
+        unread.model.train()
+        unread.wrapper(torch.randint(0, 256, (2, 129), generator=torch.Generator().manual_seed(seed))).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert (reader[:, inner:] == 0).all() and not torch.equal(reader[:, :inner], before[:, :inner])
+
+    model = unread.model.eval()
+    x = torch.randint(0, 256, (2, model.config.max_seq_len))  # two blocks: the second reads the first's state
+    _, _, states = model(torch.randint(0, 256, (2, model.config.max_seq_len)))
+    torch.testing.assert_close(model(x, states=states)[0], model(x)[0], rtol=0, atol=0)
+
+
 def test_a_run_past_its_stop_after_time_is_cut_and_still_evaluated(tmp_path):
     """A budget far beyond the time a run has: --stop-after ends training early, the held-out
     documents are still evaluated, and the result says the run was cut."""
