@@ -1,6 +1,7 @@
 """The kNN searches as fused Triton kernels (CUDA; issue 16): ``knn_memory.search`` takes them
-where they apply (``knn_memory.fused_search_fits``), ``knn_memory.routed_search`` the member scores
-(below) for its routed groups; both import this module (and Triton) only then.
+where they apply (``knn_memory.fused_search_fits``), so the routed search's route (a ``search``
+over the group means) does too, and ``knn_memory.search_groups`` takes the member scores (below)
+for each query's routed groups; they import this module (and Triton) only then.
 
 The torch search scores every query against every slot, writes those scores out (at batch 32, a
 262,144-slot store and 3,072 queries per row: 51 GB per kNN layer and segment) and reads them back
@@ -20,8 +21,8 @@ the group maxima come out of the matmul directly:
    fp32 (exact products, fp32 sums), the unreachable at -inf; then torch.topk over those k x members
    candidates gives the exact top-k (``member_top_k``).
 
-The routed search (``knn_memory.routed_search``) scores the members of each query's routed groups
-by the same kernel: group c's member j is slot chosen[c] * group_stride + j * member_stride, here
+The routed search's second stage (``knn_memory.search_groups``) scores the members of each
+query's routed groups by the same kernel: group c's member j is slot chosen[c] * group_stride + j * member_stride, here
 group_stride = 1 and member_stride = G (strided groups), there group_stride = KNN_ROUTE_GROUP and
 member_stride = 1 (consecutive ones), so that the candidates' keys are read in place, not gathered.
 

@@ -20,8 +20,9 @@ store without resets masks its slack alone, a filling one nothing. On CUDA, Trit
 matmul, then each query's best groups are scored again (writing and reading the scores, not the
 matmul, was the search's time).
 The routed search scores each query against the mean key of every KNN_ROUTE_GROUP consecutive slots
-instead, and exactly only within its best groups (on CUDA by the kernel that scores the exact
-search's best groups, reading the candidates' keys in place instead of gathering them).
+instead (itself an exact ``search``, over those means: on CUDA in the kernels above), and exactly
+only within its best groups (``search_groups``; on CUDA by the kernel that scores the exact search's
+best groups, reading the candidates' keys in place instead of gathering them).
 
 Storage (``KNNMemory``): a ring buffer of ``capacity + slack`` slots, written in place. A
 ``KNNMemory`` is a view of it: the buffer, how many entries were written when the view was made,

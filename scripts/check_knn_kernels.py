@@ -1,5 +1,6 @@
-"""The fused kNN search kernels (``knn_kernels``) against ``reference_search``, and ``routed_search``
-by its kernel against its torch path, without a GPU: under Triton's interpreter, which runs the
+"""The fused kNN search kernels (``knn_kernels``) against ``reference_search``, and ``routed_search``'s
+two stages (its route against ``reference_search`` over the group means, its member stage by the
+kernel against its torch path on that route), without a GPU: under Triton's interpreter, which runs the
 kernels on CPU tensors with numpy. Not a pytest test (CI has no Triton); tests/test_gpu.py checks
 the same through ``search`` and ``routed_search`` on CUDA.
 
@@ -12,9 +13,12 @@ or 40): the group maxima equal torch's over the masked scores, and the fused top
 (found mask, reachable and distinct slots, scores within the dtype's rounding). Then
 ``routed_search`` in each layout and dtype, its kernel made to serve the CPU
 (``knn_memory.FUSED_DEVICES``), at shapes that leave partial tiles of the kept groups (4, 40 or 2
-of them against knn_kernels.BLOCK_K = 32; 2 groups hold fewer candidates than top 40): the same
-found mask as its torch path, reachable and distinct slots, scores within the dtype's rounding;
-the kernel masked in every layout but the partly filled one (nothing to mask, as ``search``).
+of them against knn_kernels.BLOCK_K = 32; 2 groups hold fewer candidates than top 40): the route
+the reference's best groups by mean key (scores within the dtype's rounding), and on that route
+the same found mask as the torch path, reachable and distinct slots, scores within the dtype's
+rounding; the kernel masked in every layout but the partly filled one (nothing to mask, as
+``search``). (These group counts are too few to group, so the route here takes ``search``'s torch
+path; tests/test_gpu.py routes 16,384 groups through the kernels.)
 
 bf16 needs two patches of the interpreter (Triton 3.5), applied here: it keeps bf16 as raw uint16
 bits and its tl.dot multiplies those bits as integers (no bf16 matmul in numpy), and it casts fp32 to
