@@ -502,7 +502,8 @@ def search_groups(q: Tensor, keys: Tensor, reachable: Tensor, route: Tensor, top
             candidate_keys = groups.gather(2, chosen.flatten(-2)[..., None].expand(-1, -1, -1, groups.shape[-1]))
             candidate_keys = candidate_keys.view(b, kv_heads, c, route_groups * KNN_ROUTE_GROUP, d).to(q.dtype)
             scores = torch.einsum("bhcd,bhckd->bhck", part, candidate_keys)
-            allowed = None if everywhere else reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
+            allowed = None if everywhere else \
+                reachable[:, None, None, :].expand(-1, kv_heads, c, -1).gather(-1, candidates)
             best, order = masked_top_k(scores, allowed, top_k)
             return best, candidates.gather(-1, order)
 

@@ -8,6 +8,7 @@ falling back, so a passing run proves the flash kernel ran.
 from __future__ import annotations
 
 import inspect
+from unittest import mock
 
 import pytest
 import torch
@@ -250,8 +251,6 @@ def test_routed_search_on_cuda_takes_the_kernels_and_finds_the_torch_paths_entri
     of the reference's), and on that route the kernel finds what the torch path finds: the same
     found entries, reachable and distinct, scores equal up to the dot products' rounding; 32
     groups of 16 (the default knn_route_groups), every query in one chunk."""
-    from unittest import mock
-
     from block_recurrent_transformer_pytorch import knn_kernels
 
     batch, queries, capacity, top_k = FUSED_SEARCH_SHAPES[shape]
