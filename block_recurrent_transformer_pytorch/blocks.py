@@ -68,6 +68,9 @@ class AttentionBlock(nn.Module):
         self.attend = Attend(config.dim_head, qk_rmsnorm=qk_rmsnorm, qk_rmsnorm_scale=config.qk_rmsnorm_scale,
                              use_flash_attn=config.use_flash_attn)
         self.to_out = nn.Linear(inner * (1 + num_state_reads), config.dim, bias=False)
+        if config.plain_output_init and num_state_reads:
+            bound = inner ** -0.5  # torch's default bound, 1/sqrt(fan_in), for the fan-in of one input
+            nn.init.uniform_(self.to_out.weight, -bound, bound)
         if config.zero_init_state_reads:
             nn.init.zeros_(self.to_out.weight[:, inner:])
         self.knn_top_k = config.knn_top_k
