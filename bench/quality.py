@@ -429,7 +429,8 @@ def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True)
                  for i, (lo, hi) in enumerate(BUCKETS)}
     by_document = [round(float(doc_sums[i]) / len(doc) / LN2, 4) for i, doc in enumerate(docs)]
     return dict(bpb=round(float(sums.sum() / counts.sum()) / LN2, 4), bytes=int(counts.sum()), documents=len(docs),
-                by_offset=by_offset, by_document=by_document, eval_s=round(time.perf_counter() - start, 1))
+                by_offset=by_offset, by_document=by_document, document_bytes=[len(doc) for doc in docs],
+                eval_s=round(time.perf_counter() - start, 1))
 
 
 # ---- training ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -69,8 +70,10 @@ class AttentionBlock(nn.Module):
                              use_flash_attn=config.use_flash_attn)
         self.to_out = nn.Linear(inner * (1 + num_state_reads), config.dim, bias=False)
         if config.plain_output_init and num_state_reads:
-            bound = inner ** -0.5  # torch's default bound, 1/sqrt(fan_in), for the fan-in of one input
-            nn.init.uniform_(self.to_out.weight, -bound, bound)
+            # torch drew U(+-1/sqrt(fan_in)) over all the inputs; scaled to one input's fan-in rather than
+            # drawn again, so that every other weight keeps its draw (a paired comparison at one seed)
+            with torch.no_grad():
+                self.to_out.weight.mul_(math.sqrt(1 + num_state_reads))
         if config.zero_init_state_reads:
             nn.init.zeros_(self.to_out.weight[:, inner:])
         self.knn_top_k = config.knn_top_k

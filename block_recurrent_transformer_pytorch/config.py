@@ -99,8 +99,9 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # How a layer that reads states initialises its output projection, which takes the attention
     # output and the state reads side by side. False (the seed's): torch's default for the wider
     # projection, U(+-1/sqrt((1 + reads) * heads * dim_head)), so its attention output starts
-    # 1/sqrt(1 + reads) as large as in a layer that reads no state. True: a plain layer's scale,
-    # U(+-1/sqrt(heads * dim_head)), for the attention output and each state read alike.
+    # 1/sqrt(1 + reads) as large as in a layer that reads no state. True: that draw scaled by
+    # sqrt(1 + reads) to a plain layer's U(+-1/sqrt(heads * dim_head)), for the attention output and
+    # each state read alike; every other weight is drawn as with False.
     plain_output_init: bool = False
     knn_layers: Sequence[int] = ()
     knn_memory_size: int = 262144

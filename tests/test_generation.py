@@ -27,6 +27,16 @@ def test_every_step_equals_the_full_forward(decoder_cls, compressed, prefill):
     torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
 
 
+def test_recurrent_layers_without_qk_rmsnorm_decode_as_their_full_forward():
+    """recurrent_layers_qk_rmsnorm=False leaves the recurrent layers' attention without qk-norm while
+    their states keep it: cached decoding must agree with the full forward, token by token."""
+    model = small_model(use_compressed_mem=True, recurrent_layers_qk_rmsnorm=False, **RECURRENT)
+    x = tokens(2, 44)
+    expected, _, _ = run_segments(model, x, 16)
+    got = decode_each_step(CachedDecoder(model, *model.prepare(2)), x, 5)
+    torch.testing.assert_close(got, expected[:, 4:], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kv_heads", [1, 2])
 def test_decoding_continues_from_passed_memories_and_states(kv_heads):
     model = small_model(use_compressed_mem=True, kv_heads=kv_heads, **RECURRENT)

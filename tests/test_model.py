@@ -145,6 +145,47 @@ def test_zero_initialised_state_reads_start_as_the_model_without_them_and_learn(
     assert to_out.grad[:, inner:].abs().sum() > 0
 
 
+def test_a_recurrent_layer_without_qk_rmsnorm_computes_a_plain_layer_when_its_reads_are_zero():
+    """recurrent_layers_qk_rmsnorm=False: the recurrent layer's attention over [memories | block] is a
+    plain layer's (the state's own attention keeps its qk-rmsnorm). With the output projection's
+    state-read columns at zero, the model computes exactly the model without recurrent layers that
+    holds the same weights, across two segments (so through its memories too); the default keeps
+    the qk-rmsnorm and differs."""
+    options = dict(depth=4, recurrent_layers=(3,), memory_kv_from_inputs=True, rotary_dim=4)
+    x = tokens(2, 32)
+    plain = small_model(**{**options, "recurrent_layers": ()})
+    for qk_rmsnorm in (False, True):
+        model = small_model(recurrent_layers_qk_rmsnorm=qk_rmsnorm, **options)
+        assert model.states[0].read_attend.qk_norm is not None and model.states[0].cross_attend.qk_norm is not None
+        assert (model.layers[2][0].attend.qk_norm is not None) == qk_rmsnorm
+        inner = model.config.heads * model.config.dim_head
+        with torch.no_grad():
+            model.layers[2][0].to_out.weight[:, inner:] = 0
+        weights = {name: (p[:, :inner] if name == "layers.2.0.to_out.weight" else p)
+                   for name, p in model.state_dict().items() if not name.startswith("states.")}
+        if qk_rmsnorm:
+            weights = {name: p for name, p in weights.items() if ".attend.qk_norm." not in name}
+        plain.load_state_dict(weights)
+        expected, got = run_segments(plain, x, 16)[0], run_segments(model, x, 16)[0]
+        if qk_rmsnorm:
+            assert not torch.allclose(got, expected, rtol=1e-3, atol=1e-3)
+        else:
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_plain_output_init_scales_the_state_reading_projection_and_draws_nothing_else():
+    """plain_output_init: a state-reading layer's output projection is the default draw times
+    sqrt(1 + reads) (bounded by a plain layer's 1/sqrt(fan_in of one input)); every other weight
+    is the default model's, draw for draw, so the two compare paired at one seed."""
+    default, plain = small_model(seed=2), small_model(seed=2, plain_output_init=True)
+    to_out = "layers.1.0.to_out.weight"  # layer 2 reads the state
+    for (name, p), q in zip(plain.named_parameters(), default.parameters()):
+        torch.testing.assert_close(p, q * 2 ** 0.5 if name == to_out else q, rtol=0, atol=0, msg=name)
+    weight = plain.layers[1][0].to_out.weight
+    inner = 4 * 8  # heads x dim_head
+    assert (2 * inner) ** -0.5 < weight.abs().max() <= inner ** -0.5
+
+
 @pytest.mark.parametrize("gate_type", ["fixed", "lstm"])
 def test_gradients_reach_every_parameter(gate_type):
     model = small_model(use_compressed_mem=True, gate_type=gate_type, recurrent_layers=(2, 3),

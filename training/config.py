@@ -175,8 +175,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Rotary positions on half of each head (32 of 64 channels, as x-transformers; the other half match
     # by content alone at any distance) and the XL memory's keys/values projected from the cached layer
     # inputs with the current weights (Transformer-XL's way): together 0.036 better at 100M tokens
-    # (0.844 against 0.881, same data). On two seeds it averages 0.874 against 0.885 for
-    # x-transformers' XL with twice our window and 0.935 for one with ours; the seeds spread as widely.
+    # (0.844 against 0.881, same data). On two seeds and the current document reader it averages
+    # 0.905 against 0.886 for x-transformers' XL with twice our window and 0.941 for one with ours;
+    # another initial draw alone moves a run as far (0.028), and its state's reads are worth nothing
+    # measurable (-0.002, paired).
     # The recurrent layer is the 4th of 6, as in every measurement of the preset (bench/quality.py's
     # seed config; train.py's default is the middle one, the 3rd).
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
