@@ -415,6 +415,8 @@ def parse_args(argv: Optional[list[str]]) -> Config:
     parser.add_argument("--eval-reserve", type=float, help=f"seconds kept for evaluation ({defaults.eval_reserve:g})")
     parser.add_argument("--log-every", type=int, help=f"steps between loss prints ({defaults.log_every})")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model option over the defaults' (or --tiny's), e.g. --set block_width=64; repeatable")
     args = parser.parse_args(argv)
 
     cfg = replace(defaults, **TINY) if args.tiny else defaults
@@ -425,6 +427,8 @@ def parse_args(argv: Optional[list[str]]) -> Config:
     if args.fillers:
         given["fillers"] = tuple(int(d) for d in args.fillers.split(","))
     cfg = replace(cfg, **given)
+    if args.set:
+        cfg = replace(cfg, model={**cfg.model, **common.parse_settings(args.set)})
     if args.long:
         cfg = replace(cfg, fillers=cfg.fillers + (262144,))
     unknown = set(cfg.variants) - set(variants(cfg))

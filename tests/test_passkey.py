@@ -140,6 +140,14 @@ def test_tiny_run_end_to_end(tmp_path):
     assert all(f"| {name} |" in table for name in names)
 
 
+def test_set_overrides_model_options_and_keeps_the_rest():
+    """--set KEY=VALUE changes the model every variant starts from (over --tiny's), nothing else."""
+    cfg = passkey.parse_args(["--tiny", "--set", "block_width=64", "--set", "max_seq_len=128",
+                              "--set", "recurrent_layers=1,"])
+    assert cfg.model == {**passkey.TINY_MODEL, "block_width": 64, "max_seq_len": 128, "recurrent_layers": (1,)}
+    assert passkey.parse_args(["--tiny"]).model == passkey.TINY_MODEL
+
+
 def _passkey_gpu(tmp_path, **env):
     import os
     import subprocess
