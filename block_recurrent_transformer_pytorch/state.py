@@ -100,7 +100,8 @@ class RecurrentState(nn.Module):
         self.read_attend = Attend(dim_head, **attend)
         self.self_attend = Attend(dim_head, **attend)
         self.cross_attend = Attend(dim_head, **attend)
-        self.gate = FixedGate(dim, config.fixed_gate_retention) if config.gate_type == "fixed" else LSTMGate(2 * heads * dim_head, dim)
+        self.gate = (FixedGate(dim, config.fixed_gate_retention) if config.gate_type == "fixed"
+                     else LSTMGate(2 * heads * dim_head, dim))
 
     def initial(self, batch: int) -> Tensor:
         """The learned initial state for a batch, (batch, S, dim)."""
