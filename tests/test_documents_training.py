@@ -98,7 +98,7 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     assert cfg.batch_size == 4  # passed: it wins over the preset's 16
     model_config = train.build_model(cfg).config
     assert model_config.embedding_init_std == 0.02
-    assert model_config.rotary_dim == 32 and model_config.memory_kv_from_inputs
+    assert model_config.rotary_dim == 32 and model_config.memory_kv_from_inputs and model_config.kv_heads == 4
 
 
 def test_a_model_flag_of_the_preset_that_does_not_fit_is_named_with_the_preset(tmp_path):
@@ -108,6 +108,15 @@ def test_a_model_flag_of_the_preset_that_does_not_fit_is_named_with_the_preset(t
     with pytest.raises(train.TrainError, match=r"rotary_dim.*got 32 \(--preset long-documents sets .*--rotary-dim 32"):
         train.build_model(train.resolve_config(train.parse_args(flags)))
     assert train.build_model(train.resolve_config(train.parse_args(flags + ["--rotary-dim", "8"]))).config.rotary_dim == 8
+
+
+def test_heads_that_the_presets_key_value_heads_do_not_divide_are_named_with_the_preset(tmp_path):
+    """--preset long-documents with --heads 6: the preset's 4 key/value heads do not divide 6; the error
+    says so and that the preset set --kv-heads 4, and passing --kv-heads resolves it."""
+    flags = ["--preset", "long-documents", "--doc-separator", "0", "--heads", "6", "--out-dir", str(tmp_path)]
+    with pytest.raises(train.TrainError, match=r"heads \(6\) must be divisible by kv_heads \(4\).*--kv-heads 4"):
+        train.build_model(train.resolve_config(train.parse_args(flags)))
+    assert train.build_model(train.resolve_config(train.parse_args(flags + ["--kv-heads", "3"]))).config.kv_heads == 3
 
 
 def test_a_preset_given_again_on_resume_leaves_the_saved_flags(tmp_path):

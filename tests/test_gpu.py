@@ -132,12 +132,12 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     graphs, the masked one among them, compiled or not, give the eager step's losses and gradients;
     TrainStep.warm_up captured every one of them before training. preset_options: with the
     long-documents preset's model options too (memories projected from their inputs, half-rotary
-    heads), compiled as train.py runs it by default."""
+    heads, 4 key/value heads), compiled as train.py runs it by default."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
 
-    options = dict(memory_kv_from_inputs=True, rotary_dim=32) if preset_options else {}
+    options = dict(memory_kv_from_inputs=True, rotary_dim=32, kv_heads=4) if preset_options else {}
     # two layers, the second recurrent: compiling every graph of the seed's six took over 170 s per
     # compiled case on an H200 (bench/RESULTS.md, 2026-11-30, seventh session)
     model = _model(use_compressed_mem=True, depth=2, recurrent_layers=(2,), **options)
