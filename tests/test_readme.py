@@ -29,6 +29,9 @@ def test_python_snippets_run_as_written():
     assert namespace["out"].shape == (1, 1024, 20000)
     assert namespace["new"].shape == (1, 64)  # generate's length counts the prime
     assert namespace["token"].shape == (1,)
+    # the library form of --preset long-documents is the model train.py builds for it
+    cfg = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0"]))
+    assert namespace["long_documents_model"].config == train.build_model(cfg).config
 
 
 def test_train_commands_name_real_flags_and_files():
