@@ -106,7 +106,9 @@ def parse_args(argv: Optional[list[str]] = None):
                              "would outlast its time limit from ending with no evaluation at all")
     parser.add_argument("--untimed-steps", type=int, default=2, help="first steps (compilation, graph capture) "
                                                                     "trained but timed apart")
-    parser.add_argument("--preset", choices=tuple(PRESETS), default="seed", help="ours' configuration (and xl's sizes)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="seed",
+                        help="ours' configuration; xl takes its sizes and key/value heads from it (and with "
+                             "--xl-match-params its parameter count): give ours and xl the same preset")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a BlockRecurrentTransformer field, e.g. kv_heads=8, recurrent_layers=4,")
     parser.add_argument("--emb-std", type=float, default=None,

@@ -73,6 +73,15 @@ def test_the_long_documents_preset_is_train_pys_model():
     assert nostate["recurrent_layers"] == () and nostate["block_width"] == 1024
 
 
+def test_the_xl_peer_takes_ours_attention_shape_from_the_preset():
+    """xl's key/value heads follow ours' --preset: the seed's one (multi-query), the long-documents
+    preset's four, so that the same --preset gives a like-for-like peer."""
+    for preset, kv_heads in (("seed", 1), ("long-documents", 4)):
+        args = quality.parse_args(["--model", "xl", "--preset", preset, "--tokens", "1e8"])
+        _, decoder = quality.xl_kwargs(args, quality.ours_config(args))
+        assert decoder["attn_kv_heads"] == kv_heads and decoder["heads"] == 8, preset
+
+
 def test_ours_unread_is_ours_with_its_state_reads_held_at_zero():
     """--model ours_unread: ours' initial weights at the same seed but the output projection's
     state-read columns, which start at zero and stay there through AdamW steps while the other
