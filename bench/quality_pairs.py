@@ -18,7 +18,6 @@ tenth session): there, many documents better is no evidence of a better model; o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from statistics import median, pstdev
@@ -27,6 +26,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quality  # noqa: E402
+from quality_table import load_runs  # noqa: E402
 
 
 def load_run(spec: str) -> dict[str, Any]:
@@ -34,20 +34,11 @@ def load_run(spec: str) -> dict[str, Any]:
     path, _, impl = spec.rpartition(":")
     if not path or not impl:
         raise SystemExit(f"a run is FILE:IMPL (a quality.py JSONL and the run's --impl), got {spec!r}")
-    args, result = None, None
-    with open(path) as f:
-        for line in f:
-            record = json.loads(line) if line.strip() else {}
-            if record.get("impl") != impl:
-                continue
-            if record.get("kind") == "config":
-                args = record.get("args", {})
-            elif record.get("kind") == "result":
-                result = record
-    if args is None or result is None:
+    run = next((run for run in load_runs([path]) if run["impl"] == impl), None)
+    if run is None or not run["args"] or run["result"] is None:
         raise SystemExit(f"{path} holds no config and result records of a run {impl!r}")
-    evaluation = result["eval"]
-    sizes = evaluation.get("document_bytes") or document_bytes(args, len(evaluation["by_document"]))
+    evaluation = run["result"]["eval"]
+    sizes = evaluation.get("document_bytes") or document_bytes(run["args"], len(evaluation["by_document"]))
     return dict(name=spec, by_document=evaluation["by_document"], sizes=sizes)
 
 
