@@ -1,4 +1,4 @@
-"""One transformer layer: pre-norm attention over [memories | block] (+ state reads), then a GEGLU FFN."""
+"""One transformer layer: pre-norm attention over [memories | block] (+ state reads), then a GEGLU (or GELU) FFN."""
 
 from __future__ import annotations
 
@@ -11,24 +11,27 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .attention import Attend, attention_with_logsumexp
-from .config import BlockRecurrentConfig
+from .config import BlockRecurrentConfig, feedforward_width
 from .knn_memory import KNNStore, joint_softmax, recall, routed_recall
 from .positions import apply_rotary
 
 
 class FeedForward(nn.Module):
-    """Pre-norm GEGLU feed-forward (hidden width 2/3 * mult * dim, as in the seed)."""
+    """Pre-norm feed-forward: GEGLU with hidden width 2/3 * mult * dim (the seed's), or with glu=False
+    GELU with hidden width mult * dim (x-transformers' default). Both have 2 * mult * dim ** 2 weights."""
 
-    def __init__(self, dim: int, mult: float) -> None:
+    def __init__(self, dim: int, mult: float, glu: bool = True) -> None:
         super().__init__()
-        self.hidden = int(dim * mult * 2 / 3)
+        self.glu = glu
+        self.hidden = feedforward_width(dim, mult, glu)
         # Matmul operands whose rows are a multiple of 8 elements (16 bytes in bf16) run on the fast
         # tensor-core kernels; the seed's width (1365 at dim 512) sends every GEGLU matmul to slow
         # unaligned ones. The weights are zero-padded in the forward to this width: the extra hidden
         # units are exactly 0 and change nothing, and the parameters keep the seed's shapes.
         self.padded = -(-self.hidden // 8) * 8
+        self.inputs = 2 if glu else 1  # GEGLU's input projection makes a value and a gate per hidden unit
         self.norm = nn.LayerNorm(dim, bias=False)
-        self.proj_in = nn.Linear(dim, self.hidden * 2, bias=False)
+        self.proj_in = nn.Linear(dim, self.hidden * self.inputs, bias=False)
         self.proj_out = nn.Linear(self.hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -36,10 +39,15 @@ class FeedForward(nn.Module):
         w_in, w_out = self.proj_in.weight, self.proj_out.weight
         pad = self.padded - self.hidden
         if pad:
-            w_in = F.pad(w_in.reshape(2, self.hidden, -1), (0, 0, 0, pad)).reshape(2 * self.padded, -1)
+            w_in = F.pad(w_in.reshape(self.inputs, self.hidden, -1), (0, 0, 0, pad)).reshape(self.inputs * self.padded, -1)
             w_out = F.pad(w_out, (0, pad))
-        x, gate = F.linear(self.norm(x), w_in).chunk(2, dim=-1)
-        return F.linear(x * F.gelu(gate), w_out)
+        hidden = F.linear(self.norm(x), w_in)
+        if self.glu:
+            value, gate = hidden.chunk(2, dim=-1)
+            hidden = value * F.gelu(gate)
+        else:
+            hidden = F.gelu(hidden)
+        return F.linear(hidden, w_out)
 
 
 def make_router(dim_head: int) -> nn.Module:

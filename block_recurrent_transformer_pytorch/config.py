@@ -41,13 +41,19 @@ def _layers_tuple(name: str, value: Sequence[int], depth: int) -> tuple[int, ...
     return layers
 
 
+def feedforward_width(dim: int, mult: float, glu: bool) -> int:
+    """Hidden units of a feed-forward: GEGLU's 2/3 * mult * dim (its input projection makes two per
+    unit), GELU's mult * dim; so both hold 2 * mult * dim ** 2 weights."""
+    return int(dim * mult * 2 / 3) if glu else int(dim * mult)
+
+
 # The fields by kind, in declaration order: what __post_init__ checks and coerce_seed_values converts.
 _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len", "block_width",
                         "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k",
                         "knn_route_groups")
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
-                "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "plain_output_init")
+                "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "plain_output_init", "ff_glu")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 
@@ -82,6 +88,9 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     recurrent_layers_qk_rmsnorm: bool = True
     qk_rmsnorm_scale: Union[int, float] = 8.0
     ff_mult: Union[int, float] = 4
+    # The feed-forward's kind. True (the seed's): GEGLU, hidden width 2/3 * ff_mult * dim; False: GELU,
+    # hidden width ff_mult * dim (x-transformers' default). The same parameters at the same ff_mult.
+    ff_glu: bool = True
     max_seq_len: int = 1024
     block_width: int = 512
     recurrent_layers: Optional[Sequence[int]] = None
@@ -152,7 +161,7 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
         if self.gate_type != "fixed" and self.fixed_gate_retention != 0.5:
             raise ValueError(f"fixed_gate_retention applies to gate_type='fixed' only, got gate_type={self.gate_type!r} "
                              f"with fixed_gate_retention={self.fixed_gate_retention!r} (the lstm gate learns its own)")
-        if int(self.dim * self.ff_mult * 2 / 3) < 1:
+        if feedforward_width(self.dim, self.ff_mult, self.ff_glu) < 1:
             raise ValueError(f"ff_mult ({self.ff_mult}) leaves the feed-forward of dim {self.dim} with no hidden unit")
         if self.dim_head % 2 != 0:
             raise ValueError(f"dim_head must be even (rotary positions rotate pairs of channels), got {self.dim_head}")

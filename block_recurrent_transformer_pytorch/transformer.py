@@ -65,7 +65,7 @@ class BlockRecurrentTransformer(nn.Module):
         self.layers = nn.ModuleList(
             Layer(AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
                                  knn=layer in self.knn_at),
-                  FeedForward(dim, config.ff_mult))
+                  FeedForward(dim, config.ff_mult, config.ff_glu))
             for layer in range(1, depth + 1)
         )
         self.states = nn.ModuleList(RecurrentState(config) for _ in config.recurrent_layers)

@@ -252,12 +252,12 @@ def test_generate_leaves_callers_memories_and_states_untouched():
     torch.testing.assert_close(memories.keys_values(), saved[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("options", [{}, dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2)],
-                         ids=["seed-options", "long-documents-options"])
+@pytest.mark.parametrize("options", [{}, dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2), dict(ff_glu=False)],
+                         ids=["seed-options", "long-documents-options", "gelu-feedforward"])
 def test_compiles_without_graph_breaks(options):
     """torch.compile(fullgraph=True) traces a whole segment: every block, layer and state update; also
     with the long-documents preset's model options (memories projected from their inputs, half-rotary heads,
-    grouped key/value heads)."""
+    grouped key/value heads) and with the GELU feed-forward."""
     model = small_model(use_compressed_mem=True, use_flash_attn=True, **dict(recurrent_layers=(2, 3),
                                                                              read_recurrent_layers=(1, 3)), **options)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")

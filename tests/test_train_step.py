@@ -343,21 +343,36 @@ def test_train_step_rejects_what_it_cannot_do():
         step(torch.full((2, 17), 1000))
 
 
-def test_padded_feedforward_equals_unpadded():
-    """The GEGLU width padded to a multiple of 8 (1365 -> 1368 at dim 512) gives the unpadded
-    block's output and gradients."""
+@pytest.mark.parametrize("dim, mult, glu, widths", [(512, 4, True, (1365, 1368)), (100, 1.5, False, (150, 152))],
+                         ids=["geglu", "gelu"])
+def test_padded_feedforward_equals_unpadded(dim, mult, glu, widths):
+    """The hidden width padded to a multiple of 8 (GEGLU 1365 -> 1368 at dim 512; GELU 150 -> 152 at
+    dim 100) gives the unpadded block's output and gradients."""
     torch.manual_seed(0)
-    ff = FeedForward(512, 4)
-    assert (ff.hidden, ff.padded) == (1365, 1368)
-    x = torch.randn(2, 7, 512, requires_grad=True)
+    ff = FeedForward(dim, mult, glu)
+    assert (ff.hidden, ff.padded) == widths
+    x = torch.randn(2, 7, dim, requires_grad=True)
     ff(x).square().sum().backward()
     got = [x.grad.clone()] + [p.grad.clone() for p in ff.parameters()]
     x.grad = None
     ff.zero_grad()
-    h, gate = ff.proj_in(ff.norm(x)).chunk(2, dim=-1)
-    ff.proj_out(h * F.gelu(gate)).square().sum().backward()
+    hidden = ff.proj_in(ff.norm(x))
+    if glu:
+        value, gate = hidden.chunk(2, dim=-1)
+        hidden = value * F.gelu(gate)
+    else:
+        hidden = F.gelu(hidden)
+    ff.proj_out(hidden).square().sum().backward()
     for a, b in zip(got, [x.grad] + [p.grad for p in ff.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_feedforward_kinds_hold_the_same_weights():
+    """GEGLU (hidden 2/3 * mult * dim, two input projections) and GELU (hidden mult * dim) hold the same
+    2 * mult * dim ** 2 weights, so ff_glu compares the kinds at one parameter budget."""
+    geglu, gelu = FeedForward(48, 3, glu=True), FeedForward(48, 3, glu=False)
+    assert (geglu.hidden, gelu.hidden) == (96, 144)
+    assert sum(p.numel() for p in geglu.parameters()) == sum(p.numel() for p in gelu.parameters()) == 2 * 3 * 48 ** 2 + 48
 
 
 def test_rotary_tables_stay_exact_in_any_dtype():
