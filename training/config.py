@@ -181,9 +181,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (19.93M, 7% over the seed's), where two heads gain 0.047. Against x-transformers' XL like for
     # like (four key/value heads too, its feed-forward matched to 19.93M) the preset wins at both seeds:
     # by 0.052 and 0.078 against the XL with our window (512 + 512) and by 0.005 and 0.043 against the
-    # XL with twice it (1024 + 1024). Its state's reads are worth nothing: held at zero, the same
-    # weights and data score 0.010 and 0.002 better (paired), and another initial draw alone moves a
-    # run by up to 0.028.
+    # XL with twice it (1024 + 1024); the seed-0 margins are within one draw's spread (another
+    # initial draw alone moves a run by up to 0.028). Its state's reads are worth nothing: held at
+    # zero, the same weights and data score 0.010 and 0.002 better (paired).
     # The recurrent layer is the 4th of 6, as in every measurement of the preset (bench/quality.py's
     # seed config; train.py's default is the middle one, the 3rd).
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
