@@ -126,6 +126,15 @@ class Memories:
         since = torch.where(rows, torch.zeros_like(since), since)
         return replace(self, blocks_since_reset=since, blocks_until_valid=blocks_to_refill(config), knn=knn)
 
+    def without_recent(self, config: BlockRecurrentConfig) -> "Memories":
+        """What memory dropout leaves: no XL or compressed memories, and a kNN store that also holds
+        the XL memory's block, as if it had been evicted. The store holds up to knn_memory_size entries
+        of each row's document, which a regulariser of the XL memory has no reason to throw away."""
+        knn = self.knn
+        if knn is not None and self.xl.shape[-2] > 0:
+            knn = write_evicted(knn, self.xl, self.blocks_since_reset, config)
+        return replace(empty_memories(config, self.batch_size, self.device, self.xl.dtype), knn=knn)
+
     def memory_mask(self, config: BlockRecurrentConfig) -> Optional[Tensor]:
         """(batch, M) bool over [compressed | XL]: True where an entry belongs to the row's current
         document. None when every entry does (the common case: no mask, so flash can run)."""
@@ -201,15 +210,23 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
     since, until = memories.blocks_since_reset, memories.blocks_until_valid
     knn = memories.knn
     if knn is not None and evicted.shape[-2] > 0:
-        layers = [layer - 1 for layer in config.knn_layers]
-        # the evicted block belongs to a row's current document once a block was pushed since its reset
-        knn = knn.write(evicted[layers, 0], evicted[layers, 1], None if since is None else since > 0)
+        knn = write_evicted(knn, evicted, since, config)
     if since is not None:
         since, until = since + 1, until - 1
         if until == 0:
             since = None
     return Memories(xl=xl, compressed=compressed, blocks_since_reset=since, blocks_until_valid=until, knn=knn,
                     xl_inputs=inputs)
+
+
+def write_evicted(knn: KNNStore, evicted: Tensor, blocks_since_reset: Optional[Tensor],
+                  config: BlockRecurrentConfig) -> KNNStore:
+    """The store with a block leaving the XL memory (depth, 2, b, kv_heads, n, d) written: the kNN
+    layers' keys/values of it."""
+    layers = [layer - 1 for layer in config.knn_layers]
+    # the block belongs to a row's current document once a block was pushed since its reset
+    rows_valid = None if blocks_since_reset is None else blocks_since_reset > 0
+    return knn.write(evicted[layers, 0], evicted[layers, 1], rows_valid)
 
 
 def from_layer_list(layers: Sequence[Tensor], config: BlockRecurrentConfig) -> Memories:

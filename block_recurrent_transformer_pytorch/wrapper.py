@@ -23,7 +23,8 @@ class RecurrentTrainerWrapper(nn.Module):
     through the memories and states into the k - 1 segments before it within its group, so the
     state can learn to hold information longer than one segment (at k times the activation memory).
     In training, ``xl_memories_dropout`` / ``state_dropout`` are the chances that a segment starts
-    with no memories / with the initial states (the seed's regulariser).
+    with no XL memories / with the initial states (the seed's regulariser); a kNN layer's store is
+    kept through memory dropout.
     """
 
     @typechecked
@@ -69,8 +70,9 @@ class RecurrentTrainerWrapper(nn.Module):
         loss = 0.0
         for i in range(segments):
             drop_memories, drop_states = self.draw_dropout()
-            if drop_memories:
-                xl_memories = None
+            if drop_memories:  # the XL memories; a kNN store is kept (see Memories.without_recent)
+                keeps_store = xl_memories is not None and xl_memories.knn is not None
+                xl_memories = xl_memories.without_recent(self.transformer.config) if keeps_store else None
             if drop_states:
                 states = None
             start, end = i * self.seq_len, (i + 1) * self.seq_len

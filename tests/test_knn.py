@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from block_recurrent_transformer_pytorch import BlockRecurrentTransformer
+from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 from block_recurrent_transformer_pytorch.attention import attention_with_logsumexp
 from block_recurrent_transformer_pytorch import knn_memory
@@ -730,3 +730,36 @@ def test_group_means_ignore_what_unreachable_slots_hold():
     members = keys.float() * reachable[:, None, :, None]
     expected = members.unflatten(-2, (4, 16)).sum(-2) / reachable.unflatten(-1, (4, 16)).sum(-1).clamp(min=1)[:, None, :, None]
     torch.testing.assert_close(means.float()[used], expected[used], rtol=2e-2, atol=2e-2)
+
+
+def test_memory_dropout_keeps_the_knn_store():
+    """The wrapper's memory dropout forgets the XL memories, not the kNN store: with every segment's
+    memories dropped, the store still reaches each row's whole document but the block the XL memory
+    holds at the end, as without dropout."""
+    model = small_model(**dict(KNN, knn_memory_size=48)).train()
+    for dropout in (0.0, 1.0):
+        wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=dropout)
+        _, memories, _ = wrapper(tokens(2, 3 * 16 + 1), return_memories_and_states=True)
+        assert (memories.knn.position - memories.knn.start).tolist() == [40, 40], dropout
+
+
+def test_without_recent_forgets_the_xl_memories_and_moves_their_block_to_the_store():
+    """Memories.without_recent (what memory dropout leaves): the next segment's logits equal those of
+    a start with no memories (compressed ones too); with a kNN layer, the XL memory's block is in the
+    store, which reaches the whole segment, unless the row's document started with that block."""
+    model = small_model(use_compressed_mem=True)
+    x = tokens(2, 32)
+    _, memories, _ = model(x[:, :16])
+    forgotten, _, _ = model(x[:, 16:], xl_memories=memories.without_recent(model.config))
+    fresh, _, _ = model(x[:, 16:])
+    torch.testing.assert_close(forgotten, fresh, rtol=1e-5, atol=1e-5)
+
+    model = small_model(**KNN)
+    _, memories, _ = model(x[:, :16])
+    assert (memories.knn.position - memories.knn.start).tolist() == [8, 8]
+    kept = memories.without_recent(model.config)
+    assert kept.xl.shape[-2] == 0 and (kept.knn.position - kept.knn.start).tolist() == [16, 16]
+    restarted = memories.reset(torch.tensor([False, True]), model.config)
+    _, memories, _ = model(x[:, 16:24], xl_memories=restarted)  # row 1's document starts at token 16
+    kept = memories.without_recent(model.config)
+    assert (kept.knn.position - kept.knn.start).tolist() == [24, 8]
