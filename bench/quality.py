@@ -15,7 +15,10 @@ steps are trained but timed apart, as warmup_s), then evaluates held-out documen
 Models:
   ours          BlockRecurrentTransformer (--preset seed|large|tiny|long-documents, any field with --set k=v, e.g.
                 --set kv_heads=8 --set recurrent_layers=4,), trained through TrainStep (CUDA graphs) on a
-                model.compile()d model with bf16 autocast and fused AdamW on CUDA; eagerly on CPU
+                model.compile()d model with bf16 autocast and fused AdamW on CUDA; eagerly on CPU. With kNN
+                layers (--set knn_layers=5, --set knn_memory_size=65536), which TrainStep does not carry:
+                through RecurrentTrainerWrapper, eagerly, the store carried with the memories and reset
+                per row where its next document starts
   ours_nostate  the same with recurrent_layers=() (no state; XL memories only; note that this also
                 takes the recurrent layer's qk-rmsnorm away, recurrent layers always having it)
   ours_unread   ours with its state reads held at zero weight (cut_state_reads): the states are
@@ -265,10 +268,13 @@ class Ours:
         self.seg = self.model.max_seq_len
         self.wrapper = brt.RecurrentTrainerWrapper(self.model, args.mem_dropout, args.state_dropout)
         self.device = device
-        if device.type == "cuda" and not args.no_compile:
-            self.model.compile(fullgraph=True, dynamic=False)
-        self.step_fn = brt.TrainStep(self.wrapper, cuda_graph=device.type == "cuda" and not args.no_cuda_graph,
-                                     amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
+        # TrainStep does not carry a kNN store: such a model trains through the wrapper, eagerly
+        self.step_fn = None
+        if not self.model.config.knn_layers:
+            if device.type == "cuda" and not args.no_compile:
+                self.model.compile(fullgraph=True, dynamic=False)
+            self.step_fn = brt.TrainStep(self.wrapper, cuda_graph=device.type == "cuda" and not args.no_cuda_graph,
+                                         amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
         self.carry: tuple = (None, None)
 
     def describe(self) -> dict[str, Any]:
@@ -278,15 +284,24 @@ class Ours:
     def warm_up(self, rows: int) -> None:
         """Compile and capture every kind of segment training will run (the masked one would otherwise
         be made in the timed window, at the first step where a row starts a new document)."""
-        self.step_fn.warm_up(rows, documents=True)
+        if self.step_fn is not None:
+            self.step_fn.warm_up(rows, documents=True)
 
     def train_step(self, batch: DocumentBatch) -> Tensor:
         """Accumulate the gradient of the mean loss over the batch's labelled positions; returns the
         loss. The memories and states the last step ended with start this one, reset per row where
         its next document starts."""
         memories, states = self.carry
-        loss, memories, states = self.step_fn(batch.inputs, labels=batch.labels, reset=batch.reset,
-                                              xl_memories=memories, states=states, return_memories_and_states=True)
+        if self.step_fn is not None:
+            loss, memories, states = self.step_fn(batch.inputs, labels=batch.labels, reset=batch.reset,
+                                                  xl_memories=memories, states=states, return_memories_and_states=True)
+        else:
+            inputs, labels, reset = (t.to(self.device, non_blocking=True) for t in (batch.inputs, batch.labels, batch.reset))
+            with autocast(self.device):
+                loss, memories, states = self.wrapper(inputs, labels=labels, reset=reset, xl_memories=memories,
+                                                      states=states, return_memories_and_states=True)
+            loss.backward()
+            loss = loss.detach()
         self.carry = (memories, states)
         return loss
 

@@ -241,3 +241,28 @@ def test_document_mix_counts_exactly_the_tokens_the_rows_read():
     direct = streams()
     assert sum(read.values()) == sum(int((direct.next(2).labels != -100).sum()) for _ in range(20))
     assert all(0 < tokens <= int(direct.lengths[j]) * 40 for j, tokens in read.items())
+
+
+def test_a_knn_model_trains_through_the_wrapper_with_its_store_carried(tmp_path):
+    """--set knn_layers: TrainStep does not carry a kNN store, so ours trains through the wrapper; the
+    store goes from step to step with the memories (it reaches past one segment, at most a document's
+    tokens so far), and every held-out byte is still scored once."""
+    out = tmp_path / "q.jsonl"
+    args = ["--tiny", "--model", "ours", "--set", "knn_layers=2,", "--set", "knn_memory_size=256", "--tokens", "4096",
+            "--eval-bytes", "3000", "--eval-max-doc", "1500", "--out", str(out), "--batch", "2", "--seq", "128"]
+    peer = quality.Ours(quality.parse_args(args), quality.torch.device("cpu"))
+    assert peer.step_fn is None
+    records = quality.main(args)
+    result = records[-1]
+    assert result["tokens"] >= 4096 and math.isfinite(result["eval"]["bpb"])
+    assert sum(b["bytes"] for b in result["eval"]["by_offset"].values()) == result["eval"]["bytes"] == 2 * 1500
+
+    # documents of 1000 bytes: a row's store reaches more than a segment, never past its document's start
+    data = quality.torch.tensor(([7] * 1000 + [quality.corpora.SEPARATOR]) * 4, dtype=quality.torch.uint8)
+    streams = quality.DocumentStreams(data, quality.corpora.SEPARATOR, 2, peer.seg, shuffle=False, seed=0,
+                                      ignore_index=quality.IGNORE)
+    peer.model.train()
+    for _ in range(4):  # 4 steps of 2 segments of 64 tokens: 512 tokens a row, within its first document
+        peer.train_step(streams.next(2))
+    reach = peer.carry[0].knn.position - peer.carry[0].knn.start
+    assert reach.tolist() == [512 - peer.model.config.block_width] * 2  # the XL memory holds the newest block
