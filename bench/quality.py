@@ -27,8 +27,8 @@ Models:
                 the state carries alone
   xl            x-transformers' TransformerWrapper + Decoder with Transformer-XL memories (max_mem_len =
                 --mem, mems carried with return_mems=True / mems=), flash attention, rotary positions,
-                the same dim/depth/heads/dim_head/kv_heads as ours and a GEGLU feed-forward of ours' width
-                (ff_glu, ff_mult = 4 * 2/3, no bias; --xl-match-params widens it to ours' parameter count);
+                the same dim/depth/heads/dim_head/kv_heads as ours and ours' feed-forward kind and width
+                (GEGLU: ff_glu, ff_mult = 4 * 2/3; no bias; --xl-match-params widens it to ours' parameter count);
                 segment length --seg; torch.compile'd on CUDA except segments without memories (eager:
                 compiled, their flash-attention backward fails inductor's stride check in torch 2.11)
 
@@ -76,7 +76,7 @@ import corpora  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig  # noqa: E402
+from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig, feedforward_width  # noqa: E402
 from training.config import PRESETS as TRAIN_PRESETS  # noqa: E402
 from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
 
@@ -220,10 +220,11 @@ def cut_state_reads(model: nn.Module) -> None:
 
 def xl_kwargs(args, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(TransformerWrapper keywords, Decoder keywords) of the XL peer, sized like ours."""
-    ff_hidden = int(cfg["dim"] * cfg.get("ff_mult", 4) * 2 / 3)  # ours' GEGLU hidden width
+    glu = cfg.get("ff_glu", True)
+    ff_hidden = feedforward_width(cfg["dim"], cfg.get("ff_mult", 4), glu)  # ours' kind and hidden width
     decoder = dict(dim=cfg["dim"], depth=cfg["depth"], heads=cfg.get("heads", 8), attn_dim_head=cfg.get("dim_head", 64),
                    attn_kv_heads=cfg.get("kv_heads", 1), attn_flash=True, rotary_pos_emb=True,
-                   ff_glu=True, ff_mult=ff_hidden / cfg["dim"], ff_no_bias=True)
+                   ff_glu=glu, ff_mult=ff_hidden / cfg["dim"], ff_no_bias=True)
     decoder.update(common.parse_settings(args.xl_set))
     wrapper = dict(num_tokens=cfg.get("num_tokens", 256), max_seq_len=args.seg, max_mem_len=args.mem)
     return wrapper, decoder
@@ -254,7 +255,8 @@ def autocast(device: torch.device):
 
 
 class Ours:
-    """Our model trained through TrainStep, memories and states carried from one step to the next."""
+    """Our model trained through TrainStep (through the wrapper, eagerly, with kNN layers), memories and
+    states carried from one step to the next."""
 
     def __init__(self, args, device: torch.device) -> None:
         import block_recurrent_transformer_pytorch as brt
@@ -283,7 +285,8 @@ class Ours:
 
     def warm_up(self, rows: int) -> None:
         """Compile and capture every kind of segment training will run (the masked one would otherwise
-        be made in the timed window, at the first step where a row starts a new document)."""
+        be made in the timed window, at the first step where a row starts a new document); nothing to
+        do for a model with kNN layers, which trains eagerly."""
         if self.step_fn is not None:
             self.step_fn.warm_up(rows, documents=True)
 
@@ -345,11 +348,12 @@ class XL:
         self.cfg = ours_config(args)
         self.wrapper_kwargs, self.decoder_kwargs = xl_kwargs(args, self.cfg)
         build = lambda: TransformerWrapper(**self.wrapper_kwargs, attn_layers=Decoder(**self.decoder_kwargs))  # noqa: E731
-        if args.xl_match_params:  # each GEGLU hidden unit costs 3 * dim parameters per layer
+        if args.xl_match_params:  # a hidden unit costs 3 * dim parameters per layer (GEGLU), 2 * dim (GELU)
             import block_recurrent_transformer_pytorch as brt
             target = param_count(brt.BlockRecurrentTransformer(**self.cfg))
             dim, depth = self.decoder_kwargs["dim"], self.decoder_kwargs["depth"]
-            hidden = int(dim * self.decoder_kwargs["ff_mult"]) + round((target - param_count(build())) / (3 * dim * depth))
+            per_unit = (3 if self.decoder_kwargs["ff_glu"] else 2) * dim * depth
+            hidden = int(dim * self.decoder_kwargs["ff_mult"]) + round((target - param_count(build())) / per_unit)
             self.decoder_kwargs["ff_mult"] = (hidden + 0.5) / dim
         self.model = build().to(device)
         self.seg, self.mem_len, self.device, self.mem_dropout = args.seg, args.mem, device, args.mem_dropout

@@ -30,6 +30,8 @@ WINDOWS = (4096, 16384, 65536, 1 << 26)  # LZMA2's smallest dictionary is 4 KiB;
 def bits_per_byte(docs: Sequence[bytes], window: int) -> float:
     """Bits per byte of docs, each compressed on its own (raw LZMA2, no container) with a dictionary
     of ``window`` bytes at LZMA's strongest setting."""
+    if not docs or not any(docs):
+        raise ValueError(f"docs must hold at least one byte, got {len(docs)} documents of 0 bytes")
     if window < 4096:
         raise ValueError(f"window must be at least 4096 bytes (LZMA2's smallest dictionary), got {window}")
     filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": window}]
@@ -41,7 +43,8 @@ def main(argv: Optional[list[str]] = None) -> dict[int, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="linux_c")
     parser.add_argument("--corpora", type=Path, default=None, help="folder of the built corpora (default .corpora)")
-    parser.add_argument("--eval-bytes", type=float, default=1e6, help="quality.py's --eval-bytes")
+    parser.add_argument("--eval-bytes", type=float, default=1e6,
+                        help="the held-out bytes, as quality.py's --eval-bytes (default 1e6, as its recorded runs)")
     parser.add_argument("--eval-max-doc", type=int, default=None, help="quality.py's --eval-max-doc")
     parser.add_argument("--windows", type=int, nargs="+", default=list(WINDOWS), help="dictionary sizes (bytes)")
     parser.add_argument("--tiny", action="store_true", help="this repository's files")

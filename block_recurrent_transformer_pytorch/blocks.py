@@ -18,7 +18,8 @@ from .positions import apply_rotary
 
 class FeedForward(nn.Module):
     """Pre-norm feed-forward: GEGLU with hidden width 2/3 * mult * dim (the seed's), or with glu=False
-    GELU with hidden width mult * dim (x-transformers' default). Both have 2 * mult * dim ** 2 weights."""
+    GELU with hidden width mult * dim (x-transformers' default kind). Both have about 2 * mult * dim ** 2
+    weights (see feedforward_width)."""
 
     def __init__(self, dim: int, mult: float, glu: bool = True) -> None:
         super().__init__()
@@ -39,7 +40,8 @@ class FeedForward(nn.Module):
         w_in, w_out = self.proj_in.weight, self.proj_out.weight
         pad = self.padded - self.hidden
         if pad:
-            w_in = F.pad(w_in.reshape(self.inputs, self.hidden, -1), (0, 0, 0, pad)).reshape(self.inputs * self.padded, -1)
+            w_in = F.pad(w_in.reshape(self.inputs, self.hidden, -1), (0, 0, 0, pad))
+            w_in = w_in.reshape(self.inputs * self.padded, -1)
             w_out = F.pad(w_out, (0, pad))
         hidden = F.linear(self.norm(x), w_in)
         if self.glu:

@@ -43,7 +43,8 @@ def _layers_tuple(name: str, value: Sequence[int], depth: int) -> tuple[int, ...
 
 def feedforward_width(dim: int, mult: float, glu: bool) -> int:
     """Hidden units of a feed-forward: GEGLU's 2/3 * mult * dim (its input projection makes two per
-    unit), GELU's mult * dim; so both hold 2 * mult * dim ** 2 weights."""
+    unit), GELU's mult * dim; so both hold about 2 * mult * dim ** 2 weights (exactly, where the
+    widths are whole numbers)."""
     return int(dim * mult * 2 / 3) if glu else int(dim * mult)
 
 
@@ -89,7 +90,8 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     qk_rmsnorm_scale: Union[int, float] = 8.0
     ff_mult: Union[int, float] = 4
     # The feed-forward's kind. True (the seed's): GEGLU, hidden width 2/3 * ff_mult * dim; False: GELU,
-    # hidden width ff_mult * dim (x-transformers' default). The same parameters at the same ff_mult.
+    # hidden width ff_mult * dim (x-transformers' default kind, here without biases). About the same
+    # parameters at the same ff_mult (exactly where 2/3 * ff_mult * dim is whole).
     ff_glu: bool = True
     max_seq_len: int = 1024
     block_width: int = 512

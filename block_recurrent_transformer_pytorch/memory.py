@@ -133,7 +133,7 @@ class Memories:
         knn = self.knn
         if knn is not None and self.xl.shape[-2] > 0:
             knn = write_evicted(knn, self.xl, self.blocks_since_reset, config)
-        return replace(empty_memories(config, self.batch_size, self.device, self.xl.dtype), knn=knn)
+        return empty_memories(config, self.batch_size, self.device, self.xl.dtype, knn=knn)
 
     def memory_mask(self, config: BlockRecurrentConfig) -> Optional[Tensor]:
         """(batch, M) bool over [compressed | XL]: True where an entry belongs to the row's current
@@ -167,14 +167,17 @@ def blocks_to_refill(config: BlockRecurrentConfig) -> int:
     return blocks
 
 
-def empty_memories(config: BlockRecurrentConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Memories:
-    """Memories holding nothing yet (zero-length FIFOs)."""
+def empty_memories(config: BlockRecurrentConfig, batch: int, device: torch.device, dtype: torch.dtype,
+                   knn: Optional[KNNStore] = None) -> Memories:
+    """Memories holding nothing yet (zero-length FIFOs), or only ``knn``, a kNN store kept."""
     shape = (config.depth, 2, batch, config.kv_heads, 0, config.dim_head)
     compressed = torch.empty(shape, device=device, dtype=dtype) if config.use_compressed_mem else None
     inputs = torch.empty(config.depth, batch, 0, config.dim, device=device, dtype=dtype) \
         if config.memory_kv_from_inputs else None
-    return Memories(xl=torch.empty(shape, device=device, dtype=dtype), compressed=compressed,
-                    knn=empty_knn_memory(config, batch, device, dtype), xl_inputs=inputs)
+    if knn is None:
+        knn = empty_knn_memory(config, batch, device, dtype)
+    return Memories(xl=torch.empty(shape, device=device, dtype=dtype), compressed=compressed, knn=knn,
+                    xl_inputs=inputs)
 
 
 class MemoryCompressor(nn.Module):

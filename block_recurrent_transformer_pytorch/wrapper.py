@@ -23,8 +23,8 @@ class RecurrentTrainerWrapper(nn.Module):
     through the memories and states into the k - 1 segments before it within its group, so the
     state can learn to hold information longer than one segment (at k times the activation memory).
     In training, ``xl_memories_dropout`` / ``state_dropout`` are the chances that a segment starts
-    with no XL memories / with the initial states (the seed's regulariser); a kNN layer's store is
-    kept through memory dropout.
+    with no XL (and compressed) memories / with the initial states (the seed's regulariser); a kNN
+    layer's store is kept through memory dropout.
     """
 
     @typechecked
@@ -71,7 +71,7 @@ class RecurrentTrainerWrapper(nn.Module):
         for i in range(segments):
             drop_memories, drop_states = self.draw_dropout()
             if drop_memories:  # the XL memories; a kNN store is kept (see Memories.without_recent)
-                keeps_store = xl_memories is not None and xl_memories.knn is not None
+                keeps_store = isinstance(xl_memories, Memories) and xl_memories.knn is not None
                 xl_memories = xl_memories.without_recent(self.transformer.config) if keeps_store else None
             if drop_states:
                 states = None
@@ -144,7 +144,7 @@ class RecurrentTrainerWrapper(nn.Module):
                 f'knn_backend="torch" or activation_checkpointing=False')
 
     def draw_dropout(self) -> tuple[bool, bool]:
-        """Whether the next segment starts without memories, and with the initial states (drawn from
+        """Whether the next segment starts without XL memories, and with the initial states (drawn from
         Python's ``random``, memories first, as the seed does; never in eval mode)."""
         drop_memories = self.training and random.random() < self.xl_memories_dropout
         drop_states = self.training and random.random() < self.state_dropout

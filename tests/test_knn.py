@@ -745,8 +745,8 @@ def test_memory_dropout_keeps_the_knn_store():
 
 def test_without_recent_forgets_the_xl_memories_and_moves_their_block_to_the_store():
     """Memories.without_recent (what memory dropout leaves): the next segment's logits equal those of
-    a start with no memories (compressed ones too); with a kNN layer, the XL memory's block is in the
-    store, which reaches the whole segment, unless the row's document started with that block."""
+    a start with no memories (compressed ones too); with a kNN layer, the XL memory's block goes into
+    the store as part of each row's document, unless the row's document starts after it."""
     model = small_model(use_compressed_mem=True)
     x = tokens(2, 32)
     _, memories, _ = model(x[:, :16])
@@ -759,7 +759,19 @@ def test_without_recent_forgets_the_xl_memories_and_moves_their_block_to_the_sto
     assert (memories.knn.position - memories.knn.start).tolist() == [8, 8]
     kept = memories.without_recent(model.config)
     assert kept.xl.shape[-2] == 0 and (kept.knn.position - kept.knn.start).tolist() == [16, 16]
+    # row 1's document starts after the XL memory's block: the block is written, out of row 1's reach
     restarted = memories.reset(torch.tensor([False, True]), model.config)
-    _, memories, _ = model(x[:, 16:24], xl_memories=restarted)  # row 1's document starts at token 16
-    kept = memories.without_recent(model.config)
-    assert (kept.knn.position - kept.knn.start).tolist() == [24, 8]
+    kept = restarted.without_recent(model.config)
+    assert (kept.knn.position - kept.knn.start).tolist() == [16, 0]
+
+
+@pytest.mark.parametrize("seed_layout", [True, False], ids=["seed-list", "empty-list"])
+def test_memory_dropout_takes_the_seeds_list_of_memories(seed_layout):
+    """The seed's per-layer list (or []) passed to the wrapper still works when memory dropout fires."""
+    model = small_model().train()
+    _, memories, _ = model(tokens(2, 16))
+    given = list(memories) if seed_layout else []
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=1.0)
+    loss, _, _ = wrapper(tokens(2, 17), xl_memories=given, return_memories_and_states=True)
+    fresh, _, _ = RecurrentTrainerWrapper(model)(tokens(2, 17), return_memories_and_states=True)
+    torch.testing.assert_close(loss, fresh)

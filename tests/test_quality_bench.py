@@ -82,6 +82,15 @@ def test_the_xl_peer_takes_ours_attention_shape_from_the_preset():
         assert decoder["attn_kv_heads"] == kv_heads and decoder["heads"] == 8, preset
 
 
+def test_the_xl_peer_takes_ours_feedforward_kind_and_width():
+    """xl's feed-forward is ours' kind with ours' hidden units: GEGLU 1365 at dim 512 (x-transformers
+    makes int(dim * ff_mult) of them), GELU 2048 under --set ff_glu=false."""
+    for options, glu, hidden in (([], True, 1365), (["--set", "ff_glu=false"], False, 2048)):
+        args = quality.parse_args(["--model", "xl", "--preset", "seed", "--tokens", "1e8", *options])
+        _, decoder = quality.xl_kwargs(args, quality.ours_config(args))
+        assert decoder["ff_glu"] is glu and int(512 * decoder["ff_mult"]) == hidden, options
+
+
 def test_ours_unread_is_ours_with_its_state_reads_held_at_zero():
     """--model ours_unread: ours' initial weights at the same seed but the output projection's
     state-read columns, which start at zero and stay there through AdamW steps while the other
@@ -245,8 +254,8 @@ def test_document_mix_counts_exactly_the_tokens_the_rows_read():
 
 def test_a_knn_model_trains_through_the_wrapper_with_its_store_carried(tmp_path):
     """--set knn_layers: TrainStep does not carry a kNN store, so ours trains through the wrapper; the
-    store goes from step to step with the memories (it reaches past one segment, at most a document's
-    tokens so far), and every held-out byte is still scored once."""
+    store goes from step to step with the memories, through memory dropout too, holding every token of
+    the row's document so far but the XL memory's block; and every held-out byte is still scored once."""
     out = tmp_path / "q.jsonl"
     args = ["--tiny", "--model", "ours", "--set", "knn_layers=2,", "--set", "knn_memory_size=256", "--tokens", "4096",
             "--eval-bytes", "3000", "--eval-max-doc", "1500", "--out", str(out), "--batch", "2", "--seq", "128"]
@@ -257,12 +266,13 @@ def test_a_knn_model_trains_through_the_wrapper_with_its_store_carried(tmp_path)
     assert result["tokens"] >= 4096 and math.isfinite(result["eval"]["bpb"])
     assert sum(b["bytes"] for b in result["eval"]["by_offset"].values()) == result["eval"]["bytes"] == 2 * 1500
 
-    # documents of 1000 bytes: a row's store reaches more than a segment, never past its document's start
+    # documents of 1000 bytes, each row within its first one
     data = quality.torch.tensor(([7] * 1000 + [quality.corpora.SEPARATOR]) * 4, dtype=quality.torch.uint8)
     streams = quality.DocumentStreams(data, quality.corpora.SEPARATOR, 2, peer.seg, shuffle=False, seed=0,
                                       ignore_index=quality.IGNORE)
     peer.model.train()
+    peer.wrapper.xl_memories_dropout = 1.0  # every segment: the store must survive it
     for _ in range(4):  # 4 steps of 2 segments of 64 tokens: 512 tokens a row, within its first document
         peer.train_step(streams.next(2))
-    reach = peer.carry[0].knn.position - peer.carry[0].knn.start
-    assert reach.tolist() == [512 - peer.model.config.block_width] * 2  # the XL memory holds the newest block
+    written = peer.carry[0].knn.position - peer.carry[0].knn.start  # since the row's document started
+    assert written.tolist() == [512 - peer.model.config.block_width] * 2  # the XL memory holds the newest block

@@ -417,3 +417,14 @@ def test_loss_scales_reuse_one_buffer_and_must_be_finite_and_non_negative():
     for bad in ("1", True, torch.ones(2), torch.tensor(2)):
         with pytest.raises(TypeError, match="loss_scale must be a number or a one-element float tensor"):
             step(x, loss_scale=bad)
+
+
+def test_ff_glu_picks_every_layers_feedforward():
+    """The config's ff_glu reaches each layer: GEGLU's input projection makes a value and a gate per
+    hidden unit, GELU's one."""
+    for glu in (True, False):
+        model = small_model(ff_glu=glu)
+        for layer in model.layers:
+            feed_forward = layer[1]
+            assert feed_forward.glu is glu
+            assert feed_forward.proj_in.weight.shape == ((2 if glu else 1) * feed_forward.hidden, 32)

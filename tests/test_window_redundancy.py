@@ -30,9 +30,11 @@ def test_a_larger_window_saves_exactly_the_far_repeats():
     assert abs(near - far) < 0.01
 
 
-def test_a_window_below_lzmas_smallest_dictionary_is_refused():
+def test_a_window_below_lzmas_smallest_dictionary_or_no_bytes_is_refused():
     with pytest.raises(ValueError, match="window must be at least 4096 bytes.*got 2048"):
         window_redundancy.bits_per_byte([b"abc"], 2048)
+    with pytest.raises(ValueError, match="docs must hold at least one byte, got 1 documents"):
+        window_redundancy.bits_per_byte([b""], 4096)
 
 
 def test_a_tiny_run_reports_each_window():

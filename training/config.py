@@ -72,7 +72,7 @@ class TrainConfig:
                                               "from attention to memory), not the keys/values cached a block earlier")
     embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
                                           "seed's; 0.02 learns far faster, see --preset)")
-    xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without memories")
+    xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without XL memories (a kNN store is kept)")
     state_dropout: float = _opt(0.1, "chance a training segment starts from the initial states")
     bptt_segments: int = _opt(1, "segments the gradient flows back through before memories and states "
                                  "are detached (truncated backprop through time)")
