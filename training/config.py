@@ -185,7 +185,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # initial draw alone moves a run by up to 0.028). Its state's reads are worth nothing: held at
     # zero, the same weights and data score 0.010 and 0.002 better (paired).
     # The recurrent layer is the 4th of 6, as in every measurement of the preset (bench/quality.py's
-    # seed config; train.py's default is the middle one, the 3rd).
+    # seed config; train.py's default is the middle one, the 3rd); the 5th measured level (+0.002).
+    # 128 state vectors, a GELU feed-forward, a 1,000-step warmup and a qk-rmsnorm temperature of 16
+    # each measured level or worse (bench/RESULTS.md, thirteenth session).
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
     "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,
                            rotary_dim=32, memory_kv_from_inputs=True, kv_heads=4, recurrent_layers=(4,),
