@@ -4,7 +4,7 @@ Queries have ``heads`` heads; keys and values may have fewer (``kv_heads``, grou
 attention; the seed uses a single shared key/value head). Causal attention is aligned to the
 lower right: query i of n attends to keys 0..m-n+i of m, so a block's queries see all of its
 memories and the block up to themselves. On CUDA with fp16/bf16 and no mask this runs the
-flash kernel with no mask tensor. An explicit boolean mask (after a per-row reset of memories, or
+flash kernel with no mask tensor, over the n x m band only. An explicit boolean mask (after a per-row reset of memories, or
 over a static decoding cache) goes to the memory-efficient kernel. SDPA's cuDNN backend is never
 used (see ``sdpa_backends``).
 """
@@ -92,12 +92,14 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
     """The same function through F.scaled_dot_product_attention (flash kernel where it can run; on
     CUDA only among ``sdpa_backends()``)."""
     if not q.is_cuda:
-        return _sdpa_attention(q, k, v, causal, scale, mask)
-    with sdpa_kernel(sdpa_backends()):
-        return _sdpa_attention(q, k, v, causal, scale, mask)
+        return _sdpa_attention(q, k, v, causal, scale, mask, flash=False)
+    backends = sdpa_backends()
+    with sdpa_kernel(backends):
+        return _sdpa_attention(q, k, v, causal, scale, mask, flash=SDPBackend.FLASH_ATTENTION in backends)
 
 
-def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor]) -> Tensor:
+def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor],
+                    flash: bool) -> Tensor:
     gqa = q.shape[1] != k.shape[1]
     n, m = q.shape[-2], k.shape[-2]
     if mask is not None:
@@ -117,12 +119,37 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
         return out.reshape(q.shape)
     if not causal or n == 1:  # every key is visible
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
-    # SDPA's is_causal aligns top-left when n < m. Left-pad the queries to m so that the causal
-    # mask is square (top-left == lower-right) and keep the last n outputs: the flash kernel takes
-    # it with no mask tensor, and torch.compile traces it (it does not trace CausalBias).
+    if flash:
+        q, k, v = _autocast(q, k, v)
+        if _flash_takes(q, k, v):
+            # SDPA's is_causal aligns top-left, so SDPA refuses flash for it when n != m; the flash
+            # kernel's own causal mask is aligned lower right, as ours. Called directly it scores the
+            # n x m band alone (torch.nn.attention.bias.causal_lower_right does the same, but
+            # torch.compile does not trace it). It takes grouped key/value heads as they are.
+            return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True, False, scale=scale)[0]
+    # Elsewhere left-pad the queries to m, so that the causal mask is square (top-left ==
+    # lower-right), and keep the last n outputs: no mask tensor, but m - n rows more to score.
     q = F.pad(q, (0, 0, m - n, 0))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     return out[..., m - n:, :]
+
+
+def _autocast(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The operands as autocast would hand them to SDPA (its lower-precision dtype), which a direct
+    call of an aten kernel does not do."""
+    if not torch.is_autocast_enabled(q.device.type):
+        return q, k, v
+    dtype = torch.get_autocast_dtype(q.device.type)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def _flash_takes(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether the flash kernel runs on these operands: CUDA, fp16/bf16 all three, a head size that
+    is a multiple of 8 up to 256, last dimensions contiguous, whole groups of query heads."""
+    head_size = q.shape[-1]
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype == v.dtype
+            and head_size % 8 == 0 and head_size <= 256 and v.shape[-1] == head_size
+            and all(t.stride(-1) == 1 for t in (q, k, v)) and q.shape[1] % k.shape[1] == 0)
 
 
 def fold_query_groups(q: Tensor, kv_heads: int) -> Tensor:

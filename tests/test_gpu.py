@@ -13,8 +13,10 @@ from unittest import mock
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
+from block_recurrent_transformer_pytorch.attention import reference_attention, sdpa_attention
 
 from .helpers import (SEARCH_PATTERNS, assert_search_matches_reference, routed_search_both_ways, run_segments,
                       search_case)
@@ -62,6 +64,40 @@ def test_bf16_flash_matches_fp32_reference():
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
             got, _, _ = model(x)
     assert _relative_error(got, expected) < 2e-2
+
+
+class _FlashQueryRows(TorchDispatchMode):
+    """Records the query rows of every flash kernel call (SDPA's and direct ones alike)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._scaled_dot_product_flash_attention.default:
+            self.rows.append(args[0].shape[-2])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kv_heads", [1, 4, 8])
+def test_causal_attention_over_memories_runs_flash_on_its_band_and_matches_the_reference(kv_heads):
+    """A block's queries over [memories | block] (n < m, lower-right causal): the flash kernel runs on
+    the n query rows alone (no padding rows), with outputs and gradients those of the fp32 reference."""
+    torch.manual_seed(0)
+    n, m = 256, 768
+    q = torch.randn(2, 8, n, 64, device="cuda", requires_grad=True)
+    k, v = (torch.randn(2, kv_heads, m, 64, device="cuda", requires_grad=True) for _ in range(2))
+    grad = torch.randn(2, 8, n, 64, device="cuda")
+    recorder = _FlashQueryRows()
+    with recorder, torch.autocast("cuda", dtype=torch.bfloat16):
+        got = sdpa_attention(q, k, v, causal=True, scale=0.125)
+    assert recorder.rows == [n]
+    got_grads = torch.autograd.grad(got.float(), (q, k, v), grad)
+    expected = reference_attention(q, k, v, causal=True, scale=0.125)
+    expected_grads = torch.autograd.grad(expected, (q, k, v), grad)
+    assert _relative_error(got, expected) < 1e-2
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        assert _relative_error(got_grad, expected_grad) < 2e-2
 
 
 @pytest.mark.parametrize("compressed, compile, from_inputs",

@@ -1,0 +1,97 @@
+"""What a block's causal attention over [memories | block] costs, forward + backward, by kernel.
+
+The library's call (``attention.sdpa_attention``: the flash kernel on the n x m band, its causal mask
+aligned lower right) against the left-padding it replaced (queries padded to m rows so that SDPA's
+top-left causal mask is square, m - n rows scored for nothing) and against FlexAttention (compiled,
+a lower-right block mask), at the shapes of a training step: one call per block and layer.
+
+    PYTHONPATH=$PWD python bench/attention_kernels.py                  # the long-documents preset and the seed config
+    PYTHONPATH=$PWD python bench/attention_kernels.py --shape 16,8,4,1024,2048,64
+
+Prints one JSON line per shape and kernel: milliseconds per call (median of --steps), and TFLOP/s
+counted on the band's useful scores alone (so padding shows up as a lower rate). CUDA only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+import common
+
+from block_recurrent_transformer_pytorch.attention import sdpa_attention
+
+# batch, query heads, key/value heads, queries (a block), keys (memories + block), head size
+SHAPES = {"long-documents": (16, 8, 4, 1024, 2048, 64), "seed": (16, 8, 1, 512, 1024, 64)}
+
+
+def padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """The former call: queries left-padded to m rows, SDPA's square causal mask, the last n rows kept."""
+    n, m = q.shape[-2], k.shape[-2]
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = F.scaled_dot_product_attention(F.pad(q, (0, 0, m - n, 0)), k, v, is_causal=True, scale=scale,
+                                             enable_gqa=q.shape[1] != k.shape[1])
+    return out[..., m - n:, :]
+
+
+def flex(n: int, m: int):
+    """FlexAttention with the lower-right causal mask as a block mask (fully masked tiles skipped)."""
+    offset = m - n
+    block_mask = create_block_mask(lambda b, h, q_idx, kv_idx: kv_idx <= q_idx + offset, None, None, n, m,
+                                   device="cuda")
+    compiled = torch.compile(flex_attention, fullgraph=True, dynamic=False)
+    return lambda q, k, v, scale: compiled(q, k, v, block_mask=block_mask, scale=scale,
+                                           enable_gqa=q.shape[1] != k.shape[1])
+
+
+def band_flops(batch: int, heads: int, n: int, m: int, head_size: int) -> float:
+    """Forward + backward FLOPs of the scores a query may attend: 4 per score and head dimension
+    forward (QK^T and PV), 2.5 times that backward."""
+    scores = n * (m - n) + n * (n + 1) / 2
+    return 3.5 * 4 * batch * heads * scores * head_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", action="append", default=None,
+                        help="batch,heads,kv_heads,n,m,head_size (repeatable; default: the preset's and the seed's)")
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    shapes = ({text: tuple(int(x) for x in text.split(",")) for text in args.shape} if args.shape else SHAPES)
+    device = torch.device("cuda")
+    for name, (batch, heads, kv_heads, n, m, head_size) in shapes.items():
+        torch.manual_seed(0)
+        q = torch.randn(batch, heads, n, head_size, device=device, dtype=torch.bfloat16, requires_grad=True)
+        k, v = (torch.randn(batch, kv_heads, m, head_size, device=device, dtype=torch.bfloat16, requires_grad=True)
+                for _ in range(2))
+        grad = torch.randn_like(q)
+        scale = head_size ** -0.5
+        kernels = {"band (library)": lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale),
+                   "padded (former)": padded, "flex": flex(n, m)}
+        reference = kernels["band (library)"](q, k, v, scale).float()
+        for kernel_name, kernel in kernels.items():
+
+            def step() -> None:
+                kernel(q, k, v, scale).backward(grad)
+
+            try:
+                error = float((kernel(q, k, v, scale).float() - reference).norm() / reference.norm())
+                for _ in range(3):
+                    step()
+                seconds = statistics.median(common.time_each(step, args.steps, device))
+            except Exception as failure:  # a kernel this torch cannot build: say so, measure the others
+                print(json.dumps(dict(shape=name, kernel=kernel_name, error=common.describe_error(failure))))
+                continue
+            print(json.dumps(dict(shape=name, kernel=kernel_name, ms=round(seconds * 1e3, 3),
+                                  band_tflops=round(band_flops(batch, heads, n, m, head_size) / seconds / 1e12, 1),
+                                  relative_difference=round(error, 5))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
