@@ -3,7 +3,10 @@
 The library's call (``attention.sdpa_attention``: the flash kernel on the n x m band, its causal mask
 aligned lower right) against the left-padding it replaced (queries padded to m rows so that SDPA's
 top-left causal mask is square, m - n rows scored for nothing) and against FlexAttention (compiled,
-a lower-right block mask), at the shapes of a training step: one call per block and layer.
+a lower-right block mask), at the shapes of a training step: one call per block and layer. Then a
+block where half the rows start a new document (their memories hidden): the library's two flash
+calls selected per row (``MemoryRows``) against the boolean key mask it replaced (the
+memory-efficient kernel).
 
     PYTHONPATH=$PWD python bench/attention_kernels.py                  # the long-documents preset and the seed config
     PYTHONPATH=$PWD python bench/attention_kernels.py --shape 16,8,4,1024,2048,64
@@ -25,7 +28,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import common
 
-from block_recurrent_transformer_pytorch.attention import sdpa_attention
+from block_recurrent_transformer_pytorch.attention import MemoryRows, sdpa_attention
 
 # batch, query heads, key/value heads, queries (a block), keys (memories + block), head size
 SHAPES = {"long-documents": (16, 8, 4, 1024, 2048, 64), "seed": (16, 8, 1, 512, 1024, 64)}
@@ -72,16 +75,25 @@ def main() -> None:
                 for _ in range(2))
         grad = torch.randn_like(q)
         scale = head_size ** -0.5
+        rows = MemoryRows(torch.arange(batch, device=device) % 2 == 0)
         kernels = {"band (library)": lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale),
-                   "padded (former)": padded, "flex": flex(n, m)}
-        reference = kernels["band (library)"](q, k, v, scale).float()
+                   "padded (former)": padded, "flex": flex(n, m),
+                   "rows reset: boolean mask (former)":
+                       lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale, mask=rows.mask(n, m)),
+                   "rows reset: MemoryRows (library)":
+                       lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale, mask=rows)}
         for kernel_name, kernel in kernels.items():
+            # each against the first of its kind: the band's, or the reset rows' boolean mask
+            against = "rows reset: boolean mask (former)" if kernel_name.startswith("rows") else "band (library)"
+            with torch.no_grad():
+                reference = kernels[against](q, k, v, scale).float()
 
             def step() -> None:
                 kernel(q, k, v, scale).backward(grad)
 
             try:
-                error = float((kernel(q, k, v, scale).float() - reference).norm() / reference.norm())
+                with torch.no_grad():
+                    error = float((kernel(q, k, v, scale).float() - reference).norm() / reference.norm())
                 for _ in range(3):
                     step()
                 seconds = statistics.median(common.time_each(step, args.steps, device))

@@ -4,14 +4,17 @@ Queries have ``heads`` heads; keys and values may have fewer (``kv_heads``, grou
 attention; the seed uses a single shared key/value head). Causal attention is aligned to the
 lower right: query i of n attends to keys 0..m-n+i of m, so a block's queries see all of its
 memories and the block up to themselves. On CUDA with fp16/bf16 and no mask this runs the
-flash kernel with no mask tensor, over the n x m band only. An explicit boolean mask (after a per-row reset of memories, or
-over a static decoding cache) goes to the memory-efficient kernel. SDPA's cuDNN backend is never
+flash kernel with no mask tensor, over the n x m band only. After a per-row reset of memories
+that leaves each row all of its memories or none (``MemoryRows``), two flash calls, one with the
+memories and one without, are selected per row. Any other mask (memories partly reset, a static
+decoding cache) goes to the memory-efficient kernel. SDPA's cuDNN backend is never
 used (see ``sdpa_backends``).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +31,24 @@ _BACKENDS = (
     (SDPBackend.EFFICIENT_ATTENTION, torch.backends.cuda.mem_efficient_sdp_enabled),
     (SDPBackend.MATH, torch.backends.cuda.math_sdp_enabled),
 )
+
+
+@dataclass(frozen=True)
+class MemoryRows:
+    """Which rows of a batch see their memories, when each row sees all of them or none: the mask of
+    a block after some rows started a new document and their XL memory (one block, no compressed
+    memories) holds nothing of it yet. The memories are the first m - n of the m keys; every row
+    sees the block's own keys."""
+
+    visible: Tensor  # (b,) bool
+
+    def mask(self, n: int, m: int) -> Tensor:
+        """The same as a boolean mask (b, 1, 1, m) over the keys."""
+        block = torch.arange(m, device=self.visible.device) >= m - n
+        return (self.visible[:, None] | block)[:, None, None, :]
+
+
+Mask = Union[Tensor, MemoryRows]
 
 
 def sdpa_backends() -> list[SDPBackend]:
@@ -47,17 +68,17 @@ def sdpa_backends() -> list[SDPBackend]:
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
-                        mask: Optional[Tensor] = None) -> Tensor:
+                        mask: Optional[Mask] = None) -> Tensor:
     """Softmax attention written out: the definition the SDPA path is tested against.
 
     q (b, h, n, d); k, v (b, kv_heads, m, d); mask broadcastable to (b, 1, n, m), True where a
-    query may attend a key (applied on top of ``causal``).
+    query may attend a key (applied on top of ``causal``), or ``MemoryRows``.
     """
     return _written_out(q, k, v, causal, scale, mask, with_logsumexp=False)[0]
 
 
 def attention_with_logsumexp(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
-                             mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                             mask: Optional[Mask] = None) -> tuple[Tensor, Tensor]:
     """``reference_attention``'s output, and the logsumexp (b, h, n, 1) of the scores it normalised
     (the keys a query may not attend set to the dtype's lowest value): what merging this
     attention with another one under a single softmax needs (``knn_memory.joint_softmax``).
@@ -66,7 +87,7 @@ def attention_with_logsumexp(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, s
     return _written_out_fp32(q, k, v, causal, scale, mask, with_logsumexp=True)
 
 
-def _written_out_fp32(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor],
+def _written_out_fp32(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Mask],
                       with_logsumexp: bool) -> tuple[Tensor, Optional[Tensor]]:
     """``_written_out`` in float32 at least (fp64 stays fp64), as a kernel scores; autocast off, or
     it would cast the operands back to its dtype."""
@@ -75,7 +96,7 @@ def _written_out_fp32(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: floa
         return _written_out(q.to(dtype), k.to(dtype), v.to(dtype), causal, scale, mask, with_logsumexp)
 
 
-def _written_out(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor],
+def _written_out(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Mask],
                  with_logsumexp: bool) -> tuple[Tensor, Optional[Tensor]]:
     b, h, n, d = q.shape
     groups = h // k.shape[1]
@@ -88,7 +109,7 @@ def _written_out(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, ma
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float,
-                   mask: Optional[Tensor] = None) -> Tensor:
+                   mask: Optional[Mask] = None) -> Tensor:
     """The same function through F.scaled_dot_product_attention (flash kernel where it can run; on
     CUDA only among ``sdpa_backends()``)."""
     if not q.is_cuda:
@@ -98,10 +119,19 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: floa
         return _sdpa_attention(q, k, v, causal, scale, mask, flash=SDPBackend.FLASH_ATTENTION in backends)
 
 
-def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Tensor],
+def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, mask: Optional[Mask],
                     flash: bool) -> Tensor:
     gqa = q.shape[1] != k.shape[1]
     n, m = q.shape[-2], k.shape[-2]
+    if isinstance(mask, MemoryRows):
+        q, k, v = _autocast(q, k, v) if flash else (q, k, v)
+        if causal and flash and _flash_takes(q, k, v):
+            # Two flash calls, with the memories and without, cost ~1.3x one; a masked kernel costs
+            # several times it. Each row keeps the one it is allowed (the other's gradient is zero).
+            with_memories = _lower_right_flash(q, k, v, scale)
+            without = _lower_right_flash(q, k[..., m - n:, :], v[..., m - n:, :], scale)
+            return torch.where(mask.visible[:, None, None, None], with_memories, without)
+        mask = mask.mask(n, m)
     if mask is not None:
         if n == 1:
             # Decoding's one query over a static cache. The masked kernels split the work by query
@@ -122,16 +152,22 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
     if flash:
         q, k, v = _autocast(q, k, v)
         if _flash_takes(q, k, v):
-            # SDPA's is_causal aligns top-left, so SDPA refuses flash for it when n != m; the flash
-            # kernel's own causal mask is aligned lower right, as ours. Called directly it scores the
-            # n x m band alone (torch.nn.attention.bias.causal_lower_right does the same, but
-            # torch.compile does not trace it). It takes grouped key/value heads as they are.
-            return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True, False, scale=scale)[0]
+            return _lower_right_flash(q, k, v, scale)
     # Elsewhere left-pad the queries to m, so that the causal mask is square (top-left ==
     # lower-right), and keep the last n outputs: no mask tensor, but m - n rows more to score.
     q = F.pad(q, (0, 0, m - n, 0))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     return out[..., m - n:, :]
+
+
+def _lower_right_flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """Causal attention aligned lower right by the flash kernel (operands that ``_flash_takes``).
+
+    SDPA's is_causal aligns top-left, so SDPA refuses flash for it when n != m; the flash kernel's
+    own causal mask is aligned lower right, as ours. Called directly it scores the n x m band alone
+    (torch.nn.attention.bias.causal_lower_right does the same, but torch.compile does not trace it).
+    It takes grouped key/value heads as they are."""
+    return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True, False, scale=scale)[0]
 
 
 def _autocast(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -168,8 +204,10 @@ def _fold_mask(mask: Optional[Tensor], n: int, groups: int) -> Optional[Tensor]:
     return mask.expand(*mask.shape[:-2], n, mask.shape[-1]).repeat(*(1,) * (mask.ndim - 2), groups, 1)
 
 
-def _allowed(n: int, m: int, causal: bool, mask: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
+def _allowed(n: int, m: int, causal: bool, mask: Optional[Mask], device: torch.device) -> Optional[Tensor]:
     """Boolean mask of the keys each query may attend (lower-right causal and ``mask``), or None for all."""
+    if isinstance(mask, MemoryRows):
+        mask = mask.mask(n, m)
     if not causal:
         return mask
     allowed = torch.ones(n, m, dtype=torch.bool, device=device).tril(m - n)
@@ -217,6 +255,6 @@ class Attend(nn.Module):
         return self.qk_norm(q, k) if self.qk_norm is not None else (q, k)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
-                mask: Optional[Tensor] = None) -> Tensor:
+                mask: Optional[Mask] = None) -> Tensor:
         """Attend q over k/v that are already normalised (see ``normalize``) and positioned."""
         return self.kernel(q, k, v, causal=causal, scale=self.scale, mask=mask)

@@ -13,6 +13,7 @@ from typing import Optional, Protocol
 
 from torch import Tensor
 
+from .attention import Mask
 from .state import StateView
 
 
@@ -23,8 +24,9 @@ class BlockContext(Protocol):
     def rotary(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """Rotary tables for the next n tokens of the block."""
 
-    def attention_mask(self, n: int) -> Optional[Tensor]:
-        """The boolean mask of the next n queries over [memories | block], or None (no mask: flash)."""
+    def attention_mask(self, n: int) -> Optional[Mask]:
+        """The mask of the next n queries over [memories | block] (a boolean tensor, or ``MemoryRows``),
+        or None (no mask: flash)."""
 
     def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add the new tokens' layer inputs h (before the layer's norm) and keys/values to layer

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .attention import Attend, attention_with_logsumexp
+from .attention import Attend, Mask, attention_with_logsumexp
 from .config import BlockRecurrentConfig, feedforward_width
 from .knn_memory import KNNStore, joint_softmax, recall, routed_recall
 from .positions import apply_rotary
@@ -125,13 +125,13 @@ class AttentionBlock(nn.Module):
         cos, sin, scale = rotary
         return apply_rotary(k, cos, sin, scale.reciprocal())
 
-    def attend_block(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, mask: Optional[Tensor]) -> Tensor:
+    def attend_block(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, mask: Optional[Mask]) -> Tensor:
         """Positioned queries over positioned keys (causal: aligned lower-right): (b, n, heads * d)."""
         out = self.attend(q, k, v, causal=causal, mask=mask)
         return rearrange(out, "b h n d -> b n (h d)")
 
     def attend_with_memory(self, q_raw: Tensor, q: Tensor, keys: Tensor, values: Tensor, store: KNNStore,
-                           index: int, *, causal: bool, mask: Optional[Tensor]) -> Tensor:
+                           index: int, *, causal: bool, mask: Optional[Mask]) -> Tensor:
         """A kNN layer's attention: over its local keys and the kNN store's entries (layer ``index``
         of it) under one softmax (``joint_softmax``), (b, n, heads * d). The positioned queries q
         attend the positioned local ``keys``/``values`` (causal, mask as ``attend_block``); the raw

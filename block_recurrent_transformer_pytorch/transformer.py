@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .attention import Mask, MemoryRows
 from .block_context import BlockContext
 from .blocks import AttentionBlock, FeedForward
 from .config import BlockRecurrentConfig, check_bool
@@ -380,7 +381,7 @@ class Layer(nn.Module):
         return len(self._modules)
 
     def forward(self, h: Tensor, model: BlockRecurrentTransformer, index: int, block: BlockContext,
-                rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Tensor], knn_store: Optional[KNNStore],
+                rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Mask], knn_store: Optional[KNNStore],
                 full: bool) -> tuple[Tensor, Optional[Tensor]]:
         """h (b, n, dim) through layer ``index`` of model: attention over the block context's keys and
         values (and, in a kNN layer, over knn_store's entries), state reads, the state write when the
@@ -425,10 +426,14 @@ class WholeBlock:
         """Rotary tables for the block's positions 0..n-1."""
         return self.model.rotary(0, n)
 
-    def attention_mask(self, n: int) -> Optional[Tensor]:
-        """None (no mask tensor: flash) unless some row's memory holds entries from before its reset."""
+    def attention_mask(self, n: int) -> Optional[Mask]:
+        """None (no mask: flash) unless some row's memory holds entries from before its reset. Without
+        compressed memories one block refills the XL memory, so a row sees all of it or none of it
+        (``MemoryRows``: still flash)."""
         if self.memory_mask is None:
             return None
+        if not self.model.config.use_compressed_mem:
+            return MemoryRows(self.memories.blocks_since_reset > 0)
         return F.pad(self.memory_mask, (0, n), value=True)[:, None, None, :]
 
     def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:

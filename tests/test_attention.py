@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from block_recurrent_transformer_pytorch.attention import attention_with_logsumexp, reference_attention, sdpa_attention
+from block_recurrent_transformer_pytorch.attention import (MemoryRows, attention_with_logsumexp, reference_attention,
+                                                           sdpa_attention)
 
 
 def naive_attention(q, k, v, causal, scale, mask):
@@ -55,6 +56,20 @@ def test_attention_kernels_equal_the_definition(kv_heads, n, causal, mask_rows, 
     out, lse = attention_with_logsumexp(q, k, v, causal=causal, scale=0.3, mask=mask)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(lse, expected_lse)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 4])
+def test_memory_rows_see_their_memories_whole_or_attend_their_block_alone(kv_heads):
+    """``MemoryRows``: a visible row attends [memories | block] (lower-right causal), an other row
+    its block alone (plain causal), in every kernel."""
+    q, k, v, _ = _inputs(kv_heads, 5, None, b=3)
+    rows = MemoryRows(torch.tensor([True, False, True]))
+    with_memories, _ = naive_attention(q, k, v, True, 0.3, None)
+    without, _ = naive_attention(q, k[..., -5:, :], v[..., -5:, :], True, 0.3, None)
+    expected = torch.where(rows.visible[:, None, None, None], with_memories, without)
+    for kernel in (sdpa_attention, reference_attention):
+        torch.testing.assert_close(kernel(q, k, v, causal=True, scale=0.3, mask=rows), expected)
+    torch.testing.assert_close(attention_with_logsumexp(q, k, v, causal=True, scale=0.3, mask=rows)[0], expected)
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])

@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper
-from block_recurrent_transformer_pytorch.attention import reference_attention, sdpa_attention
+from block_recurrent_transformer_pytorch.attention import MemoryRows, reference_attention, sdpa_attention
 
 from .helpers import (SEARCH_PATTERNS, assert_search_matches_reference, routed_search_both_ways, run_segments,
                       search_case)
@@ -54,6 +54,35 @@ def test_flash_backend_serves_training_and_matches_math(compressed):
     assert _relative_error(flash[2], math[2]) < 2e-2
 
 
+@pytest.mark.parametrize("preset_options", [False, True])
+def test_documents_with_resets_train_on_flash_alone_and_match_math(preset_options):
+    """Documents read row by row, some rows starting a new document in the second segment (their
+    memories masked for its first block): with flash enabled no attention runs the masked kernel
+    (``MemoryRows``: two flash calls), and loss and gradients are math's with the mask written out.
+    preset_options: the long-documents preset's model options (blocks of 1024, 4 key/value heads)."""
+    options = dict(block_width=1024, max_seq_len=2048, memory_kv_from_inputs=True, rotary_dim=32,
+                   kv_heads=4) if preset_options else {}
+    model = _model(**options)
+    wrapper = RecurrentTrainerWrapper(model)
+    seg = model.config.max_seq_len
+    g = torch.Generator().manual_seed(0)
+    x, labels = (torch.randint(0, 256, (4, 2 * seg), generator=g).cuda() for _ in range(2))
+    reset = torch.tensor([[True, False], [True, True], [True, False], [True, True]], device="cuda")
+    results, kernels = {}, {}
+    for backend in ([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION], [SDPBackend.MATH]):
+        model.zero_grad(set_to_none=True)
+        recorder = _AttentionKernels()
+        with sdpa_kernel(backend), torch.autocast("cuda", dtype=torch.bfloat16), recorder:
+            loss = wrapper(x, labels=labels, reset=reset)
+        loss.backward()
+        results[backend[0]] = (loss.detach(), model.token_emb.weight.grad.clone())
+        kernels[backend[0]] = {name for name, _ in recorder.calls}
+    assert kernels[SDPBackend.FLASH_ATTENTION] == {FLASH}
+    flash, math = results[SDPBackend.FLASH_ATTENTION], results[SDPBackend.MATH]
+    assert _relative_error(flash[0], math[0]) < 1e-2
+    assert _relative_error(flash[1], math[1]) < 5e-2
+
+
 def test_bf16_flash_matches_fp32_reference():
     model = _model()
     reference = _model(use_flash_attn=False)
@@ -66,38 +95,56 @@ def test_bf16_flash_matches_fp32_reference():
     assert _relative_error(got, expected) < 2e-2
 
 
-class _FlashQueryRows(TorchDispatchMode):
-    """Records the query rows of every flash kernel call (SDPA's and direct ones alike)."""
+class _AttentionKernels(TorchDispatchMode):
+    """Records every attention kernel call (SDPA's and direct ones alike): its op and query rows."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[int] = []
+        self.calls: list[tuple[str, int]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._scaled_dot_product_flash_attention.default:
-            self.rows.append(args[0].shape[-2])
+        name = func.overloadpacket.__name__
+        if "attention" in name and "backward" not in name:
+            self.calls.append((name, args[0].shape[-2]))
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("kv_heads", [1, 4, 8])
-def test_causal_attention_over_memories_runs_flash_on_its_band_and_matches_the_reference(kv_heads):
-    """A block's queries over [memories | block] (n < m, lower-right causal): the flash kernel runs on
-    the n query rows alone (no padding rows), with outputs and gradients those of the fp32 reference."""
+FLASH = "_scaled_dot_product_flash_attention"
+
+
+def _attention_against_reference(kv_heads: int, mask) -> list[tuple[str, int]]:
+    """A block's queries (n = 256) over [memories | block] (m = 768), lower-right causal: bf16
+    sdpa_attention under autocast against the fp32 reference, outputs and gradients. Returns the
+    attention kernels it ran."""
     torch.manual_seed(0)
     n, m = 256, 768
     q = torch.randn(2, 8, n, 64, device="cuda", requires_grad=True)
     k, v = (torch.randn(2, kv_heads, m, 64, device="cuda", requires_grad=True) for _ in range(2))
     grad = torch.randn(2, 8, n, 64, device="cuda")
-    recorder = _FlashQueryRows()
+    recorder = _AttentionKernels()
     with recorder, torch.autocast("cuda", dtype=torch.bfloat16):
-        got = sdpa_attention(q, k, v, causal=True, scale=0.125)
-    assert recorder.rows == [n]
+        got = sdpa_attention(q, k, v, causal=True, scale=0.125, mask=mask)
     got_grads = torch.autograd.grad(got.float(), (q, k, v), grad)
-    expected = reference_attention(q, k, v, causal=True, scale=0.125)
+    expected = reference_attention(q, k, v, causal=True, scale=0.125, mask=mask)
     expected_grads = torch.autograd.grad(expected, (q, k, v), grad)
     assert _relative_error(got, expected) < 1e-2
     for got_grad, expected_grad in zip(got_grads, expected_grads):
         assert _relative_error(got_grad, expected_grad) < 2e-2
+    return recorder.calls
+
+
+@pytest.mark.parametrize("kv_heads", [1, 4, 8])
+def test_causal_attention_over_memories_runs_flash_on_its_band_and_matches_the_reference(kv_heads):
+    """No mask: one flash call on the n query rows alone (no padding rows)."""
+    assert _attention_against_reference(kv_heads, None) == [(FLASH, 256)]
+
+
+@pytest.mark.parametrize("kv_heads", [1, 4])
+def test_memory_rows_run_two_flash_calls_and_match_the_reference(kv_heads):
+    """Rows that started a new document see no memories (``MemoryRows``): two flash calls, with the
+    memories and without, and no masked kernel."""
+    rows = MemoryRows(torch.tensor([True, False], device="cuda"))
+    assert _attention_against_reference(kv_heads, rows) == [(FLASH, 256), (FLASH, 256)]
 
 
 @pytest.mark.parametrize("compressed, compile, from_inputs",
