@@ -4,10 +4,17 @@
     PYTHONPATH=$PWD python bench/profile_step.py --cfg seed --shape 16x2048
     PYTHONPATH=$PWD python bench/profile_step.py --cfg large --shape 64x2048 --no-compile
     PYTHONPATH=$PWD python bench/profile_step.py --cfg long-documents    # train.py's --preset long-documents model
+    PYTHONPATH=$PWD python bench/profile_step.py --cfg long-documents --documents --steps 20 --profile-steps 10
 
-Prints the warm-up time (compilation included), 5 timed steps, then one JSON line (total kernel
-time, kernel count, time per category: matmul, attention, fused Triton kernels, other; by kernel
-name, see ``common.kernel_category``) and the 30 kernels that take longest. CUDA only.
+By default each step starts afresh (no memories: the first block of every segment attends itself
+alone). ``--documents`` trains as bench/quality.py and train.py --documents do: labels, memories and
+states carried from step to step, and rows starting a new document at ``--reset-rate`` (their
+memories hidden for a block), so the step is the one training runs.
+
+Prints the warm-up time (compilation included), the timed steps, then one JSON line (total kernel
+time over the profiled steps, kernel count, time per category: matmul, attention, fused Triton
+kernels, other; by kernel name, see ``common.kernel_category``) and the 30 kernels that take
+longest. CUDA only.
 """
 
 from __future__ import annotations
@@ -33,7 +40,16 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="profile the eager model's graphs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a model setting over --cfg's (e.g. block_width=1024; repeatable)")
+    parser.add_argument("--documents", action="store_true",
+                        help="labels, memories and states carried, rows starting documents at --reset-rate")
+    parser.add_argument("--reset-rate", type=float, default=0.059,
+                        help="--documents: the chance a row starts a new document at a segment (0.059: linux_c read "
+                             "by bench/quality.py at 16 x 2048, 0.94 rows a step)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps")
+    parser.add_argument("--profile-steps", type=int, default=1, help="steps under the profiler (totals over them)")
     args = parser.parse_args()
+    if not 0 <= args.reset_rate <= 1:
+        parser.error(f"--reset-rate must be a probability in [0, 1], got {args.reset_rate}")
 
     cfg = {**PRESETS[args.cfg], **common.parse_settings(args.set)}
     batch, seq = common.parse_shape(args.shape)
@@ -48,26 +64,43 @@ def main() -> None:
     params = list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     train_step = brt.TrainStep(wrapper)
-    x = torch.randint(0, cfg["num_tokens"], (batch, seq + 1)).pin_memory()
+    x = torch.randint(0, cfg["num_tokens"], (batch, seq + 1))
+    inputs, labels = x[:, :-1].contiguous().pin_memory(), x[:, 1:].contiguous().pin_memory()
+    x = x.pin_memory()
+    segments = seq // model.config.max_seq_len
+    resets = torch.Generator().manual_seed(0)
+    memories = states = None  # what the last step ended with (--documents)
 
     def step() -> None:
-        train_step(x)
+        nonlocal memories, states
+        if args.documents:
+            reset = torch.rand(batch, segments, generator=resets) < args.reset_rate
+            _, memories, states = train_step(inputs, labels=labels, reset=reset, xl_memories=memories, states=states,
+                                             return_memories_and_states=True)
+        else:
+            train_step(x)
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
 
     start = time.perf_counter()
+    if args.documents:  # every graph a documents step may need (the masked one among them), as quality.py
+        train_step.warm_up(batch, documents=True)
     for _ in range(4):
         step()
     common.synchronize(device)
     print(f"warm-up {time.perf_counter() - start:.1f} s")
-    print("ms per step", [round(t * 1e3, 2) for t in common.time_each(step, 5, device)])
+    times = common.time_each(step, args.steps, device)
+    print("ms per step", [round(t * 1e3, 2) for t in times], f"mean {sum(times) / len(times) * 1e3:.2f}")
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step()
+        for _ in range(args.profile_steps):
+            step()
         common.synchronize(device)
     totals, lines = common.kernel_summary(prof)
-    print(json.dumps(dict(cfg=args.cfg, settings=args.set, shape=args.shape, compiled=not args.no_compile, **totals)))
+    print(json.dumps(dict(cfg=args.cfg, settings=args.set, shape=args.shape, compiled=not args.no_compile,
+                          documents=args.documents, reset_rate=args.reset_rate if args.documents else None,
+                          profile_steps=args.profile_steps, **totals)))
     print("\n".join(lines))
 
 
