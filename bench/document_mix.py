@@ -1,7 +1,9 @@
 """Which documents a training run reads: for a corpus, a batch layout and a token budget, per seed,
 the documents the rows of ``DocumentStreams`` (train.py's --documents reader, bench/quality.py's)
 read, the share of the tokens trained that are documents' bytes (the rest pads each document's last
-segment), and the share that went to the corpus's largest documents. CPU only, no model.
+segment), the share that went to the corpus's largest documents, and how often a row starts a
+document (its memories are then hidden for a block: the reset path of the attention). CPU only, no
+model.
 
 A long-document corpus is often dominated by a few huge files (linux_c's largest, a generated
 register header, is 10% of it): how much of a run they take is part of what a seed decides, next to
@@ -57,6 +59,17 @@ def tokens_by_document(streams: DocumentStreams, steps: int, segments: int = 1) 
     return read
 
 
+def documents_started(streams: DocumentStreams, steps: int, segments: int = 1) -> tuple[int, int]:
+    """Run ``steps`` calls of ``streams.next(segments)`` on fresh streams: how many of those steps have
+    a row starting a document, and how many documents the rows started in all."""
+    steps_with_start = started = 0
+    for _ in range(steps):
+        reset = streams.next(segments).reset
+        steps_with_start += bool(reset.any())
+        started += int(reset.sum())
+    return steps_with_start, started
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="linux_c")
@@ -90,6 +103,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         trained = steps * args.rows * args.seq  # the rest is the padding of documents' last segments
         print(f"seed {seed}: {total / 1e6:.1f}M tokens ({total / trained:.1%} of the {trained / 1e6:.1f}M trained; "
               f"the rest padding) from {len(read)} of {len(streams)} documents; the largest documents' shares: {shares}")
+        steps_with_start, started = documents_started(
+            DocumentStreams(train, corpora.SEPARATOR, args.rows, seg, shuffle=True, seed=seed), steps, args.seq // seg)
+        print(f"  a row starts a document in {steps_with_start / steps:.1%} of steps ({started / steps:.2f} rows a step; "
+              f"{started / (steps * args.rows * (args.seq // seg)):.4f} a row and segment)")
 
 
 if __name__ == "__main__":

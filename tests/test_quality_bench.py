@@ -252,6 +252,27 @@ def test_document_mix_counts_exactly_the_tokens_the_rows_read():
     assert all(0 < tokens <= int(direct.lengths[j]) * 40 for j, tokens in read.items())
 
 
+def test_document_mix_counts_the_documents_rows_start():
+    """Every document a row takes starts with a reset: over a run too short to read a document twice,
+    the documents started are the documents read, and a step counts as one with a start when any
+    row's reset is set in it."""
+    import torch
+
+    import document_mix
+    from training.documents import DocumentStreams
+
+    data = torch.tensor(list(b"\0" + b"\0".join(bytes([65 + i]) * (7 * i + 3) for i in range(12)) + b"\0"),
+                        dtype=torch.uint8)
+
+    def streams() -> DocumentStreams:
+        return DocumentStreams(data, 0, rows=3, segment=8, shuffle=True, seed=0)
+
+    steps_with_start, started = document_mix.documents_started(streams(), steps=6)
+    assert started == len(document_mix.tokens_by_document(streams(), steps=6)) > 3
+    direct = streams()
+    assert steps_with_start == sum(bool(direct.next(1).reset.any()) for _ in range(6)) < 6
+
+
 def test_a_knn_model_trains_through_the_wrapper_with_its_store_carried(tmp_path):
     """--set knn_layers: TrainStep does not carry a kNN store, so ours trains through the wrapper; the
     store goes from step to step with the memories, through memory dropout too, holding every token of
