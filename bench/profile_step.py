@@ -42,9 +42,9 @@ def main() -> None:
                         help="a model setting over --cfg's (e.g. block_width=1024; repeatable)")
     parser.add_argument("--documents", action="store_true",
                         help="labels, memories and states carried, rows starting documents at --reset-rate")
-    parser.add_argument("--reset-rate", type=float, default=0.059,
-                        help="--documents: the chance a row starts a new document at a segment (0.059: linux_c read "
-                             "by bench/quality.py at 16 x 2048, 0.94 rows a step)")
+    parser.add_argument("--reset-rate", type=float, default=0.061,
+                        help="--documents: the chance a row starts a new document at a segment (0.061: linux_c read "
+                             "by bench/quality.py at 16 x 2048, 0.98 rows a step; bench/document_mix.py)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--profile-steps", type=int, default=1, help="steps under the profiler (totals over them)")
     args = parser.parse_args()
