@@ -65,16 +65,20 @@ def main() -> None:
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     train_step = brt.TrainStep(wrapper)
     x = torch.randint(0, cfg["num_tokens"], (batch, seq + 1))
-    inputs, labels = x[:, :-1].contiguous().pin_memory(), x[:, 1:].contiguous().pin_memory()
-    x = x.pin_memory()
+    if args.documents:
+        inputs, labels = x[:, :-1].contiguous().pin_memory(), x[:, 1:].contiguous().pin_memory()
+    else:
+        x = x.pin_memory()
     segments = seq // model.config.max_seq_len
     resets = torch.Generator().manual_seed(0)
     memories = states = None  # what the last step ended with (--documents)
+    started = 0  # documents the rows started (--documents)
 
     def step() -> None:
-        nonlocal memories, states
+        nonlocal memories, states, started
         if args.documents:
             reset = torch.rand(batch, segments, generator=resets) < args.reset_rate
+            started += int(reset.sum())
             _, memories, states = train_step(inputs, labels=labels, reset=reset, xl_memories=memories, states=states,
                                              return_memories_and_states=True)
         else:
@@ -93,6 +97,7 @@ def main() -> None:
     times = common.time_each(step, args.steps, device)
     print("ms per step", [round(t * 1e3, 2) for t in times], f"mean {sum(times) / len(times) * 1e3:.2f}")
 
+    started = 0
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(args.profile_steps):
             step()
@@ -100,7 +105,8 @@ def main() -> None:
     totals, lines = common.kernel_summary(prof)
     print(json.dumps(dict(cfg=args.cfg, settings=args.set, shape=args.shape, compiled=not args.no_compile,
                           documents=args.documents, reset_rate=args.reset_rate if args.documents else None,
-                          profile_steps=args.profile_steps, **totals)))
+                          profile_steps=args.profile_steps, documents_started=started if args.documents else None,
+                          **totals)))
     print("\n".join(lines))
 
 

@@ -123,15 +123,20 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
                     flash: bool) -> Tensor:
     gqa = q.shape[1] != k.shape[1]
     n, m = q.shape[-2], k.shape[-2]
+    if isinstance(mask, MemoryRows) and m == n:  # no memories to hide
+        mask = None
     if isinstance(mask, MemoryRows):
-        q, k, v = _autocast(q, k, v) if flash else (q, k, v)
-        if causal and flash and _flash_takes(q, k, v):
-            # Two flash calls, with the memories and without, cost ~1.3x one; a masked kernel costs
-            # several times it. Each row keeps the one it is allowed (the other's gradient is zero).
+        operands = _flash_operands(q, k, v) if causal and flash else None
+        if operands is None:
+            mask = mask.mask(n, m)
+        else:
+            # Two flash calls, with the memories and without: 1.6x one at the preset's shape, where the
+            # masked kernel took 3.3x (bench/RESULTS.md, fourteenth session). Each row keeps the one it
+            # is allowed (the other's gradient is zero there).
+            q, k, v = operands
             with_memories = _lower_right_flash(q, k, v, scale)
             without = _lower_right_flash(q, k[..., m - n:, :], v[..., m - n:, :], scale)
             return torch.where(mask.visible[:, None, None, None], with_memories, without)
-        mask = mask.mask(n, m)
     if mask is not None:
         if n == 1:
             # Decoding's one query over a static cache. The masked kernels split the work by query
@@ -149,10 +154,9 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
         return out.reshape(q.shape)
     if not causal or n == 1:  # every key is visible
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
-    if flash:
-        q, k, v = _autocast(q, k, v)
-        if _flash_takes(q, k, v):
-            return _lower_right_flash(q, k, v, scale)
+    operands = _flash_operands(q, k, v) if flash else None
+    if operands is not None:
+        return _lower_right_flash(*operands, scale)
     # Elsewhere left-pad the queries to m, so that the causal mask is square (top-left ==
     # lower-right), and keep the last n outputs: no mask tensor, but m - n rows more to score.
     q = F.pad(q, (0, 0, m - n, 0))
@@ -161,7 +165,7 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
 
 
 def _lower_right_flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    """Causal attention aligned lower right by the flash kernel (operands that ``_flash_takes``).
+    """Causal attention aligned lower right by the flash kernel (operands from ``_flash_operands``).
 
     SDPA's is_causal aligns top-left, so SDPA refuses flash for it when n != m; the flash kernel's
     own causal mask is aligned lower right, as ours. Called directly it scores the n x m band alone
@@ -170,22 +174,41 @@ def _lower_right_flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True, False, scale=scale)[0]
 
 
-def _autocast(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The operands as autocast would hand them to SDPA (its lower-precision dtype), which a direct
-    call of an aten kernel does not do."""
-    if not torch.is_autocast_enabled(q.device.type):
-        return q, k, v
-    dtype = torch.get_autocast_dtype(q.device.type)
-    return q.to(dtype), k.to(dtype), v.to(dtype)
+def _flash_operands(q: Tensor, k: Tensor, v: Tensor) -> Optional[tuple[Tensor, Tensor, Tensor]]:
+    """q, k, v as the flash kernel takes them, or None where it does not run them.
 
-
-def _flash_takes(q: Tensor, k: Tensor, v: Tensor) -> bool:
-    """Whether the flash kernel runs on these operands: CUDA, fp16/bf16 all three, a head size that
-    is a multiple of 8 up to 256, last dimensions contiguous, whole groups of query heads."""
+    Autocast casts SDPA's operands but not a direct call of an aten kernel, so they are cast here as
+    it would: every floating dtype but float64 to its lower-precision dtype. The kernel then needs
+    fp16/bf16 alike, a head size that is a multiple of 8 up to what the GPU trains
+    (``_flash_head_size_limit``), last dimensions contiguous and whole groups of query heads."""
+    limit = _flash_head_size_limit(q.device)
+    if not limit:
+        return None
+    if torch.is_autocast_enabled(q.device.type):
+        dtype = torch.get_autocast_dtype(q.device.type)
+        q, k, v = (t if t.dtype == torch.float64 else t.to(dtype) for t in (q, k, v))
     head_size = q.shape[-1]
-    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype == v.dtype
-            and head_size % 8 == 0 and head_size <= 256 and v.shape[-1] == head_size
-            and all(t.stride(-1) == 1 for t in (q, k, v)) and q.shape[1] % k.shape[1] == 0)
+    if (q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype == v.dtype
+            and head_size % 8 == 0 and head_size <= limit and v.shape[-1] == head_size
+            and all(t.stride(-1) == 1 for t in (q, k, v)) and q.shape[1] % k.shape[1] == 0):
+        return q, k, v
+    return None
+
+
+@torch.compiler.assume_constant_result
+def _flash_head_size_limit(device: torch.device) -> int:
+    """The largest head size this torch's flash kernel trains on the device; 0 where it does not run.
+
+    CUDA with flash built in, on Ampere or newer (the kernel refuses older GPUs). 256 on sm80 and
+    sm90; 192 on the others, whose backward SDPA's own rules stop at 192 on sm86-89. ROCm is left
+    to SDPA (its kernels' causal alignment is not verified here). A constant of the device, so that
+    torch.compile evaluates it once when it traces, outside the graph."""
+    if device.type != "cuda" or torch.version.hip is not None or not torch.backends.cuda.is_flash_attention_available():
+        return 0
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 0):
+        return 0
+    return 256 if capability in ((8, 0), (9, 0)) else 192
 
 
 def fold_query_groups(q: Tensor, kv_heads: int) -> Tensor:

@@ -135,6 +135,13 @@ class Memories:
             knn = write_evicted(knn, self.xl, self.blocks_since_reset, config)
         return empty_memories(config, self.batch_size, self.device, self.xl.dtype, knn=knn)
 
+    def visible_rows(self) -> Optional[Tensor]:
+        """(batch,) bool: the rows that pushed a block since their last reset; None when no row holds
+        entries from before its reset. Where one block refills the memories (``blocks_to_refill`` is
+        1: no compressed memories) these rows see all of their memories and the others none, so the
+        attention needs no mask over entries (``attention.MemoryRows``)."""
+        return None if self.blocks_since_reset is None else self.blocks_since_reset > 0
+
     def memory_mask(self, config: BlockRecurrentConfig) -> Optional[Tensor]:
         """(batch, M) bool over [compressed | XL]: True where an entry belongs to the row's current
         document. None when every entry does (the common case: no mask, so flash can run)."""

@@ -18,7 +18,8 @@ from .block_context import BlockContext
 from .blocks import AttentionBlock, FeedForward
 from .config import BlockRecurrentConfig, check_bool
 from .knn_memory import KNNStore
-from .memory import MemoryCompressor, Memories, check_memories, empty_memories, from_layer_list, push
+from .memory import (MemoryCompressor, Memories, blocks_to_refill, check_memories, empty_memories, from_layer_list,
+                     push)
 from .positions import RotaryEmbedding
 from .state import RecurrentState, StateView, check_states
 
@@ -416,7 +417,6 @@ class WholeBlock:
     def __init__(self, model: BlockRecurrentTransformer, memories: Memories, states: States) -> None:
         self.model, self.states = model, states
         self.memories, self.memory_rotary = memories, model.memory_rotary(memories)
-        self.memory_mask = memories.memory_mask(model.config)
         self.block_kv: list[Tensor] = []
         # the layers' inputs (before their norm), kept only when the memories take them (memory_kv_from_inputs)
         self.block_inputs: Optional[list[Tensor]] = [] if model.config.memory_kv_from_inputs else None
@@ -427,14 +427,15 @@ class WholeBlock:
         return self.model.rotary(0, n)
 
     def attention_mask(self, n: int) -> Optional[Mask]:
-        """None (no mask: flash) unless some row's memory holds entries from before its reset. Without
-        compressed memories one block refills the XL memory, so a row sees all of it or none of it
-        (``MemoryRows``: still flash)."""
-        if self.memory_mask is None:
-            return None
-        if not self.model.config.use_compressed_mem:
-            return MemoryRows(self.memories.blocks_since_reset > 0)
-        return F.pad(self.memory_mask, (0, n), value=True)[:, None, None, :]
+        """None (no mask: flash) unless some row's memory holds entries from before its reset. Where
+        one block refills the memories (no compressed memories) a row sees all of them or none
+        (``MemoryRows``: still flash); else a boolean mask over the entries."""
+        config = self.model.config
+        if blocks_to_refill(config) == 1:
+            rows = self.memories.visible_rows()
+            return None if rows is None else MemoryRows(rows)
+        mask = self.memories.memory_mask(config)
+        return None if mask is None else F.pad(mask, (0, n), value=True)[:, None, None, :]
 
     def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Layer ``index``'s keys/values: positioned memories, then the block's own. Called inside the

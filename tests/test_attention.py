@@ -72,6 +72,35 @@ def test_memory_rows_see_their_memories_whole_or_attend_their_block_alone(kv_hea
     torch.testing.assert_close(attention_with_logsumexp(q, k, v, causal=True, scale=0.3, mask=rows)[0], expected)
 
 
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+def test_memory_rows_select_between_two_lower_right_calls(monkeypatch, kv_heads):
+    """The flash path of ``MemoryRows`` (two lower-right causal calls, with the memories and over the
+    block alone, selected per row), the flash kernel stood in by the reference on a CPU: the same
+    outputs and gradients as the boolean mask it replaces, and no gradient from the call a row does
+    not keep."""
+    from block_recurrent_transformer_pytorch import attention
+
+    calls = []
+
+    def lower_right(q, k, v, scale):
+        calls.append(k.shape[-2])
+        return reference_attention(q, k, v, causal=True, scale=scale)
+
+    monkeypatch.setattr(attention, "_flash_operands", lambda q, k, v: (q, k, v))
+    monkeypatch.setattr(attention, "_lower_right_flash", lower_right)
+    q, k, v, _ = _inputs(kv_heads, 5, None, torch.float64, b=3)
+    rows = MemoryRows(torch.tensor([True, False, True]))
+    qkv = tuple(t.requires_grad_() for t in (q, k, v))
+    got = attention._sdpa_attention(*qkv, True, 0.3, rows, flash=True)
+    assert calls == [12, 5]
+    expected, _ = naive_attention(q, k, v, True, 0.3, rows.mask(5, 12))
+    torch.testing.assert_close(got, expected)
+    grad = torch.randn_like(got)
+    got_grads = torch.autograd.grad(got, qkv, grad)
+    torch.testing.assert_close(got_grads, torch.autograd.grad(expected, qkv, grad))
+    assert torch.count_nonzero(got_grads[1][1, :, :7]) == 0  # row 1 sees no memories: none of their keys learns
+
+
 @pytest.mark.parametrize("kv_heads", [1, 2])
 def test_a_single_masked_query_scores_in_fp32_under_autocast(kv_heads):
     """Decoding's attention (one query, a masked cache) in bf16 under autocast computes what it

@@ -33,7 +33,8 @@ def _model(**overrides) -> BlockRecurrentTransformer:
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm())
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -78,6 +79,7 @@ def test_documents_with_resets_train_on_flash_alone_and_match_math(preset_option
         results[backend[0]] = (loss.detach(), model.token_emb.weight.grad.clone())
         kernels[backend[0]] = {name for name, _ in recorder.calls}
     assert kernels[SDPBackend.FLASH_ATTENTION] == {FLASH}
+    assert FLASH not in kernels[SDPBackend.MATH]  # the caller's choice of backends holds for our direct calls
     flash, math = results[SDPBackend.FLASH_ATTENTION], results[SDPBackend.MATH]
     assert _relative_error(flash[0], math[0]) < 1e-2
     assert _relative_error(flash[1], math[1]) < 5e-2
@@ -198,24 +200,31 @@ def test_cuda_graph_train_step_matches_eager(compressed, from_inputs):
     for cuda_graph in (False, True):
         model.zero_grad(set_to_none=True)
         random.seed(0)
-        step = TrainStep(wrapper, cuda_graph=cuda_graph, amp_dtype=None)
+        step = TrainStep(wrapper, cuda_graph=cuda_graph, amp_dtype=None if compressed else torch.bfloat16)
         losses = [step(x, loss_scale=1 / 3) for x in batches]
         results.append((torch.stack(losses), [p.grad.clone() for p in model.parameters()]))
     (eager_loss, eager_grads), (graph_loss, graph_grads) = results
     assert len(step.graphs) >= 2  # the first segment and the ones after it
-    assert _relative_error(graph_loss, eager_loss) < 1e-4
+    # bf16 rounds the compiled graph's fused kernels differently from eager's (flash's backward sums
+    # its dq blocks in no fixed order either)
+    loss_tolerance, grad_tolerance = (1e-4, 1e-3) if compressed else (1e-2, 3e-2)
+    assert _relative_error(graph_loss, eager_loss) < loss_tolerance
     for g, e in zip(graph_grads, eager_grads):
-        assert _relative_error(g, e) < 1e-3
+        assert _relative_error(g, e) < grad_tolerance
 
 
-@pytest.mark.parametrize("compile, preset_options", [(False, False), (True, False), (True, True)])
-def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_options):
+@pytest.mark.parametrize("compile, preset_options, compressed",
+                         [(False, False, True), (True, False, True), (True, True, True), (False, True, False),
+                          (True, True, False)])
+def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_options, compressed):
     """Documents read row by row (labels with padding, per-row resets, memories and states carried
-    across calls, compressed memory so that pre-reset entries stay masked for a while): the replayed
-    graphs, the masked one among them, compiled or not, give the eager step's losses and gradients;
-    TrainStep.warm_up captured every one of them before training. preset_options: with the
-    long-documents preset's model options too (memories projected from their inputs, half-rotary
-    heads, 4 key/value heads), compiled as train.py runs it by default."""
+    across calls): the replayed graphs, the masked one among them, compiled or not, give the eager
+    step's losses and gradients; TrainStep.warm_up captured every one of them before training.
+    compressed: compressed memory, so that pre-reset entries stay masked for a while (fp32); else,
+    as the preset trains, a reset row's memories are hidden whole (``MemoryRows``: two flash calls,
+    so bf16 autocast). preset_options: with the long-documents preset's model options too (memories
+    projected from their inputs, half-rotary heads, 4 key/value heads), compiled as train.py runs it
+    by default."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
@@ -223,7 +232,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     options = dict(memory_kv_from_inputs=True, rotary_dim=32, kv_heads=4) if preset_options else {}
     # two layers, the second recurrent: compiling every graph of the seed's six took over 170 s per
     # compiled case on an H200 (bench/RESULTS.md, 2026-11-30, seventh session)
-    model = _model(use_compressed_mem=True, depth=2, recurrent_layers=(2,), **options)
+    model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), **options)
     wrapper = RecurrentTrainerWrapper(model, 0.2, 0.2)
     g = torch.Generator().manual_seed(0)
     batches = []
@@ -239,7 +248,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
             model.compile(dynamic=False)
         model.zero_grad(set_to_none=True)
         random.seed(0)
-        step = TrainStep(wrapper, cuda_graph=cuda_graph, amp_dtype=None)
+        step = TrainStep(wrapper, cuda_graph=cuda_graph, amp_dtype=None if compressed else torch.bfloat16)
         captured = step.warm_up(4, documents=True)  # every graph, before training (as train.py)
         memories = states = None
         losses = []
@@ -252,9 +261,12 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     since = list(inspect.signature(TrainStep.forward_backward).parameters).index("since") - 1  # less self
     assert any(key[since] is not None for key in step.graphs)  # some segment ran with pre-reset entries masked
     assert captured == len(step.graphs)  # warm_up captured them all: none was made while training
-    assert _relative_error(graph_loss, eager_loss) < 1e-4
+    # bf16 rounds the compiled graph's fused kernels differently from eager's (flash's backward sums
+    # its dq blocks in no fixed order either)
+    loss_tolerance, grad_tolerance = (1e-4, 1e-3) if compressed else (1e-2, 3e-2)
+    assert _relative_error(graph_loss, eager_loss) < loss_tolerance
     for g, e in zip(graph_grads, eager_grads):
-        assert _relative_error(g, e) < 1e-3
+        assert _relative_error(g, e) < grad_tolerance
 
 
 @pytest.mark.parametrize("retrieval", ["exact", "query_routed", "routed"])

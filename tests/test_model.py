@@ -3,10 +3,12 @@ equivalence of chunked and whole runs, the recurrent state doing real work, grad
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, Memories, RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.generation import CachedDecoder
@@ -196,9 +198,11 @@ def test_gradients_reach_every_parameter(gate_type):
     assert missing == []
 
 
-def test_reset_rows_start_afresh_and_leave_other_rows_alone():
-    """Row 0 starts a new document at segment 3 of 5; compressed memory keeps old entries for a while."""
-    model = small_model(use_compressed_mem=True, recurrent_layers=(1, 2))
+@pytest.mark.parametrize("compressed", [True, False])
+def test_reset_rows_start_afresh_and_leave_other_rows_alone(compressed):
+    """Row 0 starts a new document at segment 3 of 5. Compressed memory keeps old entries for a while
+    (a mask over entries); without it one block refills the XL memory (``MemoryRows``)."""
+    model = small_model(use_compressed_mem=compressed, recurrent_layers=(1, 2))
     x = tokens(2, 80)
     segments = x.split(16, dim=1)
     memories = states = None
@@ -213,6 +217,23 @@ def test_reset_rows_start_afresh_and_leave_other_rows_alone():
     torch.testing.assert_close(got[1:], continued, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[:1, 32:], fresh, rtol=1e-5, atol=1e-5)
     assert memories.blocks_since_reset is None  # every pre-reset entry has been pushed out
+
+
+def test_memory_rows_hide_what_the_entry_mask_hides():
+    """Without compressed memories, ``MemoryRows`` of the rows that pushed a block since their reset
+    allows exactly the keys the boolean mask over entries allows, right after a reset and a block on."""
+    from block_recurrent_transformer_pytorch.attention import MemoryRows
+
+    model = small_model(use_compressed_mem=False)
+    _, memories, _ = model(tokens(3, 16))
+    n, m = 8, 8 + memories.length
+    memories = memories.reset(torch.tensor([True, False, True]), model.config)
+    for since in ([0, 1, 0], [1, 1, 1]):
+        memories = dataclasses.replace(memories, blocks_since_reset=torch.tensor(since))
+        rows = MemoryRows(memories.visible_rows())
+        entries = F.pad(memories.memory_mask(model.config), (0, n), value=True)[:, None, None, :]
+        assert torch.equal(rows.mask(n, m), entries)
+        assert rows.visible.tolist() == [bool(s) for s in since]
 
 
 def test_state_dict_round_trip():
