@@ -177,20 +177,19 @@ def _lower_right_flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 def _flash_operands(q: Tensor, k: Tensor, v: Tensor) -> Optional[tuple[Tensor, Tensor, Tensor]]:
     """q, k, v as the flash kernel takes them, or None where it does not run them.
 
-    Autocast casts SDPA's operands but not a direct call of an aten kernel, so they are cast here as
-    it would: every floating dtype but float64 to its lower-precision dtype. The kernel then needs
-    fp16/bf16 alike, a head size that is a multiple of 8 up to what the GPU trains
-    (``_flash_head_size_limit``), last dimensions contiguous and whole groups of query heads."""
-    limit = _flash_head_size_limit(q.device)
-    if not limit:
+    The kernel needs a head size that is a multiple of 8 up to what the GPU trains
+    (``_flash_head_size_limit``), whole groups of query heads, last dimensions contiguous and
+    fp16/bf16 alike. Autocast casts SDPA's operands but not a direct call of an aten kernel, so they
+    are cast here as it would: every floating dtype but float64 to its lower-precision dtype."""
+    head_size = q.shape[-1]
+    if (head_size % 8 or head_size > _flash_head_size_limit(q.device) or v.shape[-1] != head_size
+            or q.shape[1] % k.shape[1]):
         return None
     if torch.is_autocast_enabled(q.device.type):
         dtype = torch.get_autocast_dtype(q.device.type)
         q, k, v = (t if t.dtype == torch.float64 else t.to(dtype) for t in (q, k, v))
-    head_size = q.shape[-1]
-    if (q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype == v.dtype
-            and head_size % 8 == 0 and head_size <= limit and v.shape[-1] == head_size
-            and all(t.stride(-1) == 1 for t in (q, k, v)) and q.shape[1] % k.shape[1] == 0):
+    if q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype == v.dtype and all(
+            t.stride(-1) == 1 for t in (q, k, v)):
         return q, k, v
     return None
 
@@ -200,9 +199,10 @@ def _flash_head_size_limit(device: torch.device) -> int:
     """The largest head size this torch's flash kernel trains on the device; 0 where it does not run.
 
     CUDA with flash built in, on Ampere or newer (the kernel refuses older GPUs). 256 on sm80 and
-    sm90; 192 on the others, whose backward SDPA's own rules stop at 192 on sm86-89. ROCm is left
-    to SDPA (its kernels' causal alignment is not verified here). A constant of the device, so that
-    torch.compile evaluates it once when it traces, outside the graph."""
+    sm90; 192 on every other GPU, a deliberate bound for those not measured here (SDPA's own rules
+    stop the backward at 192 on sm86-89). ROCm is left to SDPA (its kernels' causal alignment is not
+    verified here). A constant of the device, so that torch.compile evaluates it once when it
+    traces, outside the graph."""
     if device.type != "cuda" or torch.version.hip is not None or not torch.backends.cuda.is_flash_attention_available():
         return 0
     capability = torch.cuda.get_device_capability(device)

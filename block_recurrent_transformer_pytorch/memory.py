@@ -137,9 +137,8 @@ class Memories:
 
     def visible_rows(self) -> Optional[Tensor]:
         """(batch,) bool: the rows that pushed a block since their last reset; None when no row holds
-        entries from before its reset. Where one block refills the memories (``blocks_to_refill`` is
-        1: no compressed memories) these rows see all of their memories and the others none, so the
-        attention needs no mask over entries (``attention.MemoryRows``)."""
+        entries from before its reset. Where one block refills the memories, these rows see all of
+        them (see ``WholeBlock.attention_mask``)."""
         return None if self.blocks_since_reset is None else self.blocks_since_reset > 0
 
     def memory_mask(self, config: BlockRecurrentConfig) -> Optional[Tensor]:

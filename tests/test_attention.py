@@ -101,6 +101,26 @@ def test_memory_rows_select_between_two_lower_right_calls(monkeypatch, kv_heads)
     assert torch.count_nonzero(got_grads[1][1, :, :7]) == 0  # row 1 sees no memories: none of their keys learns
 
 
+def test_flash_operands_are_cast_as_autocast_casts_and_refused_where_flash_cannot_run(monkeypatch):
+    """Under autocast the direct flash call gets what SDPA would: fp32 operands in the autocast
+    dtype, float64 never lowered (so refused); a head size past the GPU's limit, not a multiple of 8,
+    or query heads that do not group over the key/value heads are refused before any cast."""
+    from block_recurrent_transformer_pytorch import attention
+
+    monkeypatch.setattr(attention, "_flash_head_size_limit", lambda device: 64)
+    q, k, v, _ = _inputs(2, 5, None, d=64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = attention._flash_operands(q, k, v)
+        assert [t.dtype for t in cast] == [torch.bfloat16] * 3
+        assert all(torch.equal(a, b.bfloat16()) for a, b in zip(cast, (q, k, v)))
+        assert attention._flash_operands(q.double(), k.double(), v.double()) is None
+        for d in (72, 60):  # past the limit; not a multiple of 8
+            assert attention._flash_operands(*_inputs(2, 5, None, d=d)[:3]) is None
+        assert attention._flash_operands(*_inputs(3, 5, None, d=64)[:3]) is None  # 4 heads over 3
+    assert attention._flash_operands(q, k, v) is None  # fp32 without autocast
+    assert [t.dtype for t in attention._flash_operands(q.half(), k.half(), v.half())] == [torch.float16] * 3
+
+
 @pytest.mark.parametrize("kv_heads", [1, 2])
 def test_a_single_masked_query_scores_in_fp32_under_autocast(kv_heads):
     """Decoding's attention (one query, a masked cache) in bf16 under autocast computes what it
