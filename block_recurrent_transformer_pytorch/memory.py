@@ -132,7 +132,7 @@ class Memories:
         of each row's document, which a regulariser of the XL memory has no reason to throw away."""
         knn = self.knn
         if knn is not None and self.xl.shape[-2] > 0:
-            knn = write_evicted(knn, self.xl, self.blocks_since_reset, config)
+            knn = write_evicted(knn, self.xl, self.visible_rows(), config)
         return empty_memories(config, self.batch_size, self.device, self.xl.dtype, knn=knn)
 
     def visible_rows(self) -> Optional[Tensor]:
@@ -219,7 +219,7 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
     since, until = memories.blocks_since_reset, memories.blocks_until_valid
     knn = memories.knn
     if knn is not None and evicted.shape[-2] > 0:
-        knn = write_evicted(knn, evicted, since, config)
+        knn = write_evicted(knn, evicted, memories.visible_rows(), config)
     if since is not None:
         since, until = since + 1, until - 1
         if until == 0:
@@ -228,14 +228,13 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
                     xl_inputs=inputs)
 
 
-def write_evicted(knn: KNNStore, evicted: Tensor, blocks_since_reset: Optional[Tensor],
+def write_evicted(knn: KNNStore, evicted: Tensor, visible_rows: Optional[Tensor],
                   config: BlockRecurrentConfig) -> KNNStore:
     """The store with a block leaving the XL memory (depth, 2, b, kv_heads, n, d) written: the kNN
-    layers' keys/values of it."""
+    layers' keys/values of it. The block belongs to a row's current document in the rows that pushed
+    a block since their reset (``Memories.visible_rows``; None: every row)."""
     layers = [layer - 1 for layer in config.knn_layers]
-    # the block belongs to a row's current document once a block was pushed since its reset
-    rows_valid = None if blocks_since_reset is None else blocks_since_reset > 0
-    return knn.write(evicted[layers, 0], evicted[layers, 1], rows_valid)
+    return knn.write(evicted[layers, 0], evicted[layers, 1], visible_rows)
 
 
 def from_layer_list(layers: Sequence[Tensor], config: BlockRecurrentConfig) -> Memories:
