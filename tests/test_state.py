@@ -84,3 +84,39 @@ def test_an_lstm_checkpoint_from_before_the_official_gate_does_not_load():
     old = {k.replace("forget_gate", "forget").replace("input_gate", "input"): v for k, v in model.state_dict().items()}
     with pytest.raises(RuntimeError, match="gate.forget.weight"):
         model.load_state_dict(old)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detached_state_write_passes_no_gradient_to_the_block(detach):
+    """detach_state_write_kv: the write's output depends on the block's keys/values alike, but only
+    without it does their gradient come back from the new state."""
+    model = small_model(detach_state_write_kv=detach)
+    state = model.states[0]
+    block_k, block_v = (torch.randn(2, 1, 8, 8, requires_grad=True) for _ in range(2))
+    written = state.write(state.view(state.initial(2)), block_k, block_v)
+    written.square().sum().backward()
+    for t in (block_k, block_v):
+        assert (t.grad is None) if detach else (t.grad.abs().sum() > 0)
+
+
+def test_detached_state_write_changes_only_what_the_tokens_learn_from_it():
+    """Four blocks in one segment, so the state carries a write three blocks on. Detaching the write's
+    keys/values changes no output and not the state's own gradient (nothing the state's parameters
+    feed reaches the block's keys/values); it changes what the layers that make those keys/values
+    learn."""
+    x = tokens(2, 33)
+    plain = small_model(max_seq_len=32).train()
+    detached = small_model(max_seq_len=32, detach_state_write_kv=True).train()
+    detached.load_state_dict(plain.state_dict())
+    outputs = []
+    for model in (plain, detached):
+        loss, _, states = model(x, return_loss=True)
+        loss.backward()
+        outputs.append((loss, states))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    for (name, p), q in zip(plain.states.named_parameters(), detached.states.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    recurrent_kv = plain.layers[1][0].to_qkv.weight.grad, detached.layers[1][0].to_qkv.weight.grad
+    below = plain.layers[0][0].to_qkv.weight.grad, detached.layers[0][0].to_qkv.weight.grad
+    for a, b in (recurrent_kv, below):
+        assert not torch.allclose(a, b)
