@@ -20,12 +20,16 @@ from statistics import mean
 from typing import Any, Optional
 
 BUCKETS = ("0k-1k", "1k-4k", "4k-16k", "16k-64k", "64k+")
+# Every run of these models first stalls near 2 bits/byte of training loss; how late it falls under
+# this line decides much of where it ends (bench/RESULTS.md, fifteenth session)
+PLATEAU_BPB = 1.2
 NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "device")
 
 
 def load_runs(paths: list[str]) -> list[dict[str, Any]]:
     """Each run of the files named (or *.jsonl of the folders named): its config record's flags
-    ("args"), seed and configuration key, and its result record (None if it has none)."""
+    ("args"), seed and configuration key, its training curve (step, bits/byte) and its result
+    record (None if it has none)."""
     files: list[str] = []
     for path in paths:
         files += sorted(glob.glob(os.path.join(path, "*.jsonl"))) if os.path.isdir(path) else [path]
@@ -36,9 +40,12 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
                 record = json.loads(line) if line.strip() else None
                 if not record or "impl" not in record:
                     continue
-                run = runs.setdefault((name, record["impl"]), dict(file=name, impl=record["impl"], args={}, result=None))
+                run = runs.setdefault((name, record["impl"]),
+                                      dict(file=name, impl=record["impl"], args={}, curve=[], result=None))
                 if record.get("kind") == "config":
                     run["args"] = record.get("args", {})
+                elif record.get("kind") == "train" and "bpb" in record:
+                    run["curve"].append((record["step"], record["bpb"]))
                 elif record.get("kind") == "result":
                     run["result"] = record
     for run in runs.values():
@@ -48,14 +55,21 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
     return list(runs.values())
 
 
+def left_plateau_at(curve: list[tuple[int, float]]) -> Optional[int]:
+    """The first logged step whose training loss (bits/byte, the mean since the last log) is under
+    PLATEAU_BPB; None if none is."""
+    return next((step for step, bpb in curve if bpb < PLATEAU_BPB), None)
+
+
 def _cell(value: Optional[float], width: int = 7) -> str:
     return f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"
 
 
 def run_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """One line per run: parameters, tokens, tokens/s, bits/byte overall and by offset, with states reset."""
+    """One line per run: parameters, tokens, tokens/s, bits/byte overall and by offset, with states reset,
+    and the first logged step where its training loss was under PLATEAU_BPB."""
     lines = [f"{'run':28} {'seed':>4} {'params':>7} {'tokens':>9} {'tok/s':>8} {'bpb':>7} "
-             + " ".join(f"{b:>7}" for b in BUCKETS) + "  nostate"]
+             + " ".join(f"{b:>7}" for b in BUCKETS) + f"  nostate  <{PLATEAU_BPB} at"]
     for run in runs:
         res = run["result"]
         if res is None:
@@ -66,7 +80,7 @@ def run_lines(runs: list[dict[str, Any]]) -> list[str]:
         lines.append(f"{name:28} {str(run['seed']):>4} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M "
                      f"{res['tokens_per_s'] or 0:8d} {_cell(ev['bpb'])} "
                      + " ".join(_cell(ev["by_offset"].get(b, {}).get("bpb")) for b in BUCKETS)
-                     + f"  {_cell(ns['bpb']) if ns else '-'}")
+                     + f"  {_cell(ns['bpb']) if ns else '-':>7}  {str(left_plateau_at(run['curve']) or '-'):>8}")
     return lines
 
 

@@ -11,9 +11,11 @@ import common  # noqa: E402
 import quality_table  # noqa: E402
 
 
-def _run(impl: str, model: str, seed: int, bpb: float, flags: dict, cut: bool = False, result: bool = True) -> list[dict]:
+def _run(impl: str, model: str, seed: int, bpb: float, flags: dict, cut: bool = False, result: bool = True,
+         curve: tuple[tuple[int, float], ...] = ()) -> list[dict]:
     args = dict(impl=impl, out=f"/tmp/{impl}.jsonl", seed=seed, stop_after=500.0, model=model, **flags)
     records = [dict(model=model, impl=impl, kind="config", args=args), dict(model=model, impl=impl, kind="train")]
+    records += [dict(model=model, impl=impl, kind="train", step=step, bpb=loss) for step, loss in curve]
     if result:
         by_offset = {b: dict(bpb=bpb + i / 100, bytes=10) for i, b in enumerate(quality_table.BUCKETS)}
         records.append(dict(model=model, impl=impl, kind="result", params=18_550_000, tokens=100_000_000,
@@ -63,3 +65,16 @@ def test_configurations_of_one_seed_each_are_told_apart_by_their_flags(tmp_path,
     out = capsys.readouterr().out
     assert "per configuration" in out and "seq=4096" in out and "seq=8192" in out
 
+
+
+def test_each_run_says_when_its_training_loss_left_the_early_plateau(tmp_path, capsys):
+    """The first logged step under PLATEAU_BPB (1.2 bits/byte): later is worse (RESULTS.md, fifteenth session)."""
+    late = ((200, 4.4), (400, 2.6), (600, 2.0), (800, 2.03), (1000, 1.2), (1200, 0.96), (1400, 1.3))
+    records = (_run("quality_0_ours", "ours", 2, 0.96, dict(tokens=1e8), curve=late)
+               + _run("quality_1_ours", "ours", 0, 0.85, dict(tokens=1e8), curve=((200, 4.3), (400, 2.5), (600, 1.1)))
+               + _run("quality_2_ours", "ours", 1, 1.9, dict(tokens=1e6), curve=((200, 4.3), (400, 2.5))))
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert quality_table.left_plateau_at(list(late)) == 1200  # 1.2 itself is not under it
+    quality_table.main([str(tmp_path)])
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("quality_")}
+    assert [lines[f"quality_{i}_ours"][-1] for i in range(3)] == ["1200", "600", "-"]
