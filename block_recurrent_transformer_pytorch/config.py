@@ -54,8 +54,8 @@ _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_h
                         "knn_route_groups")
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
-                "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "plain_output_init", "ff_glu",
-                "detach_state_write_kv")
+                "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "detach_state_write_kv",
+                "plain_output_init", "ff_glu")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 
@@ -109,9 +109,11 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # of untrained state vectors is noise in the residual stream); False (the seed's): torch's default.
     zero_init_state_reads: bool = False
     # True: the state's write reads the block's keys/values without passing its gradient back into
-    # them. A read several blocks later then trains the state's own parameters (what the write takes
-    # from a block, how the gate keeps it) but not the tokens' keys/values or the layers below, which
-    # the block's own attention trains. The same logits; False (the seed's): the gradient reaches both.
+    # them, so the gradient a later read sends into the state stops at the states' parameters (what
+    # the write takes from a block, how the gate keeps it): none reaches the writing block's keys/values
+    # or the layers below them, which the block's own attention trains. The same logits; False (the
+    # seed's): the gradient reaches both. Measured level (paired, two seeds, blocks of 512; bench/RESULTS.md,
+    # fifteenth session).
     detach_state_write_kv: bool = False
     # How a layer that reads states initialises its output projection, which takes the attention
     # output and the state reads side by side. False (the seed's): torch's default for the wider

@@ -102,7 +102,7 @@ class RecurrentState(nn.Module):
         self.cross_attend = Attend(dim_head, **attend)
         self.gate = (FixedGate(dim, config.fixed_gate_retention) if config.gate_type == "fixed"
                      else LSTMGate(2 * heads * dim_head, dim))
-        self.detach_block_kv = config.detach_state_write_kv
+        self.detach_state_write_kv = config.detach_state_write_kv
 
     def initial(self, batch: int) -> Tensor:
         """The learned initial state for a batch, (batch, S, dim)."""
@@ -123,7 +123,7 @@ class RecurrentState(nn.Module):
 
     def write(self, view: StateView, block_k: Tensor, block_v: Tensor) -> Tensor:
         """The next state from this block's raw keys/values (b, kv_heads, n, dim_head)."""
-        if self.detach_block_kv:  # the write learns what to take from them, not to change them
+        if self.detach_state_write_kv:  # the write learns what to take from them, not to change them
             block_k, block_v = block_k.detach(), block_v.detach()
         q_self, q_cross = rearrange(self.to_write_q(view.normed), "b s (t h d) -> t b h s d", t=2, h=self.heads)
         q_self, k_self = self.self_attend.normalize(q_self, view.k)

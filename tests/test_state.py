@@ -88,12 +88,14 @@ def test_an_lstm_checkpoint_from_before_the_official_gate_does_not_load():
 
 @pytest.mark.parametrize("detach", [False, True])
 def test_detached_state_write_passes_no_gradient_to_the_block(detach):
-    """detach_state_write_kv: the write's output depends on the block's keys/values alike, but only
-    without it does their gradient come back from the new state."""
-    model = small_model(detach_state_write_kv=detach)
-    state = model.states[0]
+    """detach_state_write_kv: the same new state from the same weights, but only without it does the
+    block's keys/values' gradient come back from it."""
+    model, reference = small_model(detach_state_write_kv=detach), small_model()  # the same draw
     block_k, block_v = (torch.randn(2, 1, 8, 8, requires_grad=True) for _ in range(2))
-    written = state.write(state.view(state.initial(2)), block_k, block_v)
+    written = model.states[0].write(model.states[0].view(model.states[0].initial(2)), block_k, block_v)
+    with torch.no_grad():
+        expected = reference.states[0].write(reference.states[0].view(reference.states[0].initial(2)), block_k, block_v)
+    torch.testing.assert_close(written, expected, rtol=0, atol=0)
     written.square().sum().backward()
     for t in (block_k, block_v):
         assert (t.grad is None) if detach else (t.grad.abs().sum() > 0)
@@ -101,9 +103,11 @@ def test_detached_state_write_passes_no_gradient_to_the_block(detach):
 
 def test_detached_state_write_changes_only_what_the_tokens_learn_from_it():
     """Four blocks in one segment, so the state carries a write three blocks on. Detaching the write's
-    keys/values changes no output and not the state's own gradient (nothing the state's parameters
-    feed reaches the block's keys/values); it changes what the layers that make those keys/values
-    learn."""
+    keys/values changes no output, and, with one state read at the layer that writes it, not the
+    state's own gradient: a layer's keys/values come from its input, which no read at or above it
+    changes. (A read below the writing layer, or a second recurrent layer, would feed the state's
+    parameters into the keys/values; there detaching changes the state's gradient too.) It changes
+    what the layers that make those keys/values learn."""
     x = tokens(2, 33)
     plain = small_model(max_seq_len=32).train()
     detached = small_model(max_seq_len=32, detach_state_write_kv=True).train()
