@@ -181,10 +181,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (19.93M, 7% over the seed's), where two heads gain 0.047. Against x-transformers' XL like for
     # like (four key/value heads too, its feed-forward matched to 19.93M) the preset wins at seeds 0 and 1:
     # by 0.052 and 0.078 against the XL with our window (512 + 512) and by 0.005 and 0.043 against the
-    # XL with twice it (1024 + 1024). At seed 2 it loses to both (by 0.051 and 0.098): that run stayed
-    # on the early ~2 bits/byte plateau until step 1,200 where the others left it by step 800. Its
-    # state's reads are worth nothing: held at zero, the same weights and data score 0.010, 0.002 and
-    # 0.074 better (paired, seeds 0-2).
+    # XL with twice it (1024 + 1024). At seed 2 it loses to both (by 0.051 and 0.098): its training loss
+    # stayed near 2 bits/byte through step 800 and first fell under 1.2 at step 1,200 (seeds 0 and 1:
+    # 800 and 600). Its state's reads do not pay: held at zero, the same weights and data score 0.010,
+    # 0.002 and 0.074 better (paired, seeds 0-2).
     # The recurrent layer is the 4th of 6, as in every measurement of the preset (bench/quality.py's
     # seed config; train.py's default is the middle one, the 3rd); the 5th measured level (+0.002).
     # 128 state vectors, a GELU feed-forward, a 1,000-step warmup and a qk-rmsnorm temperature of 16
