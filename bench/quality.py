@@ -5,7 +5,8 @@ or --seconds of training (compilation and CUDA-graph capture excluded: the first
 steps are trained but timed apart, as warmup_s), then evaluates held-out documents and writes JSONL:
 
   {"kind": "config", ...}   the model's parameters (count and settings), the run's flags
-  {"kind": "train", ...}    every --log-every steps: mean train loss (nats and bits/byte), lr, tokens, tokens/s
+  {"kind": "train", ...}    every --log-every steps: mean train loss (nats and bits/byte), lr, tokens, tokens/s;
+                            for ours with a state, its weights' diagnostics (state_reads_weight, gate_retention)
   {"kind": "result", ...}   steps, tokens, tokens/s, warmup_s, train_s, and the evaluation: bits/byte over
                             all held-out bytes and by byte offset within the document (0-1k, 1k-4k,
                             4k-16k, 16k-64k, 64k+) and per held-out document (by_document); for ours
@@ -283,6 +284,20 @@ class Ours:
         return dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.cfg.items()},
                     version=getattr(self.brt, "__version__", None), module=os.path.dirname(self.brt.__file__))
 
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, Any]:
+        """What the state's weights say now (logged with the training loss; weights only, no forward):
+        per layer that reads states, the norm of its output projection's columns that take the reads
+        over the norm of those that take the attention output (about 1 at the start, both drawn alike;
+        0 in ours_unread): whether training grows or shrinks what the reads add. Per state, its fixed
+        gate's mean retention per block (None for an lstm gate, whose retention depends on its input)."""
+        inner = self.model.config.heads * self.model.config.dim_head
+        reads = [attention.to_out.weight for attention, _ in self.model.layers if attention.to_out.weight.shape[1] > inner]
+        ratios = [round((w[:, inner:].norm() / w[:, :inner].norm()).item(), 4) for w in reads]
+        gates = [round(s.gate.bias.sigmoid().mean().item(), 4) if isinstance(s.gate, self.brt.state.FixedGate) else None
+                 for s in self.model.states]
+        return dict(state_reads_weight=ratios, gate_retention=gates) if self.model.states else {}
+
     def warm_up(self, rows: int) -> None:
         """Compile and capture every kind of segment training will run (the masked one would otherwise
         be made in the timed window, at the first step where a row starts a new document); nothing to
@@ -371,6 +386,10 @@ class XL:
             v = None
         return dict(wrapper=self.wrapper_kwargs, decoder=self.decoder_kwargs, version=v,
                     module=os.path.dirname(self.xt.__file__))
+
+    def diagnostics(self) -> dict[str, Any]:
+        """No state to report on."""
+        return {}
 
     def warm_up(self, rows: int) -> None:
         """Nothing to prepare: the untimed steps compile the one graph (a segment with memories)."""
@@ -533,7 +552,7 @@ def run(args) -> list[dict[str, Any]]:
                        bpb=round(mean / LN2, 4), lr=common.round_sig(optimizer.param_groups[0]["lr"]),
                        grad_norm=round(mean_norm, 4), clipped=round(clipped, 3),
                        train_s=None if elapsed is None else round(elapsed, 1),
-                       tokens_per_s=round(timed_tokens / elapsed) if elapsed else None))
+                       tokens_per_s=round(timed_tokens / elapsed) if elapsed else None, **peer.diagnostics()))
     common.synchronize(device)
     if clock_start is None:  # fewer steps than untimed steps
         warmup_s, clock_start, timed_from = time.perf_counter() - wall, time.perf_counter(), step

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality  # noqa: E402
 
@@ -125,6 +127,20 @@ def test_ours_unread_is_ours_with_its_state_reads_held_at_zero():
     x = torch.randint(0, 256, (2, model.config.max_seq_len))  # two blocks: the second reads the first's state
     _, _, states = model(torch.randint(0, 256, (2, model.config.max_seq_len)))
     torch.testing.assert_close(model(x, states=states)[0], model(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model", ["ours", "ours_unread"])
+def test_the_training_records_say_what_the_states_weights_do(tmp_path, model):
+    """Each training record of ours carries the state reads' share of the reading layer's output
+    projection (about 1 at the start, exactly 0 held at zero) and the fixed gate's mean retention."""
+    records = quality.main(["--tiny", "--model", model, "--tokens", "2048", "--log-every", "1", "--eval-bytes", "1500",
+                            "--eval-max-doc", "1500", "--out", str(tmp_path / "q.jsonl")])
+    train = [r for r in records if r["kind"] == "train"]
+    assert len(train) == 4
+    for record in train:
+        (ratio,), (retention,) = record["state_reads_weight"], record["gate_retention"]
+        assert (ratio == 0) if model == "ours_unread" else (0.5 < ratio < 2)
+        assert 0.4 < retention < 0.6  # the seed's gate starts at 0.5 and moves little in 4 steps
 
 
 def test_a_run_past_its_stop_after_time_is_cut_and_still_evaluated(tmp_path):
