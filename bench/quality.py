@@ -291,12 +291,14 @@ class Ours:
         over the norm of those that take the attention output (about 1 at the start, both drawn alike;
         0 in ours_unread): whether training grows or shrinks what the reads add. Per state, its fixed
         gate's mean retention per block (None for an lstm gate, whose retention depends on its input)."""
+        if not self.model.states:
+            return {}
         inner = self.model.config.heads * self.model.config.dim_head
         reads = [attention.to_out.weight for attention, _ in self.model.layers if attention.to_out.weight.shape[1] > inner]
         ratios = [round((w[:, inner:].norm() / w[:, :inner].norm()).item(), 4) for w in reads]
         gates = [round(s.gate.bias.sigmoid().mean().item(), 4) if isinstance(s.gate, self.brt.state.FixedGate) else None
                  for s in self.model.states]
-        return dict(state_reads_weight=ratios, gate_retention=gates) if self.model.states else {}
+        return dict(state_reads_weight=ratios, gate_retention=gates)
 
     def warm_up(self, rows: int) -> None:
         """Compile and capture every kind of segment training will run (the masked one would otherwise
