@@ -104,6 +104,14 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # learned per-channel bias that starts at logit(fixed_gate_retention) (plus N(0, 0.1) noise).
     # 0.5 (the seed's) halves what the state holds every block; 0.95 keeps a fifth of it 32 blocks on.
     fixed_gate_retention: Union[int, float] = 0.5
+    # None: every channel starts at fixed_gate_retention (plus the noise). A number H > 1: the
+    # channels start spread over time scales instead, half-lives (in blocks) log-spaced from 1
+    # (retention 0.5, the seed's) to H (retention 0.5 ** (1 / H)), so some channels carry what they
+    # are written far past the XL window while others turn over every block, and training moves each
+    # from there. Not yet measured at scale. At the seed's 0.5 a write keeps an eighth of its weight
+    # three blocks on, past the XL window, and in the long-documents preset the learned retention
+    # stayed at 0.50-0.53 through training (bench/RESULTS.md, sixteenth session).
+    fixed_gate_max_half_life: Optional[Union[int, float]] = None
     # True: the output projection's weights that take the state reads start at zero, so that the
     # model starts as the same model without them and its first steps train alike (a state read
     # of untrained state vectors is noise in the residual stream); False (the seed's): torch's default.
@@ -171,6 +179,15 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
         if self.gate_type != "fixed" and self.fixed_gate_retention != 0.5:
             raise ValueError(f"fixed_gate_retention applies to gate_type='fixed' only, got gate_type={self.gate_type!r} "
                              f"with fixed_gate_retention={self.fixed_gate_retention!r} (the lstm gate learns its own)")
+        if self.fixed_gate_max_half_life is not None:
+            given = self.fixed_gate_max_half_life
+            if isinstance(given, bool) or not math.isfinite(given) or given < 1:
+                raise ValueError(f"fixed_gate_max_half_life must be None or a finite number of blocks >= 1 (the "
+                                 f"longest starting half-life; 1 is the seed's 0.5 retention), got {given!r}")
+            if self.gate_type != "fixed" or self.fixed_gate_retention != 0.5:
+                raise ValueError(f"fixed_gate_max_half_life={given!r} sets the fixed gate's starting retentions "
+                                 f"itself: it needs gate_type='fixed' and the default fixed_gate_retention=0.5, got "
+                                 f"gate_type={self.gate_type!r}, fixed_gate_retention={self.fixed_gate_retention!r}")
         if feedforward_width(self.dim, self.ff_mult, self.ff_glu) < 1:
             raise ValueError(f"ff_mult ({self.ff_mult}) leaves the feed-forward of dim {self.dim} with no hidden unit")
         if self.dim_head % 2 != 0:

@@ -37,11 +37,17 @@ class StateView:
 
 class FixedGate(nn.Module):
     """s' = s * g + z * (1 - g), g = sigmoid(b) per channel: a learned moving average, g starting
-    near ``retention``."""
+    near ``retention``, or, with ``max_half_life``, at half-lives log-spaced from 1 block to it."""
 
-    def __init__(self, dim: int, retention: float = 0.5) -> None:
+    def __init__(self, dim: int, retention: float = 0.5, max_half_life: Optional[float] = None) -> None:
         super().__init__()
-        self.bias = nn.Parameter(torch.randn(dim) * 0.1 + math.log(retention / (1 - retention)))
+        if max_half_life is None:
+            bias = torch.randn(dim) * 0.1 + math.log(retention / (1 - retention))
+        else:
+            # a channel that keeps g per block halves in h blocks when g = 0.5 ** (1 / h)
+            half_lives = torch.logspace(0, math.log10(max_half_life), dim, dtype=torch.float64)
+            bias = torch.logit(0.5 ** (1 / half_lives)).float()
+        self.bias = nn.Parameter(bias)
 
     def forward(self, state: Tensor, update: Tensor, hidden: Optional[Tensor] = None) -> Tensor:
         """The next state from the current one and the projected update, both (b, S, dim); ``hidden``
@@ -100,7 +106,8 @@ class RecurrentState(nn.Module):
         self.read_attend = Attend(dim_head, **attend)
         self.self_attend = Attend(dim_head, **attend)
         self.cross_attend = Attend(dim_head, **attend)
-        self.gate = (FixedGate(dim, config.fixed_gate_retention) if config.gate_type == "fixed"
+        self.gate = (FixedGate(dim, config.fixed_gate_retention, config.fixed_gate_max_half_life)
+                     if config.gate_type == "fixed"
                      else LSTMGate(2 * heads * dim_head, dim))
         self.detach_state_write_kv = config.detach_state_write_kv
 

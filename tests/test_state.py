@@ -35,6 +35,24 @@ def test_fixed_gate_starts_at_the_configured_retention(retention):
                                torch.full((256,), math.log(retention / (1 - retention))))
 
 
+def test_fixed_gate_max_half_life_spreads_the_channels_over_time_scales():
+    """fixed_gate_max_half_life=H: channel half-lives (blocks until a write keeps half its weight,
+    g ** h = 0.5) start log-spaced from 1 to H, so the state keeps its writes for 1 to H blocks."""
+    model = small_model(dim=64, heads=4, dim_head=16, fixed_gate_max_half_life=64)
+    g = torch.sigmoid(model.states[0].gate.bias.double())
+    half_lives = math.log(0.5) / torch.log(g)
+    torch.testing.assert_close(half_lives, torch.logspace(0, math.log10(64), 64, dtype=torch.float64),
+                               rtol=1e-5, atol=0)
+    assert g[0].item() == pytest.approx(0.5) and g[-1].item() == pytest.approx(0.5 ** (1 / 64))
+    # the state's own writes then decay at those rates: one written with update u, then kept k blocks
+    state, update = torch.zeros(1, 2, 64), torch.ones(1, 2, 64)
+    written = model.states[0].gate(state, update)
+    kept = written
+    for _ in range(4):
+        kept = model.states[0].gate(kept, torch.zeros_like(update))
+    torch.testing.assert_close(kept, written * g.float() ** 4)
+
+
 def test_lstm_gate_is_biased_to_remember():
     """The gates read the attention outputs h (24 wide here) the update z was projected from."""
     gate = LSTMGate(24, 16)
