@@ -57,7 +57,9 @@ _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_fla
                 "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "detach_state_write_kv",
                 "plain_output_init", "ff_glu")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
+_OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life",)  # None or a number, checked apart
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
+MAX_GATE_HALF_LIFE = 1e6  # blocks; float32 keeps 1 - g = ln 2 / h apart from 0 up to about 1e7
 
 
 @typechecked
@@ -104,9 +106,9 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # learned per-channel bias that starts at logit(fixed_gate_retention) (plus N(0, 0.1) noise).
     # 0.5 (the seed's) halves what the state holds every block; 0.95 keeps a fifth of it 32 blocks on.
     fixed_gate_retention: Union[int, float] = 0.5
-    # None: every channel starts at fixed_gate_retention (plus the noise). A number H > 1: the
+    # None: every channel starts at fixed_gate_retention (plus the noise). A number H in 1..1e6: the
     # channels start spread over time scales instead, half-lives (in blocks) log-spaced from 1
-    # (retention 0.5, the seed's) to H (retention 0.5 ** (1 / H)), so some channels carry what they
+    # (retention 0.5, the seed's mean) to H (retention 0.5 ** (1 / H)), so some channels carry what they
     # are written far past the XL window while others turn over every block, and training moves each
     # from there. Not yet measured at scale. At the seed's 0.5 a write keeps an eighth of its weight
     # three blocks on, past the XL window, and in the long-documents preset the learned retention
@@ -181,9 +183,11 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
                              f"with fixed_gate_retention={self.fixed_gate_retention!r} (the lstm gate learns its own)")
         if self.fixed_gate_max_half_life is not None:
             given = self.fixed_gate_max_half_life
-            if isinstance(given, bool) or not math.isfinite(given) or given < 1:
-                raise ValueError(f"fixed_gate_max_half_life must be None or a finite number of blocks >= 1 (the "
-                                 f"longest starting half-life; 1 is the seed's 0.5 retention), got {given!r}")
+            if isinstance(given, bool) or not 1 <= given <= MAX_GATE_HALF_LIFE:
+                raise ValueError(f"fixed_gate_max_half_life must be None or a number of blocks in "
+                                 f"1..{MAX_GATE_HALF_LIFE:g} (the longest starting half-life; 1 starts every "
+                                 f"channel at retention 0.5; past {MAX_GATE_HALF_LIFE:g} float32 can no longer hold "
+                                 f"the retention apart from 1), got {given!r}")
             if self.gate_type != "fixed" or self.fixed_gate_retention != 0.5:
                 raise ValueError(f"fixed_gate_max_half_life={given!r} sets the fixed gate's starting retentions "
                                  f"itself: it needs gate_type='fixed' and the default fixed_gate_retention=0.5, got "
@@ -313,7 +317,7 @@ def coerce_seed_values(name: str, value: object) -> object:
         if not isinstance(value, bool) and isinstance(number, int) and number in (0, 1):
             return bool(number)
         return value
-    if name in _NUMBER_FIELDS:
+    if name in _NUMBER_FIELDS or name in _OPTIONAL_NUMBER_FIELDS:  # None passes through unchanged
         number = _plain_int(value)
         if isinstance(number, int):
             return number

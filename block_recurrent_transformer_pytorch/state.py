@@ -41,18 +41,24 @@ class FixedGate(nn.Module):
 
     def __init__(self, dim: int, retention: float = 0.5, max_half_life: Optional[float] = None) -> None:
         super().__init__()
+        # drawn either way, so that every later weight is drawn alike with or without the spread:
+        # the two then compare paired at one seed
+        noise = torch.randn(dim) * 0.1
         if max_half_life is None:
-            bias = torch.randn(dim) * 0.1 + math.log(retention / (1 - retention))
+            bias = noise + math.log(retention / (1 - retention))
         else:
-            # a channel that keeps g per block halves in h blocks when g = 0.5 ** (1 / h)
+            # a channel that keeps g per block halves in h blocks when g = 2 ** (-1 / h); its logit,
+            # log(g / (1 - g)) = -log(expm1(ln 2 / h)), stays exact where g is within float64's eps of 1
             half_lives = torch.logspace(0, math.log10(max_half_life), dim, dtype=torch.float64)
-            bias = torch.logit(0.5 ** (1 / half_lives)).float()
+            bias = -torch.log(torch.expm1(math.log(2) / half_lives)).float()
         self.bias = nn.Parameter(bias)
 
     def forward(self, state: Tensor, update: Tensor, hidden: Optional[Tensor] = None) -> Tensor:
         """The next state from the current one and the projected update, both (b, S, dim); ``hidden``
         (what the lstm gate reads) is unused: this gate depends on its bias alone."""
-        g = self.bias.sigmoid().to(update.dtype)
+        # in the state's precision (float32 under autocast, where the update is bfloat16): bfloat16
+        # rounds any retention above 1 - 2 ** -8 (a half-life of 177 blocks) and turns 1 - g to 0 near 1
+        g = self.bias.sigmoid().to(state.dtype)
         return state * g + update * (1 - g)
 
 

@@ -53,6 +53,29 @@ def test_fixed_gate_max_half_life_spreads_the_channels_over_time_scales():
     torch.testing.assert_close(kept, written * g.float() ** 4)
 
 
+def test_fixed_gate_max_half_life_draws_every_other_weight_alike():
+    """The spread replaces the gate's starting bias only: at one seed every other weight is the
+    default model's, draw for draw, so the two compare paired."""
+    default, spread = small_model(seed=2), small_model(seed=2, fixed_gate_max_half_life=64)
+    for (name, p), q in zip(spread.named_parameters(), default.parameters()):
+        if not name.endswith("gate.bias"):
+            torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
+def test_fixed_gate_keeps_long_half_lives_under_a_bfloat16_update():
+    """Under autocast the update is bfloat16 and the state float32: the gate mixes in the state's
+    precision, so a half-life of up to 1e6 blocks still writes 1 - g of the update (bfloat16 would
+    round g to 1 past 177 blocks and write nothing)."""
+    gate = FixedGate(8, max_half_life=1e6)
+    g = torch.sigmoid(gate.bias)
+    assert (g < 1).all()
+    written = gate(torch.zeros(1, 1, 8), torch.ones(1, 1, 8, dtype=torch.bfloat16))
+    assert written.dtype == torch.float32
+    torch.testing.assert_close(written[0, 0], 1 - g, rtol=1e-6, atol=0)
+    half_lives = math.log(2) / torch.log1p(torch.exp(-gate.bias.double()))  # -log g, exact from the logit
+    torch.testing.assert_close(half_lives[-1].item(), 1e6, rtol=1e-5, atol=0)
+
+
 def test_lstm_gate_is_biased_to_remember():
     """The gates read the attention outputs h (24 wide here) the update z was projected from."""
     gate = LSTMGate(24, 16)
