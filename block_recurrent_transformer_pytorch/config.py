@@ -110,9 +110,10 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # channels start spread over time scales instead, half-lives (in blocks) log-spaced from 1
     # (retention 0.5, the seed's mean) to H (retention 0.5 ** (1 / H)), so some channels carry what they
     # are written far past the XL window while others turn over every block, and training moves each
-    # from there. Not yet measured at scale. At the seed's 0.5 a write keeps an eighth of its weight
-    # three blocks on, past the XL window, and in the long-documents preset the learned retention
-    # stayed at 0.50-0.53 through training (bench/RESULTS.md, sixteenth session).
+    # from there. Why try it: at the seed's 0.5 a write keeps an eighth of its weight three blocks on,
+    # past the XL window, and in the long-documents preset the learned retention stayed at 0.50-0.53
+    # through training (bench/RESULTS.md, sixteenth session). Measured worse: H = 64 cost 0.017
+    # bits/byte in the preset with segments of four blocks (paired, 100M tokens; seventeenth session).
     fixed_gate_max_half_life: Optional[Union[int, float]] = None
     # True: the output projection's weights that take the state reads start at zero, so that the
     # model starts as the same model without them and its first steps train alike (a state read

@@ -58,13 +58,20 @@ def test_causality_across_blocks_and_segments(compressed):
         assert not torch.allclose(logits[:, t + 1:], reference[:, t + 1:])
 
 
+# the long-documents preset's attention options (train.py's PRESETS), at this size
+PRESET_OPTIONS = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9)
+
+
 @pytest.mark.parametrize("compressed", [False, True])
 @pytest.mark.parametrize("flash", [False, True])
-def test_whole_run_equals_segment_by_segment(compressed, flash):
+@pytest.mark.parametrize("options", [{}, PRESET_OPTIONS], ids=["seed", "preset"])
+def test_whole_run_equals_segment_by_segment(compressed, flash, options):
+    # a segment of 8 blocks computes what 4 segments of 2 blocks compute with memories and states carried:
+    # how many blocks a training segment holds changes what is trained, never what is computed
     whole = small_model(max_seq_len=64, use_compressed_mem=compressed, use_flash_attn=flash,
-                        recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
+                        recurrent_layers=(1, 3), read_recurrent_layers=(1, 2), **options)
     chunked = small_model(max_seq_len=16, use_compressed_mem=compressed, use_flash_attn=flash,
-                          recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
+                          recurrent_layers=(1, 3), read_recurrent_layers=(1, 2), **options)
     chunked.load_state_dict(whole.state_dict())
     x = tokens(2, 64)
     expected, mem_a, states_a = whole(x)
