@@ -55,7 +55,7 @@ _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_h
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
                 "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "detach_state_write_kv",
-                "plain_output_init", "ff_glu")
+                "detach_block_memories", "plain_output_init", "ff_glu")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life",)  # None or a number, checked apart
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
@@ -126,6 +126,14 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # seed's): the gradient reaches both. Measured level (paired, two seeds, blocks of 512; bench/RESULTS.md,
     # fifteenth session).
     detach_state_write_kv: bool = False
+    # True: the XL memories a block hands to the next block carry no gradient, inside a call as between
+    # calls (Transformer-XL's stop-gradient at every block), while the states keep theirs. A segment of
+    # k blocks then trains the state's write for reads up to k - 1 blocks on and trains attention as
+    # segments of one block would: the two effects of longer segments come apart (with False, segments
+    # of four blocks cost 0.076 bits/byte in the long-documents preset with the state's reads held at
+    # zero; bench/RESULTS.md, seventeenth session). The same logits; False (the seed's): the gradient of
+    # a block's loss reaches the earlier blocks of its call through their keys/values in its memory.
+    detach_block_memories: bool = False
     # How a layer that reads states initialises its output projection, which takes the attention
     # output and the state reads side by side. False (the seed's): torch's default for the wider
     # projection, U(+-1/sqrt((1 + reads) * heads * dim_head)), so its attention output starts

@@ -330,6 +330,8 @@ class BlockRecurrentTransformer(nn.Module):
                 block, memories, states = checkpoint(self.forward_block, block, memories, states, use_reentrant=False)
             else:
                 block, memories, states = self.forward_block(block, memories, states)
+            if self.config.detach_block_memories:
+                memories = memories.detach()
             outputs.append(block)
         logits = self.logits(torch.cat(outputs, dim=1))
 

@@ -47,6 +47,7 @@ BASE = dict(num_tokens=VOCAB, dim=32, depth=3, dim_head=8, heads=4, max_seq_len=
     (dict(use_flash_attn=2), TypeError, ["use_flash_attn"]),
     (dict(use_flash_attn="yes"), TypeError, ["use_flash_attn", "'yes'"]),
     (dict(ff_glu="no"), TypeError, ["ff_glu", "'no'"]),
+    (dict(detach_block_memories="yes"), TypeError, ["detach_block_memories", "'yes'"]),
     (dict(dim=32.0), TypeError, ["dim", "32.0"]),
     (dict(depth=1.5), TypeError, ["depth", "1.5"]),
     (dict(use_compressed_mem=True, compressed_mem_factor=3), ValueError, ["compressed_mem_factor", "got 3"]),

@@ -82,6 +82,37 @@ def test_whole_run_equals_segment_by_segment(compressed, flash, options):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("from_inputs", [False, True])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_detached_block_memories_leave_earlier_blocks_only_the_states_gradient(from_inputs, recurrent):
+    """detach_block_memories: the same logits, but the last block's loss reaches the first block's
+    tokens only through the state, so not at all without recurrent layers; without it, through the
+    memories too (four blocks in one call, one hop of memory per block)."""
+    options = dict(max_seq_len=32, memory_kv_from_inputs=from_inputs, recurrent_layers=(2,) if recurrent else ())
+    plain = small_model(**options)
+    detached = small_model(**options, detach_block_memories=True)
+    detached.load_state_dict(plain.state_dict())
+    x = tokens(2, 32)
+    first_block_grads = []
+    for model in (plain, detached):
+        embedded = []
+        hook = model.token_emb.register_forward_hook(lambda module, args, out: embedded.append(out) or out.retain_grad())
+        logits, _, _ = model(x)
+        hook.remove()
+        logits[:, 24:].logsumexp(-1).sum().backward()  # the last block's outputs alone
+        first_block_grads.append(embedded[0].grad[:, :8])
+        if model is plain:
+            reference = logits
+        else:
+            torch.testing.assert_close(logits, reference, rtol=0, atol=0)
+    assert first_block_grads[0].abs().sum() > 0
+    if recurrent:
+        assert first_block_grads[1].abs().sum() > 0
+        assert not torch.allclose(first_block_grads[1], first_block_grads[0])
+    else:
+        assert torch.count_nonzero(first_block_grads[1]) == 0
+
+
 def test_sdpa_path_equals_reference_path():
     reference = small_model(use_compressed_mem=True, use_flash_attn=False, kv_heads=2)
     fast = small_model(use_compressed_mem=True, use_flash_attn=True, kv_heads=2)
