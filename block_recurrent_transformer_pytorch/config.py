@@ -127,12 +127,14 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # fifteenth session).
     detach_state_write_kv: bool = False
     # True: the XL memories a block hands to the next block carry no gradient, inside a call as between
-    # calls (Transformer-XL's stop-gradient at every block), while the states keep theirs. A segment of
-    # k blocks then trains the state's write for reads up to k - 1 blocks on and trains attention as
-    # segments of one block would: the two effects of longer segments come apart (with False, segments
-    # of four blocks cost 0.076 bits/byte in the long-documents preset with the state's reads held at
-    # zero; bench/RESULTS.md, seventeenth session). The same logits; False (the seed's): the gradient of
-    # a block's loss reaches the earlier blocks of its call through their keys/values in its memory.
+    # calls (Transformer-XL's stop-gradient at every block; the compressor still learns from the
+    # compressed memory), while the states keep theirs. A segment of k blocks then still trains the
+    # state's write for reads up to k - 1 blocks on, but a block's loss reaches the earlier blocks of
+    # its call only through the states: their reads, and their writes' keys/values unless
+    # detach_state_write_kv. Why try it: in the long-documents preset with the state's reads held at
+    # zero, segments of four blocks (8 x 4096) scored 0.076 bits/byte worse than 16 x 2048 (one seed,
+    # unpaired; bench/RESULTS.md, seventeenth session). The same logits; False (the seed's): the
+    # gradient also reaches the earlier blocks through their keys/values in the memory.
     detach_block_memories: bool = False
     # How a layer that reads states initialises its output projection, which takes the attention
     # output and the state reads side by side. False (the seed's): torch's default for the wider

@@ -111,9 +111,13 @@ class Memories:
 
     def detach(self) -> "Memories":
         """Cut the autograd graph (memories are carried between segments without gradient)."""
-        return replace(self, xl=self.xl.detach(),
-                       compressed=None if self.compressed is None else self.compressed.detach(),
-                       xl_inputs=None if self.xl_inputs is None else self.xl_inputs.detach())
+        return replace(self.detach_blocks(), compressed=None if self.compressed is None else self.compressed.detach())
+
+    def detach_blocks(self) -> "Memories":
+        """Cut the graph back to the blocks the XL memory holds (their keys/values and inputs), but
+        not the compressed memory's: it is made from XL entries already cut this way, so it leads
+        back to the compressor's weights alone, which learn from the blocks that read it."""
+        return replace(self, xl=self.xl.detach(), xl_inputs=None if self.xl_inputs is None else self.xl_inputs.detach())
 
     def reset(self, rows: Tensor, config: BlockRecurrentConfig) -> "Memories":
         """Forget everything in the rows where ``rows`` (bool, (batch,)) is True."""

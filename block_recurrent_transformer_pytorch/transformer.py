@@ -296,7 +296,8 @@ class BlockRecurrentTransformer(nn.Module):
         reset: optional bool (batch,): rows that start a new document here, whose memories and
             states are cleared first.
         detach: return memories and states cut from the autograd graph (truncated backprop
-            through time); False keeps the graph, so that a later segment's loss reaches this one.
+            through time); False keeps the graph, so that a later segment's loss reaches this one
+            (through the states alone with ``detach_block_memories``).
         Returns (logits (b, n, num_tokens) or the mean loss, memories, states). Only full blocks
         are committed to memories and states; a trailing partial block is not. The states
         returned are the caller's own tensors (never views of the initial state or of the states
@@ -331,7 +332,7 @@ class BlockRecurrentTransformer(nn.Module):
             else:
                 block, memories, states = self.forward_block(block, memories, states)
             if self.config.detach_block_memories:
-                memories = memories.detach()
+                memories = memories.detach_blocks()
             outputs.append(block)
         logits = self.logits(torch.cat(outputs, dim=1))
 

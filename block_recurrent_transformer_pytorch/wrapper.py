@@ -20,8 +20,9 @@ class RecurrentTrainerWrapper(nn.Module):
 
     Between segments, memories and states are carried detached (truncated backprop through time)
     every ``bptt_segments`` segments: with k > 1 the gradient of a segment's loss flows back
-    through the memories and states into the k - 1 segments before it within its group, so the
-    state can learn to hold information longer than one segment (at k times the activation memory).
+    through the memories and states (the states alone with ``detach_block_memories``) into the k - 1
+    segments before it within its group, so the state can learn to hold information longer than one
+    segment (at k times the activation memory).
     In training, ``xl_memories_dropout`` / ``state_dropout`` are the chances that a segment starts
     with no XL (and compressed) memories / with the initial states (the seed's regulariser); a kNN
     layer's store is kept through memory dropout.

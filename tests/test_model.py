@@ -82,22 +82,26 @@ def test_whole_run_equals_segment_by_segment(compressed, flash, options):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("compressed", [False, True])
 @pytest.mark.parametrize("from_inputs", [False, True])
 @pytest.mark.parametrize("recurrent", [False, True])
-def test_detached_block_memories_leave_earlier_blocks_only_the_states_gradient(from_inputs, recurrent):
+def test_detached_block_memories_leave_earlier_blocks_only_the_states_gradient(compressed, from_inputs, recurrent):
     """detach_block_memories: the same logits, but the last block's loss reaches the first block's
-    tokens only through the state, so not at all without recurrent layers; without it, through the
-    memories too (four blocks in one call, one hop of memory per block)."""
-    options = dict(max_seq_len=32, memory_kv_from_inputs=from_inputs, recurrent_layers=(2,) if recurrent else ())
+    tokens only through the state (none with the state's write detached too, or without recurrent
+    layers), while the compressor still learns; without it, through the memories too (four blocks in
+    one call, one hop of memory per block)."""
+    options = dict(max_seq_len=32, use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs,
+                   recurrent_layers=(2,) if recurrent else ())
     plain = small_model(**options)
     detached = small_model(**options, detach_block_memories=True)
-    detached.load_state_dict(plain.state_dict())
-    x = tokens(2, 32)
+    # the state's write cut from the block too: nothing is left to carry the gradient back
+    cut = small_model(**options, detach_block_memories=True, detach_state_write_kv=True)
     first_block_grads = []
-    for model in (plain, detached):
+    for model in (plain, detached, cut):
+        model.load_state_dict(plain.state_dict())
         embedded = []
         hook = model.token_emb.register_forward_hook(lambda module, args, out: embedded.append(out) or out.retain_grad())
-        logits, _, _ = model(x)
+        logits, _, _ = model(tokens(2, 32))
         hook.remove()
         logits[:, 24:].logsumexp(-1).sum().backward()  # the last block's outputs alone
         first_block_grads.append(embedded[0].grad[:, :8])
@@ -105,12 +109,16 @@ def test_detached_block_memories_leave_earlier_blocks_only_the_states_gradient(f
             reference = logits
         else:
             torch.testing.assert_close(logits, reference, rtol=0, atol=0)
-    assert first_block_grads[0].abs().sum() > 0
+        if compressed:  # blocks 3 and 4 read what the compressor made of blocks 1 and 2
+            assert model.compressor.conv.weight.grad.abs().sum() > 0
+    plain_grad, detached_grad, cut_grad = first_block_grads
+    assert plain_grad.abs().sum() > 0
+    assert torch.count_nonzero(cut_grad) == 0
     if recurrent:
-        assert first_block_grads[1].abs().sum() > 0
-        assert not torch.allclose(first_block_grads[1], first_block_grads[0])
+        assert detached_grad.abs().sum() > 0
+        assert not torch.allclose(detached_grad, plain_grad)
     else:
-        assert torch.count_nonzero(first_block_grads[1]) == 0
+        assert torch.count_nonzero(detached_grad) == 0
 
 
 def test_sdpa_path_equals_reference_path():
