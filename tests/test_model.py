@@ -58,7 +58,7 @@ def test_causality_across_blocks_and_segments(compressed):
         assert not torch.allclose(logits[:, t + 1:], reference[:, t + 1:])
 
 
-# the long-documents preset's attention options (train.py's PRESETS), at this size
+# the long-documents preset's attention options (training/config.py's PRESETS), at this size
 PRESET_OPTIONS = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9)
 
 
@@ -100,7 +100,12 @@ def test_detached_block_memories_leave_earlier_blocks_only_the_states_gradient(c
     for model in (plain, detached, cut):
         model.load_state_dict(plain.state_dict())
         embedded = []
-        hook = model.token_emb.register_forward_hook(lambda module, args, out: embedded.append(out) or out.retain_grad())
+
+        def keep_embeddings(module, args, out):
+            out.retain_grad()
+            embedded.append(out)
+
+        hook = model.token_emb.register_forward_hook(keep_embeddings)
         logits, _, _ = model(tokens(2, 32))
         hook.remove()
         logits[:, 24:].logsumexp(-1).sum().backward()  # the last block's outputs alone
