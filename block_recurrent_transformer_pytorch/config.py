@@ -134,7 +134,7 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # detach_state_write_kv. Why try it: in the long-documents preset with the state's reads held at
     # zero, segments of four blocks (8 x 4096) scored 0.076 bits/byte worse than 16 x 2048 (one seed,
     # unpaired; bench/RESULTS.md, seventeenth session). Measured only at a tiny size on a CPU (reads at
-    # zero, paired): 0.042 better with four blocks a segment, 0.046 worse with two. The same logits;
+    # zero, paired, two seeds): not resolved (-0.042 and +0.023 with four blocks a segment). The same logits;
     # False (the seed's): the gradient also reaches the earlier blocks through their keys/values in the memory.
     detach_block_memories: bool = False
     # How a layer that reads states initialises its output projection, which takes the attention
