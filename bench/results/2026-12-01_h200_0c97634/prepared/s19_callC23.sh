@@ -4,7 +4,7 @@
 # and 3, 100M tokens of linux_c, warmup 50, two runs on one H200. Compare with R/q100m_warmup50 quality_0 (seed 2), D/q100m_seeds34 quality_0 (seed 3)
 # (same documents; other initial weights: the feed-forward's width and the compressor change the draw).
 # A row's compressed memory holds its last document's entries, masked, for three blocks after a reset, and with 16
-# rows some row nearly always does: those calls take SDPA's memory-efficient kernel with a mask, not the two flash
+# rows some row does in most segments (about 5 in 6 on this corpus): those calls take SDPA's memory-efficient kernel with a mask, not the two flash
 # calls the preset makes after a reset. Expect a slower run; one past 560 s stops training and says cut: true.
 set -u
 nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9

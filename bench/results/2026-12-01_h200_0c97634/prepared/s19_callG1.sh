@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 19 (issue 15, goal 2 on one schedule), for a machine with two H200 (kind nvidia-h200-x2): seed 1 at 180 s
 # with the preset's 50-step warmup (seeds 0 and 2 with 50: leads 0.084, 0.082; seeds 0 and 1 with 200: 0.107, 0.117).
-# GPU 0: the preset compiled; GPU 1, 20 s later: the XL 1024 + 1024 like for like (warmup 200, as every XL run).
+# GPU 0: the preset compiled; GPU 1, 20 s later: the XL 1024 + 1024 like for like (warmup 200, its better schedule at seed 2).
 # Run from the repository root, carrying .whl and .corpora/xz.
 set -u
 nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9
