@@ -1,0 +1,4 @@
+cd "$(dirname "$0")/../../.." && mkdir -p /tmp/cpu18b
+# the control for the compressed runs' narrower feed-forward: run_compressed.sh's baseline at seed 0 with ff_mult 3.5 alone
+T="--device cpu --preset tiny --set dim=128 --set depth=4 --set heads=4 --set dim_head=32 --set kv_heads=2 --set block_width=128 --set max_seq_len=256 --set num_state_vectors=64 --set recurrent_layers=3, --set embedding_init_std=0.02 --set xpos_scale_base=1000000000 --set rotary_dim=16 --set memory_kv_from_inputs=true --corpus linux_c --tokens 5e6 --batch 16 --seq 256 --eval-bytes 5e5 --lr 2e-3 --warmup 100 --seed 0"
+OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --model ours $T --set ff_mult=3.5 --out /tmp/cpu18b/ours_seg256_ff35_s0.jsonl > /tmp/cpu18b/ours_seg256_ff35_s0.log 2>&1
