@@ -134,8 +134,9 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # detach_state_write_kv. Why try it: in the long-documents preset with the state's reads held at
     # zero, segments of four blocks (8 x 4096) scored 0.076 bits/byte worse than 16 x 2048 (one seed,
     # unpaired; bench/RESULTS.md, seventeenth session). Measured worse in the preset itself (16 x 2048,
-    # 100M tokens, paired, seed 0): 0.013, and its state's reads then cost 0.002 (eighteenth session). The same logits;
-    # False (the seed's): the gradient also reaches the earlier blocks through their keys/values in the memory.
+    # 100M tokens, paired, seed 0): 0.013, and its state's reads then cost 0.002 (eighteenth session).
+    # The same logits; False (the seed's): the gradient also reaches the earlier blocks through their
+    # keys/values in the memory.
     detach_block_memories: bool = False
     # How a layer that reads states initialises its output projection, which takes the attention
     # output and the state reads side by side. False (the seed's): torch's default for the wider
