@@ -28,6 +28,10 @@ class BlockContext(Protocol):
         """The mask of the next n queries over [memories | block] (a boolean tensor, or ``MemoryRows``),
         or None (no mask: flash)."""
 
+    def previous_input(self, index: int) -> Optional[Tensor]:
+        """Layer ``index``'s input (b, 1, dim) of the token before the next ones (token_shift), or None
+        where the next token starts the block."""
+
     def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add the new tokens' layer inputs h (before the layer's norm) and keys/values to layer
         ``index``; return the keys/values its queries attend to."""

@@ -86,6 +86,7 @@ class AttentionBlock(nn.Module):
                 self.to_out.weight.mul_(math.sqrt(1 + num_state_reads))
         if config.zero_init_state_reads:
             nn.init.zeros_(self.to_out.weight[:, inner:])
+        self.token_shift = config.token_shift
         self.knn_top_k = config.knn_top_k
         # groups of the store each query routes itself to (query_routed), None: the exact search
         self.route_groups = config.knn_route_groups if config.knn_retrieval == "query_routed" else None
@@ -95,17 +96,33 @@ class AttentionBlock(nn.Module):
 
             require_faiss()
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Pre-norm x (b, n, dim) and project: (x_normed, q (b, h, n, d), raw k, raw v (b, kv_heads, n, d))."""
+    def project(self, x: Tensor, previous: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Pre-norm x (b, n, dim) and project: (x_normed, q (b, h, n, d), raw k, raw v (b, kv_heads, n, d)).
+        previous (b, 1, dim): the layer input of the token before x's first (token_shift; None: x
+        starts a block)."""
         x_normed = self.norm(x)
-        q, kv = self.to_qkv(x_normed).split((self.heads * self.dim_head, 2 * self.kv_heads * self.dim_head), dim=-1)
+        shifted = self.shift(x_normed, None if previous is None else self.norm(previous))
+        q, kv = self.to_qkv(shifted).split((self.heads * self.dim_head, 2 * self.kv_heads * self.dim_head), dim=-1)
         q = rearrange(q, "b n (h d) -> b h n d", h=self.heads)
         return (x_normed, q, *self._split_kv(kv))
 
     def project_kv(self, x_normed: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw k, v (b, kv_heads, n, d) of already normed inputs (b, n, dim): ``project``'s keys/values
-        by the key/value rows of ``to_qkv`` alone (memory_kv_from_inputs: the memory's, afresh)."""
-        return self._split_kv(F.linear(x_normed, self.to_qkv.weight[self.heads * self.dim_head:]))
+        """Raw k, v (b, kv_heads, n, d) of already normed inputs (b, n, dim) of one whole block:
+        ``project``'s keys/values by the key/value rows of ``to_qkv`` alone (memory_kv_from_inputs:
+        the memory's, afresh)."""
+        return self._split_kv(F.linear(self.shift(x_normed, None), self.to_qkv.weight[self.heads * self.dim_head:]))
+
+    def shift(self, x_normed: Tensor, previous_normed: Optional[Tensor]) -> Tensor:
+        """With token_shift, x_normed (b, n, dim) with its second half of channels taken from the token
+        before: previous_normed (b, 1, dim) for the first, zeros if None (a block's start). Else x_normed."""
+        if not self.token_shift:
+            return x_normed
+        half = x_normed.shape[-1] // 2
+        late = x_normed[..., half:]
+        before = late.new_zeros(late.shape[0], 1, late.shape[-1]) if previous_normed is None \
+            else previous_normed[..., half:].to(late.dtype)
+        # one place later along the sequence; the last token's channels are nobody's
+        return torch.cat((x_normed[..., :half], torch.cat((before, late), dim=1)[:, :-1]), dim=-1)
 
     def _split_kv(self, kv: Tensor) -> tuple[Tensor, Tensor]:
         """(b, n, 2 * kv_heads * d) projections -> k, v (b, kv_heads, n, d)."""

@@ -44,6 +44,9 @@ class DecodeCache:
         # layer's norm), pushed with memory_kv_from_inputs (else None)
         self.block_inputs = torch.zeros(config.depth, batch, config.block_width, config.dim, device=device,
                                         dtype=model.token_emb.weight.dtype) if config.memory_kv_from_inputs else None
+        # each layer's input of the block's latest token, which the next token's token_shift reads (else None)
+        self.last_input = torch.zeros(config.depth, batch, 1, config.dim, device=device,
+                                      dtype=model.token_emb.weight.dtype) if config.token_shift else None
         self.slots = torch.arange(capacity, device=device)
         self.memory_valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.memory_len = torch.zeros((), dtype=torch.long, device=device)
@@ -90,6 +93,14 @@ class DecodeCache:
         in_block = (self.slots >= self.memory_len) & (self.slots <= query_slot[:, None])
         return self.memory_valid[:, None, None, :] | in_block
 
+    def previous_input(self, index: int) -> Optional[Tensor]:
+        """Layer ``index``'s input of the block's latest token, zeros at the block's start (token_shift
+        shifts in zeros there, as a whole block does); None without token_shift. A tensor whatever the
+        position, so that a captured step replays at every one."""
+        if self.last_input is None:
+            return None
+        return self.last_input[index] * (self.position > 0)
+
     def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write new tokens' keys/values (b, kv_heads, n, d) into layer ``index`` (and their layer inputs
         h (b, n, dim) with memory_kv_from_inputs); return its whole buffers."""
@@ -102,6 +113,8 @@ class DecodeCache:
         self.block_kv[index, 1].index_copy_(2, positions, v.to(dtype))
         if self.block_inputs is not None:
             self.block_inputs[index].index_copy_(1, positions, h.to(self.block_inputs.dtype))
+        if self.last_input is not None:
+            self.last_input[index].copy_(h[:, -1:])
         return self.keys[index], self.values[index]
 
     def view(self, i: int) -> StateView:

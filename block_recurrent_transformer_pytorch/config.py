@@ -55,7 +55,7 @@ _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_h
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
                 "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "detach_state_write_kv",
-                "detach_block_memories", "plain_output_init", "ff_glu")
+                "detach_block_memories", "plain_output_init", "ff_glu", "token_shift")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life",)  # None or a number, checked apart
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
@@ -174,6 +174,14 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # to memory too. Costs those inputs (dim per position and layer, in the residual stream's dtype)
     # and one norm and key/value projection of the memory per layer and block; the same logits.
     memory_kv_from_inputs: bool = False
+    # True: the second half of the channels of each attention's normed input comes from the token
+    # before (zero for a block's first token), so every query, key and value also sees its
+    # predecessor (RWKV's token shift; x-transformers' shift_tokens=1, here on the attention alone).
+    # Why try it: a key that knows its predecessor lets one layer find "the token after the last
+    # time this token came" (Olsson et al. 2022, smeared keys), and byte-level models learn that
+    # copying late, after a plateau near 2 bits/byte. No parameters, so it keeps the initial draw.
+    # False (the seed's): each token's own input alone.
+    token_shift: bool = False
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INT_FIELDS:

@@ -393,7 +393,7 @@ class Layer(nn.Module):
         (None if it wrote none)."""
         attn, ff = self
         layer = index + 1
-        x_normed, q_raw, k, v = attn.project(h)
+        x_normed, q_raw, k, v = attn.project(h, block.previous_input(index))
         q, k_positioned = attn.position(q_raw, k, rotary)
         keys, values = block.extend(index, h, k_positioned, k, v)
         if layer in model.knn_at:
@@ -439,6 +439,10 @@ class WholeBlock:
             return None if rows is None else MemoryRows(rows)
         mask = self.memories.memory_mask(config)
         return None if mask is None else F.pad(mask, (0, n), value=True)[:, None, None, :]
+
+    def previous_input(self, index: int) -> None:
+        """None: a whole block's first token has no predecessor in it (token_shift shifts in zeros)."""
+        return None
 
     def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Layer ``index``'s keys/values: positioned memories, then the block's own. Called inside the

@@ -1,0 +1,132 @@
+"""token_shift: half the channels of each attention's normed input come from the token before
+(zeros at a block's start). A function of the block alone, so memories made from its keys/values or
+projected afresh from their inputs, cached decoding and TrainStep all compute what the full forward
+does; no parameters, so the initial draw is that of the model without it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper, TrainStep
+from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
+
+from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
+
+RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
+PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9)
+
+
+def test_shift_moves_the_second_half_one_token_later():
+    attn = small_model(token_shift=True).layers[0][0]
+    x = torch.randn(2, 5, 32)
+    previous = torch.randn(2, 1, 32)
+    for before, first in ((None, torch.zeros(2, 16)), (previous, previous[:, 0, 16:])):
+        shifted = attn.shift(x, before)
+        torch.testing.assert_close(shifted[..., :16], x[..., :16], rtol=0, atol=0)
+        torch.testing.assert_close(shifted[:, 1:, 16:], x[:, :-1, 16:], rtol=0, atol=0)
+        torch.testing.assert_close(shifted[:, 0, 16:], first, rtol=0, atol=0)
+    assert attn.shift(x[:, :0], None).shape == (2, 0, 32)  # an empty memory stays empty
+    plain = small_model().layers[0][0]
+    assert plain.shift(x, previous) is x
+
+
+def test_the_option_keeps_the_initial_draw_and_changes_the_logits():
+    off, on = small_model(3, **RECURRENT), small_model(3, token_shift=True, **RECURRENT)
+    for (name, a), (_, b) in zip(off.state_dict().items(), on.state_dict().items()):
+        assert torch.equal(a, b), name
+    x = tokens(2, 16)
+    assert not torch.allclose(on(x)[0], off(x)[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
+def test_causality_across_blocks_and_segments(compressed, options):
+    """A change at token t+1 onwards leaves every logit up to t exactly as it was and moves those after."""
+    model = small_model(max_seq_len=32, use_compressed_mem=compressed, token_shift=True, **RECURRENT, **options)
+    x = tokens(1, 64)
+    reference, _, _ = run_segments(model, x, 32)
+    for t in (0, 7, 8, 20, 31, 32, 45):
+        changed = x.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % VOCAB
+        logits, _, _ = run_segments(model, changed, 32)
+        torch.testing.assert_close(logits[:, :t + 1], reference[:, :t + 1], rtol=0, atol=0)
+        assert not torch.allclose(logits[:, t + 1:], reference[:, t + 1:])
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
+def test_whole_run_equals_segment_by_segment(compressed, options):
+    """A segment of 8 blocks computes what 4 segments of 2 blocks do with memories and states carried:
+    the shift never reaches across a block boundary, so it does not depend on where calls begin."""
+    whole = small_model(max_seq_len=64, use_compressed_mem=compressed, token_shift=True, **RECURRENT, **options)
+    chunked = small_model(max_seq_len=16, use_compressed_mem=compressed, token_shift=True, **RECURRENT, **options)
+    chunked.load_state_dict(whole.state_dict())
+    x = tokens(2, 64)
+    expected, mem_a, states_a = whole(x)
+    got, mem_b, states_b = run_segments(chunked, x, 16)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mem_b.keys_values(), mem_a.keys_values(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(states_a, states_b):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_memories_projected_from_inputs_equal_the_cached_ones(compressed):
+    """memory_kv_from_inputs projects the memory's inputs afresh, shifted as the block shifted them:
+    the same logits and cached keys/values as the model that keeps what the block computed (rows
+    reset at different segments)."""
+    cached = small_model(use_compressed_mem=compressed, token_shift=True, kv_heads=2, **RECURRENT)
+    projected = small_model(use_compressed_mem=compressed, token_shift=True, kv_heads=2, memory_kv_from_inputs=True,
+                            **RECURRENT)
+    projected.load_state_dict(cached.state_dict())
+    x = tokens(2, 64)
+    resets = {1: torch.tensor([True, False]), 2: torch.tensor([False, True])}
+    want, want_mem, _ = run_segments(cached, x, 16, resets=resets)
+    got, mem, _ = run_segments(projected, x, 16, resets=resets)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
+@pytest.mark.parametrize("compressed, options", [(False, {}), (True, {}), (False, PRESET), (True, PRESET)])
+@pytest.mark.parametrize("prefill", [1, 5, 8])
+def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, prefill):
+    """Token by token after a prefill that ends mid-block, at a block's end or after its first token:
+    the cache carries each layer's input of the latest token into the next token's shift, and
+    shifts in zeros at every block's start."""
+    model = small_model(use_compressed_mem=compressed, token_shift=True, **RECURRENT, **options)
+    x = tokens(2, 44)
+    expected, _, _ = run_segments(model, x, 16)
+    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
+    torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
+def test_train_step_equals_wrapper_backward(options):
+    """TrainStep's loss and gradients equal the wrapper's backward, dropout on; the key/value rows of
+    the projection learn from the shifted channels (their gradient changes with the option)."""
+    grads = {}
+    for shift in (False, True):
+        model = small_model(use_compressed_mem=True, token_shift=shift, **RECURRENT, **options).train()
+        wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.4, state_dropout=0.4)
+        x = tokens(2, 5 * 16 + 1)
+        random.seed(3)
+        reference_loss = wrapper(x)
+        (reference_loss * 0.25).backward()
+        reference = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        random.seed(3)
+        loss = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x, loss_scale=0.25)
+        torch.testing.assert_close(loss, reference_loss.detach(), rtol=1e-6, atol=1e-6)
+        for got, want in zip([p.grad for p in model.parameters()], reference):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        grads[shift] = model.layers[0][0].to_qkv.weight.grad.clone()
+    assert not torch.allclose(grads[True], grads[False], atol=1e-6)
+
+
+def test_a_flag_that_is_not_a_bool_is_refused():
+    with pytest.raises(TypeError, match=r"token_shift=.yes. violates type hint <class .bool.>"):
+        small_model(token_shift="yes")
