@@ -42,7 +42,7 @@ time, one segment); where a row's next document starts, ours resets that row's m
 and the XL masks that row's memories (x-transformers' mem_masks; before 2026-11-30's fourth session
 they carried over); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
-then cosine to lr/10 (over the token or time budget) or constant, gradient clipping --clip.
+then cosine to lr * --min-lr-ratio (lr/10) (over the token or time budget) or constant, gradient clipping --clip.
 
 Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
 order in the test split, empty ones left out) up to --eval-bytes, each as one row read from its start with fresh memories
@@ -128,6 +128,8 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--warmup", type=int, default=200, help="linear warmup steps")
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    parser.add_argument("--min-lr-ratio", type=float, default=0.1,
+                        help="cosine: the rate it ends at, as a share of --lr (0: decays to zero)")
     parser.add_argument("--clip", type=float, default=0.5)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--mem-dropout", type=float, default=0.1, help="chance a segment starts without memories "
@@ -158,6 +160,8 @@ def parse_args(argv: Optional[list[str]] = None):
             args.eval_max_doc = 6000
     if (args.tokens is None) == (args.seconds is None):
         parser.error("give one of --tokens and --seconds")
+    if not 0 <= args.min_lr_ratio <= 1:
+        parser.error(f"--min-lr-ratio must lie in [0, 1] (a share of --lr), got {args.min_lr_ratio}")
     return args
 
 
@@ -248,7 +252,8 @@ def learning_rate(args, step: int, progress: float) -> float:
         return args.lr * (step + 1) / args.warmup
     if args.schedule == "constant":
         return args.lr
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    floor = args.min_lr_ratio
+    return args.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def autocast(device: torch.device):

@@ -149,16 +149,18 @@ def test_memory_rows_run_two_flash_calls_and_match_the_reference(kv_heads):
     assert _attention_against_reference(kv_heads, rows) == [(FLASH, 256), (FLASH, 256)]
 
 
-@pytest.mark.parametrize("compressed, compile, from_inputs",
-                         [(False, False, False), (True, False, False), (True, True, False), (True, False, True)])
-def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_inputs):
+@pytest.mark.parametrize("compressed, compile, from_inputs, shift",
+                         [(False, False, False, False), (True, False, False, False), (True, True, False, False),
+                          (True, False, True, False), (True, False, True, True)])
+def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_inputs, shift):
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
     equals the full forward's, the step compiled or not, also with memories projected from the layer
-    inputs (from_inputs). A compiled step serves later decoders with other prompt lengths without
-    compiling again, and after a second batch size any batch size."""
+    inputs (from_inputs) and with token_shift (shift: the cache's latest inputs, zeros at a block's
+    start). A compiled step serves later decoders with other prompt lengths without compiling again,
+    and after a second batch size any batch size."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
-    model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs).eval()
+    model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift).eval()
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])
@@ -184,16 +186,18 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_i
             assert _relative_error(logits, expected[:rows, prime]) < 1e-3
 
 
-@pytest.mark.parametrize("compressed, from_inputs", [(False, False), (True, False), (True, True)])
-def test_cuda_graph_train_step_matches_eager(compressed, from_inputs):
+@pytest.mark.parametrize("compressed, from_inputs, shift",
+                         [(False, False, False), (True, False, False), (True, True, False), (True, True, True)])
+def test_cuda_graph_train_step_matches_eager(compressed, from_inputs, shift):
     """TrainStep replaying CUDA graphs gives the eager step's loss and gradients (fp32, dropout on:
     the same Python draws choose the same graphs), over three steps of gradient accumulation; also
-    with the memory's keys/values projected from the layer inputs the graphs carry (from_inputs)."""
+    with the memory's keys/values projected from the layer inputs the graphs carry (from_inputs), and
+    with token_shift (shift)."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
 
-    model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs)
+    model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift)
     wrapper = RecurrentTrainerWrapper(model, 0.3, 0.3)
     batches = [torch.randint(0, 256, (2, 4 * 1024 + 1)) for _ in range(3)]
     results = []

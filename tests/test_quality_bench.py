@@ -313,3 +313,18 @@ def test_a_knn_model_trains_through_the_wrapper_with_its_store_carried(tmp_path)
         peer.train_step(streams.next(2))
     written = peer.carry[0].knn.position - peer.carry[0].knn.start  # since the row's document started
     assert written.tolist() == [512 - peer.model.config.block_width] * 2  # the XL memory holds the newest block
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.0])
+def test_cosine_schedule_warms_up_then_ends_at_its_floor(ratio):
+    args = quality.parse_args(["--tokens", "1e6", "--lr", "1e-3", "--warmup", "10", "--min-lr-ratio", str(ratio)])
+    assert quality.learning_rate(args, 0, 0.0) == pytest.approx(1e-4)
+    assert quality.learning_rate(args, 10, 0.0) == pytest.approx(1e-3)
+    assert quality.learning_rate(args, 50, 0.5) == pytest.approx(1e-3 * (ratio + (1 - ratio) / 2))
+    assert quality.learning_rate(args, 99, 1.0) == pytest.approx(1e-3 * ratio)
+
+
+def test_a_min_lr_ratio_outside_zero_to_one_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--tokens", "1e6", "--min-lr-ratio", "1.5"])
+    assert "--min-lr-ratio must lie in [0, 1] (a share of --lr), got 1.5" in capsys.readouterr().err
