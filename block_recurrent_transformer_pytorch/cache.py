@@ -41,12 +41,11 @@ class DecodeCache:
         self.block_kv = torch.zeros(config.depth, 2, batch, config.kv_heads, config.block_width, config.dim_head,
                                     device=device, dtype=dtype)
         # the layers' inputs of the current block (the residual stream, in its dtype, before each
-        # layer's norm), pushed with memory_kv_from_inputs (else None)
+        # layer's norm), pushed with memory_kv_from_inputs and read by the next token's token_shift (else None)
+        self.pushes_inputs, self.token_shift = config.memory_kv_from_inputs, config.token_shift
         self.block_inputs = torch.zeros(config.depth, batch, config.block_width, config.dim, device=device,
-                                        dtype=model.token_emb.weight.dtype) if config.memory_kv_from_inputs else None
-        # each layer's input of the block's latest token, which the next token's token_shift reads (else None)
-        self.last_input = torch.zeros(config.depth, batch, 1, config.dim, device=device,
-                                      dtype=model.token_emb.weight.dtype) if config.token_shift else None
+                                        dtype=model.token_emb.weight.dtype) \
+            if self.pushes_inputs or self.token_shift else None
         self.slots = torch.arange(capacity, device=device)
         self.memory_valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.memory_len = torch.zeros((), dtype=torch.long, device=device)
@@ -94,12 +93,14 @@ class DecodeCache:
         return self.memory_valid[:, None, None, :] | in_block
 
     def previous_input(self, index: int) -> Optional[Tensor]:
-        """Layer ``index``'s input of the block's latest token, zeros at the block's start (token_shift
-        shifts in zeros there, as a whole block does); None without token_shift. A tensor whatever the
-        position, so that a captured step replays at every one."""
-        if self.last_input is None:
+        """Layer ``index``'s input (b, 1, dim) of the block's latest token, zeros at the block's start
+        (token_shift shifts in zeros there, as a whole block does); None without token_shift. Read from
+        its slot, like the keys: a captured step's warm-up runs, rewound, leave what the next step
+        reads as it was; and a tensor whatever the position, so that the graph replays at every one."""
+        if not self.token_shift:
             return None
-        return self.last_input[index] * (self.position > 0)
+        latest = (self.position - 1).clamp(min=0).view(1)
+        return self.block_inputs[index].index_select(1, latest) * (self.position > 0)
 
     def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write new tokens' keys/values (b, kv_heads, n, d) into layer ``index`` (and their layer inputs
@@ -113,8 +114,6 @@ class DecodeCache:
         self.block_kv[index, 1].index_copy_(2, positions, v.to(dtype))
         if self.block_inputs is not None:
             self.block_inputs[index].index_copy_(1, positions, h.to(self.block_inputs.dtype))
-        if self.last_input is not None:
-            self.last_input[index].copy_(h[:, -1:])
         return self.keys[index], self.values[index]
 
     def view(self, i: int) -> StateView:
@@ -131,7 +130,7 @@ class DecodeCache:
 
     def stacked_inputs(self) -> Optional[Tensor]:
         """(depth, b, block_width, dim): every layer's block inputs with memory_kv_from_inputs, else None."""
-        return self.block_inputs
+        return self.block_inputs if self.pushes_inputs else None
 
     def advance(self, n: int) -> None:
         """n more tokens of the block are in."""

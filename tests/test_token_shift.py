@@ -104,6 +104,29 @@ def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, pref
     torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shift", [False, True])
+def test_a_step_run_and_rewound_leaves_the_next_step_as_it_was(shift):
+    """What a CUDA-graph capture does before recording (generation.CachedDecoder._capture): it runs the
+    step on the next token and rewinds the cache's position; the real step then reads nothing that
+    run changed, as every write lands in the slot the real step overwrites (on a GPU:
+    tests/test_gpu.py's graph-replayed decoding)."""
+    model = small_model(token_shift=shift, **PRESET)
+    x = tokens(2, 12)
+    want = decode_each_step(CachedDecoder(model, *model.prepare(2)), x, 5)
+    decoder = CachedDecoder(model, *model.prepare(2))
+    got = [decoder.append(x[:, :5])]
+    with torch.no_grad():
+        for t in range(5, 12):
+            if decoder.cache.length < model.block_width - 1:  # the steps a graph would replay
+                position = decoder.cache.position.clone()
+                for _ in range(2):
+                    decoder._step(x[:, t:t + 1])
+                    decoder.cache.position.copy_(position)
+                    decoder.cache.length -= 1
+            got.append(decoder.append(x[:, t:t + 1]))
+    torch.testing.assert_close(torch.stack(got, dim=1), want, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
 def test_train_step_equals_wrapper_backward(options):
     """TrainStep's loss and gradients equal the wrapper's backward, dropout on; the key/value rows of
