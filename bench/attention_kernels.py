@@ -89,7 +89,7 @@ def main() -> None:
                 for _ in range(2))
         grad = torch.randn_like(q)
         scale = head_size ** -0.5
-        rows = MemoryRows(torch.arange(batch, device=device) % 2 == 0)
+        rows = MemoryRows((torch.arange(batch, device=device) % 2 == 0) * (m - n), (0, m - n))
         kernels = {"band (library)": lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale),
                    "padded (former)": padded, "flex": flex,
                    "rows reset: boolean mask (former)":

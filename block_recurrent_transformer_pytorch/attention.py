@@ -5,9 +5,10 @@ attention; the seed uses a single shared key/value head). Causal attention is al
 lower right: query i of n attends to keys 0..m-n+i of m, so a block's queries see all of its
 memories and the block up to themselves. On CUDA with fp16/bf16 and no mask this runs the
 flash kernel with no mask tensor, over the n x m band only. After a per-row reset of memories
-that leaves each row all of its memories or none (``MemoryRows``), two flash calls, one with the
-memories and one without, are selected per row. Any other mask (memories partly reset, a static
-decoding cache) goes to the memory-efficient kernel. SDPA's cuDNN backend is never
+that leaves each row the newest few of its memories' blocks (``MemoryRows``: all or none where the
+XL memory holds one block), one flash call per count a row may see, each over the newest entries,
+are selected per row. Any other mask (compressed memories partly reset, a static decoding cache)
+goes to the memory-efficient kernel. SDPA's cuDNN backend is never
 used (see ``sdpa_backends``).
 """
 
@@ -35,17 +36,17 @@ _BACKENDS = (
 
 @dataclass(frozen=True)
 class MemoryRows:
-    """Which rows of a batch see their memories, when each row sees all of them or none: the mask of
-    a block after some rows started a new document and their XL memory (one block, no compressed
-    memories) holds nothing of it yet. The memories are the first m - n of the m keys; every row
-    sees the block's own keys."""
+    """How many of the newest memory entries each row of a batch sees: the mask of a block after some
+    rows started a new document, when the memories (XL blocks, no compressed memories) hold whole
+    blocks of it or of the document before. The memories are the first m - n of the m keys; every
+    row sees the block's own keys."""
 
-    visible: Tensor  # (b,) bool
+    visible: Tensor  # (b,) long: entries of the memories each row sees, the newest ones
+    lengths: tuple[int, ...]  # every count ``visible`` may hold (static: one flash call each)
 
     def mask(self, n: int, m: int) -> Tensor:
         """The same as a boolean mask (b, 1, 1, m) over the keys."""
-        block = torch.arange(m, device=self.visible.device) >= m - n
-        return (self.visible[:, None] | block)[:, None, None, :]
+        return (torch.arange(m, device=self.visible.device) >= m - n - self.visible[:, None])[:, None, None, :]
 
 
 Mask = Union[Tensor, MemoryRows]
@@ -130,13 +131,19 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
         if operands is None:
             mask = mask.mask(n, m)
         else:
-            # Two flash calls, with the memories and without: 1.6x one at the preset's shape, where the
-            # masked kernel took 3.3x (bench/RESULTS.md, fourteenth session). Each row keeps the one it
-            # is allowed (the other's gradient is zero there).
+            # One flash call per count of entries a row may see, over the newest ones: with one XL
+            # block, two calls (all memories, none), 1.6x one at the preset's shape, where the masked
+            # kernel took 3.3x (bench/RESULTS.md, fourteenth session). Each row keeps the one it is
+            # allowed (the others' gradient is zero there).
             q, k, v = operands
-            with_memories = _lower_right_flash(q, k, v, scale)
-            without = _lower_right_flash(q, k[..., m - n:, :], v[..., m - n:, :], scale)
-            return torch.where(mask.visible[:, None, None, None], with_memories, without)
+            out = None
+            for length in sorted(mask.lengths, reverse=True):
+                if length > m - n:  # the memories hold fewer entries yet
+                    continue
+                start = m - n - length
+                this = _lower_right_flash(q, k[..., start:, :], v[..., start:, :], scale)
+                out = this if out is None else torch.where((mask.visible == length)[:, None, None, None], this, out)
+            return out
     if mask is not None:
         if n == 1:
             # Decoding's one query over a static cache. The masked kernels split the work by query

@@ -106,11 +106,13 @@ class AttentionBlock(nn.Module):
         q = rearrange(q, "b n (h d) -> b h n d", h=self.heads)
         return (x_normed, q, *self._split_kv(kv))
 
-    def project_kv(self, x_normed: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw k, v (b, kv_heads, n, d) of already normed inputs (b, n, dim) of one whole block:
-        ``project``'s keys/values by the key/value rows of ``to_qkv`` alone (memory_kv_from_inputs:
-        the memory's, afresh)."""
-        return self._split_kv(F.linear(self.shift(x_normed, None), self.to_qkv.weight[self.heads * self.dim_head:]))
+    def project_kv(self, x_normed: Tensor, block_width: int) -> tuple[Tensor, Tensor]:
+        """Raw k, v (b, kv_heads, n, d) of already normed inputs (b, n, dim) of whole blocks of
+        block_width: ``project``'s keys/values by the key/value rows of ``to_qkv`` alone
+        (memory_kv_from_inputs: the memory's, afresh)."""
+        blocks = x_normed.unflatten(1, (-1, block_width)).flatten(0, 1)  # each block shifted on its own
+        shifted = self.shift(blocks, None).unflatten(0, (x_normed.shape[0], -1)).flatten(1, 2)
+        return self._split_kv(F.linear(shifted, self.to_qkv.weight[self.heads * self.dim_head:]))
 
     def shift(self, x_normed: Tensor, previous_normed: Optional[Tensor]) -> Tensor:
         """With token_shift, x_normed (b, n, dim) with its second half of channels taken from the token

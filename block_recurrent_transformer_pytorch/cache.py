@@ -32,7 +32,7 @@ class DecodeCache:
 
     def __init__(self, model: "BlockRecurrentTransformer", batch: int, device: torch.device, dtype: torch.dtype) -> None:
         config = model.config
-        capacity = config.compressed_mem_len + 2 * config.block_width  # memories, then the block
+        capacity = config.compressed_mem_len + config.xl_memory_len + config.block_width  # memories, then the block
         shape = (config.depth, batch, config.kv_heads, capacity, config.dim_head)
         self.model = model
         self.keys = torch.zeros(shape, device=device, dtype=dtype)    # qk-normed and rotated

@@ -50,7 +50,7 @@ def feedforward_width(dim: int, mult: float, glu: bool) -> int:
 
 # The fields by kind, in declaration order: what __post_init__ checks and coerce_seed_values converts.
 _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_heads", "max_seq_len", "block_width",
-                        "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k",
+                        "xl_memory_blocks", "compressed_mem_factor", "xpos_scale_base", "knn_memory_size", "knn_top_k",
                         "knn_route_groups")
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
@@ -68,7 +68,7 @@ class BlockRecurrentConfig:
     """Every hyperparameter of a BlockRecurrentTransformer; the seed package's names and defaults.
 
     Layers are numbered from 1. The XL memory holds the previous block (``block_width`` keys/values
-per layer); the compressed memory, when on, half a block of compressed ones. ``recurrent_layers`` are the layers that hold (write) a recurrent
+per layer; the previous ``xl_memory_blocks``); the compressed memory, when on, half a block of compressed ones. ``recurrent_layers`` are the layers that hold (write) a recurrent
     state; ``read_recurrent_layers[i]`` is the layer that reads the state written by
     ``recurrent_layers[i]`` (by default the same layer; it may be lower, never higher).
     ``knn_retrieval`` picks the ``knn_top_k`` entries of the kNN store each query attends:
@@ -98,6 +98,15 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     ff_glu: bool = True
     max_seq_len: int = 1024
     block_width: int = 512
+    # Blocks the XL memory holds: a block's queries attend the keys/values of this many blocks before
+    # it (then its own). 1 is the seed's. More reaches further back at the cost of attention over
+    # more keys; after a document reset a row sees the blocks of its new document alone (one flash
+    # call per count of blocks a row may see). Why try it: x-transformers' XL scores 0.043 bits/byte
+    # better with a window of 1024 + 1024 than with 512 + 512 over five seeds, and the held-out
+    # files repeat themselves 4-16 KiB back (bench/RESULTS.md); the compressed memory that was to
+    # reach there measured far worse. Not yet measured. Not with knn_layers (the kNN store takes the
+    # block leaving a one-block XL memory whole).
+    xl_memory_blocks: int = 1
     recurrent_layers: Optional[Sequence[int]] = None
     read_recurrent_layers: Optional[Sequence[int]] = None
     num_state_vectors: Optional[int] = None
@@ -180,7 +189,9 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
     # Why try it: a key that knows its predecessor lets one layer find "the token after the last
     # time this token came" (Olsson et al. 2022, smeared keys), and byte-level models learn that
     # copying late, after a plateau near 2 bits/byte. No parameters, so it keeps the initial draw.
-    # False (the seed's): each token's own input alone.
+    # Measured in the long-documents preset (100M tokens, paired, seeds 0 and 1): it left the plateau
+    # 100 steps sooner at both, yet ended 0.005 and 0.023 bits/byte worse (bench/RESULTS.md, nineteenth
+    # session). False (the seed's): each token's own input alone.
     token_shift: bool = False
 
     def __post_init__(self) -> None:
@@ -227,6 +238,9 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
             raise ValueError(
                 f"max_seq_len ({self.max_seq_len}) must be divisible by block_width ({self.block_width})"
             )
+        if self.xl_memory_blocks > 1 and self.knn_layers:
+            raise ValueError(f"xl_memory_blocks={self.xl_memory_blocks} cannot serve knn_layers {tuple(self.knn_layers)}: "
+                             f"the kNN store takes the block leaving a one-block XL memory; use xl_memory_blocks=1")
         if self.use_compressed_mem:
             if self.compressed_mem_factor < 2 or self.block_width % self.compressed_mem_factor != 0:
                 raise ValueError(
@@ -286,6 +300,11 @@ per layer); the compressed memory, when on, half a block of compressed ones. ``r
                              f"{-(-self.knn_top_k // KNN_ROUTE_GROUP)}")
 
     # derived sizes, named once so that every module agrees on them
+
+    @property
+    def xl_memory_len(self) -> int:
+        """XL memory entries kept: xl_memory_blocks whole blocks."""
+        return self.xl_memory_blocks * self.block_width
 
     @property
     def compressed_mem_len(self) -> int:

@@ -1,7 +1,8 @@
 """Transformer-XL and compressed memories: per-layer FIFOs of past keys/values.
 
 Every layer keeps the raw (un-normalised, un-rotated) keys/values of the previous block (the XL
-memory). With compressed memory on, the block pushed out of the XL memory is compressed by a
+memory; of the previous ``xl_memory_blocks`` blocks, oldest first). With compressed memory on, the
+block pushed out of the XL memory is compressed by a
 strided convolution (``compressed_mem_factor`` keys become one) into a second FIFO of half a block,
 as in the Compressive Transformer and the seed. A block's queries attend to
 [compressed | XL | block], oldest first.
@@ -141,9 +142,17 @@ class Memories:
 
     def visible_rows(self) -> Optional[Tensor]:
         """(batch,) bool: the rows that pushed a block since their last reset; None when no row holds
-        entries from before its reset. Where one block refills the memories, these rows see all of
-        them (see ``WholeBlock.attention_mask``)."""
+        entries from before its reset. With a one-block XL memory, the rows whose memory holds their
+        current document (what the kNN store takes when that block leaves)."""
         return None if self.blocks_since_reset is None else self.blocks_since_reset > 0
+
+    def visible_entries(self, config: BlockRecurrentConfig) -> Optional[Tensor]:
+        """(batch,) long: the newest XL entries of each row's current document (whole blocks); None
+        when every entry is its row's. Without compressed memories, all a row may see of them
+        (see ``WholeBlock.attention_mask``)."""
+        if self.blocks_since_reset is None:
+            return None
+        return (self.blocks_since_reset * config.block_width).clamp(max=self.xl.shape[-2])
 
     def memory_mask(self, config: BlockRecurrentConfig) -> Optional[Tensor]:
         """(batch, M) bool over [compressed | XL]: True where an entry belongs to the row's current
@@ -152,12 +161,12 @@ class Memories:
             return None
         since = self.blocks_since_reset[:, None]
         xl_len = self.xl.shape[-2]
-        valid_xl = (since * config.block_width).clamp(max=xl_len)
-        parts = [torch.arange(xl_len, device=self.device) >= xl_len - valid_xl]
+        parts = [torch.arange(xl_len, device=self.device) >= xl_len - self.visible_entries(config)[:, None]]
         if self.compressed is not None:
             comp_len = self.compressed.shape[-2]
             per_block = config.block_width // config.compressed_mem_factor
-            valid_comp = ((since - 1) * per_block).clamp(0, comp_len)  # the newest block is in the XL memory
+            # the newest blocks are in the XL memory
+            valid_comp = ((since - config.xl_memory_blocks) * per_block).clamp(0, comp_len)
             parts.insert(0, torch.arange(comp_len, device=self.device) >= comp_len - valid_comp)
         return torch.cat(parts, dim=-1)
 
@@ -171,7 +180,7 @@ def _after_compressed(compressed: Optional[Tensor], xl: Tensor) -> Tensor:
 
 def blocks_to_refill(config: BlockRecurrentConfig) -> int:
     """Full blocks that must be pushed after a reset before no pre-reset entry is left."""
-    blocks = 1  # the XL memory
+    blocks = config.xl_memory_blocks
     if config.use_compressed_mem:
         blocks += math.ceil(config.compressed_mem_len / (config.block_width // config.compressed_mem_factor))
     return blocks
@@ -213,10 +222,10 @@ def push(memories: Memories, new_kv: Tensor, config: BlockRecurrentConfig,
     """Append one full block of keys/values (depth, 2, b, kv_heads, block_width, d) to the FIFOs, and
     with ``memory_kv_from_inputs`` the layers' inputs of that block (depth, b, block_width, dim)."""
     xl = torch.cat((memories.xl, new_kv), dim=-2)
-    evicted, xl = xl[..., :-config.block_width, :], xl[..., -config.block_width:, :]
+    evicted, xl = xl[..., :-config.xl_memory_len, :], xl[..., -config.xl_memory_len:, :]
     inputs = None
-    if config.memory_kv_from_inputs:  # the inputs of the XL memory's positions: its last block_width
-        inputs = torch.cat((memories.xl_inputs, new_inputs), dim=-2)[..., -config.block_width:, :]
+    if config.memory_kv_from_inputs:  # the inputs of the XL memory's positions: its last xl_memory_len
+        inputs = torch.cat((memories.xl_inputs, new_inputs), dim=-2)[..., -config.xl_memory_len:, :]
     compressed = memories.compressed
     if compressor is not None and evicted.shape[-2] > 0:
         compressed = torch.cat((compressed, compressor(evicted)), dim=-2)[..., -config.compressed_mem_len:, :]
@@ -244,7 +253,8 @@ def write_evicted(knn: KNNStore, evicted: Tensor, visible_rows: Optional[Tensor]
 def from_layer_list(layers: Sequence[Tensor], config: BlockRecurrentConfig) -> Memories:
     """Memories from the seed's list: one tensor per layer, (2, batch, length, dim_head) (or
     (2, batch, kv_heads, length, dim_head)), [compressed | XL] along the length. The XL memory is
-    the last block_width entries, the compressed memory what comes before (as the seed splits it)."""
+    the last xl_memory_len entries (block_width in the seed), the compressed memory what comes before
+    (as the seed splits it)."""
     if config.knn_layers:
         raise ValueError("xl_memories: a list of tensors cannot carry the kNN store of knn_layers "
                          f"{config.knn_layers}; pass the Memories object the model returned")
@@ -261,7 +271,7 @@ def from_layer_list(layers: Sequence[Tensor], config: BlockRecurrentConfig) -> M
                          f"of one shape (keys and values stacked first, as the seed's), got shapes {sorted(shapes)}")
     kv = torch.stack([t if t.ndim == 5 else t.unsqueeze(2) for t in layers])  # (depth, 2, b, kv_heads, M, d)
     length = kv.shape[-2]
-    xl_len = min(length, config.block_width)
+    xl_len = min(length, config.xl_memory_len)
     if not config.use_compressed_mem:
         return Memories(xl=kv)  # check_memories rejects more than block_width entries
     return Memories(xl=kv[..., length - xl_len:, :], compressed=kv[..., :length - xl_len, :])
@@ -274,7 +284,7 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
             f"xl_memories must be the Memories object the model returned (or None), got {type(memories).__name__}"
         )
     expected = (config.depth, 2, batch, config.kv_heads)
-    for name, t, capacity in (("xl", memories.xl, config.block_width),
+    for name, t, capacity in (("xl", memories.xl, config.xl_memory_len),
                               ("compressed", memories.compressed, config.compressed_mem_len)):
         if t is None:
             if name == "compressed" and config.use_compressed_mem:
@@ -292,9 +302,10 @@ def check_memories(memories: object, config: BlockRecurrentConfig, batch: int, d
         if not t.is_floating_point():
             raise TypeError(f"xl_memories.{name} must hold floating-point keys/values, got dtype {t.dtype}")
     # attention would run over any length, with the memory's positions shifted: logits silently wrong
-    if memories.xl.shape[-2] not in (0, config.block_width):
-        raise ValueError(f"xl_memories.xl must hold 0 positions (none yet) or block_width={config.block_width} "
-                         f"(the previous block), got {memories.xl.shape[-2]}")
+    if memories.xl.shape[-2] % config.block_width != 0:
+        raise ValueError(f"xl_memories.xl must hold whole blocks: a multiple of block_width={config.block_width} "
+                         f"positions up to xl_memory_blocks={config.xl_memory_blocks} of them (0: none yet), got "
+                         f"{memories.xl.shape[-2]}")
     _check_xl_inputs(memories, config, batch, device)
     if bool(config.knn_layers) != (memories.knn is not None):
         raise ValueError(f"xl_memories {'lacks' if config.knn_layers else 'holds'} a kNN store, but the model "

@@ -18,7 +18,7 @@ from .block_context import BlockContext
 from .blocks import AttentionBlock, FeedForward
 from .config import BlockRecurrentConfig, check_bool
 from .knn_memory import KNNStore
-from .memory import (MemoryCompressor, Memories, blocks_to_refill, check_memories, empty_memories, from_layer_list,
+from .memory import (MemoryCompressor, Memories, check_memories, empty_memories, from_layer_list,
                      push)
 from .positions import RotaryEmbedding
 from .state import RecurrentState, StateView, check_states
@@ -238,7 +238,7 @@ class BlockRecurrentTransformer(nn.Module):
         xl = None
         if memories.xl_inputs is not None:
             # the current pre-norm too, as Transformer-XL: its gain also learns from attention to memory
-            xl = torch.stack(attn.project_kv(attn.norm(memories.xl_inputs[index])))
+            xl = torch.stack(attn.project_kv(attn.norm(memories.xl_inputs[index]), self.block_width))
         memory_kv = memories.layer_keys_values(index, xl).to(dtype)
         return attn.position_keys(memory_kv[0], rotary), memory_kv[1]
 
@@ -430,13 +430,14 @@ class WholeBlock:
         return self.model.rotary(0, n)
 
     def attention_mask(self, n: int) -> Optional[Mask]:
-        """None (no mask: flash) unless some row's memory holds entries from before its reset. Where
-        one block refills the memories (no compressed memories) a row sees all of them or none
+        """None (no mask: flash) unless some row's memory holds entries from before its reset. Without
+        compressed memories a row sees the newest whole blocks of its XL memory, from none to all
         (``MemoryRows``: still flash); else a boolean mask over the entries."""
         config = self.model.config
-        if blocks_to_refill(config) == 1:
-            rows = self.memories.visible_rows()
-            return None if rows is None else MemoryRows(rows)
+        if not config.use_compressed_mem:
+            visible = self.memories.visible_entries(config)
+            lengths = tuple(range(0, config.xl_memory_len + 1, config.block_width))
+            return None if visible is None else MemoryRows(visible, lengths)
         mask = self.memories.memory_mask(config)
         return None if mask is None else F.pad(mask, (0, n), value=True)[:, None, None, :]
 

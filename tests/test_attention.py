@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from block_recurrent_transformer_pytorch import attention
 from block_recurrent_transformer_pytorch.attention import (MemoryRows, attention_with_logsumexp, reference_attention,
                                                            sdpa_attention)
 
@@ -63,23 +64,18 @@ def test_memory_rows_see_their_memories_whole_or_attend_their_block_alone(kv_hea
     """``MemoryRows``: a visible row attends [memories | block] (lower-right causal), an other row
     its block alone (plain causal), in every kernel."""
     q, k, v, _ = _inputs(kv_heads, 5, None, b=3)
-    rows = MemoryRows(torch.tensor([True, False, True]))
+    rows = MemoryRows(torch.tensor([7, 0, 7]), (0, 7))
     with_memories, _ = naive_attention(q, k, v, True, 0.3, None)
     without, _ = naive_attention(q, k[..., -5:, :], v[..., -5:, :], True, 0.3, None)
-    expected = torch.where(rows.visible[:, None, None, None], with_memories, without)
+    expected = torch.where(rows.visible[:, None, None, None] > 0, with_memories, without)
     for kernel in (sdpa_attention, reference_attention):
         torch.testing.assert_close(kernel(q, k, v, causal=True, scale=0.3, mask=rows), expected)
     torch.testing.assert_close(attention_with_logsumexp(q, k, v, causal=True, scale=0.3, mask=rows)[0], expected)
 
 
-@pytest.mark.parametrize("kv_heads", [1, 2, 4])
-def test_memory_rows_select_between_two_lower_right_calls(monkeypatch, kv_heads):
-    """The flash path of ``MemoryRows`` (two lower-right causal calls, with the memories and over the
-    block alone, selected per row), the flash kernel stood in by the reference on a CPU: the same
-    outputs and gradients as the boolean mask it replaces, and no gradient from the call a row does
-    not keep."""
-    from block_recurrent_transformer_pytorch import attention
-
+def _flash_by_reference(monkeypatch) -> list[int]:
+    """Stand the flash kernel in by the reference on a CPU (every call flash-eligible, lower-right
+    causal); return the list each call appends its key count to."""
     calls = []
 
     def lower_right(q, k, v, scale):
@@ -88,8 +84,18 @@ def test_memory_rows_select_between_two_lower_right_calls(monkeypatch, kv_heads)
 
     monkeypatch.setattr(attention, "_flash_operands", lambda q, k, v: (q, k, v))
     monkeypatch.setattr(attention, "_lower_right_flash", lower_right)
+    return calls
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+def test_memory_rows_select_between_two_lower_right_calls(monkeypatch, kv_heads):
+    """The flash path of ``MemoryRows`` (two lower-right causal calls, with the memories and over the
+    block alone, selected per row), the flash kernel stood in by the reference on a CPU: the same
+    outputs and gradients as the boolean mask it replaces, and no gradient from the call a row does
+    not keep."""
+    calls = _flash_by_reference(monkeypatch)
     q, k, v, _ = _inputs(kv_heads, 5, None, torch.float64, b=3)
-    rows = MemoryRows(torch.tensor([True, False, True]))
+    rows = MemoryRows(torch.tensor([7, 0, 7]), (0, 7))
     qkv = tuple(t.requires_grad_() for t in (q, k, v))
     got = attention._sdpa_attention(*qkv, True, 0.3, rows, flash=True)
     assert calls == [12, 5]
@@ -101,12 +107,36 @@ def test_memory_rows_select_between_two_lower_right_calls(monkeypatch, kv_heads)
     assert torch.count_nonzero(got_grads[1][1, :, :7]) == 0  # row 1 sees no memories: none of their keys learns
 
 
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_memory_rows_of_several_blocks_select_one_call_per_count(monkeypatch, kv_heads):
+    """Memories of two blocks of 4 (``xl_memory_blocks=2``): rows seeing 8, 4 and 0 of them. One
+    lower-right call per count, each over the newest entries (the reference standing in for flash on
+    a CPU), selected per row: the outputs and gradients of the boolean mask, and the entries a row
+    does not see get no gradient from it; a count past what the memories hold yet is skipped."""
+    calls = _flash_by_reference(monkeypatch)
+    q, k, v, _ = _inputs(kv_heads, 5, None, torch.float64, b=3)  # 12 keys
+    k, v = (torch.cat((t[..., :1, :], t), dim=-2) for t in (k, v))  # 13: 8 memories, then 5 of the block
+    rows = MemoryRows(torch.tensor([8, 4, 0]), (0, 4, 8))
+    qkv = tuple(t.requires_grad_() for t in (q, k, v))
+    got = attention._sdpa_attention(*qkv, True, 0.3, rows, flash=True)
+    assert calls == [13, 9, 5]
+    expected, _ = naive_attention(q, k, v, True, 0.3, rows.mask(5, 13))
+    torch.testing.assert_close(got, expected)
+    grad = torch.randn_like(got)
+    got_grads = torch.autograd.grad(got, qkv, grad)
+    torch.testing.assert_close(got_grads, torch.autograd.grad(expected, qkv, grad))
+    assert torch.count_nonzero(got_grads[1][1, :, :4]) == 0 and torch.count_nonzero(got_grads[1][2, :, :8]) == 0
+    assert torch.count_nonzero(got_grads[1][1, :, 4:8]) > 0
+    calls.clear()
+    short = MemoryRows(torch.tensor([4, 4, 0]), (0, 4, 8))  # the memories hold one block yet
+    attention._sdpa_attention(q, k[..., 4:, :], v[..., 4:, :], True, 0.3, short, flash=True)
+    assert calls == [9, 5]
+
+
 def test_flash_operands_are_cast_as_autocast_casts_and_refused_where_flash_cannot_run(monkeypatch):
     """Under autocast the direct flash call gets what SDPA would: fp32 operands in the autocast
     dtype, float64 never lowered (so refused); a head size past the GPU's limit, not a multiple of 8,
     or query heads that do not group over the key/value heads are refused before any cast."""
-    from block_recurrent_transformer_pytorch import attention
-
     monkeypatch.setattr(attention, "_flash_head_size_limit", lambda device: 64)
     q, k, v, _ = _inputs(2, 5, None, d=64)
     with torch.autocast("cpu", dtype=torch.bfloat16):

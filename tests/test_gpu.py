@@ -145,8 +145,16 @@ def test_causal_attention_over_memories_runs_flash_on_its_band_and_matches_the_r
 def test_memory_rows_run_two_flash_calls_and_match_the_reference(kv_heads):
     """Rows that started a new document see no memories (``MemoryRows``): two flash calls, with the
     memories and without, and no masked kernel."""
-    rows = MemoryRows(torch.tensor([True, False], device="cuda"))
+    rows = MemoryRows(torch.tensor([512, 0], device="cuda"), (0, 512))
     assert _attention_against_reference(kv_heads, rows) == [(FLASH, 256), (FLASH, 256)]
+
+
+@pytest.mark.parametrize("kv_heads", [1, 4])
+def test_memory_rows_of_two_blocks_run_three_flash_calls_and_match_the_reference(kv_heads):
+    """Memories of two blocks of 256 (``xl_memory_blocks=2``), rows seeing both and none: three flash
+    calls (all, the newest block, none), no masked kernel."""
+    rows = MemoryRows(torch.tensor([512, 0], device="cuda"), (0, 256, 512))
+    assert _attention_against_reference(kv_heads, rows) == [(FLASH, 256)] * 3
 
 
 @pytest.mark.parametrize("compressed, compile, from_inputs, shift",
@@ -214,10 +222,10 @@ def test_cuda_graph_train_step_matches_eager(compressed, from_inputs, shift):
         assert _relative_error(g, e) < 1e-3
 
 
-@pytest.mark.parametrize("compile, preset_options, compressed",
-                         [(False, False, True), (True, False, True), (True, True, True), (False, True, False),
-                          (True, True, False)])
-def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_options, compressed):
+@pytest.mark.parametrize("compile, preset_options, compressed, blocks",
+                         [(False, False, True, 1), (True, False, True, 1), (True, True, True, 1), (False, True, False, 1),
+                          (True, True, False, 1), (False, True, False, 2)])
+def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_options, compressed, blocks):
     """Documents read row by row (labels with padding, per-row resets, memories and states carried
     across calls): the replayed graphs, the masked one among them, compiled or not, give the eager
     step's losses and gradients; TrainStep.warm_up captured every one of them before training.
@@ -226,7 +234,8 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     (``MemoryRows``: two flash calls, so bf16 autocast): graphs and eager, both bf16, each against
     fp32 eager (where the hidden memories are a boolean mask), the graphs no further from it than
     eager is. preset_options: with the long-documents preset's model options too (memories projected
-    from their inputs, half-rotary heads, 4 key/value heads), compiled as train.py runs it by default."""
+    from their inputs, half-rotary heads, 4 key/value heads), compiled as train.py runs it by default.
+    blocks: xl_memory_blocks (two: a reset row sees none, one or both of its blocks: three flash calls)."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
@@ -234,7 +243,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     options = dict(memory_kv_from_inputs=True, rotary_dim=32, kv_heads=4) if preset_options else {}
     # two layers, the second recurrent: compiling every graph of the seed's six took over 170 s per
     # compiled case on an H200 (bench/RESULTS.md, 2026-11-30, seventh session)
-    model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), **options)
+    model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), xl_memory_blocks=blocks, **options)
     wrapper = RecurrentTrainerWrapper(model, 0.2, 0.2)
     g = torch.Generator().manual_seed(0)
     batches = []

@@ -45,9 +45,11 @@ def test_shapes_short_and_ragged_sequences(compressed):
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-def test_causality_across_blocks_and_segments(compressed):
+@pytest.mark.parametrize("options", [{}, dict(token_shift=True, memory_kv_from_inputs=True, xl_memory_blocks=2)],
+                         ids=["seed", "shift-2-memory-blocks"])
+def test_causality_across_blocks_and_segments(compressed, options):
     model = small_model(max_seq_len=32, use_compressed_mem=compressed, recurrent_layers=(1, 3),
-                        read_recurrent_layers=(1, 2))
+                        read_recurrent_layers=(1, 2), **options)
     x = tokens(1, 64)
     reference, _, _ = run_segments(model, x, 32)
     for t in (0, 7, 8, 20, 31, 32, 45):
@@ -64,10 +66,13 @@ PRESET_OPTIONS = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos
 
 @pytest.mark.parametrize("compressed", [False, True])
 @pytest.mark.parametrize("flash", [False, True])
-@pytest.mark.parametrize("options", [{}, PRESET_OPTIONS], ids=["seed", "preset"])
+@pytest.mark.parametrize("options", [{}, PRESET_OPTIONS, dict(xl_memory_blocks=3),
+                                     dict(PRESET_OPTIONS, token_shift=True, xl_memory_blocks=3)],
+                         ids=["seed", "preset", "seed-3-memory-blocks", "preset-shift-3-memory-blocks"])
 def test_whole_run_equals_segment_by_segment(compressed, flash, options):
     # a segment of 8 blocks computes what 4 segments of 2 blocks compute with memories and states carried:
-    # how many blocks a training segment holds changes what is trained, never what is computed
+    # how many blocks a training segment holds changes what is trained, never what is computed (the token
+    # shift never reaches across a block boundary; memories of 3 blocks are full after the first segments)
     whole = small_model(max_seq_len=64, use_compressed_mem=compressed, use_flash_attn=flash,
                         recurrent_layers=(1, 3), read_recurrent_layers=(1, 2), **options)
     chunked = small_model(max_seq_len=16, use_compressed_mem=compressed, use_flash_attn=flash,
@@ -250,10 +255,12 @@ def test_gradients_reach_every_parameter(gate_type):
 
 
 @pytest.mark.parametrize("compressed", [True, False])
-def test_reset_rows_start_afresh_and_leave_other_rows_alone(compressed):
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_reset_rows_start_afresh_and_leave_other_rows_alone(compressed, blocks):
     """Row 0 starts a new document at segment 3 of 5. Compressed memory keeps old entries for a while
-    (a mask over entries); without it one block refills the XL memory (``MemoryRows``)."""
-    model = small_model(use_compressed_mem=compressed, recurrent_layers=(1, 2))
+    (a mask over entries); without it the XL memory's blocks of the old document are hidden whole
+    until the new one's refill it (``MemoryRows``), with memories of one block and of two."""
+    model = small_model(use_compressed_mem=compressed, recurrent_layers=(1, 2), xl_memory_blocks=blocks)
     x = tokens(2, 80)
     segments = x.split(16, dim=1)
     memories = states = None
@@ -270,21 +277,23 @@ def test_reset_rows_start_afresh_and_leave_other_rows_alone(compressed):
     assert memories.blocks_since_reset is None  # every pre-reset entry has been pushed out
 
 
-def test_memory_rows_hide_what_the_entry_mask_hides():
-    """Without compressed memories, ``MemoryRows`` of the rows that pushed a block since their reset
-    allows exactly the keys the boolean mask over entries allows, right after a reset and a block on."""
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_memory_rows_hide_what_the_entry_mask_hides(blocks):
+    """Without compressed memories, ``MemoryRows`` of each row's newest entries of its document allows
+    exactly the keys the boolean mask over entries allows, from right after a reset until the
+    memory's blocks are all the new document's."""
     from block_recurrent_transformer_pytorch.attention import MemoryRows
 
-    model = small_model(use_compressed_mem=False)
+    model = small_model(use_compressed_mem=False, xl_memory_blocks=blocks)
     _, memories, _ = model(tokens(3, 16))
     n, m = 8, 8 + memories.length
     memories = memories.reset(torch.tensor([True, False, True]), model.config)
-    for since in ([0, 1, 0], [1, 1, 1]):
+    for since in ([0, blocks, 0], [1, blocks, 0], [blocks, blocks, 1]):
         memories = dataclasses.replace(memories, blocks_since_reset=torch.tensor(since))
-        rows = MemoryRows(memories.visible_rows())
+        rows = MemoryRows(memories.visible_entries(model.config), tuple(range(0, 8 * blocks + 1, 8)))
         entries = F.pad(memories.memory_mask(model.config), (0, n), value=True)[:, None, None, :]
         assert torch.equal(rows.mask(n, m), entries)
-        assert rows.visible.tolist() == [bool(s) for s in since]
+        assert rows.visible.tolist() == [8 * s for s in since]
 
 
 def test_state_dict_round_trip():

@@ -60,7 +60,8 @@ def test_memories_of_a_wrong_dtype_or_xl_length_are_rejected():
         with pytest.raises(TypeError, match=rf"xl_memories.xl must hold floating-point keys/values, got dtype {dtype}"):
             model(tokens(2, 8), xl_memories=replace(memories, xl=memories.xl.to(dtype)))
     for length in (3, 7):
-        with pytest.raises(ValueError, match=rf"xl_memories.xl must hold 0 .* or block_width=8 .*got {length}"):
+        with pytest.raises(ValueError, match=rf"xl_memories.xl must hold whole blocks: a multiple of block_width=8 "
+                                             rf"positions up to xl_memory_blocks=1 .*got {length}"):
             model(tokens(2, 8), xl_memories=replace(memories, xl=memories.xl[..., :length, :]))
     compressed = small_model(use_compressed_mem=True)
     _, memories, _ = run_segments(compressed, tokens(2, 32), 16)

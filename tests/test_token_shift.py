@@ -1,7 +1,8 @@
 """token_shift: half the channels of each attention's normed input come from the token before
 (zeros at a block's start). A function of the block alone, so memories made from its keys/values or
 projected afresh from their inputs, cached decoding and TrainStep all compute what the full forward
-does; no parameters, so the initial draw is that of the model without it."""
+does (causality and segment by segment: tests/test_model.py); no parameters, so the initial draw is that of the
+model without it."""
 
 from __future__ import annotations
 
@@ -39,38 +40,6 @@ def test_the_option_keeps_the_initial_draw_and_changes_the_logits():
         assert torch.equal(a, b), name
     x = tokens(2, 16)
     assert not torch.allclose(on(x)[0], off(x)[0], atol=1e-3)
-
-
-@pytest.mark.parametrize("compressed", [False, True])
-@pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
-def test_causality_across_blocks_and_segments(compressed, options):
-    """A change at token t+1 onwards leaves every logit up to t exactly as it was and moves those after."""
-    model = small_model(max_seq_len=32, use_compressed_mem=compressed, token_shift=True, **RECURRENT, **options)
-    x = tokens(1, 64)
-    reference, _, _ = run_segments(model, x, 32)
-    for t in (0, 7, 8, 20, 31, 32, 45):
-        changed = x.clone()
-        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % VOCAB
-        logits, _, _ = run_segments(model, changed, 32)
-        torch.testing.assert_close(logits[:, :t + 1], reference[:, :t + 1], rtol=0, atol=0)
-        assert not torch.allclose(logits[:, t + 1:], reference[:, t + 1:])
-
-
-@pytest.mark.parametrize("compressed", [False, True])
-@pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
-def test_whole_run_equals_segment_by_segment(compressed, options):
-    """A segment of 8 blocks computes what 4 segments of 2 blocks do with memories and states carried:
-    the shift never reaches across a block boundary, so it does not depend on where calls begin."""
-    whole = small_model(max_seq_len=64, use_compressed_mem=compressed, token_shift=True, **RECURRENT, **options)
-    chunked = small_model(max_seq_len=16, use_compressed_mem=compressed, token_shift=True, **RECURRENT, **options)
-    chunked.load_state_dict(whole.state_dict())
-    x = tokens(2, 64)
-    expected, mem_a, states_a = whole(x)
-    got, mem_b, states_b = run_segments(chunked, x, 16)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(mem_b.keys_values(), mem_a.keys_values(), rtol=1e-5, atol=1e-5)
-    for a, b in zip(states_a, states_b):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
