@@ -67,8 +67,8 @@ MAX_GATE_HALF_LIFE = 1e6  # blocks; float32 keeps 1 - g = ln 2 / h apart from 0 
 class BlockRecurrentConfig:
     """Every hyperparameter of a BlockRecurrentTransformer; the seed package's names and defaults.
 
-    Layers are numbered from 1. The XL memory holds the previous block (``block_width`` keys/values
-per layer; the previous ``xl_memory_blocks``); the compressed memory, when on, half a block of compressed ones. ``recurrent_layers`` are the layers that hold (write) a recurrent
+    Layers are numbered from 1. The XL memory holds the previous ``xl_memory_blocks`` blocks (one in
+the seed: ``block_width`` keys/values per layer); the compressed memory, when on, half a block of compressed ones. ``recurrent_layers`` are the layers that hold (write) a recurrent
     state; ``read_recurrent_layers[i]`` is the layer that reads the state written by
     ``recurrent_layers[i]`` (by default the same layer; it may be lower, never higher).
     ``knn_retrieval`` picks the ``knn_top_k`` entries of the kNN store each query attends:
