@@ -42,7 +42,7 @@ time, one segment); where a row's next document starts, ours resets that row's m
 and the XL masks that row's memories (x-transformers' mem_masks; before 2026-11-30's fourth session
 they carried over); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
-then cosine to lr * --min-lr-ratio (lr/10) (over the token or time budget) or constant, gradient clipping --clip.
+then cosine to lr * --min-lr-ratio (default 0.1: lr/10) (over the token or time budget) or constant, gradient clipping --clip.
 
 Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
 order in the test split, empty ones left out) up to --eval-bytes, each as one row read from its start with fresh memories

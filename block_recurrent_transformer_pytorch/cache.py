@@ -99,12 +99,12 @@ class DecodeCache:
         reads as it was; and a tensor whatever the position, so that the graph replays at every one."""
         if not self.token_shift:
             return None
-        latest = (self.position - 1).clamp(min=0).view(1)
-        return self.block_inputs[index].index_select(1, latest) * (self.position > 0)
+        latest = self.block_inputs[index].index_select(1, (self.position - 1).clamp(min=0).view(1))
+        return torch.where(self.position > 0, latest, torch.zeros_like(latest))  # never a stale slot's NaN
 
     def extend(self, index: int, h: Tensor, k_positioned: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write new tokens' keys/values (b, kv_heads, n, d) into layer ``index`` (and their layer inputs
-        h (b, n, dim) with memory_kv_from_inputs); return its whole buffers."""
+        h (b, n, dim) with memory_kv_from_inputs or token_shift); return its whole buffers."""
         positions = self.position + torch.arange(k.shape[-2], device=k.device)
         slots = self.memory_len + positions
         dtype = self.keys.dtype

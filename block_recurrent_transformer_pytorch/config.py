@@ -185,7 +185,8 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     memory_kv_from_inputs: bool = False
     # True: the second half of the channels of each attention's normed input comes from the token
     # before (zero for a block's first token), so every query, key and value also sees its
-    # predecessor (RWKV's token shift; x-transformers' shift_tokens=1, here on the attention alone).
+    # predecessor (RWKV's token shift; x-transformers' shift_tokens=1, here on the attention's
+    # projection alone: the state reads and the feed-forward take the unshifted input).
     # Why try it: a key that knows its predecessor lets one layer find "the token after the last
     # time this token came" (Olsson et al. 2022, smeared keys), and byte-level models learn that
     # copying late, after a plateau near 2 bits/byte. No parameters, so it keeps the initial draw.

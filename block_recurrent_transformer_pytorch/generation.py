@@ -6,7 +6,7 @@ Two decoders share one interface, ``append(tokens) -> next-token logits``:
 - ``ReferenceDecoder`` is the slow, obviously-correct path the cached one is tested against: it
   keeps the memories and states of the last block boundary and re-runs the current, partial
   block for every new token — exactly what the full forward computes at that position.
-GPU memory is constant in the generated length: the cache holds one block and its memories.
+GPU memory is constant in the generated length: the cache holds the current block and its memories.
 """
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ def from_layer_list(layers: Sequence[Tensor], config: BlockRecurrentConfig) -> M
     length = kv.shape[-2]
     xl_len = min(length, config.xl_memory_len)
     if not config.use_compressed_mem:
-        return Memories(xl=kv)  # check_memories rejects more than block_width entries
+        return Memories(xl=kv)  # check_memories rejects more than xl_memory_len entries
     return Memories(xl=kv[..., length - xl_len:, :], compressed=kv[..., :length - xl_len, :])
 
 

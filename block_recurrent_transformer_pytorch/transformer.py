@@ -61,7 +61,7 @@ class BlockRecurrentTransformer(nn.Module):
         self.token_emb = nn.Embedding(config.num_tokens, dim)  # N(0, 1): nn.Embedding's default, the seed's
         if config.embedding_init_std != 1.0:  # drawn only then, so the default consumes the seed's random numbers
             nn.init.normal_(self.token_emb.weight, std=config.embedding_init_std)
-        max_memory = config.block_width + (config.compressed_mem_len if config.use_compressed_mem else 0)
+        max_memory = config.xl_memory_len + config.compressed_mem_len  # the positions memories sit at: -max_memory..-1
         self.rotary = RotaryEmbedding(dim_head, config.rotary_theta, config.xpos_scale_base, max_memory=max_memory,
                                       block_width=config.block_width, rotary_dim=config.rotary_dim)
         self.layers = nn.ModuleList(

@@ -150,10 +150,11 @@ def test_memory_rows_run_two_flash_calls_and_match_the_reference(kv_heads):
 
 
 @pytest.mark.parametrize("kv_heads", [1, 4])
-def test_memory_rows_of_two_blocks_run_three_flash_calls_and_match_the_reference(kv_heads):
-    """Memories of two blocks of 256 (``xl_memory_blocks=2``), rows seeing both and none: three flash
-    calls (all, the newest block, none), no masked kernel."""
-    rows = MemoryRows(torch.tensor([512, 0], device="cuda"), (0, 256, 512))
+@pytest.mark.parametrize("visible", [(512, 0), (256, 512), (0, 256)])
+def test_memory_rows_of_two_blocks_run_three_flash_calls_and_match_the_reference(kv_heads, visible):
+    """Memories of two blocks of 256 (``xl_memory_blocks=2``), each row seeing both, the newest or
+    none: three flash calls (all, the newest block, none), no masked kernel."""
+    rows = MemoryRows(torch.tensor(visible, device="cuda"), (0, 256, 512))
     assert _attention_against_reference(kv_heads, rows) == [(FLASH, 256)] * 3
 
 
@@ -224,7 +225,7 @@ def test_cuda_graph_train_step_matches_eager(compressed, from_inputs, shift):
 
 @pytest.mark.parametrize("compile, preset_options, compressed, blocks",
                          [(False, False, True, 1), (True, False, True, 1), (True, True, True, 1), (False, True, False, 1),
-                          (True, True, False, 1), (False, True, False, 2)])
+                          (True, True, False, 1), (False, True, False, 2), (True, True, False, 2)])
 def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_options, compressed, blocks):
     """Documents read row by row (labels with padding, per-row resets, memories and states carried
     across calls): the replayed graphs, the masked one among them, compiled or not, give the eager

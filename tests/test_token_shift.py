@@ -43,13 +43,15 @@ def test_the_option_keeps_the_initial_draw_and_changes_the_logits():
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-def test_memories_projected_from_inputs_equal_the_cached_ones(compressed):
-    """memory_kv_from_inputs projects the memory's inputs afresh, shifted as the block shifted them:
-    the same logits and cached keys/values as the model that keeps what the block computed (rows
-    reset at different segments)."""
-    cached = small_model(use_compressed_mem=compressed, token_shift=True, kv_heads=2, **RECURRENT)
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_memories_projected_from_inputs_equal_the_cached_ones(compressed, blocks):
+    """memory_kv_from_inputs projects the memory's inputs afresh, shifted as the block shifted them
+    (each of the memory's blocks on its own): the same logits and cached keys/values as the model
+    that keeps what the block computed (rows reset at different segments)."""
+    cached = small_model(use_compressed_mem=compressed, token_shift=True, kv_heads=2, xl_memory_blocks=blocks,
+                         **RECURRENT)
     projected = small_model(use_compressed_mem=compressed, token_shift=True, kv_heads=2, memory_kv_from_inputs=True,
-                            **RECURRENT)
+                            xl_memory_blocks=blocks, **RECURRENT)
     projected.load_state_dict(cached.state_dict())
     x = tokens(2, 64)
     resets = {1: torch.tensor([True, False]), 2: torch.tensor([False, True])}

@@ -85,3 +85,29 @@ def test_bad_values_and_memories_of_another_length_are_refused():
     _, first, states = two(x[:, :8])
     assert first.xl.shape[-2] == 8
     torch.testing.assert_close(two(x[:, 8:], xl_memories=first, states=states)[0], whole[:, 8:], rtol=1e-5, atol=1e-5)
+
+
+def test_the_flash_path_after_resets_equals_the_boolean_mask(monkeypatch):
+    """The flash path of ``MemoryRows`` (one lower-right call per count of blocks a row sees), the
+    kernel stood in by the reference on a CPU, over memories of three blocks with rows reset at
+    different segments: the logits of the boolean mask the CPU path applies."""
+    from block_recurrent_transformer_pytorch import attention
+
+    model = small_model(xl_memory_blocks=3, use_flash_attn=True, **RECURRENT, **PRESET)  # through SDPA
+    x = tokens(3, 96)
+    resets = {1: torch.tensor([True, False, False]), 3: torch.tensor([False, True, False]),
+              4: torch.tensor([True, False, True])}
+    want, _, _ = run_segments(model, x, 16, resets=resets)
+    calls = []
+
+    def lower_right(q, k, v, scale):
+        calls.append(k.shape[-2])
+        return attention.reference_attention(q, k, v, causal=True, scale=scale)
+
+    unpatched = attention._sdpa_attention
+    monkeypatch.setattr(attention, "_flash_operands", lambda q, k, v: (q, k, v))
+    monkeypatch.setattr(attention, "_lower_right_flash", lower_right)
+    monkeypatch.setattr(attention, "_sdpa_attention", lambda *args, flash: unpatched(*args, flash=True))
+    got, _, _ = run_segments(model.eval(), x, 16, resets=resets)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert {8, 16, 24, 32} <= set(calls)  # the block alone, with one, two and three memory blocks
