@@ -671,10 +671,21 @@ def test_fast_path_flags_parse():
     assert cfg.cuda_graph is False and cfg.compile is None
 
 
-def test_the_memory_kv_from_inputs_flag_reaches_the_model():
-    cfg = train.resolve_config(train.parse_args(["--memory-kv-from-inputs", "--data", "x"]))
-    assert train.build_model(replace(cfg, **TINY)).config.memory_kv_from_inputs is True
-    assert train.build_model(train.TrainConfig(**{**TINY, "data": "x"})).config.memory_kv_from_inputs is False
+@pytest.mark.parametrize("flags, field, value, default", [
+    (["--memory-kv-from-inputs"], "memory_kv_from_inputs", True, False),
+    (["--xl-memory-blocks", "3"], "xl_memory_blocks", 3, 1),
+    (["--token-shift"], "token_shift", True, False),
+])
+def test_model_flags_reach_the_model(flags, field, value, default):
+    cfg = train.resolve_config(train.parse_args([*flags, "--data", "x"]))
+    assert getattr(train.build_model(replace(cfg, **TINY)).config, field) == value
+    assert getattr(train.build_model(train.TrainConfig(**{**TINY, "data": "x"})).config, field) == default
+
+
+def test_a_bad_xl_memory_blocks_is_refused_naming_the_flag():
+    cfg = train.resolve_config(train.parse_args(["--xl-memory-blocks", "0", "--data", "x"]))
+    with pytest.raises(train.TrainError, match="xl_memory_blocks must be a positive int, got 0"):
+        train.build_model(replace(cfg, **TINY))
 
 
 def test_cpu_default_run_neither_compiles_nor_uses_train_step(tmp_path, monkeypatch, capsys):

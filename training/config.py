@@ -48,6 +48,8 @@ class TrainConfig:
     ff_mult: float = _opt(4.0, "feed-forward expansion")
     max_seq_len: int = _opt(1024, "tokens per segment (one forward call); memories and states carry across")
     block_width: int = _opt(512, "tokens per block: the unit of attention and of state updates")
+    xl_memory_blocks: int = _opt(1, "blocks the XL memory holds: how many blocks back each block's attention reaches "
+                                    "(1: the previous block, as the seed)")
     num_state_vectors: int = _opt(512, "recurrent state vectors per recurrent layer")
     recurrent_layers: Optional[tuple[int, ...]] = _opt(None, "layers (numbered from 1) that hold a recurrent state "
                                                              "(default: the middle layer, max(depth // 2, 1))")
@@ -70,6 +72,8 @@ class TrainConfig:
     memory_kv_from_inputs: bool = _opt(False, "the XL memory keeps each layer's inputs and norms and projects them to "
                                               "keys/values with the current weights (Transformer-XL's way: they learn "
                                               "from attention to memory), not the keys/values cached a block earlier")
+    token_shift: bool = _opt(False, "half of each attention's input channels come from the token before (zeros at "
+                                    "a block's start); measured worse in the long-documents preset")
     embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
                                           "seed's; 0.02 learns far faster, see --preset)")
     xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without XL memories (a kNN store is kept)")

@@ -34,8 +34,8 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
             knn_layers=cfg.knn_layers, knn_memory_size=cfg.knn_memory_size, knn_top_k=cfg.knn_top_k,
             knn_retrieval=cfg.knn_retrieval, knn_route_groups=cfg.knn_route_groups,
             embedding_init_std=cfg.embedding_init_std, rotary_dim=cfg.rotary_dim,
-            memory_kv_from_inputs=cfg.memory_kv_from_inputs,
-            activation_checkpointing=cfg.activation_checkpointing,
+            memory_kv_from_inputs=cfg.memory_kv_from_inputs, xl_memory_blocks=cfg.xl_memory_blocks,
+            token_shift=cfg.token_shift, activation_checkpointing=cfg.activation_checkpointing,
         )
     except (TypeError, ValueError) as error:
         hint = ""
