@@ -110,9 +110,10 @@ class AttentionBlock(nn.Module):
         """Raw k, v (b, kv_heads, n, d) of already normed inputs (b, n, dim) of whole blocks of
         block_width: ``project``'s keys/values by the key/value rows of ``to_qkv`` alone
         (memory_kv_from_inputs: the memory's, afresh)."""
-        blocks = x_normed.unflatten(1, (-1, block_width)).flatten(0, 1)  # each block shifted on its own
-        shifted = self.shift(blocks, None).unflatten(0, (x_normed.shape[0], -1)).flatten(1, 2)
-        return self._split_kv(F.linear(shifted, self.to_qkv.weight[self.heads * self.dim_head:]))
+        if self.token_shift:  # each block shifted on its own, as it was when it ran
+            blocks = self.shift(x_normed.unflatten(1, (-1, block_width)).flatten(0, 1), None)
+            x_normed = blocks.unflatten(0, (x_normed.shape[0], -1)).flatten(1, 2)
+        return self._split_kv(F.linear(x_normed, self.to_qkv.weight[self.heads * self.dim_head:]))
 
     def shift(self, x_normed: Tensor, previous_normed: Optional[Tensor]) -> Tensor:
         """With token_shift, x_normed (b, n, dim) with its second half of channels taken from the token
