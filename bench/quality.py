@@ -145,6 +145,13 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--no-nostate-eval", action="store_true", help="ours: skip the states-reset evaluation")
     parser.add_argument("--no-compile", action="store_true", help="do not torch.compile (CUDA)")
     parser.add_argument("--no-cuda-graph", action="store_true", help="ours: eager TrainStep (CUDA)")
+    parser.add_argument("--grow-at", type=int, default=None, metavar="STEP",
+                        help="ours: from this step on, train on --grow-batch rows of segments of --grow-seq tokens "
+                             "(a segment-length warmup: the early plateau passed on the short segments, the state "
+                             "then trained through more blocks); memories and states start afresh there")
+    parser.add_argument("--grow-batch", type=int, default=None, help="rows per step from --grow-at on")
+    parser.add_argument("--grow-seq", type=int, default=None,
+                        help="tokens per row per step from --grow-at on, one segment (ours' max_seq_len)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.tiny:
@@ -162,6 +169,17 @@ def parse_args(argv: Optional[list[str]] = None):
         parser.error("give one of --tokens and --seconds")
     if not 0 <= args.min_lr_ratio <= 1:
         parser.error(f"--min-lr-ratio must lie in [0, 1] (a share of --lr), got {args.min_lr_ratio}")
+    grow = (args.grow_at, args.grow_batch, args.grow_seq)
+    if any(v is not None for v in grow):
+        if any(v is None for v in grow):
+            parser.error(f"--grow-at, --grow-batch and --grow-seq go together, got {grow}")
+        if args.model == "xl":
+            parser.error("--grow-at grows ours' segment; the xl peer trains on one shape")
+        if args.grow_at <= args.untimed_steps:
+            parser.error(f"--grow-at must come after the --untimed-steps ({args.untimed_steps}), got {args.grow_at}")
+        if args.grow_batch * args.grow_seq != args.batch * args.seq:
+            parser.error(f"--grow-batch x --grow-seq must keep the tokens per step (--batch x --seq = "
+                         f"{args.batch * args.seq}), got {args.grow_batch} x {args.grow_seq}")
     return args
 
 
@@ -274,16 +292,20 @@ class Ours:
         if args.model == "ours_unread":
             cut_state_reads(self.model)
         self.seg = self.model.max_seq_len
-        self.wrapper = brt.RecurrentTrainerWrapper(self.model, args.mem_dropout, args.state_dropout)
-        self.device = device
+        self.args, self.device = args, device
+        self._make_step()
+        self.carry: tuple = (None, None)
+
+    def _make_step(self) -> None:
+        args, device = self.args, self.device
+        self.wrapper = self.brt.RecurrentTrainerWrapper(self.model, args.mem_dropout, args.state_dropout)
         # TrainStep does not carry a kNN store: such a model trains through the wrapper, eagerly
         self.step_fn = None
         if not self.model.config.knn_layers:
             if device.type == "cuda" and not args.no_compile:
                 self.model.compile(fullgraph=True, dynamic=False)
-            self.step_fn = brt.TrainStep(self.wrapper, cuda_graph=device.type == "cuda" and not args.no_cuda_graph,
-                                         amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
-        self.carry: tuple = (None, None)
+            self.step_fn = self.brt.TrainStep(self.wrapper, cuda_graph=device.type == "cuda" and not args.no_cuda_graph,
+                                              amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
 
     def describe(self) -> dict[str, Any]:
         return dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.cfg.items()},
@@ -304,6 +326,22 @@ class Ours:
         gates = [round(s.gate.bias.sigmoid().mean().item(), 4) if isinstance(s.gate, self.brt.state.FixedGate) else None
                  for s in self.model.states]
         return dict(state_reads_weight=ratios, gate_retention=gates)
+
+    def grow_segment(self, segment: int) -> dict[nn.Parameter, nn.Parameter]:
+        """Continue training with segments of ``segment`` tokens (max_seq_len): a model of that config
+        takes this one's weights (no parameter depends on max_seq_len), trained through a new
+        TrainStep; memories and states start afresh. Returns each old parameter's new one, for the
+        optimiser's state."""
+        old = self.model
+        self.cfg = {**self.cfg, "max_seq_len": segment}
+        self.model = self.brt.BlockRecurrentTransformer(**self.cfg).to(self.device)
+        self.model.load_state_dict(old.state_dict())
+        if self.args.model == "ours_unread":
+            cut_state_reads(self.model)  # the hook that keeps the read columns at zero is the model's own
+        self.seg = segment
+        self._make_step()
+        self.carry = (None, None)
+        return dict(zip(old.parameters(), self.model.parameters()))
 
     def warm_up(self, rows: int) -> None:
         """Compile and capture every kind of segment training will run (the masked one would otherwise
@@ -436,6 +474,27 @@ class XL:
 # ---- evaluation -------------------------------------------------------------------------------------
 
 @torch.no_grad()
+def grow(peer: Ours, optimizer: torch.optim.Optimizer, streams: DocumentStreams, rows: int,
+         segment: int) -> list[nn.Parameter]:
+    """Switch a run to ``rows`` rows of segments of ``segment`` tokens (--grow-at): the model takes the
+    longer segment (its parameters, and the optimiser's moments of them, carried over), and the
+    document reader keeps its first ``rows`` rows reading where they are (the others' documents are
+    left unfinished) and its order of documents, so that no document is read twice. Returns the
+    parameters to clip."""
+    new = peer.grow_segment(segment)
+    for group in optimizer.param_groups:
+        group["params"] = [new[p] for p in group["params"]]
+    moments = {new[p]: state for p, state in optimizer.state.items()}
+    optimizer.state.clear()
+    optimizer.state.update(moments)
+    streams.rows, streams.segment = rows, segment
+    del streams.piece[rows:], streams.offset[rows:]
+    if len(streams.piece) < rows:
+        streams.piece += [-1] * (rows - len(streams.piece))
+        streams.offset += [0] * (rows - len(streams.offset))
+    return [p for p in peer.model.parameters() if p.requires_grad]
+
+
 def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True) -> dict[str, Any]:
     """bits/byte over every byte of docs, overall, by byte offset within the document, and per document
     (in the order of docs: two runs evaluated on the same documents can be compared document by
@@ -531,14 +590,26 @@ def run(args) -> list[dict[str, Any]]:
             break
         if step == args.untimed_steps:
             common.synchronize(device)
-            warmup_s = time.perf_counter() - wall
+            warmup_s += time.perf_counter() - wall
             clock_start = time.perf_counter()
             timed_from = step
+        if step == args.grow_at:
+            # untimed, like the first steps: a new TrainStep captures (and compiles) the longer segment
+            common.synchronize(device)
+            grown = time.perf_counter()
+            params_list = grow(peer, optimizer, streams, args.grow_batch, args.grow_seq)
+            peer.warm_up(args.grow_batch)
+            common.synchronize(device)
+            grow_s = time.perf_counter() - grown
+            if clock_start is not None:
+                clock_start += grow_s
+            warmup_s += grow_s
+            write(dict(kind="grow", step=step, rows=args.grow_batch, segment=args.grow_seq, grow_s=round(grow_s, 1)))
         progress = (step / total_steps if total_steps else
                     0.0 if clock_start is None else (time.perf_counter() - clock_start) / args.seconds)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args, step, progress)
-        batch = streams.next(args.seq // peer.seg)
+        batch = streams.next(1 if step >= (args.grow_at or math.inf) else args.seq // peer.seg)
         if device.type == "cuda":
             batch = DocumentBatch(*(t.pin_memory() for t in (batch.inputs, batch.labels, batch.reset, batch.offsets)))
         loss = peer.train_step(batch)
@@ -562,7 +633,7 @@ def run(args) -> list[dict[str, Any]]:
                        tokens_per_s=round(timed_tokens / elapsed) if elapsed else None, **peer.diagnostics()))
     common.synchronize(device)
     if clock_start is None:  # fewer steps than untimed steps
-        warmup_s, clock_start, timed_from = time.perf_counter() - wall, time.perf_counter(), step
+        warmup_s, clock_start, timed_from = warmup_s + time.perf_counter() - wall, time.perf_counter(), step
     train_s = time.perf_counter() - clock_start
     timed_tokens = (step - timed_from) * tokens_per_step
     result = dict(kind="result", corpus=corpus_name, params=params, steps=step, tokens=step * tokens_per_step, cut=cut,

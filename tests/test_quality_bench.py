@@ -328,3 +328,75 @@ def test_a_min_lr_ratio_outside_zero_to_one_is_refused(capsys):
     with pytest.raises(SystemExit):
         quality.parse_args(["--tokens", "1e6", "--min-lr-ratio", "1.5"])
     assert "--min-lr-ratio must lie in [0, 1] (a share of --lr), got 1.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["ours", "ours_unread"])
+def test_growing_the_segment_carries_weights_moments_and_documents_on(model):
+    """--grow-at: the model that takes the longer segment has the same weights and computes the same
+    function (no parameter depends on max_seq_len); the optimiser's moments follow the weights; the
+    reader's first rows go on reading where they were, in the same order of documents; an
+    ours_unread run's state-read columns stay at zero through the steps after it."""
+    import torch
+
+    torch.manual_seed(0)
+    args = quality.parse_args(["--tiny", "--model", model, "--grow-at", "3", "--grow-batch", "2", "--grow-seq", "256"])
+    device = torch.device("cpu")
+    peer = quality.Ours(args, device)
+    optimizer = quality.make_optimizer(peer.model, args, device)
+    data = torch.randint(0, 255, (20_000,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    data[torch.arange(300, 20_000, 700)] = 255  # documents of 700 bytes
+    streams = quality.DocumentStreams(data, 255, args.batch, peer.seg, shuffle=True, seed=0)
+    for _ in range(2):
+        peer.train_step(streams.next(args.seq // peer.seg))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+    old = peer.model
+    moments = {name: optimizer.state[p]["exp_avg"].clone() for name, p in old.named_parameters()}
+    reading = (list(streams.piece[:2]), list(streams.offset[:2]), streams.queue, streams.epoch)
+    x = torch.randint(0, 256, (2, 256))
+    memories = states = None
+    expected = []  # the old model, segment by segment with memories and states carried
+    for segment in x.split(old.max_seq_len, dim=1):
+        logits, memories, states = old.eval()(segment, xl_memories=memories, states=states)
+        expected.append(logits)
+    expected = torch.cat(expected, dim=1)
+
+    params = quality.grow(peer, optimizer, streams, args.grow_batch, args.grow_seq)
+
+    assert peer.model is not old and peer.model.max_seq_len == peer.seg == 256 and peer.carry == (None, None)
+    torch.testing.assert_close(peer.model.eval()(x)[0], expected, rtol=1e-5, atol=1e-5)
+    for name, p in peer.model.named_parameters():
+        torch.testing.assert_close(optimizer.state[p]["exp_avg"], moments[name], rtol=0, atol=0, msg=name)
+    assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {id(p) for p in params}
+    assert (list(streams.piece), list(streams.offset), streams.queue, streams.epoch) == reading
+    assert (streams.rows, streams.segment) == (2, 256)
+
+    batch = streams.next(1)
+    assert batch.inputs.shape == (2, 256)
+    peer.model.train()
+    peer.train_step(batch)
+    optimizer.step()
+    reader = peer.model.layers[peer.model.config.recurrent_layers[0] - 1][0].to_out.weight
+    inner = peer.model.config.heads * peer.model.config.dim_head
+    assert (reader[:, inner:] == 0).all() == (model == "ours_unread")
+
+
+def test_a_grown_run_records_its_switch_and_trains_its_tokens(tmp_path):
+    records = quality.main(["--tiny", "--model", "ours", "--grow-at", "4", "--grow-batch", "2", "--grow-seq", "256",
+                            "--eval-bytes", "3000", "--eval-max-doc", "1500", "--out", str(tmp_path / "q.jsonl")])
+    grown = [r for r in records if r["kind"] == "grow"]
+    assert [(r["step"], r["rows"], r["segment"]) for r in grown] == [(4, 2, 256)]
+    result = records[-1]
+    assert result["steps"] == 12 and result["tokens"] == 12 * 4 * 128 and math.isfinite(result["eval"]["bpb"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--grow-at", "5"], "--grow-at, --grow-batch and --grow-seq go together"),
+    (["--grow-at", "5", "--grow-batch", "2", "--grow-seq", "128"], "must keep the tokens per step"),
+    (["--grow-at", "1", "--grow-batch", "2", "--grow-seq", "256"], "must come after the --untimed-steps (2), got 1"),
+    (["--model", "xl", "--grow-at", "5", "--grow-batch", "2", "--grow-seq", "256"], "the xl peer trains on one shape"),
+])
+def test_a_bad_segment_growth_is_refused(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--tiny", *flags])
+    assert message in capsys.readouterr().err
