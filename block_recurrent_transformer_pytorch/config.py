@@ -104,8 +104,9 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     # call per count of blocks a row may see). Why try it: x-transformers' XL scores 0.043 bits/byte
     # better with a window of 1024 + 1024 than with 512 + 512 over five seeds, and the held-out
     # files repeat themselves 4-16 KiB back (bench/RESULTS.md); the compressed memory that was to
-    # reach there measured far worse. Not yet measured. Not with knn_layers (the kNN store takes the
-    # block leaving a one-block XL memory whole).
+    # reach there measured far worse. In the long-documents preset, 2 (100M tokens, paired, seeds 0
+    # and 1): 0.002 worse and 0.013 better, about 30% slower; not adopted (bench/RESULTS.md, twentieth
+    # session). Not with knn_layers (the kNN store takes the block leaving a one-block XL memory whole).
     xl_memory_blocks: int = 1
     recurrent_layers: Optional[Sequence[int]] = None
     read_recurrent_layers: Optional[Sequence[int]] = None
