@@ -145,6 +145,12 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--no-nostate-eval", action="store_true", help="ours: skip the states-reset evaluation")
     parser.add_argument("--no-compile", action="store_true", help="do not torch.compile (CUDA)")
     parser.add_argument("--no-cuda-graph", action="store_true", help="ours: eager TrainStep (CUDA)")
+    parser.add_argument("--compile-cache", default=None, metavar="FILE",
+                        help="torch.compile's caches (torch.compiler.save_cache_artifacts): loaded from FILE before "
+                             "training where it exists, else written there once the untimed steps have compiled "
+                             "everything, so that a later run of the same model on the same torch and GPU compiles "
+                             "in a fraction of the time (untimed either way); e.g. to fit two equal-time runs one "
+                             "after the other in one call")
     parser.add_argument("--grow-at", type=int, default=None, metavar="STEP",
                         help="ours: from this step on, train on --grow-batch rows of segments of --grow-seq tokens "
                              "(a segment-length warmup: the early plateau passed on the short segments, the state "
@@ -474,6 +480,27 @@ class XL:
 # ---- evaluation -------------------------------------------------------------------------------------
 
 @torch.no_grad()
+def load_compile_cache(path: Optional[str]) -> bool:
+    """Fill torch.compile's caches from ``path`` (--compile-cache) where that file exists; True if it did."""
+    if not path or not os.path.exists(path):
+        return False
+    torch.compiler.load_cache_artifacts(Path(path).read_bytes())
+    return True
+
+
+def save_compile_cache(path: str) -> bool:
+    """Write what this process compiled to ``path`` (through a temporary file: a run killed meanwhile
+    leaves no partial cache for the next to load); False, writing nothing, where nothing was compiled
+    (e.g. --no-compile, or a CPU run)."""
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is None:
+        return False
+    partial = Path(f"{path}.partial")
+    partial.write_bytes(artifacts[0])
+    os.replace(partial, path)
+    return True
+
+
 def grow(peer: Ours, optimizer: torch.optim.Optimizer, streams: DocumentStreams, rows: int,
          segment: int) -> list[nn.Parameter]:
     """Switch a run to ``rows`` rows of segments of ``segment`` tokens (--grow-at): the model takes the
@@ -579,6 +606,8 @@ def run(args) -> list[dict[str, Any]]:
     curve_norm, curve_clipped = torch.zeros((), device=device), torch.zeros((), device=device)
     warmup_s, train_s, clock_start = 0.0, 0.0, None
     wall = time.perf_counter()
+    # --compile-cache: "loaded", "saved" or "nothing compiled" (None without it)
+    cache = "loaded" if load_compile_cache(args.compile_cache) else None
     peer.warm_up(args.batch)  # before the clock, as the untimed steps
     while True:
         if total_steps is not None and step >= total_steps:
@@ -589,6 +618,8 @@ def run(args) -> list[dict[str, Any]]:
             cut = True
             break
         if step == args.untimed_steps:
+            if args.compile_cache and cache is None:
+                cache = "saved" if save_compile_cache(args.compile_cache) else "nothing compiled"
             common.synchronize(device)
             warmup_s += time.perf_counter() - wall
             clock_start = time.perf_counter()
@@ -639,7 +670,8 @@ def run(args) -> list[dict[str, Any]]:
     result = dict(kind="result", corpus=corpus_name, params=params, steps=step, tokens=step * tokens_per_step, cut=cut,
                   warmup_s=round(warmup_s, 1), untimed_steps=min(args.untimed_steps, step), train_s=round(train_s, 1),
                   tokens_per_s=round(timed_tokens / train_s) if train_s > 0 and timed_tokens else None,
-                  peak_gib=common.peak_gib(device))
+                  peak_gib=common.peak_gib(device),
+                  compile_cache=cache)
     result["eval"] = evaluate(peer, docs, args.eval_batch)
     if args.model != "xl" and not args.no_nostate_eval and peer.model.config.recurrent_layers:
         result["nostate_eval"] = evaluate(peer, docs, args.eval_batch, keep_states=False)

@@ -400,3 +400,32 @@ def test_a_bad_segment_growth_is_refused(capsys, flags, message):
     with pytest.raises(SystemExit):
         quality.parse_args(["--tiny", *flags])
     assert message in capsys.readouterr().err
+
+
+def test_a_compile_cache_saved_by_one_process_spares_the_next_its_compilation(tmp_path):
+    """--compile-cache: a process with no cache file compiles and writes what it compiled there; the next,
+    with an empty inductor cache of its own, loads the file and finds its graph there (a cache hit, no
+    miss) instead of compiling it again."""
+    import json
+    import os
+    import subprocess
+
+    cache = tmp_path / "compiled.bin"
+    script = (f"import json, sys, torch; sys.path.insert(0, {str(Path(quality.__file__).parent)!r}); import quality\n"
+              f"from torch._dynamo.utils import counters\n"
+              f"loaded = quality.load_compile_cache({str(cache)!r})\n"
+              f"torch.compile(lambda x: (x.sin() * 2).cos().sum())(torch.randn(64))\n"
+              f"saved = not loaded and quality.save_compile_cache({str(cache)!r})\n"
+              f"print(json.dumps(dict(loaded=loaded, saved=saved, hit=counters['inductor']['fxgraph_cache_hit'],\n"
+              f"                      miss=counters['inductor']['fxgraph_cache_miss'])))\n")
+
+    def run(inductor_dir: str) -> dict:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / inductor_dir))
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = run("first")
+    assert first == dict(loaded=False, saved=True, hit=0, miss=1) and cache.stat().st_size > 0
+    assert not (tmp_path / "compiled.bin.partial").exists()
+    assert run("second") == dict(loaded=True, saved=False, hit=1, miss=0)
