@@ -7,7 +7,9 @@ steps are trained but timed apart, as warmup_s), then evaluates held-out documen
   {"kind": "config", ...}   the model's parameters (count and settings), the run's flags
   {"kind": "train", ...}    every --log-every steps: mean train loss (nats and bits/byte), lr, tokens, tokens/s;
                             for ours with a state, its weights' diagnostics (state_reads_weight, gate_retention)
-  {"kind": "result", ...}   steps, tokens, tokens/s, warmup_s, train_s, and the evaluation: bits/byte over
+  {"kind": "grow", ...}     with --grow-at: the step, rows and segment of the switch, and its untimed seconds
+  {"kind": "result", ...}   steps, tokens, tokens/s, warmup_s, train_s, compile_cache (what --compile-cache did:
+                            loaded, saved or nothing compiled), and the evaluation: bits/byte over
                             all held-out bytes and by byte offset within the document (0-1k, 1k-4k,
                             4k-16k, 16k-64k, 64k+) and per held-out document (by_document); for ours
                             also with the states reset every segment ("nostate_eval": what the
