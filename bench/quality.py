@@ -59,10 +59,12 @@ bits/byte = mean next-byte loss (nats) / ln 2.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import fields
@@ -185,6 +187,13 @@ def parse_args(argv: Optional[list[str]] = None):
             parser.error("--grow-at grows ours' segment; the xl peer trains on one shape")
         if args.grow_at <= args.untimed_steps:
             parser.error(f"--grow-at must come after the --untimed-steps ({args.untimed_steps}), got {args.grow_at}")
+        segment = ours_config(args).get("max_seq_len")
+        if segment is not None and args.grow_seq <= segment:
+            parser.error(f"--grow-seq must be longer than the model's segment (max_seq_len {segment}), got {args.grow_seq}")
+        try:
+            BlockRecurrentConfig(**{**ours_config(args), "max_seq_len": args.grow_seq})
+        except (TypeError, ValueError) as error:
+            parser.error(f"--grow-seq {args.grow_seq} does not make a model of the config: {error}")
         if args.grow_batch * args.grow_seq != args.batch * args.seq:
             parser.error(f"--grow-batch x --grow-seq must keep the tokens per step (--batch x --seq = "
                          f"{args.batch * args.seq}), got {args.grow_batch} x {args.grow_seq}")
@@ -341,6 +350,12 @@ class Ours:
         TrainStep; memories and states start afresh. Returns each old parameter's new one, for the
         optimiser's state."""
         old = self.model
+        if self.device.type == "cuda" and not self.args.no_compile:
+            # The grown model compiles its own graphs into the same code cache as the old one's forward,
+            # whose limit (8) its six would pass with fullgraph=True: start that cache afresh, and free
+            # the old model, which compilation's reference cycles would keep with its gradients.
+            torch._dynamo.reset()
+            gc.collect()
         self.cfg = {**self.cfg, "max_seq_len": segment}
         self.model = self.brt.BlockRecurrentTransformer(**self.cfg).to(self.device)
         self.model.load_state_dict(old.state_dict())
@@ -482,48 +497,6 @@ class XL:
 # ---- evaluation -------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def load_compile_cache(path: Optional[str]) -> bool:
-    """Fill torch.compile's caches from ``path`` (--compile-cache) where that file exists; True if it did."""
-    if not path or not os.path.exists(path):
-        return False
-    torch.compiler.load_cache_artifacts(Path(path).read_bytes())
-    return True
-
-
-def save_compile_cache(path: str) -> bool:
-    """Write what this process compiled to ``path`` (through a temporary file: a run killed meanwhile
-    leaves no partial cache for the next to load); False, writing nothing, where nothing was compiled
-    (e.g. --no-compile, or a CPU run)."""
-    artifacts = torch.compiler.save_cache_artifacts()
-    if artifacts is None:
-        return False
-    partial = Path(f"{path}.partial")
-    partial.write_bytes(artifacts[0])
-    os.replace(partial, path)
-    return True
-
-
-def grow(peer: Ours, optimizer: torch.optim.Optimizer, streams: DocumentStreams, rows: int,
-         segment: int) -> list[nn.Parameter]:
-    """Switch a run to ``rows`` rows of segments of ``segment`` tokens (--grow-at): the model takes the
-    longer segment (its parameters, and the optimiser's moments of them, carried over), and the
-    document reader keeps its first ``rows`` rows reading where they are (the others' documents are
-    left unfinished) and its order of documents, so that no document is read twice. Returns the
-    parameters to clip."""
-    new = peer.grow_segment(segment)
-    for group in optimizer.param_groups:
-        group["params"] = [new[p] for p in group["params"]]
-    moments = {new[p]: state for p, state in optimizer.state.items()}
-    optimizer.state.clear()
-    optimizer.state.update(moments)
-    streams.rows, streams.segment = rows, segment
-    del streams.piece[rows:], streams.offset[rows:]
-    if len(streams.piece) < rows:
-        streams.piece += [-1] * (rows - len(streams.piece))
-        streams.offset += [0] * (rows - len(streams.offset))
-    return [p for p in peer.model.parameters() if p.requires_grad]
-
-
 def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True) -> dict[str, Any]:
     """bits/byte over every byte of docs, overall, by byte offset within the document, and per document
     (in the order of docs: two runs evaluated on the same documents can be compared document by
@@ -569,6 +542,56 @@ def evaluate(peer: Any, docs: list[bytes], batch: int, keep_states: bool = True)
 
 
 # ---- training ---------------------------------------------------------------------------------------
+
+def load_compile_cache(path: Optional[str]) -> bool:
+    """Fill torch.compile's caches from ``path`` (--compile-cache) where that file exists; True if it did."""
+    if not path or not os.path.exists(path):
+        return False
+    torch.compiler.load_cache_artifacts(Path(path).read_bytes())
+    return True
+
+
+def save_compile_cache(path: str) -> bool:
+    """Write what this process compiled to ``path`` (through a temporary file: a run killed meanwhile
+    leaves no partial cache for the next to load); False, writing nothing, where nothing was compiled
+    (e.g. --no-compile, or a CPU run)."""
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is None:
+        return False
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".compile_cache.", delete=False) as partial:
+        partial.write(artifacts[0])
+    os.replace(partial.name, path)
+    return True
+
+
+def compile_cache_counts() -> dict[str, int]:
+    """How many of the graphs inductor compiled so far it found in its cache (hit) or made (miss): what
+    --compile-cache "loaded" saved."""
+    from torch._dynamo.utils import counters
+    return {kind: counters["inductor"][f"fxgraph_cache_{kind}"] for kind in ("hit", "miss")}
+
+
+def grow(peer: Ours, optimizer: torch.optim.Optimizer, streams: DocumentStreams, rows: int,
+         segment: int) -> list[nn.Parameter]:
+    """Switch a run to ``rows`` rows of segments of ``segment`` tokens (--grow-at): the model takes the
+    longer segment (its parameters, and the optimiser's moments of them, carried over), and the
+    document reader keeps its first ``rows`` rows reading where they are (the others' documents are
+    left unfinished) and its order of documents, so that no document is read twice. Returns the
+    parameters to clip."""
+    new = peer.grow_segment(segment)
+    for group in optimizer.param_groups:
+        group["params"] = [new[p] for p in group["params"]]
+    moments = {new[p]: state for p, state in optimizer.state.items()}
+    optimizer.state.clear()
+    optimizer.state.update(moments)
+    streams.rows, streams.segment = rows, segment
+    del streams.piece[rows:], streams.offset[rows:]
+    if len(streams.piece) < rows:
+        streams.piece += [-1] * (rows - len(streams.piece))
+        streams.offset += [0] * (rows - len(streams.offset))
+    return [p for p in peer.model.parameters() if p.requires_grad]
+
 
 def run(args) -> list[dict[str, Any]]:
     started = time.perf_counter()
@@ -673,7 +696,7 @@ def run(args) -> list[dict[str, Any]]:
                   warmup_s=round(warmup_s, 1), untimed_steps=min(args.untimed_steps, step), train_s=round(train_s, 1),
                   tokens_per_s=round(timed_tokens / train_s) if train_s > 0 and timed_tokens else None,
                   peak_gib=common.peak_gib(device),
-                  compile_cache=cache)
+                  compile_cache=cache, compile_cache_graphs=compile_cache_counts() if cache == "loaded" else None)
     result["eval"] = evaluate(peer, docs, args.eval_batch)
     if args.model != "xl" and not args.no_nostate_eval and peer.model.config.recurrent_layers:
         result["nostate_eval"] = evaluate(peer, docs, args.eval_batch, keep_states=False)

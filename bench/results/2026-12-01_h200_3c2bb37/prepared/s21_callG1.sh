@@ -2,20 +2,21 @@
 # Prepared in session 20 for the next (issue 15, goal 2 at seed 1 with the 50-step warmup; seeds 0 and 2 led by
 # 0.084 and 0.082): 180 s of training each, compilation excluded, the two runs one after the other on the one GPU
 # (each has the card to itself), compiling from the caches of s21_callC.sh so that both fit one call: first the
-# XL 1024 + 1024 like for like (warmup 200, its better schedule at seed 2), then the preset, compiled.
+# XL 1024 + 1024 like for like (warmup 200, its better schedule at seed 2), then the preset, compiled. Each result's
+# compile_cache_graphs says how many graphs came from the cache (hit) and how many were compiled (miss).
 # Expect about 230 s + 280 s; a run past its stop-after time says cut: true. Run from the repository root, carrying
-# .whl, .corpora/xz and .compile_cache (call C's .xz parts).
+# .whl, .corpora/xz and .compile_cache (call C's parts).
 set -u
 nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9
 export PYTHONUNBUFFERED=1
 C=/tmp/compile_cache
 mkdir -p $C
-for m in ours xl; do cat .compile_cache/$m.bin.xz.* | xz -d > $C/$m.bin; done
+cat .compile_cache/caches.tar.xz.* | xz -dc | tar -C $C -xf - || { echo "FAILED: the carried caches do not unpack" >&2; exit 1; }
 ls -la $C
 P="--preset long-documents --batch 16 --seq 2048 --warmup 50"
 X="--preset long-documents --xl-match-params --batch 16 --seq 1024 --seg 1024 --mem 1024"
 export COMMON="--corpus linux_c --eval-bytes 1e6 --log-every 200 --seconds 180" PACK=1 EVAL_MARGIN=30
-OUT=$OUT/t180_xl1024_s1 RUN_TIMEOUT=260 GPUS=0 RUNS="xl:$X --seed 1 --compile-cache $C/xl.bin" \
+OUT=$OUT/t180_xl1024_s1 RUN_TIMEOUT=250 GPUS=0 RUNS="xl:$X --seed 1 --compile-cache $C/xl.bin" \
     bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 2
-OUT=$OUT/t180_ours_w50_s1 RUN_TIMEOUT=320 GPUS=0 RUNS="ours:$P --seed 1 --compile-cache $C/ours.bin" \
+OUT=$OUT/t180_ours_w50_s1 RUN_TIMEOUT=305 GPUS=0 RUNS="ours:$P --seed 1 --compile-cache $C/ours.bin" \
     bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 2
