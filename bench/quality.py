@@ -187,11 +187,12 @@ def parse_args(argv: Optional[list[str]] = None):
             parser.error("--grow-at grows ours' segment; the xl peer trains on one shape")
         if args.grow_at <= args.untimed_steps:
             parser.error(f"--grow-at must come after the --untimed-steps ({args.untimed_steps}), got {args.grow_at}")
-        segment = ours_config(args).get("max_seq_len")
+        cfg = ours_config(args)
+        segment = cfg.get("max_seq_len")
         if segment is not None and args.grow_seq <= segment:
             parser.error(f"--grow-seq must be longer than the model's segment (max_seq_len {segment}), got {args.grow_seq}")
         try:
-            BlockRecurrentConfig(**{**ours_config(args), "max_seq_len": args.grow_seq})
+            BlockRecurrentConfig(**{**cfg, "max_seq_len": args.grow_seq})
         except (TypeError, ValueError) as error:
             parser.error(f"--grow-seq {args.grow_seq} does not make a model of the config: {error}")
         if args.grow_batch * args.grow_seq != args.batch * args.seq:
@@ -634,6 +635,7 @@ def run(args) -> list[dict[str, Any]]:
     # --compile-cache: "loaded", "saved" or "nothing compiled" (None without it)
     cache = "loaded" if load_compile_cache(args.compile_cache) else None
     peer.warm_up(args.batch)  # before the clock, as the untimed steps
+    segments_per_step = args.seq // peer.seg  # one from --grow-at on
     while True:
         if total_steps is not None and step >= total_steps:
             break
@@ -654,6 +656,7 @@ def run(args) -> list[dict[str, Any]]:
             common.synchronize(device)
             grown = time.perf_counter()
             params_list = grow(peer, optimizer, streams, args.grow_batch, args.grow_seq)
+            segments_per_step = 1
             peer.warm_up(args.grow_batch)
             common.synchronize(device)
             grow_s = time.perf_counter() - grown
@@ -665,7 +668,7 @@ def run(args) -> list[dict[str, Any]]:
                     0.0 if clock_start is None else (time.perf_counter() - clock_start) / args.seconds)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args, step, progress)
-        batch = streams.next(1 if step >= (args.grow_at or math.inf) else args.seq // peer.seg)
+        batch = streams.next(segments_per_step)
         if device.type == "cuda":
             batch = DocumentBatch(*(t.pin_memory() for t in (batch.inputs, batch.labels, batch.reset, batch.offsets)))
         loss = peer.train_step(batch)
