@@ -45,6 +45,9 @@ and the XL masks that row's memories (x-transformers' mem_masks; before 2026-11-
 they carried over); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
 then cosine to lr * --min-lr-ratio (default 0.1: lr/10) (over the token or time budget) or constant, gradient clipping --clip.
+With --optimizer muon, torch.optim.Muon (momentum 0.95, Nesterov, update RMS matched to AdamW's:
+adjust_lr_fn="match_rms_adamw", weight decay --weight-decay) trains the hidden layers' matrices (every
+nn.Linear weight but the output head's) at peak rate --muon-lr on the same schedule, and AdamW the rest.
 
 Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
 order in the test split, empty ones left out) up to --eval-bytes, each as one row read from its start with fresh memories
@@ -136,6 +139,11 @@ def parse_args(argv: Optional[list[str]] = None):
                         help="cosine: the rate it ends at, as a share of --lr (0: decays to zero)")
     parser.add_argument("--clip", type=float, default=0.5)
     parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
+                        help="muon: torch.optim.Muon for the hidden layers' matrices (update RMS matched to AdamW's), "
+                             "AdamW for embeddings, output head, norms and initial states")
+    parser.add_argument("--muon-lr", type=float, default=None,
+                        help="--optimizer muon: Muon's peak rate, on --lr's schedule (default: --lr)")
     parser.add_argument("--mem-dropout", type=float, default=0.1, help="chance a segment starts without memories "
                                                                        "(ours and xl; train.py's default)")
     parser.add_argument("--state-dropout", type=float, default=0.1,
@@ -179,6 +187,14 @@ def parse_args(argv: Optional[list[str]] = None):
         parser.error("give one of --tokens and --seconds")
     if not 0 <= args.min_lr_ratio <= 1:
         parser.error(f"--min-lr-ratio must lie in [0, 1] (a share of --lr), got {args.min_lr_ratio}")
+    if args.optimizer == "muon":
+        if not hasattr(torch.optim, "Muon"):
+            parser.error(f"--optimizer muon needs torch.optim.Muon (torch 2.9 or later), this is torch {torch.__version__}")
+        args.muon_lr = args.lr if args.muon_lr is None else args.muon_lr
+        if args.muon_lr <= 0:
+            parser.error(f"--muon-lr must be positive, got {args.muon_lr}")
+    elif args.muon_lr is not None:
+        parser.error(f"--muon-lr is Muon's rate: give it with --optimizer muon (got --optimizer {args.optimizer})")
     grow = (args.grow_at, args.grow_batch, args.grow_seq)
     if any(v is not None for v in grow):
         if any(v is None for v in grow):
@@ -275,12 +291,34 @@ def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def make_optimizer(model: nn.Module, args, device: torch.device) -> torch.optim.AdamW:
+def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The weights Muon trains: every nn.Linear weight but the output head's (``to_logits``, in ours and in
+    x-transformers' TransformerWrapper alike), which, like the embeddings, maps to tokens, not between
+    hidden layers."""
+    heads = [name for name, m in model.named_modules() if name.split(".")[-1] == "to_logits"]
+    if len(heads) != 1:
+        raise ValueError(f"expected one output head named to_logits, found {heads or 'none'}")
+    return [m.weight for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and name != heads[0] and m.weight.requires_grad]
+
+
+def make_optimizers(model: nn.Module, args, device: torch.device) -> list[torch.optim.Optimizer]:
+    """AdamW over every parameter, or with --optimizer muon, Muon over the hidden matrices and AdamW over
+    the rest. Each param group's "lr_scale" is its peak rate as a share of --lr: the schedule sets every
+    group's rate to learning_rate() times it."""
+    muon = {id(p) for p in hidden_matrices(model)} if args.optimizer == "muon" else set()
     decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": args.weight_decay},
-              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in muon]
+    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": args.weight_decay, "lr_scale": 1.0},
+              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0, "lr_scale": 1.0}]
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")]
+    if muon:
+        matrices = [p for p in model.parameters() if id(p) in muon]
+        optimizers.append(torch.optim.Muon([{"params": matrices, "lr_scale": args.muon_lr / args.lr}],
+                                           lr=args.muon_lr, weight_decay=args.weight_decay,
+                                           adjust_lr_fn="match_rms_adamw"))
+    return optimizers
 
 
 def learning_rate(args, step: int, progress: float) -> float:
@@ -573,7 +611,7 @@ def compile_cache_counts() -> dict[str, int]:
     return {kind: counters["inductor"][f"fxgraph_cache_{kind}"] for kind in ("hit", "miss")}
 
 
-def grow(peer: Ours, optimizer: torch.optim.Optimizer, streams: DocumentStreams, rows: int,
+def grow(peer: Ours, optimizers: list[torch.optim.Optimizer], streams: DocumentStreams, rows: int,
          segment: int) -> list[nn.Parameter]:
     """Switch a run to ``rows`` rows of segments of ``segment`` tokens (--grow-at): the model takes the
     longer segment (its parameters, and the optimiser's moments of them, carried over), and the
@@ -581,11 +619,12 @@ def grow(peer: Ours, optimizer: torch.optim.Optimizer, streams: DocumentStreams,
     left unfinished) and its order of documents, so that no document is read twice. Returns the
     parameters to clip."""
     new = peer.grow_segment(segment)
-    for group in optimizer.param_groups:
-        group["params"] = [new[p] for p in group["params"]]
-    moments = {new[p]: state for p, state in optimizer.state.items()}
-    optimizer.state.clear()
-    optimizer.state.update(moments)
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["params"] = [new[p] for p in group["params"]]
+        moments = {new[p]: state for p, state in optimizer.state.items()}
+        optimizer.state.clear()
+        optimizer.state.update(moments)
     streams.rows, streams.segment = rows, segment
     del streams.piece[rows:], streams.offset[rows:]
     if len(streams.piece) < rows:
@@ -623,7 +662,7 @@ def run(args) -> list[dict[str, Any]]:
                args={k: v for k, v in vars(args).items()}, **peer.describe()))
     print(f"{args.model}: {params / 1e6:.2f}M parameters ({emb / 1e6:.2f}M in embeddings)", flush=True)
 
-    optimizer = make_optimizer(peer.model, args, device)
+    optimizers = make_optimizers(peer.model, args, device)
     params_list = [p for p in peer.model.parameters() if p.requires_grad]
     streams = DocumentStreams(train_data, corpora.SEPARATOR, args.batch, peer.seg, shuffle=True,
                               seed=args.seed, ignore_index=IGNORE)
@@ -655,7 +694,7 @@ def run(args) -> list[dict[str, Any]]:
             # untimed, like the first steps: a new TrainStep captures (and compiles) the longer segment
             common.synchronize(device)
             grown = time.perf_counter()
-            params_list = grow(peer, optimizer, streams, args.grow_batch, args.grow_seq)
+            params_list = grow(peer, optimizers, streams, args.grow_batch, args.grow_seq)
             segments_per_step = 1
             peer.warm_up(args.grow_batch)
             common.synchronize(device)
@@ -666,8 +705,10 @@ def run(args) -> list[dict[str, Any]]:
             write(dict(kind="grow", step=step, rows=args.grow_batch, segment=args.grow_seq, grow_s=round(grow_s, 1)))
         progress = (step / total_steps if total_steps else
                     0.0 if clock_start is None else (time.perf_counter() - clock_start) / args.seconds)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(args, step, progress)
+        rate = learning_rate(args, step, progress)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = rate * group["lr_scale"]
         batch = streams.next(segments_per_step)
         if device.type == "cuda":
             batch = DocumentBatch(*(t.pin_memory() for t in (batch.inputs, batch.labels, batch.reset, batch.offsets)))
@@ -675,8 +716,9 @@ def run(args) -> list[dict[str, Any]]:
         grad_norm = torch.nn.utils.clip_grad_norm_(params_list, args.clip)  # the norm before clipping
         curve_norm += grad_norm
         curve_clipped += grad_norm > args.clip
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=False)  # TrainStep keeps its gradient buffers
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=False)  # TrainStep keeps its gradient buffers
         curve_loss += loss
         step += 1
         if step % args.log_every == 0:
@@ -686,7 +728,7 @@ def run(args) -> list[dict[str, Any]]:
             elapsed = time.perf_counter() - clock_start if clock_start is not None else None
             timed_tokens = (step - timed_from) * tokens_per_step if clock_start is not None else 0
             write(dict(kind="train", step=step, tokens=step * tokens_per_step, loss=round(mean, 4),
-                       bpb=round(mean / LN2, 4), lr=common.round_sig(optimizer.param_groups[0]["lr"]),
+                       bpb=round(mean / LN2, 4), lr=common.round_sig(rate),
                        grad_norm=round(mean_norm, 4), clipped=round(clipped, 3),
                        train_s=None if elapsed is None else round(elapsed, 1),
                        tokens_per_s=round(timed_tokens / elapsed) if elapsed else None, **peer.diagnostics()))

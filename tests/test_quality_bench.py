@@ -114,14 +114,17 @@ def test_ours_unread_is_ours_with_its_state_reads_held_at_zero():
         torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=name)
     assert (reader[:, inner:] == 0).all() and (reader[:, :inner] != 0).any()
 
-    optimizer = quality.make_optimizer(unread.model, quality.parse_args(["--tiny"]), torch.device("cpu"))
-    before = reader.detach().clone()
-    for seed in range(2):
-        unread.model.train()
-        unread.wrapper(torch.randint(0, 256, (2, 129), generator=torch.Generator().manual_seed(seed))).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    assert (reader[:, inner:] == 0).all() and not torch.equal(reader[:, :inner], before[:, :inner])
+    for optimizer in ("adamw", "muon"):  # Muon's orthogonalised update keeps a zero column of the gradient at zero
+        optimizers = quality.make_optimizers(unread.model, quality.parse_args(["--tiny", "--optimizer", optimizer]),
+                                             torch.device("cpu"))
+        before = reader.detach().clone()
+        for seed in range(2):
+            unread.model.train()
+            unread.wrapper(torch.randint(0, 256, (2, 129), generator=torch.Generator().manual_seed(seed))).backward()
+            for opt in optimizers:
+                opt.step()
+                opt.zero_grad()
+        assert (reader[:, inner:] == 0).all() and not torch.equal(reader[:, :inner], before[:, :inner]), optimizer
 
     model = unread.model.eval()
     x = torch.randint(0, 256, (2, model.config.max_seq_len))  # two blocks: the second reads the first's state
@@ -330,8 +333,54 @@ def test_a_min_lr_ratio_outside_zero_to_one_is_refused(capsys):
     assert "--min-lr-ratio must lie in [0, 1] (a share of --lr), got 1.5" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", ["ours", "ours_unread"])
-def test_growing_the_segment_carries_weights_moments_and_documents_on(model):
+def test_muon_trains_the_hidden_matrices_and_adamw_everything_else():
+    """--optimizer muon: every nn.Linear weight but the output head's goes to Muon at --muon-lr (its
+    group's lr_scale), each other parameter (embeddings, the head, norms, the initial states) to AdamW,
+    and none to both or neither."""
+    import torch
+    from torch import nn
+
+    args = quality.parse_args(["--tiny", "--optimizer", "muon", "--lr", "1e-3", "--muon-lr", "4e-3"])
+    model = quality.Ours(args, torch.device("cpu")).model
+    adamw, muon = quality.make_optimizers(model, args, torch.device("cpu"))
+    assert isinstance(adamw, torch.optim.AdamW) and isinstance(muon, torch.optim.Muon)
+    in_muon = [p for group in muon.param_groups for p in group["params"]]
+    in_adamw = [p for group in adamw.param_groups for p in group["params"]]
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    assert {id(p) for p in in_muon} == linear - {id(model.to_logits.weight)} and len(in_muon) > 10
+    assert sorted(map(id, in_muon + in_adamw)) == sorted(id(p) for p in model.parameters())
+    assert id(model.token_emb.weight) in {id(p) for p in in_adamw}
+    assert [group["lr_scale"] for group in muon.param_groups] == [pytest.approx(4.0)]
+    assert [group["lr_scale"] for group in adamw.param_groups] == [1.0, 1.0]
+    alone = quality.make_optimizers(model, quality.parse_args(["--tiny"]), torch.device("cpu"))  # the default
+    assert len(alone) == 1 and sum(len(group["params"]) for group in alone[0].param_groups) == len(list(model.parameters()))
+
+
+def test_a_tiny_run_trains_with_muon(tmp_path):
+    records = quality.main(["--tiny", "--model", "ours", "--optimizer", "muon", "--muon-lr", "2e-3", "--tokens", "2048",
+                            "--log-every", "1", "--eval-bytes", "1500", "--eval-max-doc", "1000",
+                            "--out", str(tmp_path / "q.jsonl")])
+    train = [r for r in records if r["kind"] == "train"]
+    assert train[0]["bpb"] > train[-1]["bpb"] and math.isfinite(records[-1]["eval"]["bpb"])
+    assert records[0]["args"]["optimizer"] == "muon" and records[0]["args"]["muon_lr"] == 2e-3
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--muon-lr", "1e-3"], "--muon-lr is Muon's rate: give it with --optimizer muon (got --optimizer adamw)"),
+    (["--optimizer", "muon", "--muon-lr", "0"], "--muon-lr must be positive, got 0.0"),
+])
+def test_bad_optimizer_flags_are_refused(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--tiny", *flags])
+    assert message in capsys.readouterr().err
+
+
+def test_muon_takes_adamws_rate_unless_given_its_own():
+    assert quality.parse_args(["--tiny", "--optimizer", "muon", "--lr", "2e-3"]).muon_lr == 2e-3
+
+
+@pytest.mark.parametrize("model,optimizer", [("ours", "adamw"), ("ours_unread", "adamw"), ("ours", "muon")])
+def test_growing_the_segment_carries_weights_moments_and_documents_on(model, optimizer):
     """--grow-at: the model that takes the longer segment has the same weights and computes the same
     function (no parameter depends on max_seq_len); the optimiser's moments follow the weights; the
     reader's first rows go on reading where they were, in the same order of documents; an
@@ -339,19 +388,26 @@ def test_growing_the_segment_carries_weights_moments_and_documents_on(model):
     import torch
 
     torch.manual_seed(0)
-    args = quality.parse_args(["--tiny", "--model", model, "--grow-at", "3", "--grow-batch", "2", "--grow-seq", "256"])
+    args = quality.parse_args(["--tiny", "--model", model, "--grow-at", "3", "--grow-batch", "2", "--grow-seq", "256",
+                               "--optimizer", optimizer])
     device = torch.device("cpu")
     peer = quality.Ours(args, device)
-    optimizer = quality.make_optimizer(peer.model, args, device)
+    optimizers = quality.make_optimizers(peer.model, args, device)
     data = torch.randint(0, 255, (20_000,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     data[torch.arange(300, 20_000, 700)] = 255  # documents of 700 bytes
     streams = quality.DocumentStreams(data, 255, args.batch, peer.seg, shuffle=True, seed=0)
     for _ in range(2):
         peer.train_step(streams.next(args.seq // peer.seg))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=False)
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=False)
     old = peer.model
-    moments = {name: optimizer.state[p]["exp_avg"].clone() for name, p in old.named_parameters()}
+
+    def moments_of(p):  # AdamW's first moment, or Muon's momentum
+        state = next(opt.state[p] for opt in optimizers if p in opt.state)
+        return state["exp_avg"] if "exp_avg" in state else state["momentum_buffer"]
+
+    moments = {name: moments_of(p).clone() for name, p in old.named_parameters()}
     reading = (list(streams.piece[:2]), list(streams.offset[:2]), streams.queue, streams.epoch)
     x = torch.randint(0, 256, (2, 256))
     memories = states = None
@@ -361,13 +417,14 @@ def test_growing_the_segment_carries_weights_moments_and_documents_on(model):
         expected.append(logits)
     expected = torch.cat(expected, dim=1)
 
-    params = quality.grow(peer, optimizer, streams, args.grow_batch, args.grow_seq)
+    params = quality.grow(peer, optimizers, streams, args.grow_batch, args.grow_seq)
 
     assert peer.model is not old and peer.model.max_seq_len == peer.seg == 256 and peer.carry == (None, None)
     torch.testing.assert_close(peer.model.eval()(x)[0], expected, rtol=1e-5, atol=1e-5)
     for name, p in peer.model.named_parameters():
-        torch.testing.assert_close(optimizer.state[p]["exp_avg"], moments[name], rtol=0, atol=0, msg=name)
-    assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {id(p) for p in params}
+        torch.testing.assert_close(moments_of(p), moments[name], rtol=0, atol=0, msg=name)
+    assert sorted(id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]) == sorted(
+        id(p) for p in params)
     assert (list(streams.piece), list(streams.offset), streams.queue, streams.epoch) == reading
     assert (streams.rows, streams.segment) == (2, 256)
 
@@ -375,7 +432,8 @@ def test_growing_the_segment_carries_weights_moments_and_documents_on(model):
     assert batch.inputs.shape == (2, 256)
     peer.model.train()
     peer.train_step(batch)
-    optimizer.step()
+    for opt in optimizers:
+        opt.step()
     reader = peer.model.layers[peer.model.config.recurrent_layers[0] - 1][0].to_out.weight
     inner = peer.model.config.heads * peer.model.config.dim_head
     assert (reader[:, inner:] == 0).all() == (model == "ours_unread")
