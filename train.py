@@ -53,9 +53,9 @@ from training.distributed import (DistEnv, Interrupted, StopSignals, average_gra
 from training.documents import DocumentRows
 from training.evaluation import (decode_bytes, document_offsets, estimate_loss, evaluate,  # noqa: F401
                                  evaluate_split, final_evaluation, sample)
-from training.model import (FastPath, autocast, build_model, build_optimizer, complete_model_config,  # noqa: F401
-                            fast_path, load_initial_weights, lr_factor, params_without_gradient, pretrained_flags,
-                            save_final, warn_untrained)
+from training.model import (FastPath, autocast, build_model, complete_model_config, fast_path,  # noqa: F401
+                            load_initial_weights, params_without_gradient, pretrained_flags, save_final, warn_untrained)
+from training.optimizer import MuonAdamW, build_optimizer, hidden_matrices, lr_factor  # noqa: F401
 from training.tokens import bits_per_byte, decoder
 
 
@@ -86,22 +86,27 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     """The run's config: the flags over the defaults, or, to resume or evaluate, over the checkpoint's config."""
+    given = passed
     if passed.get("init_from") and not (passed.get("resume") or passed.get("eval_only")):
         passed = pretrained_flags(passed)  # a new run from saved weights: their model flags
     resuming = passed.get("resume") or passed.get("eval_only")
     if passed.get("preset") and not resuming:  # the preset's flags, under those passed (and a saved model's)
         passed = {**PRESETS[passed["preset"]], **passed}
     cfg = TrainConfig(**passed)
-    if not resuming:
-        return cfg
-    # the checkpoint's flags win unless passed again: `--resume` alone continues the same run. A
-    # preset's do not: they were applied when the run began, under the flags passed then, which a
-    # preset given again would otherwise silently undo (a run started with --batch-size 4 back at 16)
-    saved = load_checkpoint(Path(cfg.out_dir) / CHECKPOINT, mmap=True)["train_config"]
-    known = {f.name for f in fields(TrainConfig)}
-    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
-    saved.update(INVOCATION_FLAGS, out_dir=cfg.out_dir)
-    return replace(TrainConfig(**saved), **passed)
+    if resuming:
+        # the checkpoint's flags win unless passed again: `--resume` alone continues the same run. A
+        # preset's do not: they were applied when the run began, under the flags passed then, which a
+        # preset given again would otherwise silently undo (a run started with --batch-size 4 back at 16)
+        saved = load_checkpoint(Path(cfg.out_dir) / CHECKPOINT, mmap=True)["train_config"]
+        known = {f.name for f in fields(TrainConfig)}
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+        saved.update(INVOCATION_FLAGS, out_dir=cfg.out_dir)
+        cfg = replace(TrainConfig(**saved), **passed)
+    # a --muon-lr given for a run that trains with AdamW would do nothing (a preset's is only a default)
+    if "muon_lr" in given and cfg.optimizer != "muon":
+        raise TrainError(f"--muon-lr {given['muon_lr']} is Muon's rate, and this run's --optimizer is "
+                         f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-lr out")
+    return cfg
 
 
 # ---- training ------------------------------------------------------------------------------------
@@ -411,6 +416,11 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
     if ckpt is None:
         seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
         return step, window
+    saved = ckpt["train_config"].get("optimizer", "adamw")  # checkpoints before --optimizer: AdamW
+    if saved != cfg.optimizer:
+        raise TrainError(f"--optimizer {cfg.optimizer}: the checkpoint's run trained with {saved}, whose state "
+                         f"cannot continue under another; resume with --optimizer {saved}, or start a new run from "
+                         f"its weights with --init-from")
     load_optimizer_state(optimizer, ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     step = ckpt["step"]

@@ -87,6 +87,7 @@ sys.path.insert(0, str(REPO))
 from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig, feedforward_width  # noqa: E402
 from training.config import PRESETS as TRAIN_PRESETS  # noqa: E402
 from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
+from training.optimizer import hidden_matrices  # noqa: E402  (train.py's --optimizer muon split)
 
 IGNORE = -100  # labels of padding (the models' ignore_index)
 MODEL_FIELDS = {f.name for f in fields(BlockRecurrentConfig)}
@@ -289,17 +290,6 @@ def xl_kwargs(args, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
-    """The weights Muon trains: every nn.Linear weight but the output head's (``to_logits``, in ours and in
-    x-transformers' TransformerWrapper alike), which, like the embeddings, maps to tokens, not between
-    hidden layers."""
-    heads = [name for name, m in model.named_modules() if name.split(".")[-1] == "to_logits"]
-    if len(heads) != 1:
-        raise ValueError(f"expected one output head named to_logits, found {heads or 'none'}")
-    return [m.weight for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name != heads[0] and m.weight.requires_grad]
 
 
 def make_optimizers(model: nn.Module, args, device: torch.device) -> list[torch.optim.Optimizer]:

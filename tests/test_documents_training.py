@@ -94,6 +94,7 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     cfg = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
                                                  "--batch-size", "4", "--out-dir", str(tmp_path)]))
     assert cfg.documents and cfg.embedding_init_std == 0.02 and cfg.learning_rate == 6e-4
+    assert (cfg.optimizer, cfg.muon_lr) == ("muon", 3e-3)
     assert (cfg.block_width, cfg.max_seq_len, cfg.seq_len) == (1024, 2048, 2048)
     assert cfg.batch_size == 4  # passed: it wins over the preset's 16
     model_config = train.build_model(cfg).config

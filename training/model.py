@@ -1,8 +1,7 @@
-"""The model, its optimizer and schedule, the fast path's choice, and parameters a run never trains."""
+"""The model, the fast path's choice, and parameters a run never trains."""
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 from dataclasses import dataclass, fields, replace
@@ -146,25 +145,6 @@ def fast_path(cfg: TrainConfig, device: torch.device) -> FastPath:
         note = ("note: --no-cuda-graph trains eagerly and uncompiled (torch.compile is on by default only "
                 "with TrainStep); add --compile to compile the eager loop")
     return FastPath(cuda_graph, compile, note)
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay only on linear and embedding weights, not on norms, gates or learned states."""
-    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type == "cuda")
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiple of the peak rate at a step: linear warmup, then cosine decay to min_lr at max_steps."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
-    floor = cfg.min_lr / cfg.learning_rate
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:

@@ -1,0 +1,125 @@
+"""train.py's optimizer (training/optimizer.py): Muon for the hidden matrices and AdamW for the rest, as one
+optimizer that a scheduler, a checkpoint and a resumed run treat like AdamW alone."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import train
+from tests.test_train import tiny
+
+
+def model_and_optimizer(tmp_path: Path, **overrides):
+    cfg = tiny(tmp_path, optimizer="muon", **overrides)
+    torch.manual_seed(0)
+    model = train.build_model(cfg)
+    return cfg, model, train.build_optimizer(model, cfg, torch.device("cpu"))
+
+
+def loss_of(model: nn.Module, seed: int) -> torch.Tensor:
+    x = torch.randint(0, 256, (2, 33), generator=torch.Generator().manual_seed(seed))
+    return train.RecurrentTrainerWrapper(model)(x)
+
+
+def test_muon_trains_every_hidden_matrix_and_adamw_everything_else(tmp_path):
+    cfg, model, optimizer = model_and_optimizer(tmp_path, muon_lr=2e-2)
+    assert isinstance(optimizer, train.MuonAdamW)
+    in_muon = [p for group in optimizer.muon.param_groups for p in group["params"]]
+    in_adamw = [p for group in optimizer.adamw.param_groups for p in group["params"]]
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    assert {id(p) for p in in_muon} == linear - {id(model.to_logits.weight)}
+    assert sorted(map(id, in_muon + in_adamw)) == sorted(id(p) for p in model.parameters())  # each exactly once
+    assert id(model.token_emb.weight) in set(map(id, in_adamw)) and id(model.to_logits.weight) in set(map(id, in_adamw))
+    assert [group["lr"] for group in optimizer.param_groups] == [cfg.learning_rate] * 2 + [2e-2]
+    default = train.build_optimizer(model, tiny(tmp_path, optimizer="muon"), torch.device("cpu"))
+    assert default.muon.param_groups[0]["lr"] == cfg.learning_rate  # --muon-lr defaults to --learning-rate
+    assert isinstance(train.build_optimizer(model, tiny(tmp_path), torch.device("cpu")), torch.optim.AdamW)
+
+
+def test_one_step_is_adamws_step_and_muons_step_on_their_parameters(tmp_path):
+    """The combined optimizer moves each parameter as torch's AdamW or Muon alone would, with the
+    scheduler's factor applied to both peak rates."""
+    cfg, model, optimizer = model_and_optimizer(tmp_path, muon_lr=2e-2)
+    reference = copy.deepcopy(model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.lr_factor(s, cfg))
+    matrices = {id(p) for p in train.hidden_matrices(reference)}
+    decay = {id(m.weight) for m in reference.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    rest = [p for p in reference.parameters() if id(p) not in matrices]
+    adamw = torch.optim.AdamW([{"params": [p for p in rest if id(p) in decay], "weight_decay": cfg.weight_decay},
+                               {"params": [p for p in rest if id(p) not in decay], "weight_decay": 0.0}],
+                              lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
+    muon = torch.optim.Muon([p for p in reference.parameters() if id(p) in matrices], lr=2e-2, weight_decay=cfg.weight_decay,
+                            adjust_lr_fn="match_rms_adamw")
+    factor = train.lr_factor(0, cfg)
+    for opt in (adamw, muon):
+        for group in opt.param_groups:
+            group["lr"] *= factor
+    loss_of(model, 0).backward()
+    loss_of(reference, 0).backward()
+    optimizer.step()
+    scheduler.step()
+    adamw.step()
+    muon.step()
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=name)
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx(
+        [cfg.learning_rate * train.lr_factor(1, cfg)] * 2 + [2e-2 * train.lr_factor(1, cfg)])
+
+
+def test_its_state_dict_restores_both_optimizers_moments(tmp_path):
+    _, model, optimizer = model_and_optimizer(tmp_path)
+    for seed in range(2):
+        loss_of(model, seed).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    state = copy.deepcopy(optimizer.state_dict())
+    assert len(state["param_groups"]) == 3 and len(state["state"]) == len(list(model.parameters()))
+    twin = copy.deepcopy(model)
+    restored = train.build_optimizer(twin, tiny(tmp_path, optimizer="muon"), torch.device("cpu"))
+    restored.load_state_dict(state)
+    for m, opt in ((model, optimizer), (twin, restored)):
+        loss_of(m, 5).backward()
+        opt.step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="the state holds 2 parameter groups, this optimizer 3"):
+        restored.load_state_dict(torch.optim.AdamW(twin.parameters()).state_dict() | {"param_groups": state["param_groups"][:2]})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(optimizer="muon", fsdp=True), "--optimizer muon orthogonalises each whole weight matrix, which --fsdp shards"),
+    (dict(optimizer="muon", muon_lr=0.0), "--muon-lr must be positive, got 0.0"),
+])
+def test_bad_optimizer_settings_are_refused(tmp_path, flags, message):
+    with pytest.raises(train.TrainError, match=message):
+        tiny(tmp_path, **flags)
+
+
+def test_a_muon_lr_for_an_adamw_run_is_refused_but_a_presets_is_not(tmp_path):
+    with pytest.raises(train.TrainError, match="--muon-lr 0.01 is Muon's rate, and this run's --optimizer is adamw"):
+        train.resolve_config(train.parse_args(["--muon-lr", "0.01", "--out-dir", str(tmp_path)]))
+    cfg = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
+                                                 "--optimizer", "adamw", "--out-dir", str(tmp_path)]))
+    assert cfg.optimizer == "adamw"
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(tmp_path, capsys, cuda_graph):
+    common = dict(max_steps=4, optimizer="muon", muon_lr=2e-2, cuda_graph=cuda_graph)
+    train.train(tiny(tmp_path, "whole", **common))
+    stopped = tiny(tmp_path, "parts", stop_at_step=2, **common)
+    train.train(stopped)
+    assert train.main(["--resume", "--optimizer", "adamw", "--out-dir", stopped.out_dir]) == 1
+    assert "the checkpoint's run trained with muon" in capsys.readouterr().err
+    assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
+    whole = train.load_checkpoint(tmp_path / "whole" / train.CHECKPOINT)
+    parts = train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)
+    for name, weight in whole["model"].items():
+        assert torch.equal(weight, parts["model"][name]), name
+    momentum = [s for s in parts["optimizer"]["state"].values() if "momentum_buffer" in s]
+    assert momentum and len(momentum) == len(train.hidden_matrices(train.build_model(stopped)))

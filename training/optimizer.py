@@ -1,0 +1,104 @@
+"""The optimizer and the learning-rate schedule: AdamW, or Muon for the hidden matrices with AdamW for the rest."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+
+# Muon's momentum, as in Keller Jordan's Muon and torch.optim.Muon's default
+MUON_MOMENTUM = 0.95
+
+
+def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The weights Muon trains: every nn.Linear weight but the output head's (``to_logits``, in ours and in
+    x-transformers' TransformerWrapper alike), which, like the token embeddings, maps to tokens rather
+    than between hidden layers. Norms, biases, gates and learned initial states are not matrices of a
+    linear map and stay with AdamW too."""
+    heads = [name for name, m in model.named_modules() if name.split(".")[-1] == "to_logits"]
+    if len(heads) != 1:
+        raise ValueError(f"expected one output head named to_logits, found {heads or 'none'}")
+    return [m.weight for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and name != heads[0] and m.weight.requires_grad]
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for the hidden matrices and AdamW for every other parameter, as one optimizer.
+
+    Its param_groups are AdamW's followed by Muon's (the same dicts), so a learning-rate scheduler scales
+    each group from its own peak rate; its state_dict is one optimizer's layout (AdamW's parameters
+    numbered first), so checkpoints, resume and --fsdp's gathering treat it like any other."""
+
+    def __init__(self, adamw: torch.optim.AdamW, muon: torch.optim.Muon) -> None:
+        params = [p for opt in (adamw, muon) for group in opt.param_groups for p in group["params"]]
+        super().__init__(params, {})
+        self.adamw, self.muon = adamw, muon
+        self.param_groups = adamw.param_groups + muon.param_groups
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One step of both (the closure, if any, evaluated once, before them)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.adamw.step()
+        self.muon.step()
+        return loss
+
+    def _adamw_count(self, groups: list[dict[str, Any]]) -> int:
+        return sum(len(group["params"]) for group in groups[:len(self.adamw.param_groups)])
+
+    def state_dict(self) -> dict[str, Any]:
+        adamw, muon = self.adamw.state_dict(), self.muon.state_dict()
+        offset = self._adamw_count(adamw["param_groups"])
+        return {"state": {**adamw["state"], **{i + offset: s for i, s in muon["state"].items()}},
+                "param_groups": adamw["param_groups"] + [{**g, "params": [i + offset for i in g["params"]]}
+                                                         for g in muon["param_groups"]]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        groups, split = state_dict["param_groups"], len(self.adamw.param_groups)
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"the state holds {len(groups)} parameter groups, this optimizer "
+                             f"{len(self.param_groups)} (AdamW's {split}, Muon's {len(self.muon.param_groups)})")
+        offset = self._adamw_count(groups)
+        state = state_dict["state"]
+        self.adamw.load_state_dict({"state": {i: s for i, s in state.items() if i < offset},
+                                    "param_groups": groups[:split]})
+        self.muon.load_state_dict({"state": {i - offset: s for i, s in state.items() if i >= offset},
+                                   "param_groups": [{**g, "params": [i - offset for i in g["params"]]}
+                                                    for g in groups[split:]]})
+        self.param_groups = self.adamw.param_groups + self.muon.param_groups  # load_state_dict made new dicts
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay only on linear and embedding weights, not on norms, gates or learned states.
+    With --optimizer muon, the hidden matrices train with Muon instead (MuonAdamW), at peak rate
+    --muon-lr (default: --learning-rate) with its update's RMS matched to AdamW's (so that a rate means about what it means to
+    AdamW) and the same decoupled weight decay."""
+    muon = {id(p) for p in hidden_matrices(model)} if cfg.optimizer == "muon" else set()
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in muon]
+    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    if not muon:
+        return adamw
+    matrices = [p for p in model.parameters() if id(p) in muon]
+    rate = cfg.learning_rate if cfg.muon_lr is None else cfg.muon_lr
+    return MuonAdamW(adamw, torch.optim.Muon(matrices, lr=rate, weight_decay=cfg.weight_decay,
+                                             momentum=MUON_MOMENTUM, adjust_lr_fn="match_rms_adamw"))
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiple of the peak rates at a step: linear warmup, then cosine decay to min_lr / learning_rate of
+    them at max_steps (Muon's rate follows the same curve from --muon-lr)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
+    floor = cfg.min_lr / cfg.learning_rate
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
