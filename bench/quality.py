@@ -93,7 +93,8 @@ IGNORE = -100  # labels of padding (the models' ignore_index)
 MODEL_FIELDS = {f.name for f in fields(BlockRecurrentConfig)}
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": common.SEED_CONFIG, "large": common.LARGE_CONFIG, "tiny": common.TINY_CONFIG,
-    # train.py's --preset long-documents model (its batch and schedule are flags here: --batch 16 --seq 2048 --warmup 50)
+    # train.py's --preset long-documents model (its batch, schedule and optimizer are flags here: --batch 16 --seq 2048
+    # --warmup 50 --optimizer muon --muon-lr 3e-3)
     "long-documents": {**common.SEED_CONFIG, **{k: v for k, v in TRAIN_PRESETS["long-documents"].items()
                                                 if k in MODEL_FIELDS}},
 }
