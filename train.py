@@ -299,7 +299,8 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             speed = tokens_per_step * running_steps / (time.perf_counter() - clock)
             bpc = bits_per_byte(loss_nats, train_data)  # bits per byte of text: bytes' bpc, comparable across vocabularies
             bar.set_postfix(loss=f"{loss_nats:.4f}", bpc=f"{bpc:.4f}", tok_s=f"{speed:,.0f}", refresh=False)
-            log.log(step=step, kind="train", loss=loss_nats, bpc=bpc, lr=scheduler.get_last_lr()[0],
+            muon_rate = {"lr_muon": scheduler.get_last_lr()[-1]} if cfg.optimizer == "muon" else {}  # Muon's group is last
+            log.log(step=step, kind="train", loss=loss_nats, bpc=bpc, lr=scheduler.get_last_lr()[0], **muon_rate,
                     grad_norm=grad_norm.item(), tokens_per_s=speed, tokens=step * tokens_per_step)
             running_loss.zero_()
             running_steps, clock = 0, time.perf_counter()
@@ -416,11 +417,14 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
     if ckpt is None:
         seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
         return step, window
-    saved = ckpt["train_config"].get("optimizer", "adamw")  # checkpoints before --optimizer: AdamW
-    if saved != cfg.optimizer:
-        raise TrainError(f"--optimizer {cfg.optimizer}: the checkpoint's run trained with {saved}, whose state "
-                         f"cannot continue under another; resume with --optimizer {saved}, or start a new run from "
-                         f"its weights with --init-from")
+    # the optimizer and its peak rates are the checkpoint's: its state and schedule hold them (checkpoints
+    # written before --optimizer and --muon-lr trained with AdamW)
+    for name, default in (("optimizer", "adamw"), ("learning_rate", None), ("muon_lr", None)):
+        saved = ckpt["train_config"].get(name, default)
+        if getattr(cfg, name) != saved:
+            flag = "--" + name.replace("_", "-")
+            raise TrainError(f"{flag} {getattr(cfg, name)}: the checkpoint's run trained with {flag} {saved}, which "
+                             f"its optimizer state and schedule hold; resume without {flag}, or start a new run")
     load_optimizer_state(optimizer, ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     step = ckpt["step"]

@@ -87,7 +87,7 @@ sys.path.insert(0, str(REPO))
 from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig, feedforward_width  # noqa: E402
 from training.config import PRESETS as TRAIN_PRESETS  # noqa: E402
 from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
-from training.optimizer import hidden_matrices  # noqa: E402  (train.py's --optimizer muon split)
+from training.optimizer import make_muon, param_groups  # noqa: E402  (train.py's optimizers)
 
 IGNORE = -100  # labels of padding (the models' ignore_index)
 MODEL_FIELDS = {f.name for f in fields(BlockRecurrentConfig)}
@@ -295,20 +295,16 @@ def param_count(model: nn.Module) -> int:
 
 def make_optimizers(model: nn.Module, args, device: torch.device) -> list[torch.optim.Optimizer]:
     """AdamW over every parameter, or with --optimizer muon, Muon over the hidden matrices and AdamW over
-    the rest. Each param group's "lr_scale" is its peak rate as a share of --lr: the schedule sets every
-    group's rate to learning_rate() times it."""
-    muon = {id(p) for p in hidden_matrices(model)} if args.optimizer == "muon" else set()
-    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in muon]
-    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": args.weight_decay, "lr_scale": 1.0},
-              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0, "lr_scale": 1.0}]
+    the rest (train.py's split and settings: training/optimizer.py). Each param group's "lr_scale" is its
+    peak rate as a share of --lr: the schedule sets every group's rate to learning_rate() times it."""
+    groups, matrices = param_groups(model, args.weight_decay, args.optimizer == "muon")
+    for group in groups:
+        group["lr_scale"] = 1.0
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")]
-    if muon:
-        matrices = [p for p in model.parameters() if id(p) in muon]
-        optimizers.append(torch.optim.Muon([{"params": matrices, "lr_scale": args.muon_lr / args.lr}],
-                                           lr=args.muon_lr, weight_decay=args.weight_decay,
-                                           adjust_lr_fn="match_rms_adamw"))
+    if args.optimizer == "muon":
+        optimizers.append(make_muon(matrices, args.muon_lr, args.weight_decay))
+        optimizers[-1].param_groups[0]["lr_scale"] = args.muon_lr / args.lr
     return optimizers
 
 

@@ -443,8 +443,9 @@ def test_training_at_large_batch_never_uses_cudnn_attention(batch, knn):
 
 def test_muon_adamw_step_on_cuda_matches_the_cpu_step(tmp_path):
     """train.py's --optimizer muon on a GPU: one step of MuonAdamW (fused AdamW there, Muon's Newton-Schulz
-    iterations in bf16) moves every weight of the long-documents model as the same step on the CPU does,
-    to within bf16's rounding of Muon's update (a step of about 3e-3 * 0.2 * sqrt(1024) per element)."""
+    iterations in bf16, whose sums CUDA may round to bf16 as it goes) moves every weight of the
+    long-documents model as the same step on the CPU does, each parameter's update within 5% of its norm
+    (bf16's rounding of Muon's update; AdamW's two paths agree to fp32 rounding)."""
     import copy
 
     import train
@@ -463,6 +464,6 @@ def test_muon_adamw_step_on_cuda_matches_the_cpu_step(tmp_path):
     for opt in steps:
         opt.step()
     for (name, a), b in zip(cpu.named_parameters(), gpu.parameters()):
-        moved = (a.detach() - before[name]).abs().max()
-        assert moved > 0, name
-        assert (a.detach() - b.detach().cpu()).abs().max() <= 0.05 * moved, name
+        update_cpu, update_gpu = a.detach() - before[name], b.detach().cpu() - before[name]
+        assert update_cpu.norm() > 0, name
+        assert (update_gpu - update_cpu).norm() <= 0.05 * update_cpu.norm(), name

@@ -92,8 +92,9 @@ def test_its_state_dict_restores_both_optimizers_moments(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (dict(optimizer="muon", fsdp=True), "--optimizer muon orthogonalises each whole weight matrix, which --fsdp shards"),
+    (dict(optimizer="muon", fsdp=True), "--optimizer muon .* orthogonalises each whole weight matrix, which --fsdp"),
     (dict(optimizer="muon", muon_lr=0.0), "--muon-lr must be positive, got 0.0"),
+    (dict(optimizer="Muon"), "--optimizer must be adamw or muon, got 'Muon'"),
 ])
 def test_bad_optimizer_settings_are_refused(tmp_path, flags, message):
     with pytest.raises(train.TrainError, match=message):
@@ -114,8 +115,9 @@ def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(tmp_path, caps
     train.train(tiny(tmp_path, "whole", **common))
     stopped = tiny(tmp_path, "parts", stop_at_step=2, **common)
     train.train(stopped)
-    assert train.main(["--resume", "--optimizer", "adamw", "--out-dir", stopped.out_dir]) == 1
-    assert "the checkpoint's run trained with muon" in capsys.readouterr().err
+    for flag, value in (("--optimizer", "adamw"), ("--muon-lr", "0.01"), ("--learning-rate", "0.001")):
+        assert train.main(["--resume", flag, value, "--out-dir", stopped.out_dir]) == 1
+        assert f"the checkpoint's run trained with {flag} " in capsys.readouterr().err, flag
     assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
     whole = train.load_checkpoint(tmp_path / "whole" / train.CHECKPOINT)
     parts = train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)
@@ -123,3 +125,46 @@ def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(tmp_path, caps
         assert torch.equal(weight, parts["model"][name]), name
     momentum = [s for s in parts["optimizer"]["state"].values() if "momentum_buffer" in s]
     assert momentum and len(momentum) == len(train.hidden_matrices(train.build_model(stopped)))
+
+
+def test_muon_on_a_torch_without_it_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delattr(torch.optim, "Muon")
+    with pytest.raises(train.TrainError, match=r"--optimizer muon needs torch.optim.Muon \(torch 2.9 or later\)"):
+        tiny(tmp_path, optimizer="muon")
+
+
+def test_a_checkpoint_from_before_the_optimizer_flag_resumes_with_adamw(tmp_path):
+    """Checkpoints written before --optimizer existed hold no optimizer or muon_lr in their config: they
+    trained with AdamW, and resume so."""
+    run = tiny(tmp_path, max_steps=4, stop_at_step=2)
+    train.train(run)
+    path = Path(run.out_dir) / train.CHECKPOINT
+    ckpt = train.load_checkpoint(path)
+    for name in ("optimizer", "muon_lr"):
+        del ckpt["train_config"][name]
+    torch.save(ckpt, path)
+    cfg = train.resolve_config(train.parse_args(["--resume", "--out-dir", run.out_dir]))
+    assert (cfg.optimizer, cfg.muon_lr) == ("adamw", None)
+    train.train(cfg)
+    assert train.load_checkpoint(path)["step"] == 4
+
+
+def test_a_copy_keeps_both_optimizers_and_a_new_group_is_refused(tmp_path):
+    _, model, optimizer = model_and_optimizer(tmp_path)
+    copied = copy.deepcopy(optimizer)
+    assert len(copied.param_groups) == 3 and copied.param_groups[2] is copied.muon.param_groups[0]
+    loss_of(model, 0).backward()
+    copy.deepcopy(optimizer).step()  # a copy steps its own copies of the parameters
+    with pytest.raises(NotImplementedError, match="add the group to its .adamw or .muon"):
+        optimizer.add_param_group({"params": [nn.Parameter(torch.zeros(2, 2))]})
+
+
+def test_muon_leaves_the_output_head_to_adamw_whatever_it_is_made_of():
+    model = nn.Module()
+    model.hidden = nn.Linear(4, 4)
+    model.to_logits = nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 8))
+    assert [id(p) for p in train.hidden_matrices(model)] == [id(model.hidden.weight)]
+    model.other = nn.Module()
+    model.other.to_logits = nn.Linear(4, 8)
+    with pytest.raises(ValueError, match="expected one output head named to_logits"):
+        train.hidden_matrices(model)

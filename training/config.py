@@ -89,7 +89,8 @@ class TrainConfig:
     grad_accum: int = _opt(4, "micro-batches accumulated per optimizer step")
     max_steps: int = _opt(100_000, "optimizer steps; also the length of the cosine schedule")
     learning_rate: float = _opt(1e-4, "peak learning rate (the seed's constant rate; see the schedule above)")
-    min_lr: float = _opt(1e-5, "learning rate at the end of the cosine decay")
+    min_lr: float = _opt(1e-5, "learning rate at the end of the cosine decay (Muon's ends at the same share of "
+                               "--muon-lr)")
     warmup_steps: int = _opt(1000, "steps of linear warmup (see the schedule above)")
     weight_decay: float = _opt(0.1, "AdamW decoupled weight decay of linear and embedding weights")
     beta1: float = _opt(0.9, "AdamW beta1")
@@ -169,13 +170,15 @@ class TrainConfig:
             given = " ".join(flag for flag, on in (("--cuda-graph", self.cuda_graph), ("--compile", self.compile)) if on)
             raise TrainError(f"--fsdp trains on the eager loop, not with {given}: a CUDA graph cannot hold FSDP's "
                              f"all-gathers, and compiling the sharded layers is untested; drop {given}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise TrainError(f"--optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.optimizer == "muon":
             if not hasattr(torch.optim, "Muon"):
                 raise TrainError(f"--optimizer muon needs torch.optim.Muon (torch 2.9 or later), this is torch "
                                  f"{torch.__version__}: use --optimizer adamw")
             if self.fsdp:
-                raise TrainError("--optimizer muon orthogonalises each whole weight matrix, which --fsdp shards over "
-                                 "the processes: use --optimizer adamw with --fsdp")
+                raise TrainError("--optimizer muon (which --preset long-documents sets) orthogonalises each whole weight "
+                                 "matrix, which --fsdp shards over the processes: pass --optimizer adamw with --fsdp")
         if self.muon_lr is not None and not self.muon_lr > 0:
             raise TrainError(f"--muon-lr must be positive, got {self.muon_lr}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:

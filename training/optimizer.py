@@ -15,15 +15,37 @@ MUON_MOMENTUM = 0.95
 
 
 def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
-    """The weights Muon trains: every nn.Linear weight but the output head's (``to_logits``, in ours and in
-    x-transformers' TransformerWrapper alike), which, like the token embeddings, maps to tokens rather
-    than between hidden layers. Norms, biases, gates and learned initial states are not matrices of a
-    linear map and stay with AdamW too."""
+    """The weights Muon trains: every nn.Linear weight but the output head's (the module named ``to_logits``
+    and anything inside it, in ours and in x-transformers' TransformerWrapper alike), which, like the token
+    embeddings, maps to tokens rather than between hidden layers. An LSTM gate's linear maps are hidden
+    matrices too; norms, biases and learned initial states are not matrices of a linear map and stay with
+    AdamW."""
     heads = [name for name, m in model.named_modules() if name.split(".")[-1] == "to_logits"]
     if len(heads) != 1:
         raise ValueError(f"expected one output head named to_logits, found {heads or 'none'}")
+    head = heads[0]
     return [m.weight for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name != heads[0] and m.weight.requires_grad]
+            if isinstance(m, nn.Linear) and name != head and not name.startswith(head + ".") and m.weight.requires_grad]
+
+
+def param_groups(model: nn.Module, weight_decay: float, muon: bool) -> tuple[list[dict[str, Any]], list[nn.Parameter]]:
+    """(AdamW's param groups, Muon's matrices). Weight decay only on linear and embedding weights, not on
+    norms, gates' biases or learned states; with muon, the hidden matrices go to Muon, not to AdamW."""
+    matrices = hidden_matrices(model) if muon else []
+    to_muon = {id(p) for p in matrices}
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in to_muon]
+    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": weight_decay},
+              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    return groups, matrices
+
+
+def make_muon(matrices: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Muon:
+    """torch's Muon with its update's RMS matched to AdamW's (adjust_lr_fn="match_rms_adamw": the rate is
+    scaled by 0.2 * sqrt(max(rows, columns))), so that a rate means about what it means to AdamW. Its
+    decoupled weight decay multiplies the weights by 1 - lr * weight_decay each step, at Muon's own rate."""
+    return torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, momentum=MUON_MOMENTUM,
+                            adjust_lr_fn="match_rms_adamw")
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -31,13 +53,28 @@ class MuonAdamW(torch.optim.Optimizer):
 
     Its param_groups are AdamW's followed by Muon's (the same dicts), so a learning-rate scheduler scales
     each group from its own peak rate; its state_dict is one optimizer's layout (AdamW's parameters
-    numbered first), so checkpoints, resume and --fsdp's gathering treat it like any other."""
+    numbered first), so checkpoints, resume and --fsdp's gathering treat it like any other. The moments
+    themselves live in .adamw.state and .muon.state (its own .state stays empty), and its groups are
+    fixed: add a group to .adamw or .muon, not to it."""
 
     def __init__(self, adamw: torch.optim.AdamW, muon: torch.optim.Muon) -> None:
         params = [p for opt in (adamw, muon) for group in opt.param_groups for p in group["params"]]
-        super().__init__(params, {})
+        super().__init__(params, {})  # the hooks and bookkeeping of an Optimizer; its one group is replaced below
         self.adamw, self.muon = adamw, muon
         self.param_groups = adamw.param_groups + muon.param_groups
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "muon" in self.__dict__:  # after __init__: neither AdamW nor Muon would ever step the group
+            raise NotImplementedError("MuonAdamW's groups are AdamW's and Muon's: add the group to its .adamw or "
+                                      ".muon and build a new MuonAdamW")
+        super().add_param_group(param_group)
+
+    def __getstate__(self) -> dict[str, Any]:  # pickle and deepcopy keep the two optimizers
+        return {**super().__getstate__(), "adamw": self.adamw, "muon": self.muon}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.param_groups = self.adamw.param_groups + self.muon.param_groups
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -76,22 +113,14 @@ class MuonAdamW(torch.optim.Optimizer):
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay only on linear and embedding weights, not on norms, gates or learned states.
-    With --optimizer muon, the hidden matrices train with Muon instead (MuonAdamW), at peak rate
-    --muon-lr (default: --learning-rate) with its update's RMS matched to AdamW's (so that a rate means about what it means to
-    AdamW) and the same decoupled weight decay."""
-    muon = {id(p) for p in hidden_matrices(model)} if cfg.optimizer == "muon" else set()
-    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in muon]
-    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    """AdamW (param_groups' weight decay); with --optimizer muon, a MuonAdamW whose Muon trains the hidden
+    matrices at peak rate --muon-lr (default: --learning-rate)."""
+    groups, matrices = param_groups(model, cfg.weight_decay, cfg.optimizer == "muon")
     adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
-    if not muon:
+    if cfg.optimizer != "muon":
         return adamw
-    matrices = [p for p in model.parameters() if id(p) in muon]
-    rate = cfg.learning_rate if cfg.muon_lr is None else cfg.muon_lr
-    return MuonAdamW(adamw, torch.optim.Muon(matrices, lr=rate, weight_decay=cfg.weight_decay,
-                                             momentum=MUON_MOMENTUM, adjust_lr_fn="match_rms_adamw"))
+    return MuonAdamW(adamw, make_muon(matrices, cfg.learning_rate if cfg.muon_lr is None else cfg.muon_lr,
+                                      cfg.weight_decay))
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
