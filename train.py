@@ -55,7 +55,7 @@ from training.evaluation import (decode_bytes, document_offsets, estimate_loss, 
                                  evaluate_split, final_evaluation, sample)
 from training.model import (FastPath, autocast, build_model, complete_model_config, fast_path,  # noqa: F401
                             load_initial_weights, params_without_gradient, pretrained_flags, save_final, warn_untrained)
-from training.optimizer import MuonAdamW, build_optimizer, hidden_matrices, lr_factor  # noqa: F401
+from training.optimizer import BatchedMuon, MuonAdamW, build_optimizer, hidden_matrices, lr_factor  # noqa: F401
 from training.tokens import bits_per_byte, decoder
 
 

@@ -168,3 +168,26 @@ def test_muon_leaves_the_output_head_to_adamw_whatever_it_is_made_of():
     model.other.to_logits = nn.Linear(4, 8)
     with pytest.raises(ValueError, match="expected one output head named to_logits"):
         train.hidden_matrices(model)
+
+
+@pytest.mark.parametrize("nesterov, adjust_lr_fn", [(True, "match_rms_adamw"), (False, None)])
+def test_batched_muon_moves_every_matrix_as_torchs_muon(nesterov, adjust_lr_fn):
+    """BatchedMuon (the Newton-Schulz iterations batched over matrices of one shape) against torch.optim.Muon,
+    the reference, over three steps: tall, wide and square matrices, two of one shape, one without a
+    gradient in a step."""
+    torch.manual_seed(0)
+    shapes = [(64, 32), (64, 32), (32, 96), (32, 32), (96, 32)]
+    reference = [nn.Parameter(torch.randn(*shape)) for shape in shapes]
+    batched = [nn.Parameter(p.detach().clone()) for p in reference]
+    settings = dict(lr=3e-3, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)
+    optimizers = torch.optim.Muon(reference, **settings), train.BatchedMuon(batched, **settings)
+    for step in range(3):
+        for i, (p, q) in enumerate(zip(reference, batched)):
+            grad = None if (step, i) == (1, 2) else torch.randn(p.shape)
+            p.grad, q.grad = grad, None if grad is None else grad.clone()
+        for opt in optimizers:
+            opt.step()
+        for i, (p, q) in enumerate(zip(reference, batched)):
+            torch.testing.assert_close(q, p, rtol=0, atol=1e-7, msg=f"step {step}, matrix {i}")
+    assert all(torch.equal(optimizers[0].state[p]["momentum_buffer"], optimizers[1].state[q]["momentum_buffer"])
+               for p, q in zip(reference, batched))
