@@ -217,8 +217,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # each measured level or worse (bench/RESULTS.md, thirteenth session; the warmup, sixteenth).
     # Muon for the hidden matrices at 3e-3 (5x AdamW's 6e-4, the update's RMS matched to AdamW's), AdamW
     # for the rest: 0.031 better at 100M tokens (0.8300 and 0.8313 against 0.8574 and 0.8658 at seeds 0
-    # and 1, paired; 1.2e-3 gained 0.025 at seed 0), at about 6% fewer tokens/s (bench/RESULTS.md,
-    # twenty-first session). It helps x-transformers' XL more: with Muon for both the XL 1024 + 1024 leads by 0.017-0.026.
+    # and 1, paired; 1.2e-3 gained 0.025 at seed 0), at about 6% fewer tokens/s with torch's Muon
+    # (bench/RESULTS.md, twenty-first session; BatchedMuon computes the same update in fewer launches). It helps x-transformers' XL more: with Muon for both the XL 1024 + 1024 leads by 0.017-0.026.
     # Not with --fsdp: pass --optimizer adamw there.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
     "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,
