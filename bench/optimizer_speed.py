@@ -9,8 +9,9 @@ long-documents, 19.93M parameters, fp32 weights) with the same random gradients:
   muon_torch      MuonAdamW with torch.optim.Muon for the 28 hidden matrices (one matrix at a time)
   muon_batched    MuonAdamW with BatchedMuon (train.py's --optimizer muon: Newton-Schulz batched by shape)
 
-Each case: --warmup steps, then the time of each of --steps steps (CUDA events, no host sync between
-steps); one JSON line per case with the median and the spread in milliseconds, and the peak memory.
+Each case, its optimizer built alone: --warmup steps, then the time of each of --steps steps (CUDA events,
+no host sync between steps); one JSON line per case with the median and the spread in milliseconds, and the
+peak memory (the model, its gradients and that case's optimizer state).
 
     python bench/optimizer_speed.py --out bench_out/optimizer_speed.jsonl
     python bench/optimizer_speed.py --device cpu --tiny     # a smoke test without a GPU
@@ -42,15 +43,17 @@ TINY = dict(dim=64, depth=2, heads=2, dim_head=32, max_seq_len=64, block_width=3
             recurrent_layers=(2,), kv_heads=1, rotary_dim=16)
 
 
-def optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, torch.optim.Optimizer]:
-    """Each case's optimizer over model's parameters."""
-    groups, matrices = param_groups(model, cfg.weight_decay, muon=True)
-    adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
-    torch_muon = torch.optim.Muon(matrices, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw")
-    return {"adam_seed": torch.optim.Adam(model.parameters(), lr=cfg.learning_rate),
-            "adamw": build_optimizer(model, replace(cfg, optimizer="adamw"), device),
-            "muon_torch": MuonAdamW(adamw, torch_muon),
-            "muon_batched": build_optimizer(model, cfg, device)}
+def optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, Callable[[], torch.optim.Optimizer]]:
+    """Each case's optimizer over model's parameters, built when called (one at a time: each case's
+    peak memory holds its own state alone)."""
+    def torch_muon() -> torch.optim.Optimizer:
+        batched = build_optimizer(model, cfg, device)  # its AdamW, and BatchedMuon's settings for torch's Muon
+        return MuonAdamW(batched.adamw, torch.optim.Muon(batched.muon.param_groups[0]["params"], **batched.muon.defaults))
+
+    return {"adam_seed": lambda: torch.optim.Adam(model.parameters(), lr=cfg.learning_rate),
+            "adamw": lambda: build_optimizer(model, replace(cfg, optimizer="adamw"), device),
+            "muon_torch": torch_muon,
+            "muon_batched": lambda: build_optimizer(model, cfg, device)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,16 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     matrices = param_groups(model, cfg.weight_decay, muon=True)[1]
     write(dict(case="model", params=sum(p.numel() for p in model.parameters()), hidden_matrices=len(matrices),
                shapes=sorted({tuple(p.shape) for p in matrices})))
-    for name, optimizer in optimizers(model, cfg, device).items():
-        step: Callable[[], None] = optimizer.step
-        for _ in range(args.warmup):
-            step()
+    for name, build in optimizers(model, cfg, device).items():
+        common.free_memory(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        times = sorted(common.time_each(step, args.steps, device))
+        optimizer = build()
+        for _ in range(args.warmup):
+            optimizer.step()
+        times = sorted(common.time_each(optimizer.step, args.steps, device))
         write(dict(case=name, steps=args.steps, median_ms=round(1e3 * statistics.median(times), 3),
                    p10_ms=round(1e3 * times[len(times) // 10], 3), p90_ms=round(1e3 * times[(9 * len(times)) // 10], 3),
                    peak_gib=common.peak_gib(device)))
+        del optimizer
 
 
 if __name__ == "__main__":

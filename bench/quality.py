@@ -45,7 +45,8 @@ and the XL masks that row's memories (x-transformers' mem_masks; before 2026-11-
 they carried over); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
 then cosine to lr * --min-lr-ratio (default 0.1: lr/10) (over the token or time budget) or constant, gradient clipping --clip.
-With --optimizer muon, torch.optim.Muon (momentum 0.95, Nesterov, update RMS matched to AdamW's:
+With --optimizer muon, Muon (train.py's BatchedMuon: torch.optim.Muon's update batched by shape; the
+twenty-first session's runs used torch.optim.Muon itself; momentum 0.95, Nesterov, update RMS matched to AdamW's:
 adjust_lr_fn="match_rms_adamw", weight decay --weight-decay) trains the hidden layers' matrices (every
 nn.Linear weight but the output head's) at peak rate --muon-lr on the same schedule, and AdamW the rest.
 
@@ -142,7 +143,7 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--clip", type=float, default=0.5)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
-                        help="muon: torch.optim.Muon for the hidden layers' matrices (update RMS matched to AdamW's), "
+                        help="muon: Muon (train.py's) for the hidden layers' matrices (update RMS matched to AdamW's), "
                              "AdamW for embeddings, output head, norms and initial states")
     parser.add_argument("--muon-lr", type=float, default=None,
                         help="--optimizer muon: Muon's peak rate, on --lr's schedule (default: --lr)")

@@ -170,20 +170,22 @@ def test_muon_leaves_the_output_head_to_adamw_whatever_it_is_made_of():
         train.hidden_matrices(model)
 
 
-@pytest.mark.parametrize("nesterov, adjust_lr_fn", [(True, "match_rms_adamw"), (False, None)])
-def test_batched_muon_moves_every_matrix_as_torchs_muon(nesterov, adjust_lr_fn):
+@pytest.mark.parametrize("settings", [dict(nesterov=True, adjust_lr_fn="match_rms_adamw", weight_decay=0.1),
+                                      dict(nesterov=False, adjust_lr_fn=None, weight_decay=0.0, ns_steps=3)],
+                         ids=["preset", "plain"])
+def test_batched_muon_moves_every_matrix_as_torchs_muon(settings):
     """BatchedMuon (the Newton-Schulz iterations batched over matrices of one shape) against torch.optim.Muon,
-    the reference, over three steps: tall, wide and square matrices, two of one shape, one without a
-    gradient in a step."""
+    the reference, over three steps: tall, wide and square matrices, two of one shape, a matrix without a
+    gradient in a step (one of a shape shared, then one alone). On these small CPU shapes the products
+    round alike: the weights agree to 1e-7."""
     torch.manual_seed(0)
     shapes = [(64, 32), (64, 32), (32, 96), (32, 32), (96, 32)]
     reference = [nn.Parameter(torch.randn(*shape)) for shape in shapes]
     batched = [nn.Parameter(p.detach().clone()) for p in reference]
-    settings = dict(lr=3e-3, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)
-    optimizers = torch.optim.Muon(reference, **settings), train.BatchedMuon(batched, **settings)
+    optimizers = torch.optim.Muon(reference, lr=3e-3, **settings), train.BatchedMuon(batched, lr=3e-3, **settings)
     for step in range(3):
         for i, (p, q) in enumerate(zip(reference, batched)):
-            grad = None if (step, i) == (1, 2) else torch.randn(p.shape)
+            grad = None if (step, i) in ((1, 1), (2, 2)) else torch.randn(p.shape)
             p.grad, q.grad = grad, None if grad is None else grad.clone()
         for opt in optimizers:
             opt.step()
@@ -191,3 +193,21 @@ def test_batched_muon_moves_every_matrix_as_torchs_muon(nesterov, adjust_lr_fn):
             torch.testing.assert_close(q, p, rtol=0, atol=1e-7, msg=f"step {step}, matrix {i}")
     assert all(torch.equal(optimizers[0].state[p]["momentum_buffer"], optimizers[1].state[q]["momentum_buffer"])
                for p, q in zip(reference, batched))
+
+
+def test_batched_muon_on_the_presets_matrices_agrees_with_torchs_to_bf16_rounding(tmp_path):
+    """On the long-documents model's own matrices (up to 2730 x 512) batched bf16 products round
+    differently from torch's one-at-a-time ones: each matrix's update agrees to 1% of its norm."""
+    cfg = train.TrainConfig(**{**train.PRESETS["long-documents"], "doc_separator": 0, "out_dir": str(tmp_path)})
+    torch.manual_seed(0)
+    matrices = train.hidden_matrices(train.build_model(cfg))
+    twins = [nn.Parameter(p.detach().clone()) for p in matrices]
+    before = [p.detach().clone() for p in matrices]
+    for p, q in zip(matrices, twins):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    torch.optim.Muon(matrices, lr=3e-3, adjust_lr_fn="match_rms_adamw").step()
+    train.BatchedMuon(twins, lr=3e-3, adjust_lr_fn="match_rms_adamw").step()
+    for i, (p, q, x) in enumerate(zip(matrices, twins, before)):
+        reference, batched = p.detach() - x, q.detach() - x
+        assert (batched - reference).norm() <= 1e-2 * reference.norm(), (i, tuple(p.shape))

@@ -95,9 +95,10 @@ class TrainConfig:
     weight_decay: float = _opt(0.1, "AdamW decoupled weight decay of linear and embedding weights")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
-    optimizer: str = _opt("adamw", "muon: Muon (torch.optim.Muon, its update's RMS matched to AdamW's) trains every "
-                                   "linear weight but the output head's, AdamW the embeddings, head, norms and states; "
-                                   "not with --fsdp (Muon needs each whole matrix)", choices=("adamw", "muon"))
+    optimizer: str = _opt("adamw", "muon: Muon (torch.optim.Muon's update, batched by shape; its RMS matched to "
+                                   "AdamW's) trains every linear weight but the output head's, AdamW the embeddings, "
+                                   "head, norms and states; not with --fsdp (Muon needs each whole matrix)",
+                          choices=("adamw", "muon"))
     muon_lr: Optional[float] = _opt(None, "--optimizer muon: Muon's peak rate, on the same warmup and decay "
                                           "(default: --learning-rate)")
     grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")

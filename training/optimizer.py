@@ -62,16 +62,21 @@ def adjusted_lr(lr: float, adjust_lr_fn: Optional[str], shape: torch.Size) -> fl
     sqrt(max(1, rows / columns)); "match_rms_adamw" (Moonshot's) by 0.2 * sqrt(max(rows, columns)), which
     gives the update about AdamW's RMS."""
     rows, columns = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return lr * math.sqrt(max(1.0, rows / columns))
     if adjust_lr_fn == "match_rms_adamw":
         return lr * 0.2 * math.sqrt(max(rows, columns))
-    return lr * math.sqrt(max(1.0, rows / columns))
+    return lr  # torch's rate for any other value (its constructor refuses them)
 
 
 class BatchedMuon(torch.optim.Muon):
     """torch.optim.Muon with each step's Newton-Schulz iterations batched over the matrices of one shape
-    (orthogonalize): the same update, matrix by matrix (tested against torch's), in a few batched kernels
-    per shape instead of some 25 per matrix. An eager optimizer step is bound by its kernel launches on a
-    GPU: the long-documents model's 28 matrices come in 5 shapes. Its state is torch's (momentum_buffer)."""
+    (orthogonalize), in a few batched kernels per shape instead of some 25 per matrix: an eager optimizer
+    step is bound by its kernel launches on a GPU, and the long-documents model's 28 matrices come in 5
+    shapes. The same update as torch's up to bf16 rounding (batched products round differently from
+    one-at-a-time ones on large matrices; tested against torch's, matrix by matrix). Its state is torch's
+    (momentum_buffer). One difference, torch's bug: for bf16 parameters without Nesterov, torch.optim.Muon
+    (2.13) normalises the momentum buffer itself in place; BatchedMuon leaves it as it is."""
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -88,7 +93,7 @@ class BatchedMuon(torch.optim.Muon):
                 if "momentum_buffer" not in self.state[p]:
                     self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
             buffers = [self.state[p]["momentum_buffer"] for p in params]
-            momentum, lr, decay = group["momentum"], group["lr"], group["weight_decay"]
+            momentum, lr, decay = group["momentum"], float(group["lr"]), group["weight_decay"]
             torch._foreach_lerp_(buffers, grads, 1 - momentum)  # an average of the gradients
             updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
             shapes: dict[tuple, list[int]] = {}
@@ -99,7 +104,9 @@ class BatchedMuon(torch.optim.Muon):
                 ortho = orthogonalize(torch.stack([updates[i] for i in index]), group["ns_coefficients"],
                                       group["ns_steps"], group["eps"])
                 torch._foreach_mul_(same, 1 - lr * decay)
-                torch._foreach_add_(same, list(ortho.to(dtype).unbind(0)),
+                # in the parameters' layout (a tall shape's updates come back transposed), so that one
+                # fused kernel adds them all
+                torch._foreach_add_(same, list(ortho.to(dtype, memory_format=torch.contiguous_format).unbind(0)),
                                     alpha=-adjusted_lr(lr, group["adjust_lr_fn"], shape))
         return loss
 
