@@ -211,3 +211,20 @@ def test_batched_muon_on_the_presets_matrices_agrees_with_torchs_to_bf16_roundin
     for i, (p, q, x) in enumerate(zip(matrices, twins, before)):
         reference, batched = p.detach() - x, q.detach() - x
         assert (batched - reference).norm() <= 1e-2 * reference.norm(), (i, tuple(p.shape))
+
+
+def test_a_closure_is_evaluated_once_with_gradients_and_its_loss_returned(tmp_path):
+    _, model, optimizer = model_and_optimizer(tmp_path)
+    calls = []
+
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_of(model, 0)
+        loss.backward()
+        calls.append(loss.detach())
+        return loss
+
+    before = model.to_logits.weight.detach().clone()
+    for opt in (optimizer, optimizer.muon):  # MuonAdamW, and BatchedMuon alone
+        assert torch.equal(opt.step(closure).detach(), calls[-1])
+    assert len(calls) == 2 and not torch.equal(model.to_logits.weight, before)

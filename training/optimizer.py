@@ -69,6 +69,14 @@ def adjusted_lr(lr: float, adjust_lr_fn: Optional[str], shape: torch.Size) -> fl
     return lr  # torch's rate for any other value (its constructor refuses them)
 
 
+def closure_loss(closure: Optional[Callable[[], Any]]) -> Any:
+    """What an optimizer's closure returns, evaluated with gradients on (a step runs under no_grad), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class BatchedMuon(torch.optim.Muon):
     """torch.optim.Muon with each step's Newton-Schulz iterations batched over the matrices of one shape
     (orthogonalize), in a few batched kernels per shape instead of some 25 per matrix: an eager optimizer
@@ -80,10 +88,7 @@ class BatchedMuon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -150,10 +155,7 @@ class MuonAdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One step of both (the closure, if any, evaluated once, before them)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         self.adamw.step()
         self.muon.step()
         return loss
