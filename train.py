@@ -299,7 +299,8 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             speed = tokens_per_step * running_steps / (time.perf_counter() - clock)
             bpc = bits_per_byte(loss_nats, train_data)  # bits per byte of text: bytes' bpc, comparable across vocabularies
             bar.set_postfix(loss=f"{loss_nats:.4f}", bpc=f"{bpc:.4f}", tok_s=f"{speed:,.0f}", refresh=False)
-            muon_rate = {"lr_muon": scheduler.get_last_lr()[-1]} if cfg.optimizer == "muon" else {}  # Muon's group is last
+            # Muon's group is the last (MuonAdamW's groups: AdamW's, then Muon's)
+            muon_rate = {"lr_muon": scheduler.get_last_lr()[-1]} if cfg.optimizer == "muon" else {}
             log.log(step=step, kind="train", loss=loss_nats, bpc=bpc, lr=scheduler.get_last_lr()[0], **muon_rate,
                     grad_norm=grad_norm.item(), tokens_per_s=speed, tokens=step * tokens_per_step)
             running_loss.zero_()

@@ -43,12 +43,14 @@ TINY = dict(dim=64, depth=2, heads=2, dim_head=32, max_seq_len=64, block_width=3
             recurrent_layers=(2,), kv_heads=1, rotary_dim=16)
 
 
-def optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, Callable[[], torch.optim.Optimizer]]:
+def optimizers(model: nn.Module, cfg: TrainConfig,
+               device: torch.device) -> dict[str, Callable[[], torch.optim.Optimizer]]:
     """Each case's optimizer over model's parameters, built when called (one at a time: each case's
     peak memory holds its own state alone)."""
     def torch_muon() -> torch.optim.Optimizer:
         batched = build_optimizer(model, cfg, device)  # its AdamW, and BatchedMuon's settings for torch's Muon
-        return MuonAdamW(batched.adamw, torch.optim.Muon(batched.muon.param_groups[0]["params"], **batched.muon.defaults))
+        matrices = batched.muon.param_groups[0]["params"]
+        return MuonAdamW(batched.adamw, torch.optim.Muon(matrices, **batched.muon.defaults))
 
     return {"adam_seed": lambda: torch.optim.Adam(model.parameters(), lr=cfg.learning_rate),
             "adamw": lambda: build_optimizer(model, replace(cfg, optimizer="adamw"), device),

@@ -178,8 +178,9 @@ class TrainConfig:
                 raise TrainError(f"--optimizer muon needs torch.optim.Muon (torch 2.9 or later), this is torch "
                                  f"{torch.__version__}: use --optimizer adamw")
             if self.fsdp:
-                raise TrainError("--optimizer muon (which --preset long-documents sets) orthogonalises each whole weight "
-                                 "matrix, which --fsdp shards over the processes: pass --optimizer adamw with --fsdp")
+                raise TrainError("--optimizer muon (which --preset long-documents sets) orthogonalises each whole "
+                                 "weight matrix, which --fsdp shards over the processes: pass --optimizer adamw with "
+                                 "--fsdp")
         if self.muon_lr is not None and not self.muon_lr > 0:
             raise TrainError(f"--muon-lr must be positive, got {self.muon_lr}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:

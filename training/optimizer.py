@@ -24,8 +24,9 @@ def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
     if len(heads) != 1:
         raise ValueError(f"expected one output head named to_logits, found {heads or 'none'}")
     head = heads[0]
+    inside_head = {name for name, _ in model.named_modules() if name == head or name.startswith(head + ".")}
     return [m.weight for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name != head and not name.startswith(head + ".") and m.weight.requires_grad]
+            if isinstance(m, nn.Linear) and name not in inside_head and m.weight.requires_grad]
 
 
 def param_groups(model: nn.Module, weight_decay: float, muon: bool) -> tuple[list[dict[str, Any]], list[nn.Parameter]]:
