@@ -102,10 +102,14 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
         saved.update(INVOCATION_FLAGS, out_dir=cfg.out_dir)
         cfg = replace(TrainConfig(**saved), **passed)
-    # a --muon-lr given for a run that trains with AdamW would do nothing (a preset's is only a default)
+    # a --muon-lr or --muon-split-qkv given for a run that trains with AdamW would do nothing (a preset's
+    # --muon-lr is only a default; a checkpoint's flags are judged when its optimizer state is restored)
     if "muon_lr" in given and cfg.optimizer != "muon":
         raise TrainError(f"--muon-lr {given['muon_lr']} is Muon's rate, and this run's --optimizer is "
                          f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-lr out")
+    if given.get("muon_split_qkv") and cfg.optimizer != "muon":
+        raise TrainError(f"--muon-split-qkv changes how Muon orthogonalises, and this run's --optimizer is "
+                         f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-split-qkv out")
     return cfg
 
 
@@ -418,9 +422,11 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
     if ckpt is None:
         seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
         return step, window
-    # the optimizer and its peak rates are the checkpoint's: its state and schedule hold them (checkpoints
-    # written before --optimizer and --muon-lr trained with AdamW)
-    for name, default in (("optimizer", "adamw"), ("learning_rate", None), ("muon_lr", None)):
+    # the optimizer, its peak rates and Muon's matrices are the checkpoint's: its state and schedule hold
+    # them (checkpoints written before --optimizer and --muon-lr trained with AdamW, before --muon-split-qkv
+    # without it)
+    for name, default in (("optimizer", "adamw"), ("learning_rate", None), ("muon_lr", None),
+                          ("muon_split_qkv", False)):
         saved = ckpt["train_config"].get(name, default)
         if getattr(cfg, name) != saved:
             flag = "--" + name.replace("_", "-")

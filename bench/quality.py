@@ -31,7 +31,8 @@ Models:
   xl            x-transformers' TransformerWrapper + Decoder with Transformer-XL memories (max_mem_len =
                 --mem, mems carried with return_mems=True / mems=), flash attention, rotary positions,
                 the same dim/depth/heads/dim_head/kv_heads as ours and ours' feed-forward kind and width
-                (GEGLU: ff_glu, ff_mult = 4 * 2/3; no bias; --xl-match-params widens it to ours' parameter count);
+                (GEGLU: ff_glu, ff_mult = 4 * 2/3; ff_no_bias, which leaves a bias on x-transformers' GLU input
+                projection alone; --xl-match-params widens it to ours' parameter count);
                 segment length --seg; torch.compile'd on CUDA except segments without memories (eager:
                 compiled, their flash-attention backward fails inductor's stride check in torch 2.11)
 
@@ -48,7 +49,9 @@ then cosine to lr * --min-lr-ratio (default 0.1: lr/10) (over the token or time 
 With --optimizer muon, Muon (train.py's BatchedMuon: torch.optim.Muon's update batched by shape; the
 twenty-first session's runs used torch.optim.Muon itself; momentum 0.95, Nesterov, update RMS matched to AdamW's:
 adjust_lr_fn="match_rms_adamw", weight decay --weight-decay) trains the hidden layers' matrices (every
-nn.Linear weight but the output head's) at peak rate --muon-lr on the same schedule, and AdamW the rest.
+nn.Linear weight but the output head's) at peak rate --muon-lr on the same schedule, and AdamW the rest;
+--muon-split-qkv gives ours' fused query/key/value projections one orthogonalised update per map, as the XL's
+separate ones get.
 
 Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
 order in the test split, empty ones left out) up to --eval-bytes, each as one row read from its start with fresh memories
@@ -88,7 +91,7 @@ sys.path.insert(0, str(REPO))
 from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig, feedforward_width  # noqa: E402
 from training.config import PRESETS as TRAIN_PRESETS  # noqa: E402
 from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
-from training.optimizer import make_muon, param_groups  # noqa: E402  (train.py's optimizers)
+from training.optimizer import make_muon, output_splits, param_groups  # noqa: E402  (train.py's optimizers)
 
 IGNORE = -100  # labels of padding (the models' ignore_index)
 MODEL_FIELDS = {f.name for f in fields(BlockRecurrentConfig)}
@@ -147,6 +150,9 @@ def parse_args(argv: Optional[list[str]] = None):
                              "AdamW for embeddings, output head, norms and initial states")
     parser.add_argument("--muon-lr", type=float, default=None,
                         help="--optimizer muon: Muon's peak rate, on --lr's schedule (default: --lr)")
+    parser.add_argument("--muon-split-qkv", action="store_true",
+                        help="--optimizer muon, ours: orthogonalise the queries', keys' and values' rows of each fused "
+                             "projection as matrices of their own (the XL's are separate linear layers already)")
     parser.add_argument("--mem-dropout", type=float, default=0.1, help="chance a segment starts without memories "
                                                                        "(ours and xl; train.py's default)")
     parser.add_argument("--state-dropout", type=float, default=0.1,
@@ -198,6 +204,10 @@ def parse_args(argv: Optional[list[str]] = None):
             parser.error(f"--muon-lr must be positive, got {args.muon_lr}")
     elif args.muon_lr is not None:
         parser.error(f"--muon-lr is Muon's rate: give it with --optimizer muon (got --optimizer {args.optimizer})")
+    elif args.muon_split_qkv:
+        parser.error(f"--muon-split-qkv is Muon's: give it with --optimizer muon (got --optimizer {args.optimizer})")
+    if args.muon_split_qkv and args.model == "xl":
+        parser.error("--muon-split-qkv is ours': the XL's queries, keys and values are separate linear layers already")
     grow = (args.grow_at, args.grow_batch, args.grow_seq)
     if any(v is not None for v in grow):
         if any(v is None for v in grow):
@@ -304,7 +314,8 @@ def make_optimizers(model: nn.Module, args, device: torch.device) -> list[torch.
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")]
     if args.optimizer == "muon":
-        optimizers.append(make_muon(matrices, args.muon_lr, args.weight_decay))
+        splits = output_splits(model, matrices) if args.muon_split_qkv else None
+        optimizers.append(make_muon(matrices, args.muon_lr, args.weight_decay, splits))
         optimizers[-1].param_groups[0]["lr_scale"] = args.muon_lr / args.lr
     return optimizers
 

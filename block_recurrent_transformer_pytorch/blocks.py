@@ -74,8 +74,11 @@ class AttentionBlock(nn.Module):
         self.heads, self.kv_heads, self.dim_head = config.heads, config.kv_heads, config.dim_head
         inner = config.heads * config.dim_head
         self.norm = nn.LayerNorm(config.dim, bias=False)
-        # one fused projection for queries, keys and values
-        self.to_qkv = nn.Linear(config.dim, inner + 2 * config.kv_heads * config.dim_head, bias=False)
+        # one fused projection for queries, keys and values; output_splits names the maps its rows compute,
+        # for an optimizer that treats each map's matrix as a whole (Muon with --muon-split-qkv)
+        kv_inner = config.kv_heads * config.dim_head
+        self.to_qkv = nn.Linear(config.dim, inner + 2 * kv_inner, bias=False)
+        self.to_qkv.output_splits = (inner, kv_inner, kv_inner)
         self.attend = Attend(config.dim_head, qk_rmsnorm=qk_rmsnorm, qk_rmsnorm_scale=config.qk_rmsnorm_scale,
                              use_flash_attn=config.use_flash_attn)
         self.to_out = nn.Linear(inner * (1 + num_state_reads), config.dim, bias=False)

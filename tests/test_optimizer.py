@@ -4,6 +4,7 @@ optimizer that a scheduler, a checkpoint and a resumed run treat like AdamW alon
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 
 import train
 from tests.test_train import tiny
+from training.optimizer import output_splits
 
 
 def model_and_optimizer(tmp_path: Path, **overrides):
@@ -101,22 +103,27 @@ def test_bad_optimizer_settings_are_refused(tmp_path, flags, message):
         tiny(tmp_path, **flags)
 
 
-def test_a_muon_lr_for_an_adamw_run_is_refused_but_a_presets_is_not(tmp_path):
+def test_muon_flags_for_an_adamw_run_are_refused_but_a_presets_muon_lr_is_not(tmp_path):
     with pytest.raises(train.TrainError, match="--muon-lr 0.01 is Muon's rate, and this run's --optimizer is adamw"):
         train.resolve_config(train.parse_args(["--muon-lr", "0.01", "--out-dir", str(tmp_path)]))
     cfg = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
                                                  "--optimizer", "adamw", "--out-dir", str(tmp_path)]))
     assert cfg.optimizer == "adamw"
+    with pytest.raises(train.TrainError, match="--muon-split-qkv changes how Muon orthogonalises, and this run's "
+                                               "--optimizer is adamw"):
+        train.resolve_config(train.parse_args(["--muon-split-qkv", "--out-dir", str(tmp_path)]))
 
 
-@pytest.mark.parametrize("cuda_graph", [False, True])
-def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(tmp_path, capsys, cuda_graph):
-    common = dict(max_steps=4, optimizer="muon", muon_lr=2e-2, cuda_graph=cuda_graph)
+@pytest.mark.parametrize("cuda_graph, split", [(False, False), (True, False), (False, True)])
+def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(tmp_path, capsys, cuda_graph, split):
+    common = dict(max_steps=4, optimizer="muon", muon_lr=2e-2, cuda_graph=cuda_graph, muon_split_qkv=split)
     train.train(tiny(tmp_path, "whole", **common))
     stopped = tiny(tmp_path, "parts", stop_at_step=2, **common)
     train.train(stopped)
-    for flag, value in (("--optimizer", "adamw"), ("--muon-lr", "0.01"), ("--learning-rate", "0.001")):
-        assert train.main(["--resume", flag, value, "--out-dir", stopped.out_dir]) == 1
+    other_split = "--no-muon-split-qkv" if split else "--muon-split-qkv"
+    for flags in (["--optimizer", "adamw"], ["--muon-lr", "0.01"], ["--learning-rate", "0.001"], [other_split]):
+        assert train.main(["--resume", *flags, "--out-dir", stopped.out_dir]) == 1
+        flag = "--muon-split-qkv" if flags == [other_split] else flags[0]
         assert f"the checkpoint's run trained with {flag} " in capsys.readouterr().err, flag
     assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
     whole = train.load_checkpoint(tmp_path / "whole" / train.CHECKPOINT)
@@ -193,6 +200,62 @@ def test_batched_muon_moves_every_matrix_as_torchs_muon(settings):
             torch.testing.assert_close(q, p, rtol=0, atol=1e-7, msg=f"step {step}, matrix {i}")
     assert all(torch.equal(optimizers[0].state[p]["momentum_buffer"], optimizers[1].state[q]["momentum_buffer"])
                for p, q in zip(reference, batched))
+
+
+@pytest.mark.parametrize("settings", [dict(nesterov=True, adjust_lr_fn="match_rms_adamw", weight_decay=0.1),
+                                      dict(nesterov=False, adjust_lr_fn=None, weight_decay=0.0)],
+                         ids=["preset", "plain"])
+def test_split_muon_moves_each_fused_map_as_torchs_muon_moves_separate_layers(settings):
+    """With output_splits, BatchedMuon moves each block of a fused matrix's rows (queries, keys, values) as
+    torch.optim.Muon moves the same maps held as separate matrices, over three steps (a matrix without a
+    gradient in one), and a matrix split into one part as a whole one."""
+    torch.manual_seed(0)
+    fused = [nn.Parameter(torch.randn(64 + 32 + 32, 48)), nn.Parameter(torch.randn(40 + 40, 48)),
+             nn.Parameter(torch.randn(32, 48))]
+    splits = [(64, 32, 32), (40, 40), (32,)]
+    separate = [nn.Parameter(part.detach().clone()) for p, rows in zip(fused, splits) for part in p.split(rows)]
+    reference = torch.optim.Muon(separate, lr=3e-3, **settings)
+    batched = train.BatchedMuon([{"params": fused, "output_splits": splits}], lr=3e-3, **settings)
+    for step in range(3):
+        grads = [None if (step, i) == (1, 1) else torch.randn(p.shape) for i, p in enumerate(fused)]
+        for p, grad, rows in zip(fused, grads, splits):
+            p.grad = grad
+        for q, grad in zip(separate, [g for p, g, rows in zip(fused, grads, splits)
+                                      for g in ([None] * len(rows) if g is None else g.split(rows))]):
+            q.grad = None if grad is None else grad.clone()
+        reference.step()
+        batched.step()
+        torch.testing.assert_close(torch.cat([q.detach() for q in separate]),
+                                   torch.cat([p.detach() for p in fused]), rtol=0, atol=1e-7, msg=f"step {step}")
+
+
+def test_output_splits_name_the_presets_fused_projections(tmp_path):
+    """The long-documents model's fused projections declare their maps: each layer's to_qkv its queries,
+    keys and values (8 and 4 heads of 64), the state's to_write_q its two queries and to_kv its keys and
+    values; --muon-split-qkv hands them to Muon, and without it Muon sees whole matrices."""
+    cfg = train.TrainConfig(**{**train.PRESETS["long-documents"], "doc_separator": 0, "out_dir": str(tmp_path)})
+    model = train.build_model(cfg)
+    matrices = train.hidden_matrices(model)
+    names = {id(p): name for name, p in model.named_parameters()}
+    splits = {names[id(p)]: rows for p, rows in zip(matrices, output_splits(model, matrices))}
+    assert all(splits[f"layers.{i}.0.to_qkv.weight"] == (512, 256, 256) for i in range(6))
+    assert splits["states.0.to_write_q.weight"] == (512, 512) and splits["states.0.to_kv.weight"] == (256, 256)
+    whole = {name: rows for name, rows in splits.items() if len(rows) == 1}
+    assert len(whole) == len(matrices) - 8 and all("proj_in" not in name or rows == (2730,)
+                                                     for name, rows in whole.items())
+    split_muon = train.build_optimizer(model, replace(cfg, muon_split_qkv=True), torch.device("cpu")).muon
+    assert split_muon.param_groups[0]["output_splits"] == output_splits(model, matrices)
+    assert "output_splits" not in train.build_optimizer(model, cfg, torch.device("cpu")).muon.param_groups[0]
+
+
+@pytest.mark.parametrize("splits, message", [
+    ([(32, 32)], r"output_splits \(32, 32\) do not divide the 96 rows of a \(96, 16\) matrix"),
+    ([(96, 0)], r"output_splits \(96, 0\) do not divide the 96 rows"),
+    ([(96,), (96,)], "output_splits has 2 entries for 1 parameters"),
+])
+def test_output_splits_that_do_not_fit_the_matrix_are_refused(splits, message):
+    with pytest.raises(ValueError, match=message):
+        train.BatchedMuon([{"params": [nn.Parameter(torch.randn(96, 16))], "output_splits": splits}], lr=1e-3)
 
 
 def test_batched_muon_on_the_presets_matrices_agrees_with_torchs_to_bf16_rounding(tmp_path):

@@ -354,6 +354,11 @@ def test_muon_trains_the_hidden_matrices_and_adamw_everything_else():
     assert [group["lr_scale"] for group in adamw.param_groups] == [1.0, 1.0]
     alone = quality.make_optimizers(model, quality.parse_args(["--tiny"]), torch.device("cpu"))  # the default
     assert len(alone) == 1 and sum(len(group["params"]) for group in alone[0].param_groups) == len(list(model.parameters()))
+    assert "output_splits" not in muon.param_groups[0]  # whole matrices unless --muon-split-qkv
+    split = quality.make_optimizers(model, quality.parse_args(["--tiny", "--optimizer", "muon", "--muon-split-qkv"]),
+                                    torch.device("cpu"))[1].param_groups[0]
+    fused = [rows for rows in split["output_splits"] if len(rows) > 1]
+    assert len(split["output_splits"]) == len(in_muon) and len(fused) == model.config.depth + 2  # to_qkv; the state's
 
 
 def test_a_tiny_run_trains_with_muon(tmp_path):
@@ -368,6 +373,9 @@ def test_a_tiny_run_trains_with_muon(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--muon-lr", "1e-3"], "--muon-lr is Muon's rate: give it with --optimizer muon (got --optimizer adamw)"),
     (["--optimizer", "muon", "--muon-lr", "0"], "--muon-lr must be positive, got 0.0"),
+    (["--muon-split-qkv"], "--muon-split-qkv is Muon's: give it with --optimizer muon (got --optimizer adamw)"),
+    (["--model", "xl", "--optimizer", "muon", "--muon-split-qkv"],
+     "--muon-split-qkv is ours': the XL's queries, keys and values are separate linear layers already"),
 ])
 def test_bad_optimizer_flags_are_refused(capsys, flags, message):
     with pytest.raises(SystemExit):

@@ -101,6 +101,9 @@ class TrainConfig:
                           choices=("adamw", "muon"))
     muon_lr: Optional[float] = _opt(None, "--optimizer muon: Muon's peak rate, on the same warmup and decay "
                                           "(default: --learning-rate)")
+    muon_split_qkv: bool = _opt(False, "--optimizer muon: orthogonalise the queries', keys' and values' rows of each "
+                                       "fused projection as matrices of their own, as for separate linear layers "
+                                       "(default: each fused matrix whole)")
     grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")
     # evaluation, logging, checkpoints (an interval of 0 turns the thing off)
     eval_interval: int = _opt(100, "steps between validation estimates")
@@ -219,8 +222,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # each measured level or worse (bench/RESULTS.md, thirteenth session; the warmup, sixteenth).
     # Muon for the hidden matrices at 3e-3 (5x AdamW's 6e-4, the update's RMS matched to AdamW's), AdamW
     # for the rest: 0.031 better at 100M tokens (0.8300 and 0.8313 against 0.8574 and 0.8658 at seeds 0
-    # and 1, paired; 1.2e-3 gained 0.025 at seed 0), at about 6% fewer tokens/s with torch's Muon
-    # (bench/RESULTS.md, twenty-first session; BatchedMuon computes the same update in fewer launches). It helps x-transformers' XL more: with Muon for both the XL 1024 + 1024 leads by 0.017-0.026.
+    # and 1, paired; 1.2e-3 gained 0.025 at seed 0; 6e-3 lost 0.033), at about 6% fewer tokens/s with
+    # torch's Muon (bench/RESULTS.md, twenty-first session; train.py's BatchedMuon takes 4.1 ms a step on
+    # an H200, torch's 16.6 ms: twenty-second). It helps x-transformers' XL more: with Muon for both the XL
+    # 1024 + 1024 leads by 0.017-0.026, and on 32 rows a step (ours on 32 x 2048: 0.005 better, one seed)
+    # by 0.040. 8 rows a step (the XL's step count) lost 0.035.
     # Not with --fsdp: pass --optimizer adamw there.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
     "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,

@@ -41,6 +41,13 @@ def param_groups(model: nn.Module, weight_decay: float, muon: bool) -> tuple[lis
     return groups, matrices
 
 
+def output_splits(model: nn.Module, matrices: list[nn.Parameter]) -> list[tuple[int, ...]]:
+    """For each matrix, the sizes of the maps its rows compute, in order: a linear layer that computes several
+    in one product (queries, keys and values) says so in its ``output_splits``; any other computes one."""
+    layer = {id(m.weight): m for m in model.modules() if isinstance(m, nn.Linear)}
+    return [tuple(getattr(layer[id(p)], "output_splits", (p.shape[0],))) for p in matrices]
+
+
 def orthogonalize(updates: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> Tensor:
     """torch.optim.Muon's Newton-Schulz iteration (in bf16) on a stack of matrices (batch, rows, columns) at
     once: each matrix is scaled to spectral norm at most 1 by its Frobenius norm, then steps quintic
@@ -85,15 +92,34 @@ class BatchedMuon(torch.optim.Muon):
     shapes. The same update as torch's up to bf16 rounding (batched products round differently from
     one-at-a-time ones on large matrices; tested against torch's, matrix by matrix). Its state is torch's
     (momentum_buffer). One difference, torch's bug: for bf16 parameters without Nesterov, torch.optim.Muon
-    (2.13) normalises the momentum buffer itself in place; BatchedMuon leaves it as it is."""
+    (2.13) normalises the momentum buffer itself in place; BatchedMuon leaves it as it is.
+
+    A param group may hold "output_splits", one tuple of row counts per parameter (output_splits()): each
+    block of rows is then orthogonalised, and its rate adjusted, as a matrix of its own, which is the update
+    torch's Muon gives the same maps as separate linear layers. Without the key each parameter is one matrix."""
+
+    def __init__(self, params: Any, **options: Any) -> None:
+        super().__init__(params, **options)
+        for group in self.param_groups:
+            splits = group.get("output_splits")
+            if splits is None:
+                continue
+            if len(splits) != len(group["params"]):
+                raise ValueError(f"output_splits has {len(splits)} entries for {len(group['params'])} parameters")
+            for p, rows in zip(group["params"], splits):
+                if sum(rows) != p.shape[0] or min(rows) < 1:
+                    raise ValueError(f"output_splits {tuple(rows)} do not divide the {p.shape[0]} rows of a "
+                                     f"{tuple(p.shape)} matrix into positive parts")
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         loss = closure_loss(closure)
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            splits = group.get("output_splits") or [(p.shape[0],) for p in group["params"]]
+            kept = [(p, parts) for p, parts in zip(group["params"], splits) if p.grad is not None]
+            if not kept:
                 continue
+            params, rows = [p for p, _ in kept], [parts for _, parts in kept]
             grads = [p.grad for p in params]
             for p in params:
                 if "momentum_buffer" not in self.state[p]:
@@ -102,26 +128,33 @@ class BatchedMuon(torch.optim.Muon):
             momentum, lr, decay = group["momentum"], float(group["lr"]), group["weight_decay"]
             torch._foreach_lerp_(buffers, grads, 1 - momentum)  # an average of the gradients
             updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
-            shapes: dict[tuple, list[int]] = {}
-            for i, p in enumerate(params):
-                shapes.setdefault((p.shape, p.dtype, p.device), []).append(i)
-            for (shape, dtype, _), index in shapes.items():
-                same = [params[i] for i in index]
-                ortho = orthogonalize(torch.stack([updates[i] for i in index]), group["ns_coefficients"],
+            torch._foreach_mul_(params, 1 - lr * decay)
+            # the matrices Muon sees: each parameter's blocks of rows (views), gathered by shape
+            shapes: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
+            for p, update, parts in zip(params, updates, rows):
+                for weight, part in zip(p.split(parts), update.split(parts)):
+                    shapes.setdefault((weight.shape, weight.dtype, weight.device), []).append((weight, part))
+            for (shape, dtype, _), pairs in shapes.items():
+                ortho = orthogonalize(torch.stack([part for _, part in pairs]), group["ns_coefficients"],
                                       group["ns_steps"], group["eps"])
-                torch._foreach_mul_(same, 1 - lr * decay)
                 # in the parameters' layout (a tall shape's updates come back transposed), so that one
                 # fused kernel adds them all
-                torch._foreach_add_(same, list(ortho.to(dtype, memory_format=torch.contiguous_format).unbind(0)),
+                torch._foreach_add_([weight for weight, _ in pairs],
+                                    list(ortho.to(dtype, memory_format=torch.contiguous_format).unbind(0)),
                                     alpha=-adjusted_lr(lr, group["adjust_lr_fn"], shape))
         return loss
 
 
-def make_muon(matrices: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Muon:
+def make_muon(matrices: list[nn.Parameter], lr: float, weight_decay: float,
+              splits: Optional[list[tuple[int, ...]]] = None) -> torch.optim.Muon:
     """Muon (BatchedMuon) with its update's RMS matched to AdamW's (adjust_lr_fn="match_rms_adamw": the rate
     is scaled by 0.2 * sqrt(max(rows, columns))), so that a rate means about what it means to AdamW. Its
-    decoupled weight decay multiplies the weights by 1 - lr * weight_decay each step, at Muon's own rate."""
-    return BatchedMuon(matrices, lr=lr, weight_decay=weight_decay, momentum=MUON_MOMENTUM,
+    decoupled weight decay multiplies the weights by 1 - lr * weight_decay each step, at Muon's own rate.
+    splits (output_splits()): orthogonalise each fused projection's maps apart; None: each matrix whole."""
+    group: dict[str, Any] = {"params": matrices}
+    if splits is not None:
+        group["output_splits"] = splits
+    return BatchedMuon([group], lr=lr, weight_decay=weight_decay, momentum=MUON_MOMENTUM,
                        adjust_lr_fn="match_rms_adamw")
 
 
@@ -188,13 +221,15 @@ class MuonAdamW(torch.optim.Optimizer):
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (param_groups' weight decay); with --optimizer muon, a MuonAdamW whose Muon trains the hidden
-    matrices at peak rate --muon-lr (default: --learning-rate)."""
+    matrices at peak rate --muon-lr (default: --learning-rate), with --muon-split-qkv each fused projection's
+    queries, keys and values as matrices of their own."""
     groups, matrices = param_groups(model, cfg.weight_decay, cfg.optimizer == "muon")
     adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if cfg.optimizer != "muon":
         return adamw
+    splits = output_splits(model, matrices) if cfg.muon_split_qkv else None
     return MuonAdamW(adamw, make_muon(matrices, cfg.learning_rate if cfg.muon_lr is None else cfg.muon_lr,
-                                      cfg.weight_decay))
+                                      cfg.weight_decay, splits))
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
