@@ -1,0 +1,32 @@
+"""bench/muon_split.py: each fused projection's maps, their updates whole and apart, on a corpus of the test's own."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import muon_split  # noqa: E402
+
+
+def test_update_matches_a_batched_muon_step_at_rate_one():
+    """The script's update is BatchedMuon's first step at rate 1 (no momentum yet, no weight decay, no
+    Nesterov), so that its figures are the optimizer's."""
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.zeros(48, 32))
+    weight.grad = torch.randn(48, 32)
+    muon_split.train.BatchedMuon([weight], lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0,
+                                 adjust_lr_fn="match_rms_adamw").step()
+    torch.testing.assert_close(-weight.detach(), muon_split.update(weight.grad), rtol=0, atol=1e-6)
+
+
+def test_it_reports_every_fused_projection_of_the_preset(tmp_path, capsys):
+    text = b"int main(void) { return 0; }\n" * 200
+    (tmp_path / "code.train.bin").write_bytes(text)
+    muon_split.main(["--corpus", "code", "--corpora", str(tmp_path), "--rows", "1"])
+    lines = capsys.readouterr().out.splitlines()[1:]
+    parts = {line.split()[0]: line.count("grad ") for line in lines}
+    assert parts == {**{f"layers.{i}.0.to_qkv.weight": 3 for i in range(6)},
+                     "states.0.to_write_q.weight": 2, "states.0.to_kv.weight": 2}
