@@ -140,6 +140,8 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
     out_dir, distributed = Path(cfg.out_dir), env.world_size > 1
     ckpt_path = out_dir / CHECKPOINT
     ckpt = load_checkpoint(ckpt_path) if cfg.resume or cfg.eval_only else None
+    if ckpt is not None:
+        _check_same_optimizer(cfg, ckpt)
     if ckpt is not None and not cfg.eval_only:
         check_steps_left(ckpt["step"], cfg)
     if ckpt is None and ckpt_path.exists():
@@ -413,6 +415,27 @@ def _describe(cfg: TrainConfig, env: DistEnv, model: BlockRecurrentTransformer, 
         print("note: --fsdp with one process: nothing to shard, the model trains whole (on the eager loop)")
 
 
+def _check_same_optimizer(cfg: TrainConfig, ckpt: dict) -> None:
+    """The optimizer, its peak rates and Muon's matrices are the checkpoint's: its state and schedule hold
+    them (checkpoints written before --optimizer and --muon-lr trained with AdamW, before --muon-split-qkv
+    without it). Checked before anything is built, so that a changed flag gets this reason and no other."""
+    for name, default in (("optimizer", "adamw"), ("learning_rate", None), ("muon_lr", None),
+                          ("muon_split_qkv", False)):
+        saved = ckpt["train_config"].get(name, default)
+        if getattr(cfg, name) != saved:
+            given, trained = _as_flag(name, getattr(cfg, name)), _as_flag(name, saved)
+            raise TrainError(f"{given}: the checkpoint's run trained with {trained}, which its optimizer state and "
+                             f"schedule hold; resume without {given.split()[0]}, or start a new run")
+
+
+def _as_flag(name: str, value: Any) -> str:
+    """A config field's value as the flag that sets it: --muon-lr 0.003, --muon-split-qkv, --no-muon-split-qkv."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
 def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt_path: Path,
                       optimizer: torch.optim.Optimizer, scheduler: Any,
                       data_generator: torch.Generator) -> tuple[int, dict[str, Any]]:
@@ -422,16 +445,6 @@ def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt
     if ckpt is None:
         seed_rngs(cfg.seed + env.rank, data_generator)  # different batches and dropout on every rank
         return step, window
-    # the optimizer, its peak rates and Muon's matrices are the checkpoint's: its state and schedule hold
-    # them (checkpoints written before --optimizer and --muon-lr trained with AdamW, before --muon-split-qkv
-    # without it)
-    for name, default in (("optimizer", "adamw"), ("learning_rate", None), ("muon_lr", None),
-                          ("muon_split_qkv", False)):
-        saved = ckpt["train_config"].get(name, default)
-        if getattr(cfg, name) != saved:
-            flag = "--" + name.replace("_", "-")
-            raise TrainError(f"{flag} {getattr(cfg, name)}: the checkpoint's run trained with {flag} {saved}, which "
-                             f"its optimizer state and schedule hold; resume without {flag}, or start a new run")
     load_optimizer_state(optimizer, ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     step = ckpt["step"]

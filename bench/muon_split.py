@@ -32,10 +32,12 @@ def update(grad: torch.Tensor) -> torch.Tensor:
 
 
 def rms(t: torch.Tensor) -> float:
+    """Root mean square of the elements."""
     return float(t.pow(2).mean().sqrt())
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Print each fused projection's maps: gradient norm and update RMS, the matrix whole -> each map apart."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="linux_c", help="a corpus of bench/corpora.py (its train split's start)")
     parser.add_argument("--corpora", default=str(Path(__file__).resolve().parents[1] / ".corpora"))

@@ -207,7 +207,8 @@ def parse_args(argv: Optional[list[str]] = None):
     elif args.muon_split_qkv:
         parser.error(f"--muon-split-qkv is Muon's: give it with --optimizer muon (got --optimizer {args.optimizer})")
     if args.muon_split_qkv and args.model == "xl":
-        parser.error("--muon-split-qkv is ours': the XL's queries, keys and values are separate linear layers already")
+        parser.error("--muon-split-qkv is for ours, ours_nostate and ours_unread: the XL's queries, keys and values "
+                     "are separate linear layers already")
     grow = (args.grow_at, args.grow_batch, args.grow_seq)
     if any(v is not None for v in grow):
         if any(v is None for v in grow):

@@ -106,7 +106,7 @@ class RecurrentState(nn.Module):
         self.to_read_q = nn.Linear(dim, heads * dim_head, bias=False)        # token queries -> state
         self.to_write_q = nn.Linear(dim, 2 * heads * dim_head, bias=False)   # state queries: self, -> tokens
         self.to_kv = nn.Linear(dim, 2 * kv_heads * dim_head, bias=False)     # state keys/values, shared
-        # the maps each fused projection computes (as Attention.to_qkv's)
+        # the maps each fused projection computes (as AttentionBlock.to_qkv's)
         self.to_write_q.output_splits = (heads * dim_head, heads * dim_head)
         self.to_kv.output_splits = (kv_heads * dim_head, kv_heads * dim_head)
         self.to_update = nn.Linear(2 * heads * dim_head, dim, bias=config.state_update_bias)

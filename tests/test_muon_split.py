@@ -11,15 +11,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import muon_split  # noqa: E402
 
 
-def test_update_matches_a_batched_muon_step_at_rate_one():
-    """The script's update is BatchedMuon's first step at rate 1 (no momentum yet, no weight decay, no
-    Nesterov), so that its figures are the optimizer's."""
+def test_its_updates_whole_and_apart_are_batched_muons_first_steps():
+    """The script's figures are the optimizer's: its update of a whole fused matrix is BatchedMuon's first step
+    at rate 1 (no momentum yet, no weight decay, no Nesterov) without output_splits, and its updates of the
+    parts, stacked, are the same step with them."""
     torch.manual_seed(0)
-    weight = torch.nn.Parameter(torch.zeros(48, 32))
-    weight.grad = torch.randn(48, 32)
-    muon_split.train.BatchedMuon([weight], lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0,
-                                 adjust_lr_fn="match_rms_adamw").step()
-    torch.testing.assert_close(-weight.detach(), muon_split.update(weight.grad), rtol=0, atol=1e-6)
+    grad, rows = torch.randn(96, 32), (64, 16, 16)
+    settings = dict(lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")
+    for splits, expected in ((None, muon_split.update(grad)),
+                             ([rows], torch.cat([muon_split.update(part) for part in grad.split(rows)]))):
+        weight = torch.nn.Parameter(torch.zeros(96, 32))
+        weight.grad = grad.clone()
+        group = {"params": [weight]} if splits is None else {"params": [weight], "output_splits": splits}
+        muon_split.train.BatchedMuon([group], **settings).step()
+        torch.testing.assert_close(-weight.detach(), expected, rtol=0, atol=1e-6)
 
 
 def test_it_reports_every_fused_projection_of_the_preset(tmp_path, capsys):

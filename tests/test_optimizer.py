@@ -120,11 +120,11 @@ def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(tmp_path, caps
     train.train(tiny(tmp_path, "whole", **common))
     stopped = tiny(tmp_path, "parts", stop_at_step=2, **common)
     train.train(stopped)
-    other_split = "--no-muon-split-qkv" if split else "--muon-split-qkv"
-    for flags in (["--optimizer", "adamw"], ["--muon-lr", "0.01"], ["--learning-rate", "0.001"], [other_split]):
+    own_split, other_split = ("--muon-split-qkv", "--no-muon-split-qkv")[::1 if split else -1]
+    for flags, trained in ((["--optimizer", "adamw"], "--optimizer muon,"), (["--muon-lr", "0.01"], "--muon-lr 0.02,"),
+                           (["--learning-rate", "0.001"], "--learning-rate "), ([other_split], own_split + ",")):
         assert train.main(["--resume", *flags, "--out-dir", stopped.out_dir]) == 1
-        flag = "--muon-split-qkv" if flags == [other_split] else flags[0]
-        assert f"the checkpoint's run trained with {flag} " in capsys.readouterr().err, flag
+        assert f"the checkpoint's run trained with {trained}" in capsys.readouterr().err, flags
     assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
     whole = train.load_checkpoint(tmp_path / "whole" / train.CHECKPOINT)
     parts = train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)
@@ -218,10 +218,11 @@ def test_split_muon_moves_each_fused_map_as_torchs_muon_moves_separate_layers(se
     batched = train.BatchedMuon([{"params": fused, "output_splits": splits}], lr=3e-3, **settings)
     for step in range(3):
         grads = [None if (step, i) == (1, 1) else torch.randn(p.shape) for i, p in enumerate(fused)]
-        for p, grad, rows in zip(fused, grads, splits):
+        part_grads = [part for grad, rows in zip(grads, splits)
+                      for part in ([None] * len(rows) if grad is None else grad.split(rows))]
+        for p, grad in zip(fused, grads):
             p.grad = grad
-        for q, grad in zip(separate, [g for p, g, rows in zip(fused, grads, splits)
-                                      for g in ([None] * len(rows) if g is None else g.split(rows))]):
+        for q, grad in zip(separate, part_grads):
             q.grad = None if grad is None else grad.clone()
         reference.step()
         batched.step()
@@ -256,6 +257,28 @@ def test_output_splits_name_the_presets_fused_projections(tmp_path):
 def test_output_splits_that_do_not_fit_the_matrix_are_refused(splits, message):
     with pytest.raises(ValueError, match=message):
         train.BatchedMuon([{"params": [nn.Parameter(torch.randn(96, 16))], "output_splits": splits}], lr=1e-3)
+
+
+def test_a_state_saved_with_other_splits_is_refused_both_ways():
+    """Loading a state replaces torch's param groups with the saved ones: with other output_splits (or none)
+    Muon would silently orthogonalise other matrices, so the state is refused instead."""
+    weight = nn.Parameter(torch.randn(96, 16))
+    split = train.BatchedMuon([{"params": [weight], "output_splits": [(64, 32)]}], lr=1e-3)
+    whole = train.BatchedMuon([weight], lr=1e-3)
+    weight.grad = torch.randn(96, 16)
+    for trained, other in ((split, whole), (whole, split)):
+        trained.step()
+        state = copy.deepcopy(trained.state_dict())
+        with pytest.raises(ValueError, match="param group 0 was saved with output_splits"):
+            other.load_state_dict(state)
+        trained.load_state_dict(state)  # its own state loads
+    assert split.param_groups[0]["output_splits"] == [(64, 32)] and "output_splits" not in whole.param_groups[0]
+
+
+def test_build_optimizer_refuses_a_split_for_adamw(tmp_path):
+    cfg = tiny(tmp_path, muon_split_qkv=True)  # a config built in code, past train.py's own refusal
+    with pytest.raises(ValueError, match="muon_split_qkv=True is Muon's, and optimizer='adamw'"):
+        train.build_optimizer(train.build_model(cfg), cfg, torch.device("cpu"))
 
 
 def test_batched_muon_on_the_presets_matrices_agrees_with_torchs_to_bf16_rounding(tmp_path):

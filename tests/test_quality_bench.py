@@ -375,7 +375,7 @@ def test_a_tiny_run_trains_with_muon(tmp_path):
     (["--optimizer", "muon", "--muon-lr", "0"], "--muon-lr must be positive, got 0.0"),
     (["--muon-split-qkv"], "--muon-split-qkv is Muon's: give it with --optimizer muon (got --optimizer adamw)"),
     (["--model", "xl", "--optimizer", "muon", "--muon-split-qkv"],
-     "--muon-split-qkv is ours': the XL's queries, keys and values are separate linear layers already"),
+     "--muon-split-qkv is for ours, ours_nostate and ours_unread: the XL's queries, keys and values are separate"),
 ])
 def test_bad_optimizer_flags_are_refused(capsys, flags, message):
     with pytest.raises(SystemExit):

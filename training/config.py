@@ -103,7 +103,7 @@ class TrainConfig:
                                           "(default: --learning-rate)")
     muon_split_qkv: bool = _opt(False, "--optimizer muon: orthogonalise the queries', keys' and values' rows of each "
                                        "fused projection as matrices of their own, as for separate linear layers "
-                                       "(default: each fused matrix whole)")
+                                       "(off: each fused matrix whole)")
     grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")
     # evaluation, logging, checkpoints (an interval of 0 turns the thing off)
     eval_interval: int = _opt(100, "steps between validation estimates")

@@ -89,14 +89,16 @@ class BatchedMuon(torch.optim.Muon):
     """torch.optim.Muon with each step's Newton-Schulz iterations batched over the matrices of one shape
     (orthogonalize), in a few batched kernels per shape instead of some 25 per matrix: an eager optimizer
     step is bound by its kernel launches on a GPU, and the long-documents model's 28 matrices come in 5
-    shapes. The same update as torch's up to bf16 rounding (batched products round differently from
+    shapes (42 blocks in 5 shapes with output_splits). The same update as torch's up to bf16 rounding (batched products round differently from
     one-at-a-time ones on large matrices; tested against torch's, matrix by matrix). Its state is torch's
     (momentum_buffer). One difference, torch's bug: for bf16 parameters without Nesterov, torch.optim.Muon
     (2.13) normalises the momentum buffer itself in place; BatchedMuon leaves it as it is.
 
     A param group may hold "output_splits", one tuple of row counts per parameter (output_splits()): each
     block of rows is then orthogonalised, and its rate adjusted, as a matrix of its own, which is the update
-    torch's Muon gives the same maps as separate linear layers. Without the key each parameter is one matrix."""
+    torch's Muon gives the same maps as separate linear layers. Without the key each parameter is one matrix.
+    A state saved with other splits (or none where these have some) is refused: loading it would change
+    which matrices Muon orthogonalises."""
 
     def __init__(self, params: Any, **options: Any) -> None:
         super().__init__(params, **options)
@@ -110,6 +112,17 @@ class BatchedMuon(torch.optim.Muon):
                 if sum(rows) != p.shape[0] or min(rows) < 1:
                     raise ValueError(f"output_splits {tuple(rows)} do not divide the {p.shape[0]} rows of a "
                                      f"{tuple(p.shape)} matrix into positive parts")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        def splits(group: dict[str, Any]) -> Optional[list[tuple[int, ...]]]:
+            rows = group.get("output_splits")
+            return None if rows is None else [tuple(r) for r in rows]
+
+        for i, (saved, own) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
+            if splits(saved) != splits(own):
+                raise ValueError(f"param group {i} was saved with output_splits {splits(saved)} and this optimizer "
+                                 f"has {splits(own)}: build it with the splits the state was trained with")
+        super().load_state_dict(state_dict)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -223,6 +236,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     """AdamW (param_groups' weight decay); with --optimizer muon, a MuonAdamW whose Muon trains the hidden
     matrices at peak rate --muon-lr (default: --learning-rate), with --muon-split-qkv each fused projection's
     queries, keys and values as matrices of their own."""
+    if cfg.muon_split_qkv and cfg.optimizer != "muon":  # train.py refuses the flag; a config built in code too
+        raise ValueError(f"muon_split_qkv=True is Muon's, and optimizer={cfg.optimizer!r}: set optimizer='muon' "
+                         f"or muon_split_qkv=False")
     groups, matrices = param_groups(model, cfg.weight_decay, cfg.optimizer == "muon")
     adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if cfg.optimizer != "muon":
