@@ -89,8 +89,9 @@ class BatchedMuon(torch.optim.Muon):
     """torch.optim.Muon with each step's Newton-Schulz iterations batched over the matrices of one shape
     (orthogonalize), in a few batched kernels per shape instead of some 25 per matrix: an eager optimizer
     step is bound by its kernel launches on a GPU, and the long-documents model's 28 matrices come in 5
-    shapes (42 blocks in 5 shapes with output_splits). The same update as torch's up to bf16 rounding (batched products round differently from
-    one-at-a-time ones on large matrices; tested against torch's, matrix by matrix). Its state is torch's
+    shapes (split by output_splits, 42 blocks in 5 shapes). The same update as torch's up to bf16 rounding
+    (batched products round differently from one-at-a-time ones on large matrices; tested against torch's,
+    matrix by matrix). Its state is torch's
     (momentum_buffer). One difference, torch's bug: for bf16 parameters without Nesterov, torch.optim.Muon
     (2.13) normalises the momentum buffer itself in place; BatchedMuon leaves it as it is.
 
@@ -114,6 +115,7 @@ class BatchedMuon(torch.optim.Muon):
                                      f"{tuple(p.shape)} matrix into positive parts")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's load, once each saved group's output_splits are found to be this optimizer's."""
         def splits(group: dict[str, Any]) -> Optional[list[tuple[int, ...]]]:
             rows = group.get("output_splits")
             return None if rows is None else [tuple(r) for r in rows]
