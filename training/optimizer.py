@@ -91,9 +91,9 @@ class BatchedMuon(torch.optim.Muon):
     step is bound by its kernel launches on a GPU, and the long-documents model's 28 matrices come in 5
     shapes (split by output_splits, 42 blocks in 5 shapes). The same update as torch's up to bf16 rounding
     (batched products round differently from one-at-a-time ones on large matrices; tested against torch's,
-    matrix by matrix). Its state is torch's
-    (momentum_buffer). One difference, torch's bug: for bf16 parameters without Nesterov, torch.optim.Muon
-    (2.13) normalises the momentum buffer itself in place; BatchedMuon leaves it as it is.
+    matrix by matrix). Its state is torch's (momentum_buffer). One difference, torch's bug: for bf16
+    parameters without Nesterov, torch.optim.Muon (2.13) normalises the momentum buffer itself in place;
+    BatchedMuon leaves it as it is.
 
     A param group may hold "output_splits", one tuple of row counts per parameter (output_splits()): each
     block of rows is then orthogonalised, and its rate adjusted, as a matrix of its own, which is the update
