@@ -12,6 +12,7 @@ is small beside the others' gets a small share of a whole matrix's update. CPU; 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -22,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
 from training.optimizer import adjusted_lr, hidden_matrices, orthogonalize, output_splits  # noqa: E402
 
-NEWTON_SCHULZ = dict(coefficients=(3.4445, -4.7750, 2.0315), steps=5, eps=1e-7)  # torch.optim.Muon's defaults
+MUON_DEFAULTS = inspect.signature(torch.optim.Muon).parameters  # the Newton-Schulz settings train.py's Muon runs
 
 
 def update(grad: torch.Tensor) -> torch.Tensor:
     """Muon's update of one matrix at rate 1 (match_rms_adamw), from its gradient alone (no momentum yet)."""
-    ortho = orthogonalize(grad[None], NEWTON_SCHULZ["coefficients"], NEWTON_SCHULZ["steps"], NEWTON_SCHULZ["eps"])
+    ortho = orthogonalize(grad[None], MUON_DEFAULTS["ns_coefficients"].default, MUON_DEFAULTS["ns_steps"].default,
+                          MUON_DEFAULTS["eps"].default)
     return ortho[0].float() * adjusted_lr(1.0, "match_rms_adamw", grad.shape)
 
 
