@@ -44,8 +44,8 @@ from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, Recur
 # train.py's parts (training/), importable from here as before: train.TrainConfig, train.evaluate, ...
 from training.checkpoints import (CHECKPOINT, METRICS, PLOT, RunLog, load_checkpoint, read_records,  # noqa: F401
                                   rng_state, save_checkpoint, seed_rngs, set_rng_state, write_atomically)
-from training.config import (ENWIK8_BYTES, ENWIK8_URL, INVOCATION_FLAGS, PRESETS, TrainConfig,  # noqa: F401
-                             TrainError, run_config)
+from training.config import (ENWIK8_BYTES, ENWIK8_URL, FORMER_DEFAULTS, INVOCATION_FLAGS, PRESETS,  # noqa: F401
+                             TrainConfig, TrainError, run_config)
 from training.data import (check_same_data, data_fingerprint, document_separator, download_enwik8,  # noqa: F401
                            get_batch, load_enwik8, load_splits, read_bytes, split_bytes)
 from training.distributed import (DistEnv, Interrupted, StopSignals, average_gradients, copy_full_weights,  # noqa: F401
@@ -99,17 +99,17 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
         # preset given again would otherwise silently undo (a run started with --batch-size 4 back at 16)
         saved = load_checkpoint(Path(cfg.out_dir) / CHECKPOINT, mmap=True)["train_config"]
         known = {f.name for f in fields(TrainConfig)}
-        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in {**FORMER_DEFAULTS, **saved}.items()
+                 if k in known}
         saved.update(INVOCATION_FLAGS, out_dir=cfg.out_dir)
         cfg = replace(TrainConfig(**saved), **passed)
-    # a --muon-lr or --muon-split-qkv given for a run that trains with AdamW would do nothing (a preset's
-    # --muon-lr is only a default; a checkpoint's flags are judged when its optimizer state is restored)
+    # a --muon-lr given for a run that trains with AdamW would do nothing (a preset's --muon-lr is only a
+    # default; a checkpoint's flags are judged when its optimizer state is restored). --[no-]muon-split-qkv is
+    # not refused so: every run's config holds it (on by default), and the flags rebuilt from an AdamW run's
+    # config.json must start that run again.
     if "muon_lr" in given and cfg.optimizer != "muon":
         raise TrainError(f"--muon-lr {given['muon_lr']} is Muon's rate, and this run's --optimizer is "
                          f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-lr out")
-    if given.get("muon_split_qkv") and cfg.optimizer != "muon":
-        raise TrainError(f"--muon-split-qkv changes how Muon orthogonalises, and this run's --optimizer is "
-                         f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-split-qkv out")
     return cfg
 
 
@@ -417,11 +417,11 @@ def _describe(cfg: TrainConfig, env: DistEnv, model: BlockRecurrentTransformer, 
 
 def _check_same_optimizer(cfg: TrainConfig, ckpt: dict) -> None:
     """The optimizer, its peak rates and Muon's matrices are the checkpoint's: its state and schedule hold
-    them (checkpoints written before --optimizer and --muon-lr trained with AdamW, before --muon-split-qkv
-    without it). Checked before anything is built, so that a changed flag gets this reason and no other."""
-    for name, default in (("optimizer", "adamw"), ("learning_rate", None), ("muon_lr", None),
-                          ("muon_split_qkv", False)):
-        saved = ckpt["train_config"].get(name, default)
+    them (a field the checkpoint lacks: FORMER_DEFAULTS'). How Muon splits its matrices is compared for a
+    Muon run only. Checked before anything is built, so that a changed flag gets this reason and no other."""
+    trained_with = {**FORMER_DEFAULTS, **ckpt["train_config"]}
+    for name in ("optimizer", "learning_rate", "muon_lr") + (("muon_split_qkv",) if cfg.optimizer == "muon" else ()):
+        saved = trained_with[name]
         if getattr(cfg, name) != saved:
             given, trained = _as_flag(name, getattr(cfg, name)), _as_flag(name, saved)
             raise TrainError(f"{given}: the checkpoint's run trained with {trained}, which its optimizer state and "

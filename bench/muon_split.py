@@ -1,5 +1,5 @@
 """How Muon's update divides among the maps of a fused projection (queries, keys and values in one to_qkv),
-orthogonalised whole (--optimizer muon) against each map apart (--muon-split-qkv, as for separate linear layers
+orthogonalised whole (--no-muon-split-qkv) against each map apart (--muon-split-qkv, as for separate linear layers
 such as x-transformers' to_q, to_k, to_v): on one gradient of the long-documents model at its initial weights.
 
     python bench/muon_split.py --corpus linux_c

@@ -6,8 +6,11 @@ long-documents, 19.93M parameters, fp32 weights) with the same random gradients:
 
   adam_seed       torch.optim.Adam with its defaults over every parameter: the seed's train.py's optimizer
   adamw           train.py's AdamW (fused on CUDA; weight decay on linear and embedding weights)
-  muon_torch      MuonAdamW with torch.optim.Muon for the 28 hidden matrices (one matrix at a time)
-  muon_batched    MuonAdamW with BatchedMuon (train.py's --optimizer muon: Newton-Schulz batched by shape)
+  muon_torch      MuonAdamW with torch.optim.Muon for the 28 hidden matrices (one matrix at a time, whole)
+  muon_batched    MuonAdamW with BatchedMuon on the same whole matrices (--no-muon-split-qkv: Newton-Schulz
+                  batched by shape), the same update as muon_torch's
+  muon_split      MuonAdamW with BatchedMuon taking each fused projection's queries, keys and values apart
+                  (train.py's --optimizer muon since 2026-12-02: 42 blocks in 5 shapes)
 
 Each case, its optimizer built alone: --warmup steps, then the time of each of --steps steps (CUDA events,
 no host sync between steps); one JSON line per case with the median and the spread in milliseconds, and the
@@ -47,15 +50,18 @@ def optimizers(model: nn.Module, cfg: TrainConfig,
                device: torch.device) -> dict[str, Callable[[], torch.optim.Optimizer]]:
     """Each case's optimizer over model's parameters, built when called (one at a time: each case's
     peak memory holds its own state alone)."""
+    whole = replace(cfg, muon_split_qkv=False)
+
     def torch_muon() -> torch.optim.Optimizer:
-        batched = build_optimizer(model, cfg, device)  # its AdamW, and BatchedMuon's settings for torch's Muon
+        batched = build_optimizer(model, whole, device)  # its AdamW, and BatchedMuon's settings for torch's Muon
         matrices = batched.muon.param_groups[0]["params"]
         return MuonAdamW(batched.adamw, torch.optim.Muon(matrices, **batched.muon.defaults))
 
     return {"adam_seed": lambda: torch.optim.Adam(model.parameters(), lr=cfg.learning_rate),
             "adamw": lambda: build_optimizer(model, replace(cfg, optimizer="adamw"), device),
             "muon_torch": torch_muon,
-            "muon_batched": lambda: build_optimizer(model, cfg, device)}
+            "muon_batched": lambda: build_optimizer(model, whole, device),
+            "muon_split": lambda: build_optimizer(model, replace(cfg, muon_split_qkv=True), device)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,7 +51,8 @@ twenty-first session's runs used torch.optim.Muon itself; momentum 0.95, Nestero
 adjust_lr_fn="match_rms_adamw", weight decay --weight-decay) trains the hidden layers' matrices (every
 nn.Linear weight but the output head's) at peak rate --muon-lr on the same schedule, and AdamW the rest;
 --muon-split-qkv gives ours' fused query/key/value projections one orthogonalised update per map, as the XL's
-separate ones get.
+separate ones get (train.py's default with Muon since the twenty-third session; off here unless given, so that every
+recorded command reproduces as run).
 
 Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
 order in the test split, empty ones left out) up to --eval-bytes, each as one row read from its start with fresh memories
@@ -98,7 +99,7 @@ MODEL_FIELDS = {f.name for f in fields(BlockRecurrentConfig)}
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": common.SEED_CONFIG, "large": common.LARGE_CONFIG, "tiny": common.TINY_CONFIG,
     # train.py's --preset long-documents model (its batch, schedule and optimizer are flags here: --batch 16 --seq 2048
-    # --warmup 50 --optimizer muon --muon-lr 3e-3)
+    # --warmup 50 --optimizer muon --muon-lr 3e-3 --muon-split-qkv)
     "long-documents": {**common.SEED_CONFIG, **{k: v for k, v in TRAIN_PRESETS["long-documents"].items()
                                                 if k in MODEL_FIELDS}},
 }

@@ -75,7 +75,7 @@ class AttentionBlock(nn.Module):
         inner = config.heads * config.dim_head
         self.norm = nn.LayerNorm(config.dim, bias=False)
         # one fused projection for queries, keys and values; output_splits names the maps its rows compute,
-        # for an optimizer that treats each map's matrix as a whole (Muon with --muon-split-qkv)
+        # for an optimizer that treats each map's matrix as a whole (train.py's Muon, by default)
         kv_inner = config.kv_heads * config.dim_head
         self.to_qkv = nn.Linear(config.dim, inner + 2 * kv_inner, bias=False)
         self.to_qkv.output_splits = (inner, kv_inner, kv_inner)

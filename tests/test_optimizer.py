@@ -45,8 +45,9 @@ def test_muon_trains_every_hidden_matrix_and_adamw_everything_else(tmp_path):
 
 def test_one_step_is_adamws_step_and_muons_step_on_their_parameters(tmp_path):
     """The combined optimizer moves each parameter as torch's AdamW or Muon alone would, with the
-    scheduler's factor applied to both peak rates."""
-    cfg, model, optimizer = model_and_optimizer(tmp_path, muon_lr=2e-2)
+    scheduler's factor applied to both peak rates (whole matrices here, as torch's Muon holds them; the
+    split's step is checked against torch's Muon on separate maps below)."""
+    cfg, model, optimizer = model_and_optimizer(tmp_path, muon_lr=2e-2, muon_split_qkv=False)
     reference = copy.deepcopy(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.lr_factor(s, cfg))
     matrices = {id(p) for p in train.hidden_matrices(reference)}
@@ -103,15 +104,19 @@ def test_bad_optimizer_settings_are_refused(tmp_path, flags, message):
         tiny(tmp_path, **flags)
 
 
-def test_muon_flags_for_an_adamw_run_are_refused_but_a_presets_muon_lr_is_not(tmp_path):
+def test_muon_lr_for_an_adamw_run_is_refused_but_a_presets_muon_lr_and_the_split_flag_are_not(tmp_path):
     with pytest.raises(train.TrainError, match="--muon-lr 0.01 is Muon's rate, and this run's --optimizer is adamw"):
         train.resolve_config(train.parse_args(["--muon-lr", "0.01", "--out-dir", str(tmp_path)]))
     cfg = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
                                                  "--optimizer", "adamw", "--out-dir", str(tmp_path)]))
     assert cfg.optimizer == "adamw"
-    with pytest.raises(train.TrainError, match="--muon-split-qkv changes how Muon orthogonalises, and this run's "
-                                               "--optimizer is adamw"):
-        train.resolve_config(train.parse_args(["--muon-split-qkv", "--out-dir", str(tmp_path)]))
+    # muon_split_qkv is in every run's config (on by default): an AdamW run's flags, rebuilt from its config
+    # with it either way, start the run again, and AdamW alone trains it
+    for flag, split in (("--muon-split-qkv", True), ("--no-muon-split-qkv", False)):
+        cfg = train.resolve_config(train.parse_args([flag, "--out-dir", str(tmp_path)]))
+        assert (cfg.optimizer, cfg.muon_split_qkv) == ("adamw", split)
+        model = train.build_model(cfg)
+        assert type(train.build_optimizer(model, cfg, torch.device("cpu"))) is torch.optim.AdamW
 
 
 @pytest.mark.parametrize("cuda_graph, split", [(False, False), (True, False), (False, True)])
@@ -154,6 +159,22 @@ def test_a_checkpoint_from_before_the_optimizer_flag_resumes_with_adamw(tmp_path
     assert (cfg.optimizer, cfg.muon_lr) == ("adamw", None)
     train.train(cfg)
     assert train.load_checkpoint(path)["step"] == 4
+
+
+def test_a_muon_checkpoint_from_before_the_split_flag_resumes_with_whole_matrices(tmp_path):
+    """Checkpoints written before --muon-split-qkv existed (its default now on) hold no muon_split_qkv: their
+    Muon orthogonalised each fused matrix whole, and resumes so, with the state it saved."""
+    run = tiny(tmp_path, max_steps=4, stop_at_step=2, optimizer="muon", muon_split_qkv=False)
+    train.train(run)
+    path = Path(run.out_dir) / train.CHECKPOINT
+    ckpt = train.load_checkpoint(path)
+    del ckpt["train_config"]["muon_split_qkv"]
+    torch.save(ckpt, path)
+    assert train.resolve_config(train.parse_args(["--resume", "--out-dir", run.out_dir])).muon_split_qkv is False
+    assert train.main(["--resume", "--out-dir", run.out_dir]) == 0
+    resumed = train.load_checkpoint(path)
+    assert resumed["step"] == 4 and resumed["train_config"]["muon_split_qkv"] is False
+    assert all("output_splits" not in group for group in resumed["optimizer"]["param_groups"])
 
 
 def test_a_copy_keeps_both_optimizers_and_a_new_group_is_refused(tmp_path):
@@ -233,7 +254,7 @@ def test_split_muon_moves_each_fused_map_as_torchs_muon_moves_separate_layers(se
 def test_output_splits_name_the_presets_fused_projections(tmp_path):
     """The long-documents model's fused projections declare their maps: each layer's to_qkv its queries,
     keys and values (8 and 4 heads of 64), the state's to_write_q its two queries and to_kv its keys and
-    values; --muon-split-qkv hands them to Muon, and without it Muon sees whole matrices."""
+    values; Muon gets them by default, and with --no-muon-split-qkv sees whole matrices."""
     cfg = train.TrainConfig(**{**train.PRESETS["long-documents"], "doc_separator": 0, "out_dir": str(tmp_path)})
     model = train.build_model(cfg)
     matrices = train.hidden_matrices(model)
@@ -244,9 +265,10 @@ def test_output_splits_name_the_presets_fused_projections(tmp_path):
     whole = {name: rows for name, rows in splits.items() if len(rows) == 1}
     assert len(whole) == len(matrices) - 8 and all("proj_in" not in name or rows == (2730,)
                                                      for name, rows in whole.items())
-    split_muon = train.build_optimizer(model, replace(cfg, muon_split_qkv=True), torch.device("cpu")).muon
+    split_muon = train.build_optimizer(model, cfg, torch.device("cpu")).muon
     assert split_muon.param_groups[0]["output_splits"] == output_splits(model, matrices)
-    assert "output_splits" not in train.build_optimizer(model, cfg, torch.device("cpu")).muon.param_groups[0]
+    whole_muon = train.build_optimizer(model, replace(cfg, muon_split_qkv=False), torch.device("cpu")).muon
+    assert "output_splits" not in whole_muon.param_groups[0]
 
 
 @pytest.mark.parametrize("splits, message", [
@@ -273,12 +295,6 @@ def test_a_state_saved_with_other_splits_is_refused_both_ways():
             other.load_state_dict(state)
         trained.load_state_dict(state)  # its own state loads
     assert split.param_groups[0]["output_splits"] == [(64, 32)] and "output_splits" not in whole.param_groups[0]
-
-
-def test_build_optimizer_refuses_a_split_for_adamw(tmp_path):
-    cfg = tiny(tmp_path, muon_split_qkv=True)  # a config built in code, past train.py's own refusal
-    with pytest.raises(ValueError, match="muon_split_qkv=True is Muon's, and optimizer='adamw'"):
-        train.build_optimizer(train.build_model(cfg), cfg, torch.device("cpu"))
 
 
 def test_batched_muon_on_the_presets_matrices_agrees_with_torchs_to_bf16_rounding(tmp_path):

@@ -19,7 +19,7 @@ def test_every_case_steps_every_parameter_with_train_pys_settings():
     torch.manual_seed(0)
     model = optimizer_speed.build_model(cfg)
     cases = optimizer_speed.optimizers(model, cfg, torch.device("cpu"))
-    assert list(cases) == ["adam_seed", "adamw", "muon_torch", "muon_batched"]
+    assert list(cases) == ["adam_seed", "adamw", "muon_torch", "muon_batched", "muon_split"]
     for name, build in cases.items():
         optimizer = build()
         for p in model.parameters():
@@ -28,15 +28,19 @@ def test_every_case_steps_every_parameter_with_train_pys_settings():
         optimizer.step()
         unmoved = [n for (n, p), b in zip(model.named_parameters(), before) if torch.equal(p, b)]
         assert not unmoved, (name, unmoved)
-    torch_muon, batched = cases["muon_torch"](), cases["muon_batched"]()
+    torch_muon, batched, split = cases["muon_torch"](), cases["muon_batched"](), cases["muon_split"]()
     assert type(torch_muon.muon) is torch.optim.Muon and isinstance(batched.muon, BatchedMuon)
     assert torch_muon.muon.defaults == batched.muon.defaults and batched.muon.defaults["lr"] == cfg.muon_lr
+    # the timed pair holds the same whole matrices; the split case the maps train.py's Muon takes by default
+    assert "output_splits" not in batched.muon.param_groups[0]
+    assert any(len(rows) > 1 for rows in split.muon.param_groups[0]["output_splits"])
 
 
 def test_tiny_run_end_to_end(tmp_path):
     out = tmp_path / "optimizer_speed.jsonl"
     optimizer_speed.main(["--tiny", "--steps", "3", "--warmup", "1", "--out", str(out)])
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["case"] for r in records] == ["env", "model", "adam_seed", "adamw", "muon_torch", "muon_batched"]
+    assert [r["case"] for r in records] == ["env", "model", "adam_seed", "adamw", "muon_torch", "muon_batched",
+                                                 "muon_split"]
     assert records[1]["hidden_matrices"] == 12
     assert all(r["median_ms"] > 0 and r["steps"] == 3 for r in records[2:])

@@ -236,11 +236,8 @@ class MuonAdamW(torch.optim.Optimizer):
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (param_groups' weight decay); with --optimizer muon, a MuonAdamW whose Muon trains the hidden
-    matrices at peak rate --muon-lr (default: --learning-rate), with --muon-split-qkv each fused projection's
-    queries, keys and values as matrices of their own."""
-    if cfg.muon_split_qkv and cfg.optimizer != "muon":  # train.py refuses the flag; a config built in code too
-        raise ValueError(f"muon_split_qkv=True is Muon's, and optimizer={cfg.optimizer!r}: set optimizer='muon' "
-                         f"or muon_split_qkv=False")
+    matrices at peak rate --muon-lr (default: --learning-rate), with muon_split_qkv (the default) each fused
+    projection's queries, keys and values as matrices of their own (AdamW ignores muon_lr and muon_split_qkv)."""
     groups, matrices = param_groups(model, cfg.weight_decay, cfg.optimizer == "muon")
     adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if cfg.optimizer != "muon":
