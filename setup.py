@@ -9,6 +9,8 @@ from setuptools import find_packages, setup
 HUB = ["safetensors>=0.4"]
 TOKENIZE = ["tokenizers>=0.19", "numpy", "tqdm"]
 FAISS = ["faiss-cpu>=1.7.3", "einops-exts>=0.0.4", "joblib", "filelock", "numpy"]
+# bench/quality.py's peer, pinned to the version every recorded comparison ran (its tests build and train it)
+PEER = ["x-transformers==2.31.10"]
 
 setup(
     name="block-recurrent-transformer-pytorch",
@@ -22,7 +24,7 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch>=2.5", "einops>=0.8", "beartype>=0.18"],
     extras_require={
-        "test": ["pytest>=8", "tqdm", "matplotlib", "numpy", "colt5-attention>=0.11.2", *FAISS, *HUB, *TOKENIZE],
+        "test": ["pytest>=8", "tqdm", "matplotlib", "numpy", "colt5-attention>=0.11.2", *FAISS, *HUB, *TOKENIZE, *PEER],
         "train": ["tqdm", "matplotlib", "numpy", *HUB, *TOKENIZE],
         "hub": HUB,  # model.save_pretrained / from_pretrained (model.safetensors + config.json)
         "tokenize": TOKENIZE,  # data/prepare.py --tokenizer bpe, and train.py on its token files

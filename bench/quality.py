@@ -521,6 +521,10 @@ class XL:
                 else:  # with memories x-transformers passes a mask (no flash kernel)
                     logits, self.mems = self.forward(x[:, window], mems=self.mems, return_mems=True,
                                                      mem_masks=[mem_mask] * len(self.mems))
+            # One memory layout from every segment: the compiled forward is specialised on its inputs' strides,
+            # and x-transformers returns memories of other strides from a segment without memories than from one
+            # with them (a view of memories + segment), so without this the first timed step compiled a new graph.
+            self.mems = [m.contiguous() for m in self.mems]
             loss = F.cross_entropy(logits.float().transpose(1, 2), labels[:, window], ignore_index=IGNORE,
                                    reduction="sum") / labelled
             loss.backward()
