@@ -28,8 +28,8 @@ NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "device")
 
 def load_runs(paths: list[str]) -> list[dict[str, Any]]:
     """Each run of the files named (or *.jsonl of the folders named): its config record's flags
-    ("args"), seed and configuration key, its training curve (step, bits/byte) and its result
-    record (None if it has none)."""
+    ("args"), seed and configuration key, its training curve (step, bits/byte), its clock (step, timed
+    seconds so far) and its result record (None if it has none)."""
     files: list[str] = []
     for path in paths:
         files += sorted(glob.glob(os.path.join(path, "*.jsonl"))) if os.path.isdir(path) else [path]
@@ -41,11 +41,13 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
                 if not record or "impl" not in record:
                     continue
                 run = runs.setdefault((name, record["impl"]),
-                                      dict(file=name, impl=record["impl"], args={}, curve=[], result=None))
+                                      dict(file=name, impl=record["impl"], args={}, curve=[], clock=[], result=None))
                 if record.get("kind") == "config":
                     run["args"] = record.get("args", {})
                 elif record.get("kind") == "train" and "bpb" in record:
                     run["curve"].append((record["step"], record["bpb"]))
+                    if record.get("train_s") is not None:
+                        run["clock"].append((record["step"], record["train_s"]))
                 elif record.get("kind") == "result":
                     run["result"] = record
     for run in runs.values():
@@ -61,14 +63,33 @@ def left_plateau_at(curve: list[tuple[int, float]]) -> Optional[int]:
     return next((step for step, bpb in curve if bpb < PLATEAU_BPB), None)
 
 
+def slow_start_s(clock: list[tuple[int, float]], untimed_steps: int) -> Optional[float]:
+    """Seconds the first logged stretch of timed steps took beyond the pace of the next stretch:
+    compilation or graph capture that fell inside the clock of a --seconds run (about 0 when the
+    untimed steps held all of it). None without two logged stretches of timed steps."""
+    if len(clock) < 2:
+        return None
+    (first_step, first_s), (next_step, next_s) = clock[:2]
+    if first_step <= untimed_steps:
+        return None
+    pace = (next_s - first_s) / (next_step - first_step)
+    return first_s - (first_step - untimed_steps) * pace
+
+
 def _cell(value: Optional[float], width: int = 7) -> str:
     return f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"
 
 
+def _start_cell(clock: list[tuple[int, float]], untimed_steps: Optional[int]) -> str:
+    late = slow_start_s(clock, untimed_steps) if untimed_steps is not None else None
+    return f"{late:7.1f}" if late is not None else f"{'-':>7}"
+
+
 def run_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """One line per run: parameters, tokens, tokens/s, bits/byte overall and by offset, with states reset,
-    and the first logged step where its training loss was under PLATEAU_BPB."""
-    lines = [f"{'run':28} {'seed':>4} {'params':>7} {'tokens':>9} {'tok/s':>8} {'bpb':>7} "
+    """One line per run: parameters, tokens, tokens/s, the seconds its clock lost at the start
+    (slow_start_s), bits/byte overall and by offset, with states reset, and the first logged step
+    where its training loss was under PLATEAU_BPB."""
+    lines = [f"{'run':28} {'seed':>4} {'params':>7} {'tokens':>9} {'tok/s':>8} {'start+s':>7} {'bpb':>7} "
              + " ".join(f"{b:>7}" for b in BUCKETS) + f"  nostate  <{PLATEAU_BPB} at"]
     for run in runs:
         res = run["result"]
@@ -78,7 +99,8 @@ def run_lines(runs: list[dict[str, Any]]) -> list[str]:
         ev, ns = res["eval"], res.get("nostate_eval")
         name = run["impl"] + (" (cut)" if res.get("cut") else "")
         lines.append(f"{name:28} {str(run['seed']):>4} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M "
-                     f"{res['tokens_per_s'] or 0:8d} {_cell(ev['bpb'])} "
+                     f"{res['tokens_per_s'] or 0:8d} {_start_cell(run['clock'], res.get('untimed_steps'))} "
+                     f"{_cell(ev['bpb'])} "
                      + " ".join(_cell(ev["by_offset"].get(b, {}).get("bpb")) for b in BUCKETS)
                      + f"  {_cell(ns['bpb']) if ns else '-':>7}  {str(left_plateau_at(run['curve']) or '-'):>8}")
     return lines

@@ -78,3 +78,22 @@ def test_each_run_says_when_its_training_loss_left_the_early_plateau(tmp_path, c
     quality_table.main([str(tmp_path)])
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("quality_")}
     assert [lines[f"quality_{i}_ours"][-1] for i in range(3)] == ["1200", "600", "-"]
+
+
+def test_each_run_says_how_long_its_clock_ran_before_it_reached_its_pace(tmp_path, capsys):
+    """A --seconds run's untimed steps must hold its compilation: the first logged stretch of timed
+    steps against the pace of the next shows what the clock counted of it (RESULTS.md, twenty-fourth
+    session: 9-32 s of the XL's 180 s)."""
+    assert abs(quality_table.slow_start_s([(200, 28.0), (400, 33.6)], untimed_steps=2) - (28.0 - 198 * 0.028)) < 1e-9
+    assert abs(quality_table.slow_start_s([(200, 10.5), (400, 21.3), (600, 40.0)], untimed_steps=6)
+               - (10.5 - 194 * 0.054)) < 1e-9
+    assert quality_table.slow_start_s([(200, 28.0)], untimed_steps=2) is None  # no pace to compare with
+    assert quality_table.slow_start_s([(2, 0.0), (4, 0.1)], untimed_steps=2) is None  # nothing timed before the log
+    records = _run("quality_0_xl", "xl", 0, 0.87, dict(seconds=180.0))
+    records[-1]["untimed_steps"] = 2
+    records[2:2] = [dict(model="xl", impl="quality_0_xl", kind="train", step=step, bpb=1.0, train_s=seconds)
+                    for step, seconds in ((200, 28.0), (400, 33.6))]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    quality_table.main([str(tmp_path)])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quality_0_xl"))
+    assert line.split()[5] == "22.5"
