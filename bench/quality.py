@@ -122,8 +122,11 @@ def parse_args(argv: Optional[list[str]] = None):
                         help="stop training this long after the start (warm-up included) even if the budget is not "
                              "spent, and evaluate what was trained; its result says cut: true. Keeps a run that "
                              "would outlast its time limit from ending with no evaluation at all")
-    parser.add_argument("--untimed-steps", type=int, default=2, help="first steps (compilation, graph capture) "
-                                                                    "trained but timed apart")
+    parser.add_argument("--untimed-steps", type=int, default=2,
+                        help="first steps (compilation, graph capture) trained but timed apart; with xl and --mem "
+                             "longer than --seg its memories grow over the first steps and each new length "
+                             "compiles a graph, so give it steps enough to fill them (quality_table.py's start+s "
+                             "shows what the clock counted)")
     parser.add_argument("--preset", choices=tuple(PRESETS), default="seed",
                         help="ours' configuration; xl takes its sizes and key/value heads from it (and with "
                              "--xl-match-params its parameter count): give ours and xl the same preset")
@@ -465,7 +468,8 @@ class XL:
         try:
             import x_transformers
         except ImportError as error:
-            raise SystemExit(f"xl needs x-transformers==2.31.10 on PYTHONPATH ({error})")
+            raise SystemExit(f"xl needs x-transformers==2.31.10 (pip install -e \".[test]\", or on PYTHONPATH) "
+                             f"({error})")
         from x_transformers import Decoder, TransformerWrapper
         self.xt = x_transformers
         self.cfg = ours_config(args)

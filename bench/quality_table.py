@@ -64,25 +64,20 @@ def left_plateau_at(curve: list[tuple[int, float]]) -> Optional[int]:
 
 
 def slow_start_s(clock: list[tuple[int, float]], untimed_steps: int) -> Optional[float]:
-    """Seconds the first logged stretch of timed steps took beyond the pace of the next stretch:
-    compilation or graph capture that fell inside the clock of a --seconds run (about 0 when the
-    untimed steps held all of it). None without two logged stretches of timed steps."""
-    if len(clock) < 2:
+    """Seconds the first logged stretch of timed steps took beyond the pace of the next stretch: in a
+    --seconds run, chiefly compilation or graph capture that fell inside the clock (about 0 when the
+    untimed steps held all of it), but any change of pace shows too (a kNN store filling up slows the
+    later steps, and the figure goes negative). None without two logged stretches of timed steps."""
+    timed = [(step, seconds) for step, seconds in clock if step > untimed_steps]
+    if len(timed) < 2 or timed[1][0] <= timed[0][0]:
         return None
-    (first_step, first_s), (next_step, next_s) = clock[:2]
-    if first_step <= untimed_steps:
-        return None
+    (first_step, first_s), (next_step, next_s) = timed[:2]
     pace = (next_s - first_s) / (next_step - first_step)
     return first_s - (first_step - untimed_steps) * pace
 
 
-def _cell(value: Optional[float], width: int = 7) -> str:
-    return f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"
-
-
-def _start_cell(clock: list[tuple[int, float]], untimed_steps: Optional[int]) -> str:
-    late = slow_start_s(clock, untimed_steps) if untimed_steps is not None else None
-    return f"{late:7.1f}" if late is not None else f"{'-':>7}"
+def _cell(value: Optional[float], width: int = 7, decimals: int = 4) -> str:
+    return f"{value:{width}.{decimals}f}" if value is not None else f"{'-':>{width}}"
 
 
 def run_lines(runs: list[dict[str, Any]]) -> list[str]:
@@ -97,9 +92,11 @@ def run_lines(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(f"{run['impl']:28} {str(run['seed']):>4} (no result)")
             continue
         ev, ns = res["eval"], res.get("nostate_eval")
+        late = slow_start_s(run["clock"], res["untimed_steps"]) if "untimed_steps" in res else None
+        late = None if late is None else round(late, 1) + 0.0  # + 0.0: 0.0, not -0.0
         name = run["impl"] + (" (cut)" if res.get("cut") else "")
         lines.append(f"{name:28} {str(run['seed']):>4} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M "
-                     f"{res['tokens_per_s'] or 0:8d} {_start_cell(run['clock'], res.get('untimed_steps'))} "
+                     f"{res['tokens_per_s'] or 0:8d} {_cell(late, decimals=1)} "
                      f"{_cell(ev['bpb'])} "
                      + " ".join(_cell(ev["by_offset"].get(b, {}).get("bpb")) for b in BUCKETS)
                      + f"  {_cell(ns['bpb']) if ns else '-':>7}  {str(left_plateau_at(run['curve']) or '-'):>8}")

@@ -9,7 +9,8 @@
 #    on a CPU machine you may prefer PyTorch's CPU build (a much smaller download), e.g.
 #    TORCH_INSTALL="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" bash scripts/setup_dev.sh
 # 2. this package, editable, with its test extra (pytest; tqdm, matplotlib, numpy for train.py;
-#    colt5-attention for routed memory; faiss-cpu and the faiss backend's other requirements);
+#    colt5-attention for routed memory; faiss-cpu and the faiss backend's other requirements;
+#    x-transformers 2.31.10, bench/quality.py's peer);
 # 3. memorizing-transformers-pytorch 0.4.1 (the faiss kNN backend's store) with --no-deps: it declares
 #    faiss-gpu (~1.2 GB of CUDA libraries) where faiss-cpu, installed in step 2, serves.
 set -euo pipefail

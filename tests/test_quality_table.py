@@ -88,7 +88,11 @@ def test_each_run_says_how_long_its_clock_ran_before_it_reached_its_pace(tmp_pat
     assert abs(quality_table.slow_start_s([(200, 10.5), (400, 21.3), (600, 40.0)], untimed_steps=6)
                - (10.5 - 194 * 0.054)) < 1e-9
     assert quality_table.slow_start_s([(200, 28.0)], untimed_steps=2) is None  # no pace to compare with
-    assert quality_table.slow_start_s([(2, 0.0), (4, 0.1)], untimed_steps=2) is None  # nothing timed before the log
+    assert quality_table.slow_start_s([(2, 0.0), (4, 0.1)], untimed_steps=2) is None  # one stretch of timed steps
+    # a log at the untimed steps is not a stretch of timed steps; two runs' logs of one step give no pace
+    assert abs(quality_table.slow_start_s([(2, 0.0), (200, 28.0), (400, 33.6)], untimed_steps=2)
+               - (28.0 - 198 * 0.028)) < 1e-9
+    assert quality_table.slow_start_s([(200, 28.0), (200, 27.0)], untimed_steps=2) is None
     records = _run("quality_0_xl", "xl", 0, 0.87, dict(seconds=180.0))
     records[-1]["untimed_steps"] = 2
     records[2:2] = [dict(model="xl", impl="quality_0_xl", kind="train", step=step, bpb=1.0, train_s=seconds)
