@@ -8,6 +8,10 @@ steps are trained but timed apart, as warmup_s), then evaluates held-out documen
   {"kind": "train", ...}    every --log-every steps: mean train loss (nats and bits/byte), lr, tokens, tokens/s;
                             for ours with a state, its weights' diagnostics (state_reads_weight, gate_retention)
   {"kind": "grow", ...}     with --grow-at: the step, rows and segment of the switch, and its untimed seconds
+  {"kind": "resume", ...}   with --checkpoint, where a call continues a run: its step and how many calls came before
+  {"kind": "checkpoint", ...}  with --checkpoint, where --stop-after or --stop-at-step stopped the call: the run's
+                            step, tokens and clock so far, saved to continue (no evaluation; the call that ends the
+                            run writes the result, its calls, train_s and tokens/s counting every call)
   {"kind": "result", ...}   steps, tokens, tokens/s, warmup_s, train_s, compile_cache (what --compile-cache did:
                             loaded, saved or nothing compiled), and the evaluation: bits/byte over
                             all held-out bytes and by byte offset within the document (0-1k, 1k-4k,
@@ -63,6 +67,14 @@ bits/byte = mean next-byte loss (nats) / ln 2.
     python bench/quality.py --model ours --corpus linux_c --tokens 100e6 --out bench_out/q_ours.jsonl
     python bench/quality.py --model xl --seg 1024 --mem 1024 --seconds 300 --out bench_out/q_xl.jsonl
     PYTHONPATH=/tmp/xt:$PWD python bench/quality.py --tiny --model xl     # CPU smoke test
+
+A run longer than one call (a device call lasts at most 10 minutes): give every call the same flags and
+--checkpoint FILE on a disk that outlives the call; each call stops at --stop-after, saves the run there and
+exits, and the call that reaches --tokens evaluates it. The resumed run trains as the one-call run (bit for bit
+on a CPU: tests/test_quality_bench.py; on a GPU up to its kernels' own nondeterminism); only its clock differs,
+each call compiling afresh in its own untimed steps.
+
+    python bench/quality.py --model xl --tokens 400e6 --stop-after 540 --checkpoint /tmp/xl.pt ...   # as often as needed
 """
 
 from __future__ import annotations
@@ -90,6 +102,7 @@ import corpora  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig, feedforward_width  # noqa: E402
+from training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
 from training.config import PRESETS as TRAIN_PRESETS  # noqa: E402
 from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
 from training.optimizer import make_muon, output_splits, param_groups  # noqa: E402  (train.py's optimizers)
@@ -122,6 +135,14 @@ def parse_args(argv: Optional[list[str]] = None):
                         help="stop training this long after the start (warm-up included) even if the budget is not "
                              "spent, and evaluate what was trained; its result says cut: true. Keeps a run that "
                              "would outlast its time limit from ending with no evaluation at all")
+    parser.add_argument("--stop-at-step", type=int, default=None, metavar="STEP",
+                        help="stop training after this step even if the budget is not spent (as --stop-after)")
+    parser.add_argument("--checkpoint", default=None, metavar="FILE",
+                        help="--tokens runs longer than one call: continue from FILE where it exists (the same flags "
+                             "but those of one call: --out, --impl, --stop-after, --stop-at-step, --untimed-steps, "
+                             "--compile-cache, --device, --corpora), and where --stop-after or --stop-at-step stops "
+                             "training, write the run there (atomically) instead of evaluating it: a run resumed "
+                             "this way trains and scores as one that never stopped")
     parser.add_argument("--untimed-steps", type=int, default=2,
                         help="first steps (compilation, graph capture) trained but timed apart; with xl and --mem "
                              "longer than --seg its memories grow over the first steps and each new length "
@@ -213,6 +234,15 @@ def parse_args(argv: Optional[list[str]] = None):
     if args.muon_split_qkv and args.model == "xl":
         parser.error("--muon-split-qkv is for ours, ours_nostate and ours_unread: the XL's queries, keys and values "
                      "are separate linear layers already")
+    if args.stop_at_step is not None and args.stop_at_step < 1:
+        parser.error(f"--stop-at-step must be a step >= 1, got {args.stop_at_step}")
+    if args.checkpoint is not None:
+        if args.seconds is not None:
+            parser.error("--checkpoint continues a --tokens run; a --seconds run's clock cannot span calls")
+        if args.grow_at is not None:
+            parser.error("--checkpoint and --grow-at do not go together: a grown model is not the one a resume builds")
+        if ours_config(args).get("knn_layers") and args.model != "xl":
+            parser.error("--checkpoint does not keep a kNN layer's store: train such a model in one call")
     grow = (args.grow_at, args.grow_batch, args.grow_seq)
     if any(v is not None for v in grow):
         if any(v is None for v in grow):
@@ -434,6 +464,18 @@ class Ours:
         self.carry = (memories, states)
         return loss
 
+    def carried(self) -> dict[str, Any]:
+        """What the next step starts from (the memories and states the last one ended with), on the CPU."""
+        memories, states = self.carry
+        return dict(memories=None if memories is None else memories.to("cpu"),
+                    states=None if states is None else [state.cpu() for state in states])
+
+    def load_carried(self, carried: dict[str, Any]) -> None:
+        """Start the next step from what ``carried`` saved."""
+        memories, states = carried["memories"], carried["states"]
+        self.carry = (None if memories is None else memories.to(self.device),
+                      None if states is None else [state.to(self.device) for state in states])
+
     @torch.no_grad()
     def eval_segment(self, x: Tensor, memory: Any, keep_states: bool = True) -> tuple[Tensor, Any]:
         """Logits of one segment x (b, seg) and the memory (memories, states) for the next."""
@@ -535,6 +577,17 @@ class XL:
             total = total + loss.detach()
         return total
 
+    def carried(self) -> dict[str, Any]:
+        """What the next step starts from (the memories and which of them are each row's), on the CPU."""
+        return dict(mems=None if self.mems is None else [m.cpu() for m in self.mems],
+                    mem_valid=None if self.mem_valid is None else self.mem_valid.cpu())
+
+    def load_carried(self, carried: dict[str, Any]) -> None:
+        """Start the next step from what ``carried`` saved."""
+        mems, valid = carried["mems"], carried["mem_valid"]
+        self.mems = None if mems is None else [m.to(self.device) for m in mems]
+        self.mem_valid = None if valid is None else valid.to(self.device)
+
     @torch.no_grad()
     def eval_segment(self, x: Tensor, memory: Any, keep_states: bool = True) -> tuple[Tensor, Any]:
         with autocast(self.device):
@@ -620,6 +673,48 @@ def compile_cache_counts() -> dict[str, int]:
     return {kind: counters["inductor"][f"fxgraph_cache_{kind}"] for kind in ("hit", "miss")}
 
 
+# ---- resuming (--checkpoint) ----------------------------------------------------------------------
+
+# The flags that may differ between the calls of one run: where each call writes and how long it trains.
+PER_CALL_FLAGS = frozenset({"out", "impl", "stop_after", "stop_at_step", "untimed_steps", "compile_cache", "device",
+                            "corpora", "checkpoint"})
+
+
+def run_flags(args) -> dict[str, Any]:
+    """The flags that make a run what it is (all but PER_CALL_FLAGS): a resumed run must be given the same."""
+    return {name: value for name, value in vars(args).items() if name not in PER_CALL_FLAGS}
+
+
+def save_run(path: str, args, peer: Any, optimizers: list[torch.optim.Optimizer], streams: DocumentStreams,
+             progress: dict[str, Any]) -> None:
+    """Write to ``path``, atomically, all that the run's next step depends on: the weights, the optimisers'
+    moments, where each row is in its document, the memories and states carried, every random stream,
+    and ``progress`` (the step, the clock so far, the unlogged part of the train curve)."""
+    save_checkpoint(dict(flags=run_flags(args), model=peer.model.state_dict(),
+                         optimizers=[optimizer.state_dict() for optimizer in optimizers],
+                         streams=streams.state_dict(), carried=peer.carried(), rng=rng_state(), progress=progress),
+                    Path(path))
+
+
+def load_run(path: str, args, peer: Any, optimizers: list[torch.optim.Optimizer],
+             streams: DocumentStreams) -> dict[str, Any]:
+    """Put the run that ``save_run`` wrote to ``path`` back into peer, optimizers and streams; returns the
+    checkpoint, whose random streams the caller restores once it has compiled (compiling draws from them)."""
+    saved = load_checkpoint(Path(path))
+    flags = run_flags(args)
+    differ = sorted(name for name in saved["flags"].keys() | flags.keys() if saved["flags"].get(name) != flags.get(name))
+    if differ:
+        given = ", ".join(f"{name}: saved {saved['flags'].get(name)!r}, given {flags.get(name)!r}" for name in differ)
+        raise SystemExit(f"--checkpoint {path} holds a run of other flags ({given}): continue it with the flags it "
+                         f"started with, or give another --checkpoint to start afresh")
+    peer.model.load_state_dict(saved["model"])
+    for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
+        optimizer.load_state_dict(state)
+    streams.load_state_dict(saved["streams"])
+    peer.load_carried(saved["carried"])
+    return saved
+
+
 def grow(peer: Ours, optimizers: list[torch.optim.Optimizer], streams: DocumentStreams, rows: int,
          segment: int) -> list[nn.Parameter]:
     """Switch a run to ``rows`` rows of segments of ``segment`` tokens (--grow-at): the model takes the
@@ -676,23 +771,36 @@ def run(args) -> list[dict[str, Any]]:
     streams = DocumentStreams(train_data, corpora.SEPARATOR, args.batch, peer.seg, shuffle=True,
                               seed=args.seed, ignore_index=IGNORE)
     total_steps = math.ceil(args.tokens / tokens_per_step) if args.tokens else None
-    step, curve_loss, cut = 0, torch.zeros((), device=device), False
-    curve_norm, curve_clipped = torch.zeros((), device=device), torch.zeros((), device=device)
+    # what the earlier calls of a run resumed with --checkpoint did: its steps, its clock, its unlogged train curve
+    earlier: dict[str, Any] = dict(step=0, train_s=0.0, timed_steps=0, warmup_s=0.0, calls=0,
+                                   curve=[torch.zeros(()) for _ in range(3)])
+    saved = None
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        saved = load_run(args.checkpoint, args, peer, optimizers, streams)
+        earlier = saved["progress"]
+        write(dict(kind="resume", step=earlier["step"], tokens=earlier["step"] * tokens_per_step,
+                   calls=earlier["calls"]))
+    step, cut = earlier["step"], False
+    curve_loss, curve_norm, curve_clipped = (t.to(device) for t in earlier["curve"])
     warmup_s, train_s, clock_start = 0.0, 0.0, None
     wall = time.perf_counter()
     # --compile-cache: "loaded", "saved" or "nothing compiled" (None without it)
     cache = "loaded" if load_compile_cache(args.compile_cache) else None
     peer.warm_up(args.batch)  # before the clock, as the untimed steps
+    if saved is not None:
+        set_rng_state(saved["rng"])  # after the warm-up, which draws from them as the first call's did
     segments_per_step = args.seq // peer.seg  # one from --grow-at on
+    first_step = step
     while True:
         if total_steps is not None and step >= total_steps:
             break
         if args.seconds is not None and clock_start is not None and time.perf_counter() - clock_start >= args.seconds:
             break
-        if args.stop_after is not None and time.perf_counter() - started >= args.stop_after:
+        if (args.stop_after is not None and time.perf_counter() - started >= args.stop_after
+                or args.stop_at_step is not None and step >= args.stop_at_step):
             cut = True
             break
-        if step == args.untimed_steps:
+        if step == first_step + args.untimed_steps:  # each call compiles afresh
             if args.compile_cache and cache is None:
                 cache = "saved" if save_compile_cache(args.compile_cache) else "nothing compiled"
             common.synchronize(device)
@@ -734,8 +842,8 @@ def run(args) -> list[dict[str, Any]]:
             mean, mean_norm, clipped = (t.item() / args.log_every for t in (curve_loss, curve_norm, curve_clipped))
             for t in (curve_loss, curve_norm, curve_clipped):
                 t.zero_()
-            elapsed = time.perf_counter() - clock_start if clock_start is not None else None
-            timed_tokens = (step - timed_from) * tokens_per_step if clock_start is not None else 0
+            elapsed = earlier["train_s"] + time.perf_counter() - clock_start if clock_start is not None else None
+            timed_tokens = (earlier["timed_steps"] + step - timed_from) * tokens_per_step if clock_start is not None else 0
             write(dict(kind="train", step=step, tokens=step * tokens_per_step, loss=round(mean, 4),
                        bpb=round(mean / LN2, 4), lr=common.round_sig(rate),
                        grad_norm=round(mean_norm, 4), clipped=round(clipped, 3),
@@ -744,10 +852,22 @@ def run(args) -> list[dict[str, Any]]:
     common.synchronize(device)
     if clock_start is None:  # fewer steps than untimed steps
         warmup_s, clock_start, timed_from = warmup_s + time.perf_counter() - wall, time.perf_counter(), step
-    train_s = time.perf_counter() - clock_start
-    timed_tokens = (step - timed_from) * tokens_per_step
+    train_s = earlier["train_s"] + time.perf_counter() - clock_start
+    timed_steps = earlier["timed_steps"] + step - timed_from
+    warmup_s += earlier["warmup_s"]
+    calls = earlier["calls"] + 1
+    if cut and args.checkpoint:
+        save_run(args.checkpoint, args, peer, optimizers, streams,
+                 dict(step=step, train_s=train_s, timed_steps=timed_steps, warmup_s=warmup_s, calls=calls,
+                      curve=[t.cpu() for t in (curve_loss, curve_norm, curve_clipped)]))
+        write(dict(kind="checkpoint", path=args.checkpoint, steps=step, tokens=step * tokens_per_step,
+                   train_s=round(train_s, 1), warmup_s=round(warmup_s, 1), calls=calls))
+        print(f"saved the run at step {step} to {args.checkpoint}: run again with the same flags to continue", flush=True)
+        return records
+    timed_tokens = timed_steps * tokens_per_step
     result = dict(kind="result", corpus=corpus_name, params=params, steps=step, tokens=step * tokens_per_step, cut=cut,
-                  warmup_s=round(warmup_s, 1), untimed_steps=min(args.untimed_steps, step), train_s=round(train_s, 1),
+                  calls=calls, warmup_s=round(warmup_s, 1), untimed_steps=step - timed_steps,
+                  train_s=round(train_s, 1),
                   tokens_per_s=round(timed_tokens / train_s) if train_s > 0 and timed_tokens else None,
                   peak_gib=common.peak_gib(device),
                   compile_cache=cache, compile_cache_graphs=compile_cache_counts() if cache == "loaded" else None)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality  # noqa: E402
@@ -535,3 +536,107 @@ def test_a_compile_cache_saved_by_one_process_spares_the_next_its_compilation(tm
     assert first == dict(loaded=False, saved=True, hit=0, miss=1) and cache.stat().st_size > 0
     assert [f.name for f in tmp_path.iterdir() if f.is_file()] == ["compiled.bin"]  # no temporary file left
     assert run("second") == dict(loaded=True, saved=False, hit=1, miss=0)
+
+
+def _assert_same(a, b, where="checkpoint"):
+    """a and b hold the same values, tensors bit for bit (same dtype, shape and every element)."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} against {type(b).__name__}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} against {sorted(b)}"
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: {len(a)} items against {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), f"{where}: tensors differ"
+    elif hasattr(a, "__dataclass_fields__"):  # Memories
+        _assert_same(vars(a), vars(b), where)
+    else:
+        assert a == b, f"{where}: {a!r} against {b!r}"
+
+
+def _whole_and_in_parts(tmp_path: Path, run: list[str]) -> tuple[list[dict], list[list[dict]]]:
+    """The run of flags ``run`` trained to step 8 in one call and in two (stopped at step 3), both checkpointed
+    there and then continued to the end: the two step-8 checkpoints (without the clock's figures, which are
+    each call's own) and the two runs' records."""
+    def call(name: str, *stop: str) -> list[dict]:
+        return quality.main([*run, "--checkpoint", str(tmp_path / f"{name}.pt"), *stop,
+                             "--out", str(tmp_path / f"{name}.jsonl")])
+
+    whole = call("whole", "--stop-at-step", "8")
+    parts = call("parts", "--stop-at-step", "3") + call("parts", "--stop-at-step", "8")
+    assert [r["kind"] for r in parts] == ["config", "train", "checkpoint", "config", "resume", *["train"] * 3,
+                                          "checkpoint"]
+    saved = [torch.load(tmp_path / f"{name}.pt", weights_only=True) for name in ("whole", "parts")]
+    for checkpoint, calls in zip(saved, (1, 2)):
+        progress = checkpoint["progress"]
+        assert progress["step"] == 8 and progress["calls"] == calls
+        checkpoint["progress"] = {k: v for k, v in progress.items()
+                                  if k not in ("train_s", "warmup_s", "timed_steps", "calls")}
+    return saved, [whole + call("whole"), parts + call("parts")]
+
+
+def _same_curves_and_results(runs: list[list[dict]], bpb_tolerance: float) -> None:
+    """Both runs logged the same train curve, ended at step 12 after their calls and scored alike."""
+    curve = [[{k: v for k, v in r.items() if k not in ("train_s", "tokens_per_s")} for r in records
+              if r["kind"] == "train"] for records in runs]
+    assert len(curve[0]) == 6
+    for a, b in zip(*curve):
+        assert a.keys() == b.keys() and a["step"] == b["step"]
+        assert all(a[k] == pytest.approx(b[k], abs=bpb_tolerance) for k in ("loss", "bpb", "grad_norm"))
+    results = [records[-1] for records in runs]
+    assert [(r["kind"], r["steps"], r["calls"], r["untimed_steps"]) for r in results] == [
+        ("result", 12, 2, 4), ("result", 12, 3, 6)]
+    for a, b in zip(*(r["eval"]["by_document"] for r in results)):
+        assert a == pytest.approx(b, abs=bpb_tolerance)
+
+
+@pytest.mark.parametrize("model, flags", [("ours", []), ("ours", ["--optimizer", "muon", "--muon-split-qkv"]),
+                                          ("xl", ["--optimizer", "muon"])])
+def test_a_run_resumed_from_its_checkpoint_trains_as_one_that_never_stopped(tmp_path, model, flags):
+    """--checkpoint: a run stopped at step 3 and continued to step 8 holds there, bit for bit, all that a run
+    trained to step 8 in one call holds (weights, optimiser moments, each row's place in its documents, the
+    memories and states carried, the random streams of the memory and state dropout, the unlogged train curve);
+    both log the same curve and, continued to the end, score the held-out documents the same."""
+    saved, runs = _whole_and_in_parts(tmp_path, ["--tiny", "--model", model, "--tokens", str(4 * 128 * 12),
+                                                 "--log-every", "2", "--eval-bytes", "1500", *flags])
+    _assert_same(saved[0], saved[1])
+    _same_curves_and_results(runs, bpb_tolerance=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["ours", "xl"])
+def test_on_a_gpu_a_resumed_run_trains_as_one_that_never_stopped(tmp_path, model):
+    """As on the CPU, on the GPU's training path (ours: CUDA graphs, which the resumed weights are loaded into;
+    bf16 autocast; fused AdamW), up to its kernels' nondeterminism. Not compiled: compilation changes no weight
+    a checkpoint holds, and each call would take minutes."""
+    saved, runs = _whole_and_in_parts(tmp_path, ["--tiny", "--device", "cuda", "--no-compile", "--model", model,
+                                                 "--tokens", str(4 * 128 * 12), "--log-every", "2",
+                                                 "--eval-bytes", "1500"])
+    for name, weight in saved[0]["model"].items():
+        torch.testing.assert_close(saved[1]["model"][name], weight, rtol=1e-4, atol=1e-5, msg=name)
+    _assert_same(saved[0]["streams"], saved[1]["streams"])
+    _same_curves_and_results(runs, bpb_tolerance=2e-3)
+
+
+def test_a_checkpoint_continues_only_with_the_flags_it_was_started_with(tmp_path):
+    run = ["--tiny", "--model", "ours", "--tokens", "4096", "--eval-bytes", "1500", "--checkpoint",
+           str(tmp_path / "run.pt"), "--out", str(tmp_path / "run.jsonl")]
+    quality.main([*run, "--stop-at-step", "2"])
+    with pytest.raises(SystemExit, match=r"holds a run of other flags \(lr: saved 0\.0006, given 0\.001\)"):
+        quality.main([*run, "--lr", "1e-3"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seconds", "5", "--checkpoint", "c.pt"], "--checkpoint continues a --tokens run"),
+    (["--checkpoint", "c.pt", "--grow-at", "5", "--grow-batch", "2", "--grow-seq", "256"],
+     "--checkpoint and --grow-at do not go together"),
+    (["--checkpoint", "c.pt", "--set", "knn_layers=2,"], "--checkpoint does not keep a kNN layer's store"),
+    (["--stop-at-step", "0"], "--stop-at-step must be a step >= 1, got 0"),
+])
+def test_bad_resume_flags_are_refused(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--tiny", *flags])
+    assert message in capsys.readouterr().err

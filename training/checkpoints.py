@@ -64,17 +64,21 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict:
         raise TrainError(f"{path}: cannot load the checkpoint ({error})") from None
 
 
-def rng_state(data_generator: torch.Generator) -> dict:
-    """Every random stream this process draws from: data sampling, python (memory/state dropout), torch."""
-    state = {"data": data_generator.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()}
+def rng_state(data_generator: Optional[torch.Generator] = None) -> dict:
+    """Every random stream this process draws from: data sampling (where a generator draws the batches),
+    python (memory/state dropout), torch."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if data_generator is not None:
+        state["data"] = data_generator.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def set_rng_state(state: dict, data_generator: torch.Generator) -> None:
-    """Restore what rng_state saved."""
-    data_generator.set_state(state["data"])
+def set_rng_state(state: dict, data_generator: Optional[torch.Generator] = None) -> None:
+    """Restore what rng_state saved (with the data generator it was given, if any)."""
+    if data_generator is not None:
+        data_generator.set_state(state["data"])
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
