@@ -8,7 +8,8 @@ steps are trained but timed apart, as warmup_s), then evaluates held-out documen
   {"kind": "train", ...}    every --log-every steps: mean train loss (nats and bits/byte), lr, tokens, tokens/s;
                             for ours with a state, its weights' diagnostics (state_reads_weight, gate_retention)
   {"kind": "grow", ...}     with --grow-at: the step, rows and segment of the switch, and its untimed seconds
-  {"kind": "resume", ...}   with --checkpoint, where a call continues a run: its step and how many calls came before
+  {"kind": "resume", ...}   with --checkpoint, where a call continues a run: its steps so far and how many calls
+                            came before
   {"kind": "checkpoint", ...}  with --checkpoint, where --stop-after or --stop-at-step stopped the call: the run's
                             step, tokens and clock so far, saved to continue (no evaluation; the call that ends the
                             run writes the result, its calls, train_s and tokens/s counting every call)
@@ -74,7 +75,7 @@ exits, and the call that reaches --tokens evaluates it. The resumed run trains a
 on a CPU: tests/test_quality_bench.py; on a GPU up to its kernels' own nondeterminism); only its clock differs,
 each call compiling afresh in its own untimed steps.
 
-    python bench/quality.py --model xl --tokens 400e6 --stop-after 540 --checkpoint /tmp/xl.pt ...   # as often as needed
+    python bench/quality.py --model xl --tokens 400e6 --stop-after 540 --checkpoint /tmp/xl.pt ...  # until it ends
 """
 
 from __future__ import annotations
@@ -676,8 +677,10 @@ def compile_cache_counts() -> dict[str, int]:
 # ---- resuming (--checkpoint) ----------------------------------------------------------------------
 
 # The flags that may differ between the calls of one run: where each call writes and how long it trains.
-PER_CALL_FLAGS = frozenset({"out", "impl", "stop_after", "stop_at_step", "untimed_steps", "compile_cache", "device",
-                            "corpora", "checkpoint"})
+# --device may be spelt differently ("cuda", "cuda:1", left out), but the kind of device a run trains on may not
+# change: load_run checks it apart.
+PER_CALL_FLAGS = frozenset({"out", "impl", "stop_after", "stop_at_step", "untimed_steps", "compile_cache",
+                            "device", "corpora", "checkpoint"})
 
 
 def run_flags(args) -> dict[str, Any]:
@@ -685,28 +688,37 @@ def run_flags(args) -> dict[str, Any]:
     return {name: value for name, value in vars(args).items() if name not in PER_CALL_FLAGS}
 
 
-def save_run(path: str, args, peer: Any, optimizers: list[torch.optim.Optimizer], streams: DocumentStreams,
-             progress: dict[str, Any]) -> None:
+def save_run(path: str, args, device: torch.device, peer: Any, optimizers: list[torch.optim.Optimizer],
+             streams: DocumentStreams, progress: dict[str, Any]) -> None:
     """Write to ``path``, atomically, all that the run's next step depends on: the weights, the optimisers'
     moments, where each row is in its document, the memories and states carried, every random stream,
-    and ``progress`` (the step, the clock so far, the unlogged part of the train curve)."""
-    save_checkpoint(dict(flags=run_flags(args), model=peer.model.state_dict(),
+    the kind of device it trains on, and ``progress`` (the step, the clock so far, the unlogged part of the
+    train curve)."""
+    save_checkpoint(dict(flags=run_flags(args), device=device.type, model=peer.model.state_dict(),
                          optimizers=[optimizer.state_dict() for optimizer in optimizers],
                          streams=streams.state_dict(), carried=peer.carried(), rng=rng_state(), progress=progress),
                     Path(path))
 
 
-def load_run(path: str, args, peer: Any, optimizers: list[torch.optim.Optimizer],
+def load_run(path: str, args, device: torch.device, peer: Any, optimizers: list[torch.optim.Optimizer],
              streams: DocumentStreams) -> dict[str, Any]:
     """Put the run that ``save_run`` wrote to ``path`` back into peer, optimizers and streams; returns the
-    checkpoint, whose random streams the caller restores once it has compiled (compiling draws from them)."""
+    checkpoint, whose random streams the caller sets just before the first step it trains."""
     saved = load_checkpoint(Path(path))
     flags = run_flags(args)
-    differ = sorted(name for name in saved["flags"].keys() | flags.keys() if saved["flags"].get(name) != flags.get(name))
+    differ = sorted(name for name in saved["flags"].keys() | flags.keys()
+                    if saved["flags"].get(name) != flags.get(name))
     if differ:
         given = ", ".join(f"{name}: saved {saved['flags'].get(name)!r}, given {flags.get(name)!r}" for name in differ)
         raise SystemExit(f"--checkpoint {path} holds a run of other flags ({given}): continue it with the flags it "
                          f"started with, or give another --checkpoint to start afresh")
+    if saved["device"] != device.type:
+        # the kernels differ (CUDA graphs, fused optimisers, bf16 autocast): the run would go on as another one
+        raise SystemExit(f"--checkpoint {path} holds a run trained on {saved['device']}, this call trains on "
+                         f"{device.type}: continue it on {saved['device']} (--device)")
+    if args.stop_at_step is not None and args.stop_at_step <= saved["progress"]["step"]:
+        raise SystemExit(f"--stop-at-step {args.stop_at_step}: --checkpoint {path} holds the run at step "
+                         f"{saved['progress']['step']} already; give a later step")
     peer.model.load_state_dict(saved["model"])
     for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
         optimizer.load_state_dict(state)
@@ -776,9 +788,9 @@ def run(args) -> list[dict[str, Any]]:
                                    curve=[torch.zeros(()) for _ in range(3)])
     saved = None
     if args.checkpoint and os.path.exists(args.checkpoint):
-        saved = load_run(args.checkpoint, args, peer, optimizers, streams)
+        saved = load_run(args.checkpoint, args, device, peer, optimizers, streams)
         earlier = saved["progress"]
-        write(dict(kind="resume", step=earlier["step"], tokens=earlier["step"] * tokens_per_step,
+        write(dict(kind="resume", steps=earlier["step"], tokens=earlier["step"] * tokens_per_step,
                    calls=earlier["calls"]))
     step, cut = earlier["step"], False
     curve_loss, curve_norm, curve_clipped = (t.to(device) for t in earlier["curve"])
@@ -788,7 +800,9 @@ def run(args) -> list[dict[str, Any]]:
     cache = "loaded" if load_compile_cache(args.compile_cache) else None
     peer.warm_up(args.batch)  # before the clock, as the untimed steps
     if saved is not None:
-        set_rng_state(saved["rng"])  # after the warm-up, which draws from them as the first call's did
+        # last before the first step: the warm-up draws nothing from them (TrainStep.warm_up draws no dropout),
+        # but nothing it does (compiling, capturing CUDA graphs) then stands between them and the step
+        set_rng_state(saved["rng"])
     segments_per_step = args.seq // peer.seg  # one from --grow-at on
     first_step = step
     while True:
@@ -843,12 +857,13 @@ def run(args) -> list[dict[str, Any]]:
             for t in (curve_loss, curve_norm, curve_clipped):
                 t.zero_()
             elapsed = earlier["train_s"] + time.perf_counter() - clock_start if clock_start is not None else None
-            timed_tokens = (earlier["timed_steps"] + step - timed_from) * tokens_per_step if clock_start is not None else 0
+            timed_steps = earlier["timed_steps"] + step - timed_from if clock_start is not None else 0
             write(dict(kind="train", step=step, tokens=step * tokens_per_step, loss=round(mean, 4),
                        bpb=round(mean / LN2, 4), lr=common.round_sig(rate),
                        grad_norm=round(mean_norm, 4), clipped=round(clipped, 3),
                        train_s=None if elapsed is None else round(elapsed, 1),
-                       tokens_per_s=round(timed_tokens / elapsed) if elapsed else None, **peer.diagnostics()))
+                       tokens_per_s=round(timed_steps * tokens_per_step / elapsed) if elapsed else None,
+                       **peer.diagnostics()))
     common.synchronize(device)
     if clock_start is None:  # fewer steps than untimed steps
         warmup_s, clock_start, timed_from = warmup_s + time.perf_counter() - wall, time.perf_counter(), step
@@ -857,12 +872,13 @@ def run(args) -> list[dict[str, Any]]:
     warmup_s += earlier["warmup_s"]
     calls = earlier["calls"] + 1
     if cut and args.checkpoint:
-        save_run(args.checkpoint, args, peer, optimizers, streams,
+        save_run(args.checkpoint, args, device, peer, optimizers, streams,
                  dict(step=step, train_s=train_s, timed_steps=timed_steps, warmup_s=warmup_s, calls=calls,
                       curve=[t.cpu() for t in (curve_loss, curve_norm, curve_clipped)]))
         write(dict(kind="checkpoint", path=args.checkpoint, steps=step, tokens=step * tokens_per_step,
                    train_s=round(train_s, 1), warmup_s=round(warmup_s, 1), calls=calls))
-        print(f"saved the run at step {step} to {args.checkpoint}: run again with the same flags to continue", flush=True)
+        print(f"saved the run at step {step} to {args.checkpoint}: run again with the same flags to continue",
+              flush=True)
         return records
     timed_tokens = timed_steps * tokens_per_step
     result = dict(kind="result", corpus=corpus_name, params=params, steps=step, tokens=step * tokens_per_step, cut=cut,

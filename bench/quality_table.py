@@ -23,7 +23,10 @@ BUCKETS = ("0k-1k", "1k-4k", "4k-16k", "16k-64k", "64k+")
 # Every run of these models first stalls near 2 bits/byte of training loss; how late it falls under
 # this line decides much of where it ends (bench/RESULTS.md, fifteenth session)
 PLATEAU_BPB = 1.2
-NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "device")
+# the seed, and the flags of one call (bench/quality.py's PER_CALL_FLAGS): runs differing only in them are one
+# configuration
+NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "stop_at_step", "untimed_steps", "compile_cache", "device",
+                     "corpora", "checkpoint")
 
 
 def load_runs(paths: list[str]) -> list[dict[str, Any]]:

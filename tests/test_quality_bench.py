@@ -391,7 +391,8 @@ def test_muon_trains_the_hidden_matrices_and_adamw_everything_else():
     assert [group["lr_scale"] for group in muon.param_groups] == [pytest.approx(4.0)]
     assert [group["lr_scale"] for group in adamw.param_groups] == [1.0, 1.0]
     alone = quality.make_optimizers(model, quality.parse_args(["--tiny"]), torch.device("cpu"))  # the default
-    assert len(alone) == 1 and sum(len(group["params"]) for group in alone[0].param_groups) == len(list(model.parameters()))
+    assert len(alone) == 1
+    assert sum(len(group["params"]) for group in alone[0].param_groups) == len(list(model.parameters()))
     assert "output_splits" not in muon.param_groups[0]  # whole matrices unless --muon-split-qkv
     split = quality.make_optimizers(model, quality.parse_args(["--tiny", "--optimizer", "muon", "--muon-split-qkv"]),
                                     torch.device("cpu"))[1].param_groups[0]
@@ -558,17 +559,18 @@ def _assert_same(a, b, where="checkpoint"):
 
 
 def _whole_and_in_parts(tmp_path: Path, run: list[str]) -> tuple[list[dict], list[list[dict]]]:
-    """The run of flags ``run`` trained to step 8 in one call and in two (stopped at step 3), both checkpointed
-    there and then continued to the end: the two step-8 checkpoints (without the clock's figures, which are
-    each call's own) and the two runs' records."""
+    """The run of flags ``run`` (logging every 3 steps) trained to step 8 in one call and in two (stopped at
+    step 4, so that one step's curve is unlogged there), both checkpointed there and then continued to the
+    end: the two step-8 checkpoints (without the clock's figures, which are each call's own) and the two
+    runs' records."""
     def call(name: str, *stop: str) -> list[dict]:
         return quality.main([*run, "--checkpoint", str(tmp_path / f"{name}.pt"), *stop,
                              "--out", str(tmp_path / f"{name}.jsonl")])
 
     whole = call("whole", "--stop-at-step", "8")
-    parts = call("parts", "--stop-at-step", "3") + call("parts", "--stop-at-step", "8")
-    assert [r["kind"] for r in parts] == ["config", "train", "checkpoint", "config", "resume", *["train"] * 3,
-                                          "checkpoint"]
+    parts = call("parts", "--stop-at-step", "4") + call("parts", "--stop-at-step", "8")
+    assert [r["kind"] for r in parts] == ["config", "train", "checkpoint", "config", "resume", "train", "checkpoint"]
+    assert [r["steps"] for r in parts if r["kind"] in ("checkpoint", "resume")] == [4, 4, 8]
     saved = [torch.load(tmp_path / f"{name}.pt", weights_only=True) for name in ("whole", "parts")]
     for checkpoint, calls in zip(saved, (1, 2)):
         progress = checkpoint["progress"]
@@ -582,7 +584,7 @@ def _same_curves_and_results(runs: list[list[dict]], bpb_tolerance: float) -> No
     """Both runs logged the same train curve, ended at step 12 after their calls and scored alike."""
     curve = [[{k: v for k, v in r.items() if k not in ("train_s", "tokens_per_s")} for r in records
               if r["kind"] == "train"] for records in runs]
-    assert len(curve[0]) == 6
+    assert len(curve[0]) == 4
     for a, b in zip(*curve):
         assert a.keys() == b.keys() and a["step"] == b["step"]
         assert all(a[k] == pytest.approx(b[k], abs=bpb_tolerance) for k in ("loss", "bpb", "grad_norm"))
@@ -594,14 +596,15 @@ def _same_curves_and_results(runs: list[list[dict]], bpb_tolerance: float) -> No
 
 
 @pytest.mark.parametrize("model, flags", [("ours", []), ("ours", ["--optimizer", "muon", "--muon-split-qkv"]),
-                                          ("xl", ["--optimizer", "muon"])])
+                                          ("xl", ["--optimizer", "muon", "--mem", "64"])])
 def test_a_run_resumed_from_its_checkpoint_trains_as_one_that_never_stopped(tmp_path, model, flags):
-    """--checkpoint: a run stopped at step 3 and continued to step 8 holds there, bit for bit, all that a run
+    """--checkpoint: a run stopped at step 4 and continued to step 8 holds there, bit for bit, all that a run
     trained to step 8 in one call holds (weights, optimiser moments, each row's place in its documents, the
     memories and states carried, the random streams of the memory and state dropout, the unlogged train curve);
-    both log the same curve and, continued to the end, score the held-out documents the same."""
+    both log the same curve and, continued to the end, score the held-out documents the same. (The XL's memory
+    of two segments makes which of its entries are each row's document carry over too.)"""
     saved, runs = _whole_and_in_parts(tmp_path, ["--tiny", "--model", model, "--tokens", str(4 * 128 * 12),
-                                                 "--log-every", "2", "--eval-bytes", "1500", *flags])
+                                                 "--log-every", "3", "--eval-bytes", "1500", *flags])
     _assert_same(saved[0], saved[1])
     _same_curves_and_results(runs, bpb_tolerance=0)
 
@@ -613,10 +616,13 @@ def test_on_a_gpu_a_resumed_run_trains_as_one_that_never_stopped(tmp_path, model
     bf16 autocast; fused AdamW), up to its kernels' nondeterminism. Not compiled: compilation changes no weight
     a checkpoint holds, and each call would take minutes."""
     saved, runs = _whole_and_in_parts(tmp_path, ["--tiny", "--device", "cuda", "--no-compile", "--model", model,
-                                                 "--tokens", str(4 * 128 * 12), "--log-every", "2",
+                                                 "--tokens", str(4 * 128 * 12), "--log-every", "3",
                                                  "--eval-bytes", "1500"])
     for name, weight in saved[0]["model"].items():
-        torch.testing.assert_close(saved[1]["model"][name], weight, rtol=1e-4, atol=1e-5, msg=name)
+        # an element-wise bound fails on any weight whose gradient is near zero, where a nondeterministic sum
+        # can flip the sign of Adam's update; the weight as a whole must agree
+        difference = (saved[1]["model"][name].float() - weight.float()).norm() / weight.float().norm().clamp(min=1e-12)
+        assert difference < 1e-3, f"{name}: relative difference {difference:.2e}"
     _assert_same(saved[0]["streams"], saved[1]["streams"])
     _same_curves_and_results(runs, bpb_tolerance=2e-3)
 
@@ -627,6 +633,36 @@ def test_a_checkpoint_continues_only_with_the_flags_it_was_started_with(tmp_path
     quality.main([*run, "--stop-at-step", "2"])
     with pytest.raises(SystemExit, match=r"holds a run of other flags \(lr: saved 0\.0006, given 0\.001\)"):
         quality.main([*run, "--lr", "1e-3"])
+
+
+def test_a_checkpoint_continues_only_on_its_kind_of_device_and_past_its_step(tmp_path):
+    run = ["--tiny", "--model", "ours", "--tokens", "4096", "--eval-bytes", "1500", "--checkpoint",
+           str(tmp_path / "run.pt"), "--out", str(tmp_path / "run.jsonl")]
+    quality.main([*run, "--stop-at-step", "3"])
+    with pytest.raises(SystemExit, match=r"holds the run at step 3 already; give a later step"):
+        quality.main([*run, "--stop-at-step", "3"])
+    saved = torch.load(tmp_path / "run.pt", weights_only=True)
+    assert saved["device"] == "cpu"
+    saved["device"] = "cuda"  # as a GPU's call would have saved it
+    torch.save(saved, tmp_path / "run.pt")
+    with pytest.raises(SystemExit, match=r"holds a run trained on cuda, this call trains on cpu: continue it on cuda"):
+        quality.main(run)
+
+
+def test_ours_carried_memories_and_states_round_trip_through_a_checkpoint(tmp_path):
+    """What ours carries from step to step (the memories with a row's pre-reset entries masked, and the
+    states) comes back from a checkpoint file as it was, masks and counts included."""
+    from block_recurrent_transformer_pytorch.memory import Memories
+    from training.checkpoints import load_checkpoint, save_checkpoint
+
+    peer = quality.Ours(quality.parse_args(["--tiny"]), torch.device("cpu"))
+    memories = Memories(xl=torch.randn(2, 2, 4, 1, 32, 16), blocks_since_reset=torch.tensor([0, 2, 1, 3]),
+                        blocks_until_valid=2, xl_inputs=torch.randn(2, 4, 32, 64))
+    peer.carry = (memories, [torch.randn(4, 8, 64)])
+    save_checkpoint(dict(carried=peer.carried()), tmp_path / "carried.pt")
+    restored = quality.Ours(quality.parse_args(["--tiny"]), torch.device("cpu"))
+    restored.load_carried(load_checkpoint(tmp_path / "carried.pt")["carried"])
+    _assert_same(restored.carry, peer.carry, "carry")
 
 
 @pytest.mark.parametrize("flags, message", [
