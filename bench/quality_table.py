@@ -32,7 +32,9 @@ NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "stop_at_step", "untim
 def load_runs(paths: list[str]) -> list[dict[str, Any]]:
     """Each run of the files named (or *.jsonl of the folders named): its config record's flags
     ("args"), seed and configuration key, its training curve (step, bits/byte), its clock (step, timed
-    seconds so far) and its result record (None if it has none)."""
+    seconds so far), its result record (None if it has none) and the untimed steps its clock began after.
+    A run that quality.py --checkpoint trained over several calls, each writing its own file, is one run
+    (join_calls): give its files in the order of its calls (sorted names do)."""
     files: list[str] = []
     for path in paths:
         files += sorted(glob.glob(os.path.join(path, "*.jsonl"))) if os.path.isdir(path) else [path]
@@ -44,9 +46,12 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
                 if not record or "impl" not in record:
                     continue
                 run = runs.setdefault((name, record["impl"]),
-                                      dict(file=name, impl=record["impl"], args={}, curve=[], clock=[], result=None))
+                                      dict(file=name, impl=record["impl"], args={}, curve=[], clock=[], result=None,
+                                           resumed=False))
                 if record.get("kind") == "config":
                     run["args"] = record.get("args", {})
+                elif record.get("kind") == "resume":
+                    run["resumed"] = True
                 elif record.get("kind") == "train" and "bpb" in record:
                     run["curve"].append((record["step"], record["bpb"]))
                     if record.get("train_s") is not None:
@@ -57,7 +62,31 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
         args = run["args"]
         run["seed"] = args.get("seed")
         run["configuration"] = json.dumps({k: v for k, v in sorted(args.items()) if k not in NOT_CONFIGURATION})
-    return list(runs.values())
+        # each call of a run is timed after its own untimed steps; its result counts them all
+        run["clock_untimed_steps"] = (run["result"] or {}).get("untimed_steps", args.get("untimed_steps"))
+    return join_calls(list(runs.values()))
+
+
+def join_calls(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls of one --checkpoint run (same checkpoint file, configuration and seed), each a run of its own
+    file, joined in the order given into the first: its curve and clock go on, the last call's result ends
+    it. A call that did not resume (no resume record) starts a run of its own, even under a file used before;
+    the joined run's clock keeps the first call's untimed steps, after which its clock began."""
+    joined: list[dict[str, Any]] = []
+    open_runs: dict[tuple, dict[str, Any]] = {}  # runs whose last call saved a checkpoint, by what resumes them
+    for run in runs:
+        key = (run["args"].get("checkpoint"), run["configuration"], run["seed"])
+        earlier = open_runs.pop(key, None) if run["resumed"] else None
+        if earlier is None:
+            joined.append(run)
+            earlier = run
+        else:
+            earlier["curve"] += run["curve"]
+            earlier["clock"] += run["clock"]
+            earlier["result"], earlier["file"] = run["result"], run["file"]
+        if key[0] and earlier["result"] is None:
+            open_runs[key] = earlier
+    return joined
 
 
 def left_plateau_at(curve: list[tuple[int, float]]) -> Optional[int]:
@@ -95,7 +124,8 @@ def run_lines(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(f"{run['impl']:28} {str(run['seed']):>4} (no result)")
             continue
         ev, ns = res["eval"], res.get("nostate_eval")
-        late = slow_start_s(run["clock"], res["untimed_steps"]) if "untimed_steps" in res else None
+        untimed = run["clock_untimed_steps"]
+        late = slow_start_s(run["clock"], untimed) if untimed is not None else None
         late = None if late is None else round(late, 1) + 0.0  # + 0.0: 0.0, not -0.0
         name = run["impl"] + (" (cut)" if res.get("cut") else "")
         lines.append(f"{name:28} {str(run['seed']):>4} {res['params'] / 1e6:6.2f}M {res['tokens'] / 1e6:8.1f}M "

@@ -101,3 +101,27 @@ def test_each_run_says_how_long_its_clock_ran_before_it_reached_its_pace(tmp_pat
     quality_table.main([str(tmp_path)])
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quality_0_xl"))
     assert line.split()[5] == "22.5"
+
+
+def test_the_calls_of_a_checkpointed_run_are_one_run(tmp_path, capsys):
+    """quality.py --checkpoint writes each call's records to its own file: the table joins them into one run,
+    its curve (and where it left the plateau) from the first call on and its result from the last; a later
+    run that starts afresh under the same checkpoint file is a run of its own."""
+    import quality
+
+    run = ["--tiny", "--model", "ours", "--impl", "quality_0_ours", "--log-every", "2", "--eval-bytes", "1500",
+           "--checkpoint", str(tmp_path / "run.pt")]
+    quality.main([*run, "--stop-at-step", "4", "--out", str(tmp_path / "a1.jsonl")])
+    quality.main([*run, "--out", str(tmp_path / "a2.jsonl")])
+    (tmp_path / "run.pt").unlink()
+    quality.main([*run, "--stop-at-step", "2", "--out", str(tmp_path / "b1.jsonl")])
+    runs = quality_table.load_runs([str(tmp_path)])
+    assert [(Path(r["file"]).name, r["result"] is not None) for r in runs] == [("a2.jsonl", True),
+                                                                               ("b1.jsonl", False)]
+    whole = runs[0]
+    assert [step for step, _ in whole["curve"]] == [2, 4, 6, 8, 10, 12]
+    assert whole["result"]["calls"] == 2 and whole["clock_untimed_steps"] == 2
+    quality_table.main([str(tmp_path)])
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("quality_")]
+    # the tiny run never leaves the plateau in 12 steps; the fresh run has no result yet
+    assert [line[-1] for line in lines] == ["-", "result)"]
