@@ -65,3 +65,24 @@ def test_records_without_document_bytes_take_them_from_the_corpus_they_name(tmp_
     b = _write(path, "b", [1.2, 1.9], **flags)
     (pair,) = quality_pairs.main([a, b])
     assert pair["documents"] == 2 and pair["bpb"] == pytest.approx(-0.05)
+
+
+def test_by_length_pairs_each_group_of_documents_apart(tmp_path, capsys):
+    """--by-length 1k,4k: documents under 1,024 bytes, from 1,024 to 4,095, and 4,096 or more, each group
+    weighted by its own bytes; a group with no document says so."""
+    path = tmp_path / "runs.jsonl"
+    a = _write(path, "a", [1.0, 0.5, 0.8, 0.7], [100, 300, 5000, 1000])
+    b = _write(path, "b", [1.1, 0.4, 0.6, 0.7], [100, 300, 5000, 1000])
+    (pair,) = quality_pairs.main([a, b, "--by-length", "1k,4k"])
+    short, middle, long = pair["by_length"]
+    assert (short["from_bytes"], short["below_bytes"], short["documents"], short["better"]) == (0, 1024, 3, 1)
+    assert short["bpb"] == pytest.approx((-0.1 * 100 + 0.1 * 300 + 0 * 1000) / 1400)
+    assert (middle["from_bytes"], middle["below_bytes"], middle["documents"]) == (1024, 4096, 0)
+    assert (long["below_bytes"], long["documents"], long["better"]) == (None, 1, 0)
+    assert long["bpb"] == pytest.approx(0.2)
+    out = capsys.readouterr().out
+    assert "documents of 1,024 to 4,095 bytes: none" in out
+    assert "documents of 4,096 bytes or more: +0.2000 over 1" in out
+    for bad in ("4k,1k", "0,1k", "1k,x", ""):
+        with pytest.raises(SystemExit, match="--by-length takes ascending positive byte counts"):
+            quality_pairs.main([a, b, "--by-length", bad])
