@@ -4,7 +4,7 @@
 # document by document (bench/quality_pairs.py). ~560 s on a fresh machine, ~460 s where the preset compiled before
 # on the same warm machine; one call, or two through the checkpoint (s27_call_unread.sh again, at once, only if
 # this call printed a checkpoint).
-# A session's 1,800 s hold the seed-1 pair (s27_call1.sh to s27_call3.sh, ~1,330 s with the machine's start) or this
+# A session's 1,800 s hold the seed-1 pair (s27_call1.sh to s27_call3.sh, ~1,430 s with the machine's start) or this
 # call with one of the pair's two runs, not all three runs.
 set -u
 nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9
