@@ -700,10 +700,9 @@ def save_run(path: str, args, device: torch.device, peer: Any, optimizers: list[
                     Path(path))
 
 
-def load_run(path: str, args, device: torch.device, peer: Any, optimizers: list[torch.optim.Optimizer],
-             streams: DocumentStreams) -> dict[str, Any]:
-    """Put the run that ``save_run`` wrote to ``path`` back into peer, optimizers and streams; returns the
-    checkpoint, whose random streams the caller sets just before the first step it trains."""
+def load_run(path: str, args, device: torch.device) -> dict[str, Any]:
+    """The run that ``save_run`` wrote to ``path``, once it is known that this call may continue it: the same
+    run flags, the same kind of device, and a --stop-at-step past its step (SystemExit naming what differs)."""
     saved = load_checkpoint(Path(path))
     flags = run_flags(args)
     differ = sorted(name for name in saved["flags"].keys() | flags.keys()
@@ -712,6 +711,9 @@ def load_run(path: str, args, device: torch.device, peer: Any, optimizers: list[
         given = ", ".join(f"{name}: saved {saved['flags'].get(name)!r}, given {flags.get(name)!r}" for name in differ)
         raise SystemExit(f"--checkpoint {path} holds a run of other flags ({given}): continue it with the flags it "
                          f"started with, or give another --checkpoint to start afresh")
+    if "device" not in saved:
+        raise SystemExit(f"--checkpoint {path} was written before checkpoints named their kind of device: "
+                         f"give another --checkpoint to start afresh")
     if saved["device"] != device.type:
         # the kernels differ (CUDA graphs, fused optimisers, bf16 autocast): the run would go on as another one
         raise SystemExit(f"--checkpoint {path} holds a run trained on {saved['device']}, this call trains on "
@@ -719,12 +721,18 @@ def load_run(path: str, args, device: torch.device, peer: Any, optimizers: list[
     if args.stop_at_step is not None and args.stop_at_step <= saved["progress"]["step"]:
         raise SystemExit(f"--stop-at-step {args.stop_at_step}: --checkpoint {path} holds the run at step "
                          f"{saved['progress']['step']} already; give a later step")
+    return saved
+
+
+def restore_run(saved: dict[str, Any], peer: Any, optimizers: list[torch.optim.Optimizer],
+                streams: DocumentStreams) -> None:
+    """Put the run ``load_run`` returned back into peer, optimizers and streams (its random streams the
+    caller sets just before the first step it trains)."""
     peer.model.load_state_dict(saved["model"])
     for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
         optimizer.load_state_dict(state)
     streams.load_state_dict(saved["streams"])
     peer.load_carried(saved["carried"])
-    return saved
 
 
 def grow(peer: Ours, optimizers: list[torch.optim.Optimizer], streams: DocumentStreams, rows: int,
@@ -755,6 +763,8 @@ def run(args) -> list[dict[str, Any]]:
     common.setup_precision()
     torch.manual_seed(args.seed)
     random.seed(args.seed)
+    # the run to continue, checked before --out is opened: a refused call leaves the file as it was
+    saved = load_run(args.checkpoint, args, device) if args.checkpoint and os.path.exists(args.checkpoint) else None
     records: list[dict[str, Any]] = []
     writer = common.JsonlWriter(args.out)
 
@@ -786,9 +796,8 @@ def run(args) -> list[dict[str, Any]]:
     # what the earlier calls of a run resumed with --checkpoint did: its steps, its clock, its unlogged train curve
     earlier: dict[str, Any] = dict(step=0, train_s=0.0, timed_steps=0, warmup_s=0.0, calls=0,
                                    curve=[torch.zeros(()) for _ in range(3)])
-    saved = None
-    if args.checkpoint and os.path.exists(args.checkpoint):
-        saved = load_run(args.checkpoint, args, device, peer, optimizers, streams)
+    if saved is not None:
+        restore_run(saved, peer, optimizers, streams)
         earlier = saved["progress"]
         write(dict(kind="resume", steps=earlier["step"], tokens=earlier["step"] * tokens_per_step,
                    calls=earlier["calls"]))

@@ -5,8 +5,10 @@ compare configurations, bench/RESULTS.md).
     python bench/quality_table.py bench_out                     # every *.jsonl in the folder
     python bench/quality_table.py a/quality_all.jsonl b/quality_all.jsonl
 
-A configuration is a model with all of its run's flags but those that do not change what is trained
-(--seed, --impl, --out, --stop-after, --device); runs that stopped early (cut) count apart.
+A configuration is a model with all of its run's flags but the seed and those that may differ between
+the calls of one run (bench/quality.py's PER_CALL_FLAGS: --impl, --out, --stop-after, --device, ...);
+runs that stopped early (cut) count apart. The calls of one run continued through quality.py
+--checkpoint, each written to its own file, are one run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import glob
 import json
 import os
+import sys
 from collections import defaultdict
 from statistics import mean
 from typing import Any, Optional
@@ -23,8 +26,9 @@ BUCKETS = ("0k-1k", "1k-4k", "4k-16k", "16k-64k", "64k+")
 # Every run of these models first stalls near 2 bits/byte of training loss; how late it falls under
 # this line decides much of where it ends (bench/RESULTS.md, fifteenth session)
 PLATEAU_BPB = 1.2
-# the seed, and the flags of one call (bench/quality.py's PER_CALL_FLAGS): runs differing only in them are one
-# configuration
+# the seed, and the flags of one call (bench/quality.py's PER_CALL_FLAGS; tests/test_quality_table.py keeps the
+# two lists alike): runs differing only in them are one configuration. But for a --seconds run, whose untimed
+# steps are steps trained off the clock, untimed_steps is part of its configuration.
 NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "stop_at_step", "untimed_steps", "compile_cache", "device",
                      "corpora", "checkpoint")
 
@@ -32,9 +36,10 @@ NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "stop_at_step", "untim
 def load_runs(paths: list[str]) -> list[dict[str, Any]]:
     """Each run of the files named (or *.jsonl of the folders named): its config record's flags
     ("args"), seed and configuration key, its training curve (step, bits/byte), its clock (step, timed
-    seconds so far), its result record (None if it has none) and the untimed steps its clock began after.
-    A run that quality.py --checkpoint trained over several calls, each writing its own file, is one run
-    (join_calls): give its files in the order of its calls (sorted names do)."""
+    seconds so far), its result record (None if it has none) and the untimed steps its clock began after;
+    with quality.py --checkpoint, the step a call resumed at and the step it saved at (None where it did
+    not). A run that --checkpoint trained over several calls, each writing its own file, is one run
+    (join_calls)."""
     files: list[str] = []
     for path in paths:
         files += sorted(glob.glob(os.path.join(path, "*.jsonl"))) if os.path.isdir(path) else [path]
@@ -47,11 +52,13 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
                     continue
                 run = runs.setdefault((name, record["impl"]),
                                       dict(file=name, impl=record["impl"], args={}, curve=[], clock=[], result=None,
-                                           resumed=False))
+                                           resumed_at=None, saved_at=None))
                 if record.get("kind") == "config":
                     run["args"] = record.get("args", {})
                 elif record.get("kind") == "resume":
-                    run["resumed"] = True
+                    run["resumed_at"] = record["steps"]
+                elif record.get("kind") == "checkpoint":
+                    run["saved_at"] = record["steps"]
                 elif record.get("kind") == "train" and "bpb" in record:
                     run["curve"].append((record["step"], record["bpb"]))
                     if record.get("train_s") is not None:
@@ -61,32 +68,50 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
     for run in runs.values():
         args = run["args"]
         run["seed"] = args.get("seed")
-        run["configuration"] = json.dumps({k: v for k, v in sorted(args.items()) if k not in NOT_CONFIGURATION})
-        # each call of a run is timed after its own untimed steps; its result counts them all
+        ignored = set(NOT_CONFIGURATION) - ({"untimed_steps"} if args.get("seconds") is not None else set())
+        run["configuration"] = json.dumps({k: v for k, v in sorted(args.items()) if k not in ignored})
+        # each call of a run is timed after its own untimed steps, and its result counts them all; a joined run's
+        # start+s is its first call's (from its first two logged stretches of timed steps, which a call logging
+        # fewer would take from the next call)
         run["clock_untimed_steps"] = (run["result"] or {}).get("untimed_steps", args.get("untimed_steps"))
     return join_calls(list(runs.values()))
 
 
 def join_calls(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The calls of one --checkpoint run (same checkpoint file, configuration and seed), each a run of its own
-    file, joined in the order given into the first: its curve and clock go on, the last call's result ends
-    it. A call that did not resume (no resume record) starts a run of its own, even under a file used before;
-    the joined run's clock keeps the first call's untimed steps, after which its clock began."""
+    file, joined into its first call, whatever the order the files came in: a call that resumed at the step
+    where the run's last call saved it continues it (its curve and clock go on; the call that ends the run
+    brings its result and file). A call that did not resume starts a run of its own, even under a checkpoint
+    file used before. Left out, with a warning: a call that continues no run among the files (its earlier
+    calls are not there, or another call continued the run from that step already), and a call that resumed
+    but neither saved nor ended the run (killed: the next call resumed where it had). The joined run's clock
+    keeps the first call's untimed steps, after which its clock began."""
     joined: list[dict[str, Any]] = []
-    open_runs: dict[tuple, dict[str, Any]] = {}  # runs whose last call saved a checkpoint, by what resumes them
-    for run in runs:
-        key = (run["args"].get("checkpoint"), run["configuration"], run["seed"])
-        earlier = open_runs.pop(key, None) if run["resumed"] else None
-        if earlier is None:
-            joined.append(run)
-            earlier = run
+    open_runs: dict[tuple, dict[str, Any]] = {}  # runs whose last call saved them, by (key, step saved at)
+    first_calls = [run for run in runs if run["resumed_at"] is None]
+    resumed_calls = sorted((run for run in runs if run["resumed_at"] is not None), key=lambda run: run["resumed_at"])
+    for call in first_calls + resumed_calls:  # a run's calls in the order its steps went
+        key = (call["args"].get("checkpoint"), call["configuration"], call["seed"])
+        if call["resumed_at"] is None:
+            joined.append(call)
+            run = call
+        elif call["saved_at"] is None and call["result"] is None:
+            print(f"{call['file']}: {call['impl']} resumed at step {call['resumed_at']} but neither saved nor ended "
+                  f"its run (killed?): left out", file=sys.stderr)
+            continue
         else:
-            earlier["curve"] += run["curve"]
-            earlier["clock"] += run["clock"]
-            earlier["result"], earlier["file"] = run["result"], run["file"]
-        if key[0] and earlier["result"] is None:
-            open_runs[key] = earlier
-    return joined
+            run = open_runs.pop((key, call["resumed_at"]), None)
+            if run is None:
+                print(f"{call['file']}: {call['impl']} resumed at step {call['resumed_at']} a run none of the files "
+                      f"given saved there, or one another call continued from there: left out", file=sys.stderr)
+                continue
+            run["curve"] += call["curve"]
+            run["clock"] += call["clock"]
+            run["result"], run["file"], run["saved_at"] = call["result"], call["file"], call["saved_at"]
+        if key[0] and run["result"] is None and run["saved_at"] is not None:
+            open_runs[(key, run["saved_at"])] = run
+    kept = {id(run) for run in joined}
+    return [run for run in runs if id(run) in kept]  # in the order the files gave them
 
 
 def left_plateau_at(curve: list[tuple[int, float]]) -> Optional[int]:

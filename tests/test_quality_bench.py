@@ -636,17 +636,26 @@ def test_a_checkpoint_continues_only_with_the_flags_it_was_started_with(tmp_path
 
 
 def test_a_checkpoint_continues_only_on_its_kind_of_device_and_past_its_step(tmp_path):
+    """Each refusal names what differs, and comes before --out is opened: the records of the call that
+    saved the run are still there."""
     run = ["--tiny", "--model", "ours", "--tokens", "4096", "--eval-bytes", "1500", "--checkpoint",
            str(tmp_path / "run.pt"), "--out", str(tmp_path / "run.jsonl")]
     quality.main([*run, "--stop-at-step", "3"])
-    with pytest.raises(SystemExit, match=r"holds the run at step 3 already; give a later step"):
-        quality.main([*run, "--stop-at-step", "3"])
+    written = (tmp_path / "run.jsonl").read_text()
+    for stop in ("3", "2"):
+        with pytest.raises(SystemExit, match=r"holds the run at step 3 already; give a later step"):
+            quality.main([*run, "--stop-at-step", stop])
     saved = torch.load(tmp_path / "run.pt", weights_only=True)
     assert saved["device"] == "cpu"
     saved["device"] = "cuda"  # as a GPU's call would have saved it
     torch.save(saved, tmp_path / "run.pt")
     with pytest.raises(SystemExit, match=r"holds a run trained on cuda, this call trains on cpu: continue it on cuda"):
         quality.main(run)
+    del saved["device"]  # as the first version of --checkpoint saved it
+    torch.save(saved, tmp_path / "run.pt")
+    with pytest.raises(SystemExit, match=r"was written before checkpoints named their kind of device"):
+        quality.main(run)
+    assert (tmp_path / "run.jsonl").read_text() == written
 
 
 def test_ours_carried_memories_and_states_round_trip_through_a_checkpoint(tmp_path):

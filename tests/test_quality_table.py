@@ -103,25 +103,47 @@ def test_each_run_says_how_long_its_clock_ran_before_it_reached_its_pace(tmp_pat
     assert line.split()[5] == "22.5"
 
 
-def test_the_calls_of_a_checkpointed_run_are_one_run(tmp_path, capsys):
-    """quality.py --checkpoint writes each call's records to its own file: the table joins them into one run,
-    its curve (and where it left the plateau) from the first call on and its result from the last; a later
-    run that starts afresh under the same checkpoint file is a run of its own."""
+def test_the_calls_of_a_checkpointed_run_are_one_run_whatever_the_files_order(tmp_path, capsys):
+    """quality.py --checkpoint writes each call's records to its own file: the table joins a run's calls by the
+    steps where one saved it and the next resumed, its curve and clock (and where it left the plateau) from
+    the first call on and its result from the last. A run of another seed under the same checkpoint file
+    stays apart; a call killed before it saved, and a second call resumed from a step another call already
+    continued, are left out with a warning."""
     import quality
 
     run = ["--tiny", "--model", "ours", "--impl", "quality_0_ours", "--log-every", "2", "--eval-bytes", "1500",
            "--checkpoint", str(tmp_path / "run.pt")]
     quality.main([*run, "--stop-at-step", "4", "--out", str(tmp_path / "a1.jsonl")])
-    quality.main([*run, "--out", str(tmp_path / "a2.jsonl")])
-    (tmp_path / "run.pt").unlink()
-    quality.main([*run, "--stop-at-step", "2", "--out", str(tmp_path / "b1.jsonl")])
-    runs = quality_table.load_runs([str(tmp_path)])
-    assert [(Path(r["file"]).name, r["result"] is not None) for r in runs] == [("a2.jsonl", True),
-                                                                               ("b1.jsonl", False)]
+    quality.main([*run, "--stop-at-step", "8", "--out", str(tmp_path / "a2.jsonl")])
+    quality.main([*run, "--out", str(tmp_path / "a3.jsonl")])
+    first, middle, last = ([json.loads(line) for line in (tmp_path / f"a{i}.jsonl").read_text().splitlines()]
+                           for i in (1, 2, 3))
+    assert [r["kind"] for r in middle][:3] == ["config", "resume", "train"]
+
+    def write(name: str, records: list[dict]) -> str:
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+        return str(tmp_path / name)
+
+    other_seed = [dict(r, args=dict(r["args"], seed=1)) if r["kind"] == "config" else r for r in first]
+    files = [str(tmp_path / "a3.jsonl"), write("killed.jsonl", middle[:3]), str(tmp_path / "a1.jsonl"),
+             write("seed1.jsonl", other_seed), str(tmp_path / "a2.jsonl"), write("repeat.jsonl", last)]
+    runs = quality_table.load_runs(files)
+    warnings = capsys.readouterr().err
+    assert "killed.jsonl: quality_0_ours resumed at step 4 but neither saved nor ended its run" in warnings
+    assert "repeat.jsonl: quality_0_ours resumed at step 8 a run none of the files given saved there" in warnings
+    assert [(r["seed"], Path(r["file"]).name, r["result"] is not None) for r in runs] == [
+        (0, "a3.jsonl", True), (1, "seed1.jsonl", False)]
     whole = runs[0]
     assert [step for step, _ in whole["curve"]] == [2, 4, 6, 8, 10, 12]
-    assert whole["result"]["calls"] == 2 and whole["clock_untimed_steps"] == 2
-    quality_table.main([str(tmp_path)])
+    # each call's clock starts after its own 2 untimed steps (at steps 2, 6 and 10): the logs there are untimed
+    assert [step for step, _ in whole["clock"]] == [4, 8, 12]
+    assert whole["result"]["calls"] == 3 and whole["clock_untimed_steps"] == 2
+    quality_table.main(files)
     lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("quality_")]
-    # the tiny run never leaves the plateau in 12 steps; the fresh run has no result yet
-    assert [line[-1] for line in lines] == ["-", "result)"]
+    assert [(line[1], line[-1]) for line in lines] == [("0", "-"), ("1", "result)")]  # 12 steps: on the plateau
+
+
+def test_what_is_not_configuration_is_quality_pys_per_call_flags_and_the_seed():
+    import quality
+
+    assert set(quality_table.NOT_CONFIGURATION) == quality.PER_CALL_FLAGS | {"seed"}
