@@ -64,12 +64,13 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], edges: tuple[int, ..
     sizes = a["sizes"][:count]
     diffs = [x - y for x, y in zip(a["by_document"][:count], b["by_document"][:count])]
     pair = summary(diffs, sizes)
-    bounds = [0, *edges, None]
     pair["by_length"] = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]) if edges else ():
-        members = [i for i, n in enumerate(sizes) if lo <= n and (hi is None or n < hi)]
-        group = summary([diffs[i] for i in members], [sizes[i] for i in members]) if members else dict(documents=0)
-        pair["by_length"].append(dict(from_bytes=lo, below_bytes=hi, **group))
+    if edges:
+        bounds = [0, *edges, None]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            members = [i for i, n in enumerate(sizes) if lo <= n and (hi is None or n < hi)]
+            group = summary([diffs[i] for i in members], [sizes[i] for i in members]) if members else dict(documents=0)
+            pair["by_length"].append(dict(from_bytes=lo, below_bytes=hi, **group))
     return pair
 
 

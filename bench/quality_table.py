@@ -86,14 +86,12 @@ def join_calls(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     calls are not there, or another call continued the run from that step already), and a call that resumed
     but neither saved nor ended the run (killed: the next call resumed where it had). The joined run's clock
     keeps the first call's untimed steps, after which its clock began."""
-    joined: list[dict[str, Any]] = []
     open_runs: dict[tuple, dict[str, Any]] = {}  # runs whose last call saved them, by (key, step saved at)
-    first_calls = [run for run in runs if run["resumed_at"] is None]
+    first_calls = [run for run in runs if run["resumed_at"] is None]  # the runs, in the order the files gave them
     resumed_calls = sorted((run for run in runs if run["resumed_at"] is not None), key=lambda run: run["resumed_at"])
     for call in first_calls + resumed_calls:  # a run's calls in the order its steps went
         key = (call["args"].get("checkpoint"), call["configuration"], call["seed"])
         if call["resumed_at"] is None:
-            joined.append(call)
             run = call
         elif call["saved_at"] is None and call["result"] is None:
             print(f"{call['file']}: {call['impl']} resumed at step {call['resumed_at']} but neither saved nor ended "
@@ -110,8 +108,7 @@ def join_calls(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             run["result"], run["file"], run["saved_at"] = call["result"], call["file"], call["saved_at"]
         if key[0] and run["result"] is None and run["saved_at"] is not None:
             open_runs[(key, run["saved_at"])] = run
-    kept = {id(run) for run in joined}
-    return [run for run in runs if id(run) in kept]  # in the order the files gave them
+    return first_calls
 
 
 def left_plateau_at(curve: list[tuple[int, float]]) -> Optional[int]:
