@@ -408,15 +408,23 @@ class Ours:
         per layer that reads states, the norm of its output projection's columns that take the reads
         over the norm of those that take the attention output (about 1 at the start, both drawn alike;
         0 in ours_unread): whether training grows or shrinks what the reads add. Per state, its fixed
-        gate's mean retention per block (None for an lstm gate, whose retention depends on its input)."""
+        gate's mean retention per block (None for an lstm gate, whose retention depends on its input).
+        With value_residual, each layer's (a, b) of v = a * v + b * v_first; with unet_skips, the skips'
+        weights."""
+        mixing = {}
+        if self.model.config.value_residual:
+            mixing["value_mix"] = [[round(w, 4) for w in attention.value_mix.tolist()]
+                                   for attention, _ in self.model.layers[1:]]
+        if self.model.skip_weights is not None:
+            mixing["skip_weights"] = [round(w, 4) for w in self.model.skip_weights.tolist()]
         if not self.model.states:
-            return {}
+            return mixing
         inner = self.model.config.heads * self.model.config.dim_head
         reads = [attention.to_out.weight for attention, _ in self.model.layers if attention.to_out.weight.shape[1] > inner]
         ratios = [round((w[:, inner:].norm() / w[:, :inner].norm()).item(), 4) for w in reads]
         gates = [round(s.gate.bias.sigmoid().mean().item(), 4) if isinstance(s.gate, self.brt.state.FixedGate) else None
                  for s in self.model.states]
-        return dict(state_reads_weight=ratios, gate_retention=gates)
+        return dict(state_reads_weight=ratios, gate_retention=gates, **mixing)
 
     def grow_segment(self, segment: int) -> dict[nn.Parameter, nn.Parameter]:
         """Continue training with segments of ``segment`` tokens (max_seq_len): a model of that config

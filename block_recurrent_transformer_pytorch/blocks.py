@@ -69,7 +69,8 @@ class AttentionBlock(nn.Module):
     many recurrent states this layer reads; their outputs widen the output projection's input.
     """
 
-    def __init__(self, config: BlockRecurrentConfig, *, qk_rmsnorm: bool, num_state_reads: int, knn: bool = False) -> None:
+    def __init__(self, config: BlockRecurrentConfig, *, qk_rmsnorm: bool, num_state_reads: int, knn: bool = False,
+                 mixes_first_values: bool = False) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.dim_head = config.heads, config.kv_heads, config.dim_head
         inner = config.heads * config.dim_head
@@ -89,6 +90,8 @@ class AttentionBlock(nn.Module):
                 self.to_out.weight.mul_(math.sqrt(1 + num_state_reads))
         if config.zero_init_state_reads:
             nn.init.zeros_(self.to_out.weight[:, inner:])
+        # value_residual, in every layer but the first: (a, b) of v = a * v + b * v_first
+        self.value_mix = nn.Parameter(torch.full((2,), 0.5)) if mixes_first_values else None
         self.token_shift = config.token_shift
         self.knn_top_k = config.knn_top_k
         # groups of the store each query routes itself to (query_routed), None: the exact search
@@ -117,6 +120,14 @@ class AttentionBlock(nn.Module):
             blocks = self.shift(x_normed.unflatten(1, (-1, block_width)).flatten(0, 1), None)
             x_normed = blocks.unflatten(0, (x_normed.shape[0], -1)).flatten(1, 2)
         return self._split_kv(F.linear(x_normed, self.to_qkv.weight[self.heads * self.dim_head:]))
+
+    def mix_values(self, v: Tensor, first: Optional[Tensor]) -> Tensor:
+        """value_residual: this layer's values v mixed with the first layer's values of the same
+        tokens, first (both (b, kv_heads, n, d)); v unchanged in a layer that mixes none."""
+        if self.value_mix is None:
+            return v
+        a, b = self.value_mix.to(v.dtype)  # autocast leaves elementwise products in the parameter's float32
+        return a * v + b * first
 
     def shift(self, x_normed: Tensor, previous_normed: Optional[Tensor]) -> Tensor:
         """With token_shift, x_normed (b, n, dim) with its second half of channels taken from the token

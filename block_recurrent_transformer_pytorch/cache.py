@@ -60,9 +60,12 @@ class DecodeCache:
         """Load, in place, the memories and state views that the next block attends to."""
         model = self.model
         rotary, m = model.memory_rotary(memories), memories.length
+        first_values = None  # layer 0's XL values from inputs, which the layers above mix in (value_residual)
         for index in range(len(model.layers)):
             # as the full forward positions them (projected afresh from their inputs, if kept), once a block
-            k, v = model.positioned_memory(memories, index, rotary, self.keys.dtype)
+            k, v, xl_values = model.positioned_memory(memories, index, rotary, self.keys.dtype, first_values)
+            if index == 0:
+                first_values = xl_values
             self.keys[index, :, :, :m] = k
             self.values[index, :, :, :m] = v
         valid = memories.memory_mask(model.config)

@@ -55,7 +55,8 @@ _POSITIVE_INT_FIELDS = ("num_tokens", "dim", "depth", "dim_head", "heads", "kv_h
 _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_index", "rotary_dim"))  # checked apart
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
                 "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "detach_state_write_kv",
-                "detach_block_memories", "plain_output_init", "ff_glu", "token_shift")
+                "detach_block_memories", "plain_output_init", "ff_glu", "token_shift", "value_residual",
+                "unet_skips")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life",)  # None or a number, checked apart
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
@@ -195,6 +196,21 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     # 100 steps sooner at both, yet ended 0.005 and 0.023 bits/byte worse (bench/RESULTS.md, nineteenth
     # session). False (the seed's): each token's own input alone.
     token_shift: bool = False
+    # True: every layer above the first mixes the first layer's values of the same tokens into its own,
+    # v = a * v + b * v_first, with a learned pair (a, b) per layer starting at (0.5, 0.5) (ResFormer's
+    # value residual, Zhou et al. 2024; modded-nanogpt's): the first layer's token-level values stay
+    # within reach of every layer's attention, which deep layers otherwise blur. The memories mix
+    # alike (stored values are already mixed; values projected afresh from inputs, with
+    # memory_kv_from_inputs, are mixed with the first layer's, projected afresh too), and so do the
+    # values the state's write reads. Ten parameters at depth 6, none drawn at random, so the other
+    # weights keep their draw. False (the seed's): each layer's own values.
+    value_residual: bool = False
+    # True: U-net skips: the output of each of the first depth // 2 layers is added again, times a
+    # learned scalar starting at 1, to the input of its mirror layer in the second half (the last
+    # layer's input gets the first layer's output, and so on inwards; modded-nanogpt's), a shorter
+    # path from early features to the late layers. depth // 2 parameters, none drawn at random.
+    # False (the seed's): a plain residual stream.
+    unet_skips: bool = False
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INT_FIELDS:

@@ -66,10 +66,13 @@ class BlockRecurrentTransformer(nn.Module):
                                       block_width=config.block_width, rotary_dim=config.rotary_dim)
         self.layers = nn.ModuleList(
             Layer(AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
-                                 knn=layer in self.knn_at),
+                                 knn=layer in self.knn_at, mixes_first_values=config.value_residual and layer > 1),
                   FeedForward(dim, config.ff_mult, config.ff_glu))
             for layer in range(1, depth + 1)
         )
+        # unet_skips: skip_weights[k] scales the output of layer half - 1 - k (counted from 0, half = depth // 2)
+        # where it is added to the input of its mirror, layer depth - half + k
+        self.skip_weights = nn.Parameter(torch.ones(depth // 2)) if config.unet_skips else None
         self.states = nn.ModuleList(RecurrentState(config) for _ in config.recurrent_layers)
         self.compressor = MemoryCompressor(config) if config.use_compressed_mem else None
         self.norm_out = nn.LayerNorm(dim, bias=False)
@@ -226,21 +229,27 @@ class BlockRecurrentTransformer(nn.Module):
     # ---- the computation ---------------------------------------------------------------------
 
     def positioned_memory(self, memories: Memories, index: int, rotary: tuple[Tensor, Tensor, Tensor],
-                          dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+                          dtype: torch.dtype, first_values: Optional[Tensor] = None
+                          ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """Layer ``index``'s memory keys, [compressed | XL], qk-normed and rotated by ``rotary``
-        (positions -M..-1), and its values, in ``dtype``.
+        (positions -M..-1), and its values, in ``dtype``; third, the XL values projected from the
+        memories' inputs (None unless they hold them): layer 0's are the ``first_values`` that the
+        layers above mix in (value_residual).
 
         The XL keys/values are the cached ones or, when the memories hold the layer's inputs
         (memory_kv_from_inputs), those inputs projected by the current weights: the same values
-        until the weights change, but with a gradient to the projection (see the config).
+        until the weights change, but with a gradient to the projection (see the config). Cached
+        values were mixed (value_residual) when their block ran; projected ones are mixed here.
         """
         attn = self.layers[index][0]
-        xl = None
+        xl = xl_values = None
         if memories.xl_inputs is not None:
             # the current pre-norm too, as Transformer-XL: its gain also learns from attention to memory
-            xl = torch.stack(attn.project_kv(attn.norm(memories.xl_inputs[index]), self.block_width))
+            k, v = attn.project_kv(attn.norm(memories.xl_inputs[index]), self.block_width)
+            xl_values = attn.mix_values(v, first_values)
+            xl = torch.stack((k, xl_values))
         memory_kv = memories.layer_keys_values(index, xl).to(dtype)
-        return attn.position_keys(memory_kv[0], rotary), memory_kv[1]
+        return attn.position_keys(memory_kv[0], rotary), memory_kv[1], xl_values
 
     def memory_rotary(self, memories: Memories) -> tuple[Tensor, Tensor, Tensor]:
         """Rotary tables for the memories' positions -M..-1."""
@@ -261,8 +270,16 @@ class BlockRecurrentTransformer(nn.Module):
         rotary, mask = block.rotary(n), block.attention_mask(n)
 
         next_states = list(states)
+        depth, half = len(self.layers), len(self.layers) // 2
+        first_values, skips = None, []
         for index, layer in enumerate(self.layers):
-            h, written = layer(h, self, index, block, rotary, mask, memories.knn, full)
+            if self.skip_weights is not None and index >= depth - half:  # unet_skips: the mirror layer's output
+                h = h + self.skip_weights[index - (depth - half)] * skips.pop()
+            h, written, values = layer(h, self, index, block, rotary, mask, memories.knn, full, first_values)
+            if index == 0:
+                first_values = values  # value_residual: what the layers above mix in
+            if self.skip_weights is not None and index < half:
+                skips.append(h)
             if written is not None:
                 next_states[self.writes_at[index + 1]] = written
         block.advance(n)
@@ -386,14 +403,16 @@ class Layer(nn.Module):
 
     def forward(self, h: Tensor, model: BlockRecurrentTransformer, index: int, block: BlockContext,
                 rotary: tuple[Tensor, Tensor, Tensor], mask: Optional[Mask], knn_store: Optional[KNNStore],
-                full: bool) -> tuple[Tensor, Optional[Tensor]]:
+                full: bool, first_values: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor], Tensor]:
         """h (b, n, dim) through layer ``index`` of model: attention over the block context's keys and
         values (and, in a kNN layer, over knn_store's entries), state reads, the state write when the
-        block is ``full``, then the feed-forward. Returns the new h and the state this layer wrote
-        (None if it wrote none)."""
+        block is ``full``, then the feed-forward. first_values: the first layer's values of these
+        tokens (value_residual; None in the first layer). Returns the new h, the state this layer
+        wrote (None if it wrote none) and its values of these tokens."""
         attn, ff = self
         layer = index + 1
         x_normed, q_raw, k, v = attn.project(h, block.previous_input(index))
+        v = attn.mix_values(v, first_values)
         q, k_positioned = attn.position(q_raw, k, rotary)
         keys, values = block.extend(index, h, k_positioned, k, v)
         if layer in model.knn_at:
@@ -407,7 +426,7 @@ class Layer(nn.Module):
         if full and layer in model.writes_at:
             i = model.writes_at[layer]
             written = model.states[i].write(block.view(i), *block.layer_kv(index))
-        return h + ff(h), written
+        return h + ff(h), written, v
 
 
 class WholeBlock:
@@ -421,6 +440,7 @@ class WholeBlock:
         self.model, self.states = model, states
         self.memories, self.memory_rotary = memories, model.memory_rotary(memories)
         self.block_kv: list[Tensor] = []
+        self.first_memory_values: Optional[Tensor] = None  # layer 0's XL values from inputs (value_residual)
         # the layers' inputs (before their norm), kept only when the memories take them (memory_kv_from_inputs)
         self.block_inputs: Optional[list[Tensor]] = [] if model.config.memory_kv_from_inputs else None
         self.views: dict[int, StateView] = {}
@@ -451,7 +471,10 @@ class WholeBlock:
         self.block_kv.append(torch.stack((k, v)))
         if self.block_inputs is not None:  # the residual stream's dtype: normed afresh, it gives the same keys
             self.block_inputs.append(h)
-        memory_k, memory_v = self.model.positioned_memory(self.memories, index, self.memory_rotary, k.dtype)
+        memory_k, memory_v, xl_values = self.model.positioned_memory(self.memories, index, self.memory_rotary,
+                                                                     k.dtype, self.first_memory_values)
+        if index == 0:
+            self.first_memory_values = xl_values
         return torch.cat((memory_k, k_positioned), dim=-2), torch.cat((memory_v, v), dim=-2)
 
     def view(self, i: int) -> StateView:

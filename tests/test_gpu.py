@@ -158,18 +158,20 @@ def test_memory_rows_of_two_blocks_run_three_flash_calls_and_match_the_reference
     assert _attention_against_reference(kv_heads, rows) == [(FLASH, 256)] * 3
 
 
-@pytest.mark.parametrize("compressed, compile, from_inputs, shift",
-                         [(False, False, False, False), (True, False, False, False), (True, True, False, False),
-                          (True, False, True, False), (True, False, True, True)])
-def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_inputs, shift):
+@pytest.mark.parametrize("compressed, compile, from_inputs, shift, mixing",
+                         [(False, False, False, False, False), (True, False, False, False, False),
+                          (True, True, False, False, False), (True, False, True, False, False),
+                          (True, False, True, True, False), (False, True, True, False, True)])
+def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_inputs, shift, mixing):
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
     equals the full forward's, the step compiled or not, also with memories projected from the layer
     inputs (from_inputs) and with token_shift (shift: the cache's latest inputs, zeros at a block's
-    start). A compiled step serves later decoders with other prompt lengths without compiling again,
-    and after a second batch size any batch size."""
+    start), and with value_residual and unet_skips (mixing). A compiled step serves later decoders with
+    other prompt lengths without compiling again, and after a second batch size any batch size."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
-    model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift).eval()
+    model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift,
+                   value_residual=mixing, unet_skips=mixing).eval()
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])
@@ -223,10 +225,11 @@ def test_cuda_graph_train_step_matches_eager(compressed, from_inputs, shift):
         assert _relative_error(g, e) < 1e-3
 
 
-@pytest.mark.parametrize("compile, preset_options, compressed, blocks",
-                         [(False, False, True, 1), (True, False, True, 1), (True, True, True, 1), (False, True, False, 1),
-                          (True, True, False, 1), (False, True, False, 2), (True, True, False, 2)])
-def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_options, compressed, blocks):
+@pytest.mark.parametrize("compile, preset_options, compressed, blocks, mixing",
+                         [(False, False, True, 1, False), (True, False, True, 1, False), (True, True, True, 1, False),
+                          (False, True, False, 1, False), (True, True, False, 1, False), (False, True, False, 2, False),
+                          (True, True, False, 2, False), (True, True, False, 1, True)])
+def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_options, compressed, blocks, mixing):
     """Documents read row by row (labels with padding, per-row resets, memories and states carried
     across calls): the replayed graphs, the masked one among them, compiled or not, give the eager
     step's losses and gradients; TrainStep.warm_up captured every one of them before training.
@@ -236,7 +239,8 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     fp32 eager (where the hidden memories are a boolean mask), the graphs no further from it than
     eager is. preset_options: with the long-documents preset's model options too (memories projected
     from their inputs, half-rotary heads, 4 key/value heads), compiled as train.py runs it by default.
-    blocks: xl_memory_blocks (two: a reset row sees none, one or both of its blocks: three flash calls)."""
+    blocks: xl_memory_blocks (two: a reset row sees none, one or both of its blocks: three flash calls).
+    mixing: value_residual and unet_skips too."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
@@ -244,7 +248,8 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     options = dict(memory_kv_from_inputs=True, rotary_dim=32, kv_heads=4) if preset_options else {}
     # two layers, the second recurrent: compiling every graph of the seed's six took over 170 s per
     # compiled case on an H200 (bench/RESULTS.md, 2026-11-30, seventh session)
-    model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), xl_memory_blocks=blocks, **options)
+    model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), xl_memory_blocks=blocks,
+                   value_residual=mixing, unet_skips=mixing, **options)
     wrapper = RecurrentTrainerWrapper(model, 0.2, 0.2)
     g = torch.Generator().manual_seed(0)
     batches = []

@@ -45,8 +45,9 @@ def test_shapes_short_and_ragged_sequences(compressed):
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-@pytest.mark.parametrize("options", [{}, dict(token_shift=True, memory_kv_from_inputs=True, xl_memory_blocks=2)],
-                         ids=["seed", "shift-2-memory-blocks"])
+@pytest.mark.parametrize("options", [{}, dict(token_shift=True, memory_kv_from_inputs=True, xl_memory_blocks=2),
+                                     dict(value_residual=True, unet_skips=True, memory_kv_from_inputs=True)],
+                         ids=["seed", "shift-2-memory-blocks", "value-residual-unet"])
 def test_causality_across_blocks_and_segments(compressed, options):
     model = small_model(max_seq_len=32, use_compressed_mem=compressed, recurrent_layers=(1, 3),
                         read_recurrent_layers=(1, 2), **options)
@@ -67,8 +68,10 @@ PRESET_OPTIONS = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos
 @pytest.mark.parametrize("compressed", [False, True])
 @pytest.mark.parametrize("flash", [False, True])
 @pytest.mark.parametrize("options", [{}, PRESET_OPTIONS, dict(xl_memory_blocks=3),
-                                     dict(PRESET_OPTIONS, token_shift=True, xl_memory_blocks=3)],
-                         ids=["seed", "preset", "seed-3-memory-blocks", "preset-shift-3-memory-blocks"])
+                                     dict(PRESET_OPTIONS, token_shift=True, xl_memory_blocks=3),
+                                     dict(PRESET_OPTIONS, value_residual=True, unet_skips=True)],
+                         ids=["seed", "preset", "seed-3-memory-blocks", "preset-shift-3-memory-blocks",
+                              "preset-value-residual-unet"])
 def test_whole_run_equals_segment_by_segment(compressed, flash, options):
     # a segment of 8 blocks computes what 4 segments of 2 blocks compute with memories and states carried:
     # how many blocks a training segment holds changes what is trained, never what is computed (the token

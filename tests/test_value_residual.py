@@ -1,0 +1,154 @@
+"""value_residual (every layer above the first mixes the first layer's values into its own) and
+unet_skips (the first half's outputs added again at their mirror layers' inputs): what each computes,
+that neither moves the initial draw, and that memories projected afresh, cached decoding and TrainStep
+compute what the full forward does with them (causality and segment by segment: tests/test_model.py)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper, TrainStep
+from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
+
+from .helpers import decode_each_step, run_segments, small_model, tokens
+
+RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
+PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9)
+BOTH = dict(value_residual=True, unet_skips=True)
+
+
+@pytest.mark.parametrize("option", ["value_residual", "unet_skips"])
+def test_the_options_keep_the_initial_draw_and_change_the_logits(option):
+    off, on = small_model(3, **RECURRENT), small_model(3, **RECURRENT, **{option: True})
+    added = {name for name in on.state_dict() if name not in off.state_dict()}
+    assert added == ({"layers.1.0.value_mix", "layers.2.0.value_mix"} if option == "value_residual"
+                     else {"skip_weights"})
+    for name, weight in off.state_dict().items():
+        assert torch.equal(on.state_dict()[name], weight), name
+    x = tokens(2, 16)
+    assert not torch.allclose(on(x)[0], off(x)[0], atol=1e-3)
+
+
+def test_a_value_mix_of_one_and_zero_is_the_model_without_it():
+    """(a, b) = (1, 0) in every layer leaves each layer its own values, memories included: the logits,
+    memories and states of the model without value_residual, over segments with resets."""
+    off = small_model(use_compressed_mem=True, **RECURRENT, **PRESET)
+    on = small_model(use_compressed_mem=True, value_residual=True, **RECURRENT, **PRESET)
+    with torch.no_grad():
+        for attn, _ in on.layers[1:]:
+            attn.value_mix.copy_(torch.tensor([1.0, 0.0]))
+    x = tokens(2, 48)
+    resets = {1: torch.tensor([True, False])}
+    want, want_mem, want_states = run_segments(off, x, 16, resets=resets)
+    got, mem, states = run_segments(on, x, 16, resets=resets)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=1e-6, atol=1e-6)
+    for a, b in zip(states, want_states):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_each_layer_above_the_first_pushes_its_mix_of_the_first_layers_values():
+    """The values a layer pushes to the memory (and attends) are a * its own + b * the first layer's,
+    for a learned (a, b) per layer; the first layer's are its own."""
+    model = small_model(value_residual=True, kv_heads=2)
+    with torch.no_grad():
+        model.layers[1][0].value_mix.copy_(torch.tensor([0.3, 2.0]))
+        model.layers[2][0].value_mix.copy_(torch.tensor([-1.0, 0.5]))
+    own = []  # each layer's own values, (b, kv_heads, n, d), from its projection's last kv_heads * d outputs
+    hooks = [attn.to_qkv.register_forward_hook(
+        lambda m, args, out: own.append(out[..., -2 * 8:].unflatten(-1, (2, 8)).transpose(1, 2)))
+        for attn, _ in model.layers]
+    _, memories, _ = model(tokens(2, 8))
+    for hook in hooks:
+        hook.remove()
+    pushed = memories.keys_values()[:, 1]  # (depth, b, kv_heads, n, d)
+    torch.testing.assert_close(pushed[0], own[0], rtol=0, atol=0)
+    torch.testing.assert_close(pushed[1], 0.3 * own[1] + 2.0 * own[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(pushed[2], -1.0 * own[2] + 0.5 * own[0], rtol=1e-6, atol=1e-6)
+
+
+def test_zero_skip_weights_are_the_model_without_skips_and_each_skip_joins_its_mirror():
+    """depth 5: layers 0 and 1 (from 0) hand their outputs to layers 4 and 3; the middle layer takes
+    none. Weights at zero give the plain model; at (2, -3), each mirror layer's input is the residual
+    stream plus its weight times its mirror's output."""
+    plain = small_model(depth=5)
+    skipped = small_model(depth=5, unet_skips=True)
+    x = tokens(2, 16)
+    with torch.no_grad():
+        skipped.skip_weights.zero_()
+        torch.testing.assert_close(run_segments(skipped, x, 8)[0], run_segments(plain, x, 8)[0], rtol=0, atol=0)
+        skipped.skip_weights.copy_(torch.tensor([2.0, -3.0]))
+    inputs, outputs = [], []
+
+    def record(module, args, out) -> None:
+        inputs.append(args[0])
+        outputs.append(out[0])
+
+    hooks = [layer.register_forward_hook(record) for layer in skipped.layers]
+    with torch.no_grad():
+        skipped(x[:, :8])
+    for hook in hooks:
+        hook.remove()
+    for index in (1, 2):
+        torch.testing.assert_close(inputs[index], outputs[index - 1], rtol=0, atol=0)
+    torch.testing.assert_close(inputs[3], outputs[2] + 2.0 * outputs[1], rtol=0, atol=0)
+    torch.testing.assert_close(inputs[4], outputs[3] - 3.0 * outputs[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_memories_projected_from_inputs_equal_the_cached_ones(compressed):
+    """memory_kv_from_inputs projects the memory's values afresh in every layer and mixes them with the
+    first layer's, projected afresh too: what the model that keeps the mixed values computes."""
+    cached = small_model(use_compressed_mem=compressed, kv_heads=2, **BOTH, **RECURRENT)
+    projected = small_model(use_compressed_mem=compressed, kv_heads=2, memory_kv_from_inputs=True, **BOTH, **RECURRENT)
+    projected.load_state_dict(cached.state_dict())
+    x = tokens(2, 64)
+    resets = {1: torch.tensor([True, False]), 2: torch.tensor([False, True])}
+    want, want_mem, _ = run_segments(cached, x, 16, resets=resets)
+    got, mem, _ = run_segments(projected, x, 16, resets=resets)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
+@pytest.mark.parametrize("compressed, options", [(False, {}), (True, {}), (False, PRESET), (True, PRESET)])
+@pytest.mark.parametrize("prefill", [1, 5, 8])
+def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, prefill):
+    """Token by token after a prefill that ends mid-block, at a block's end or after its first token:
+    each step mixes its new tokens' values with the first layer's of the same tokens, and the cache's
+    memories as the full forward mixes them."""
+    model = small_model(use_compressed_mem=compressed, **BOTH, **RECURRENT, **options)
+    x = tokens(2, 44)
+    expected, _, _ = run_segments(model, x, 16)
+    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
+    torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
+def test_train_step_equals_wrapper_backward_and_the_mixes_learn(options):
+    """TrainStep's loss and gradients equal the wrapper's backward, dropout on; every value mix and skip
+    weight gets a gradient."""
+    model = small_model(use_compressed_mem=True, **BOTH, **RECURRENT, **options).train()
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.4, state_dropout=0.4)
+    x = tokens(2, 5 * 16 + 1)
+    random.seed(3)
+    reference_loss = wrapper(x)
+    (reference_loss * 0.25).backward()
+    reference = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    random.seed(3)
+    loss = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x, loss_scale=0.25)
+    torch.testing.assert_close(loss, reference_loss.detach(), rtol=1e-6, atol=1e-6)
+    for got, want in zip([p.grad for p in model.parameters()], reference):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    for weight in [attn.value_mix for attn, _ in model.layers[1:]] + [model.skip_weights]:
+        assert weight.grad is not None and torch.all(weight.grad != 0)
+
+
+@pytest.mark.parametrize("option", ["value_residual", "unet_skips"])
+def test_a_flag_that_is_not_a_bool_is_refused(option):
+    with pytest.raises(TypeError, match=rf"{option}=.yes. violates type hint <class .bool.>"):
+        small_model(**{option: "yes"})
