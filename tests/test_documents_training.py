@@ -100,6 +100,10 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     model_config = train.build_model(cfg).config
     assert model_config.embedding_init_std == 0.02
     assert model_config.rotary_dim == 32 and model_config.memory_kv_from_inputs and model_config.kv_heads == 4
+    assert model_config.value_residual and model_config.unet_skips
+    unmixed = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
+                                                     "--no-value-residual", "--no-unet-skips", "--out-dir", str(tmp_path)]))
+    assert not (unmixed.value_residual or unmixed.unet_skips)  # passed: they win over the preset's
 
 
 def test_a_model_flag_of_the_preset_that_does_not_fit_is_named_with_the_preset(tmp_path):

@@ -675,6 +675,8 @@ def test_fast_path_flags_parse():
     (["--memory-kv-from-inputs"], "memory_kv_from_inputs", True, False),
     (["--xl-memory-blocks", "3"], "xl_memory_blocks", 3, 1),
     (["--token-shift"], "token_shift", True, False),
+    (["--value-residual"], "value_residual", True, False),
+    (["--unet-skips"], "unet_skips", True, False),
 ])
 def test_model_flags_reach_the_model(flags, field, value, default):
     cfg = train.resolve_config(train.parse_args([*flags, "--data", "x"]))

@@ -76,6 +76,10 @@ class TrainConfig:
                                               "from attention to memory), not the keys/values cached a block earlier")
     token_shift: bool = _opt(False, "half of each attention's input channels come from the token before (zeros at "
                                     "a block's start); measured worse in the long-documents preset")
+    value_residual: bool = _opt(False, "every layer above the first mixes the first layer's values into its own "
+                                       "(v = a * v + b * v_first, learned a and b; ResFormer's value residual)")
+    unet_skips: bool = _opt(False, "the first half's layer outputs are added again, times learned weights, to the "
+                                   "inputs of their mirror layers in the second half (U-net skips)")
     embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
                                           "seed's; 0.02 learns far faster, see --preset)")
     xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without XL memories (a kNN store is kept)")
@@ -233,10 +237,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (paired; bench/RESULTS.md, twenty-third session). On the same 32k tokens a step (the XL on 32 x 1024) the
     # XL 1024 + 1024 still leads by 0.017 and 0.013; ours leads the XL 512 + 512 by 0.044. The recurrent layer's
     # parameters given to the feed-forward instead score the same (0.8022).
+    # value_residual and unet_skips together: 0.0137 and 0.0111 better at seeds 0 and 1 (0.7886 and 0.7906; each
+    # alone 0.006-0.007 at seed 0), 50 and 46 of 50 documents, paired, at about the same tokens/s (bench/RESULTS.md,
+    # twenty-seventh session). The XL 1024 + 1024 then leads by 0.004 and 0.002; ours leads the XL 512 + 512 by 0.057.
     # Not with --fsdp: pass --optimizer adamw there.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
     "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,
                            rotary_dim=32, memory_kv_from_inputs=True, kv_heads=4, recurrent_layers=(4,),
+                           value_residual=True, unet_skips=True,
                            documents=True, batch_size=16, seq_len=2048, grad_accum=1, learning_rate=6e-4,
                            min_lr=6e-5, warmup_steps=50, optimizer="muon", muon_lr=3e-3),
 }

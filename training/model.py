@@ -34,7 +34,8 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
             knn_retrieval=cfg.knn_retrieval, knn_route_groups=cfg.knn_route_groups,
             embedding_init_std=cfg.embedding_init_std, rotary_dim=cfg.rotary_dim,
             memory_kv_from_inputs=cfg.memory_kv_from_inputs, xl_memory_blocks=cfg.xl_memory_blocks,
-            token_shift=cfg.token_shift, activation_checkpointing=cfg.activation_checkpointing,
+            token_shift=cfg.token_shift, value_residual=cfg.value_residual, unet_skips=cfg.unet_skips,
+            activation_checkpointing=cfg.activation_checkpointing,
         )
     except (TypeError, ValueError) as error:
         hint = ""
