@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Optional
 
 import torch
@@ -36,6 +37,41 @@ def run_segments(model: BlockRecurrentTransformer, x: torch.Tensor, seg: int, me
         logits, memories, states = model(chunk, xl_memories=memories, states=states, reset=reset)
         outs.append(logits)
     return torch.cat(outs, dim=1), memories, states
+
+
+def assert_projected_memories_equal_cached(cached: BlockRecurrentTransformer,
+                                           projected: BlockRecurrentTransformer) -> None:
+    """projected (memory_kv_from_inputs=True), given cached's weights, computes cached's logits and memories'
+    keys/values over four segments of 16 tokens, rows reset at different segments."""
+    projected.load_state_dict(cached.state_dict())
+    x = tokens(2, 64)
+    resets = {1: torch.tensor([True, False]), 2: torch.tensor([False, True])}
+    want, want_mem, _ = run_segments(cached, x, 16, resets=resets)
+    got, mem, _ = run_segments(projected, x, 16, resets=resets)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=1e-5, atol=1e-5)
+
+
+def assert_train_step_equals_wrapper_backward(model: BlockRecurrentTransformer) -> list[torch.Tensor]:
+    """TrainStep (eager, fp32) over 5 segments of 16 tokens gives the loss and gradients of
+    (wrapper(x) * 0.25).backward(), memory and state dropout 0.4 (the same Python draws); returns those
+    gradients (zeros where a parameter got none). The model's gradients are left as TrainStep made them."""
+    from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper, TrainStep
+
+    wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.4, state_dropout=0.4)
+    x = tokens(2, 5 * 16 + 1)
+    model.zero_grad(set_to_none=True)
+    random.seed(3)
+    reference_loss = wrapper(x)
+    (reference_loss * 0.25).backward()
+    reference = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    random.seed(3)
+    loss = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x, loss_scale=0.25)
+    torch.testing.assert_close(loss, reference_loss.detach(), rtol=1e-6, atol=1e-6)
+    for p, want in zip(model.parameters(), reference):
+        torch.testing.assert_close(torch.zeros_like(p) if p.grad is None else p.grad, want, rtol=1e-5, atol=1e-7)
+    return reference
 
 
 def decode_each_step(decoder, x: torch.Tensor, prefill: int) -> torch.Tensor:

@@ -6,15 +6,13 @@ model without it."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
-from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper, TrainStep
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 
-from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
+from .helpers import (assert_projected_memories_equal_cached, assert_train_step_equals_wrapper_backward,
+                      decode_each_step, run_segments, small_model, tokens)
 
 RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
 PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9)
@@ -52,13 +50,7 @@ def test_memories_projected_from_inputs_equal_the_cached_ones(compressed, blocks
                          **RECURRENT)
     projected = small_model(use_compressed_mem=compressed, token_shift=True, kv_heads=2, memory_kv_from_inputs=True,
                             xl_memory_blocks=blocks, **RECURRENT)
-    projected.load_state_dict(cached.state_dict())
-    x = tokens(2, 64)
-    resets = {1: torch.tensor([True, False]), 2: torch.tensor([False, True])}
-    want, want_mem, _ = run_segments(cached, x, 16, resets=resets)
-    got, mem, _ = run_segments(projected, x, 16, resets=resets)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=1e-5, atol=1e-5)
+    assert_projected_memories_equal_cached(cached, projected)
 
 
 @pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
@@ -105,18 +97,7 @@ def test_train_step_equals_wrapper_backward(options):
     grads = {}
     for shift in (False, True):
         model = small_model(use_compressed_mem=True, token_shift=shift, **RECURRENT, **options).train()
-        wrapper = RecurrentTrainerWrapper(model, xl_memories_dropout=0.4, state_dropout=0.4)
-        x = tokens(2, 5 * 16 + 1)
-        random.seed(3)
-        reference_loss = wrapper(x)
-        (reference_loss * 0.25).backward()
-        reference = [p.grad.clone() for p in model.parameters()]
-        model.zero_grad(set_to_none=True)
-        random.seed(3)
-        loss = TrainStep(wrapper, cuda_graph=False, amp_dtype=None)(x, loss_scale=0.25)
-        torch.testing.assert_close(loss, reference_loss.detach(), rtol=1e-6, atol=1e-6)
-        for got, want in zip([p.grad for p in model.parameters()], reference):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        assert_train_step_equals_wrapper_backward(model)
         grads[shift] = model.layers[0][0].to_qkv.weight.grad.clone()
     assert not torch.allclose(grads[True], grads[False], atol=1e-6)
 
