@@ -238,7 +238,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # XL 1024 + 1024 still leads by 0.017 and 0.013; ours leads the XL 512 + 512 by 0.044. The recurrent layer's
     # parameters given to the feed-forward instead score the same (0.8022).
     # value_residual and unet_skips together: 0.0137 and 0.0111 better at seeds 0 and 1 (0.7886 and 0.7906; each
-    # alone 0.006-0.007 at seed 0), 50 and 46 of 50 documents, paired, at about the same tokens/s (bench/RESULTS.md,
+    # alone 0.006-0.007 at seed 0), 50 and 46 of 50 documents, paired, 3-5% slower uncompiled (bench/RESULTS.md,
     # twenty-seventh session). The XL 1024 + 1024 then leads by 0.004 and 0.002; ours leads the XL 512 + 512 by 0.057.
     # Not with --fsdp: pass --optimizer adamw there.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
