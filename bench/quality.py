@@ -114,8 +114,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed": common.SEED_CONFIG, "large": common.LARGE_CONFIG, "tiny": common.TINY_CONFIG,
     # train.py's --preset long-documents model (its batch, schedule and optimizer are flags here: --batch 16 --seq 2048
     # --warmup 50 --optimizer muon --muon-lr 3e-3 --muon-split-qkv). Since the twenty-seventh session it has
-    # value_residual and unet_skips: a command recorded before then reproduces with --set value_residual=false
-    # --set unet_skips=false (each run's config record lists its model's fields)
+    # value_residual and unet_skips: a command recorded before then runs its model again as a new run with
+    # --set value_residual=false --set unet_skips=false (a --checkpoint saved before then cannot be continued: its
+    # flags would differ); each run's config record lists its model's fields
     "long-documents": {**common.SEED_CONFIG, **{k: v for k, v in TRAIN_PRESETS["long-documents"].items()
                                                 if k in MODEL_FIELDS}},
 }
@@ -401,7 +402,7 @@ class Ours:
                                               amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
 
     def describe(self) -> dict[str, Any]:
-        return dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in self.cfg.items()},
+        return dict(config=self.model.config.to_dict(),  # every field (quality_table tells configurations apart by them)
                     version=getattr(self.brt, "__version__", None), module=os.path.dirname(self.brt.__file__))
 
     @torch.no_grad()
@@ -702,9 +703,11 @@ def save_run(path: str, args, device: torch.device, peer: Any, optimizers: list[
              streams: DocumentStreams, progress: dict[str, Any]) -> None:
     """Write to ``path``, atomically, all that the run's next step depends on: the weights, the optimisers'
     moments, where each row is in its document, the memories and states carried, every random stream,
-    the kind of device it trains on, and ``progress`` (the step, the clock so far, the unlogged part of the
-    train curve)."""
-    save_checkpoint(dict(flags=run_flags(args), device=device.type, model=peer.model.state_dict(),
+    the kind of device it trains on, ours' model config, and ``progress`` (the step, the clock so far, the
+    unlogged part of the train curve)."""
+    model_config = peer.model.config.to_dict() if isinstance(peer, Ours) else None
+    save_checkpoint(dict(flags=run_flags(args), device=device.type, model_config=model_config,
+                         model=peer.model.state_dict(),
                          optimizers=[optimizer.state_dict() for optimizer in optimizers],
                          streams=streams.state_dict(), carried=peer.carried(), rng=rng_state(), progress=progress),
                     Path(path))
@@ -712,7 +715,8 @@ def save_run(path: str, args, device: torch.device, peer: Any, optimizers: list[
 
 def load_run(path: str, args, device: torch.device) -> dict[str, Any]:
     """The run that ``save_run`` wrote to ``path``, once it is known that this call may continue it: the same
-    run flags, the same kind of device, and a --stop-at-step past its step (SystemExit naming what differs)."""
+    run flags, the same kind of device, for ours the same model (a preset's fields may change between
+    versions), and a --stop-at-step past its step (SystemExit naming what differs)."""
     saved = load_checkpoint(Path(path))
     flags = run_flags(args)
     differ = sorted(name for name in saved["flags"].keys() | flags.keys()
@@ -728,6 +732,17 @@ def load_run(path: str, args, device: torch.device) -> dict[str, Any]:
         # the kernels differ (CUDA graphs, fused optimisers, bf16 autocast): the run would go on as another one
         raise SystemExit(f"--checkpoint {path} holds a run trained on {saved['device']}, this call trains on "
                          f"{device.type}: continue it on {saved['device']} (--device)")
+    if args.model != "xl":
+        if saved.get("model_config") is None:
+            raise SystemExit(f"--checkpoint {path} was written before checkpoints held their model's config (the "
+                             f"preset's may have changed since): give another --checkpoint to start afresh")
+        config = BlockRecurrentConfig(**ours_config(args)).to_dict()
+        differ = sorted(k for k in saved["model_config"].keys() | config.keys()
+                        if saved["model_config"].get(k) != config.get(k))
+        if differ:
+            given = ", ".join(f"{k}: saved {saved['model_config'].get(k)!r}, now {config.get(k)!r}" for k in differ)
+            raise SystemExit(f"--checkpoint {path} holds a run of another model ({given}; --preset's fields change "
+                             f"between versions): give another --checkpoint to start afresh")
     if args.stop_at_step is not None and args.stop_at_step <= saved["progress"]["step"]:
         raise SystemExit(f"--stop-at-step {args.stop_at_step}: --checkpoint {path} holds the run at step "
                          f"{saved['progress']['step']} already; give a later step")

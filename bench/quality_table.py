@@ -6,10 +6,11 @@ compare configurations, bench/RESULTS.md).
     python bench/quality_table.py a/quality_all.jsonl b/quality_all.jsonl
 
 A configuration is a model with all of its run's flags but the seed and those that may differ between
-the calls of one run (bench/quality.py's PER_CALL_FLAGS: --impl, --out, --stop-after, --device, ...),
-and for ours the model config it recorded (a preset's fields may change between versions: the twenty-seventh
-session added value_residual and unet_skips to long-documents); runs that stopped early (cut) count apart. The calls of one run continued through quality.py
---checkpoint, each written to its own file, are one run.
+the calls of one run (bench/quality.py's PER_CALL_FLAGS: --impl, --out, --stop-after, --device, ...);
+for ours, its model's config in place of --preset and --set, since a preset's fields may change between
+versions (the twenty-seventh session added value_residual and unet_skips to long-documents). Runs that
+stopped early (cut) count apart. The calls of one run continued through quality.py --checkpoint, each
+written to its own file, are one run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import os
 import sys
 from collections import defaultdict
 from statistics import mean
-from dataclasses import MISSING, fields
 from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's package
@@ -36,14 +36,19 @@ PLATEAU_BPB = 1.2
 # steps are steps trained off the clock, untimed_steps is part of its configuration.
 NOT_CONFIGURATION = ("seed", "impl", "out", "stop_after", "stop_at_step", "untimed_steps", "compile_cache", "device",
                      "corpora", "checkpoint")
-MODEL_DEFAULTS = {f.name: f.default for f in fields(BlockRecurrentConfig) if f.default is not MISSING}
+# ours' flags that only choose its model, which its recorded model config says in full
+MODEL_FLAGS = ("preset", "set")
 
 
 def model_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ours' recorded model config that differ from BlockRecurrentConfig's defaults, as
-    "model.<field>": a record written before a field existed reads as one with that field at its default."""
-    return {f"model.{k}": v for k, v in config.items()
-            if k not in MODEL_DEFAULTS or json.dumps(v) != json.dumps(MODEL_DEFAULTS[k])}
+    """Ours' recorded model config (the preset with --set; since the twenty-seventh session every field) as
+    every field of BlockRecurrentConfig, "model.<field>": a record written before a field existed reads as one
+    with that field at its default, the seed's model (the defaults never change)."""
+    try:
+        complete = BlockRecurrentConfig(**config).to_dict()
+    except (TypeError, ValueError):  # a record this version cannot read: its fields as they are
+        complete = config
+    return {f"model.{k}": v for k, v in complete.items()}
 
 
 def load_runs(paths: list[str]) -> list[dict[str, Any]]:
@@ -68,7 +73,7 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
                                            result=None, resumed_at=None, saved_at=None))
                 if record.get("kind") == "config":
                     run["args"] = record.get("args", {})
-                    run["model"] = model_settings(record.get("config") or {})
+                    run["model"] = model_settings(record["config"]) if record.get("config") else {}
                 elif record.get("kind") == "resume":
                     run["resumed_at"] = record["steps"]
                 elif record.get("kind") == "checkpoint":
@@ -83,6 +88,7 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
         args = run["args"]
         run["seed"] = args.get("seed")
         ignored = set(NOT_CONFIGURATION) - ({"untimed_steps"} if args.get("seconds") is not None else set())
+        ignored |= set(MODEL_FLAGS) if run["model"] else set()
         run["configuration"] = json.dumps({**{k: v for k, v in args.items() if k not in ignored}, **run["model"]},
                                           sort_keys=True)
         # each call of a run is timed after its own untimed steps, and its result counts them all; a joined run's
@@ -204,20 +210,14 @@ def configuration_summaries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def configuration_lines(summaries: list[dict[str, Any]]) -> list[str]:
     """One line per configuration: its seeds, mean bits/byte (lowest..highest), means by offset, and
     then the flags that set it apart from the other configurations."""
-    def setting(summary: dict[str, Any], key: str) -> Any:
-        """A flag's value; a model field's (model.*) for ours, where one left out is at its default."""
-        if key in summary["configuration"] or not key.startswith("model."):
-            return summary["configuration"].get(key)
-        return None if summary["model"] == "xl" else MODEL_DEFAULTS.get(key.removeprefix("model."))
-
     keys = {k for s in summaries for k in s["configuration"]}
-    varying = sorted(k for k in keys if len({json.dumps(setting(s, k)) for s in summaries
-                                             if not (k.startswith("model.") and s["model"] == "xl")}) > 1)
+    # a key that only some configurations have (ours' model.*, the XL's --preset) differs only among those
+    varying = sorted(k for k in keys if len({json.dumps(s["configuration"][k]) for s in summaries
+                                             if k in s["configuration"]}) > 1)
     lines = [f"{'model':14} {'seeds':>9} {'mean bpb':>8} {'low..high':>15} " + " ".join(f"{b:>7}" for b in BUCKETS)
              + "  nostate  flags that differ"]
     for s in summaries:
-        shown = [k for k in varying if not (k.startswith("model.") and s["model"] == "xl")]  # the XL has no model.*
-        flags = " ".join(f"{k}={setting(s, k)}" for k in shown)
+        flags = " ".join(f"{k}={s['configuration'][k]}" for k in varying if k in s["configuration"])
         lines.append(f"{s['model'] + (' (cut)' if s['cut'] else ''):14} {','.join(map(str, s['seeds'])):>9} "
                      f"{s['bpb']:8.4f} {s['low']:7.4f}..{s['high']:.4f} "
                      + " ".join(_cell(s["by_offset"][b]) for b in BUCKETS) + f"  {_cell(s['nostate'])}  {flags}")

@@ -126,7 +126,7 @@ class AttentionBlock(nn.Module):
         tokens, first (both (b, kv_heads, n, d)); v unchanged in a layer that mixes none."""
         if self.value_mix is None:
             return v
-        a, b = self.value_mix.to(v.dtype)  # autocast leaves elementwise products in the parameter's float32
+        a, b = self.value_mix  # 0-dim: their float32 leaves v's bf16 as it is
         return a * v + b * first
 
     def shift(self, x_normed: Tensor, previous_normed: Optional[Tensor]) -> Tensor:

@@ -242,6 +242,10 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
                 raise ValueError(f"fixed_gate_max_half_life={given!r} sets the fixed gate's starting retentions "
                                  f"itself: it needs gate_type='fixed' and the default fixed_gate_retention=0.5, got "
                                  f"gate_type={self.gate_type!r}, fixed_gate_retention={self.fixed_gate_retention!r}")
+        for name in ("value_residual", "unet_skips"):
+            if getattr(self, name) and self.depth < 2:
+                raise ValueError(f"{name}=True needs depth >= 2 (it joins the first layer or half to later ones), "
+                                 f"got depth={self.depth}")
         if feedforward_width(self.dim, self.ff_mult, self.ff_glu) < 1:
             raise ValueError(f"ff_mult ({self.ff_mult}) leaves the feed-forward of dim {self.dim} with no hidden unit")
         if self.dim_head % 2 != 0:

@@ -136,29 +136,38 @@ def test_a_preset_given_again_on_resume_leaves_the_saved_flags(tmp_path):
 
 
 def test_runs_saved_before_a_model_field_existed_resume_and_start_new_runs(tmp_path, capsys):
-    """A checkpoint and final/ config.json written before embedding_init_std existed (the field
-    removed here) still resume, evaluate and --init-from (with a preset, whose flags yield to the
-    saved model's); --documents on a run that read windows starts every row afresh, saying so."""
+    """A checkpoint and final/ config.json written before embedding_init_std, value_residual and
+    unet_skips existed (the fields removed here) still resume, evaluate and --init-from (with a preset,
+    whose flags yield to the saved model's: the long-documents preset's value_residual and unet_skips
+    stay off); --documents on a run that read windows starts every row afresh, saying so."""
     import json
 
     cfg = tiny(tmp_path, "old", max_steps=2)
     train.train(cfg)
     ckpt_path = Path(cfg.out_dir) / train.CHECKPOINT
     ckpt = train.load_checkpoint(ckpt_path)
-    del ckpt["model_config"]["embedding_init_std"]
+    added = ("embedding_init_std", "value_residual", "unet_skips")
+    for field in added:
+        del ckpt["model_config"][field]
+        ckpt["train_config"].pop(field, None)
     train.save_checkpoint(ckpt, ckpt_path)
     config_json = Path(cfg.out_dir) / "final" / "config.json"
     saved = json.loads(config_json.read_text())
-    del saved["embedding_init_std"]
+    for field in added:
+        del saved[field]
     config_json.write_text(json.dumps(saved))
 
     assert train.main(["--eval-only", "--out-dir", cfg.out_dir]) == 0
     assert train.main(["--resume", "--out-dir", cfg.out_dir, "--max-steps", "3", "--documents",
                        "--doc-separator", "46"]) == 0
     assert "every row starts a new document" in capsys.readouterr().out
+    resumed = train.load_checkpoint(ckpt_path)["model_config"]
+    assert resumed["value_residual"] is False and resumed["unet_skips"] is False
     new = str(tmp_path / "new")
     assert train.main(["--init-from", str(config_json.parent), "--preset", "long-documents", "--doc-separator", "46",
                        "--data", cfg.data, "--out-dir", new, "--max-steps", "1", "--device", "cpu",
                        "--eval-interval", "0", "--sample-interval", "0", "--seq-len", "64", "--batch-size", "2",
                        "--eval-streams", "2"]) == 0
-    assert train.load_checkpoint(Path(new) / train.CHECKPOINT)["model_config"]["embedding_init_std"] == 1.0
+    started = train.load_checkpoint(Path(new) / train.CHECKPOINT)["model_config"]
+    assert started["embedding_init_std"] == 1.0
+    assert started["value_residual"] is False and started["unet_skips"] is False

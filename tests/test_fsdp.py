@@ -20,10 +20,12 @@ from tests.test_train import flags, records, tiny, two_ranks
 
 @pytest.mark.parametrize("script, extra", [
     ("bench/fsdp_check.py", ()),
+    # the first layer's values reach every later layer, and its memory values projected inside its own call
+    ("bench/fsdp_check.py", ("--value-residual", "--unet-skips", "--memory-kv-from-inputs")),
     # a layer runs once per block: recomputing an earlier block finds its weights freed by the backward of a
     # later one, which FSDP of torch <= 2.11 (the GPU machine's) leaves to train.py to gather again
     ("tests/fsdp_check_torch211.py", ("--activation-checkpointing", "--use-compressed-mem", "--bptt-segments", "2")),
-], ids=["plain", "checkpointing-compressed-bptt-torch211"])
+], ids=["plain", "value-residual-unet-from-inputs", "checkpointing-compressed-bptt-torch211"])
 def test_sharded_gradients_equal_one_process_gradients(tmp_path, script, extra):
     done, record = run_check(tmp_path, "--no-speed", *extra, script=script)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -651,6 +651,15 @@ def test_a_checkpoint_continues_only_on_its_kind_of_device_and_past_its_step(tmp
     torch.save(saved, tmp_path / "run.pt")
     with pytest.raises(SystemExit, match=r"holds a run trained on cuda, this call trains on cpu: continue it on cuda"):
         quality.main(run)
+    saved["device"] = "cpu"
+    saved["model_config"]["value_residual"] = True  # as if the preset had changed since the run was saved
+    torch.save(saved, tmp_path / "run.pt")
+    with pytest.raises(SystemExit, match=r"holds a run of another model \(value_residual: saved True, now False;"):
+        quality.main(run)
+    saved["model_config"] = None  # as checkpoints were saved before the twenty-seventh session
+    torch.save(saved, tmp_path / "run.pt")
+    with pytest.raises(SystemExit, match=r"was written before checkpoints held their model's config"):
+        quality.main(run)
     del saved["device"]  # as the first version of --checkpoint saved it
     torch.save(saved, tmp_path / "run.pt")
     with pytest.raises(SystemExit, match=r"was written before checkpoints named their kind of device"):

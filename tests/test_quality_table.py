@@ -69,16 +69,17 @@ def test_configurations_of_one_seed_each_are_told_apart_by_their_flags(tmp_path,
 
 def test_a_preset_whose_model_changed_is_two_configurations(tmp_path, capsys):
     """The same flags (--preset long-documents) before and after the preset gained value_residual: two
-    configurations; a record written before a field existed groups with one that has it at its default."""
+    configurations; a record written before a field existed groups with one that has it at its default,
+    whatever --set said so."""
     def with_model(records: list[dict], config: dict) -> list[dict]:
         return [dict(r, config=config) if r["kind"] == "config" else r for r in records]
 
     flags = dict(tokens=1e8, preset="long-documents")
-    records = (with_model(_run("quality_0_ours", "ours", 0, 0.80, flags), dict(dim=512, kv_heads=4))
-               + with_model(_run("quality_1_ours", "ours", 1, 0.82, flags), dict(dim=512, kv_heads=4,
-                                                                                   value_residual=False))
-               + with_model(_run("quality_2_ours", "ours", 0, 0.78, flags), dict(dim=512, kv_heads=4,
-                                                                                   value_residual=True)))
+    model = dict(num_tokens=256, dim=512, depth=6, kv_heads=4)
+    records = (with_model(_run("quality_0_ours", "ours", 0, 0.80, flags), model)
+               + with_model(_run("quality_1_ours", "ours", 1, 0.82, dict(flags, set=["value_residual=false"])),
+                            dict(model, value_residual=False))
+               + with_model(_run("quality_2_ours", "ours", 0, 0.78, flags), dict(model, value_residual=True)))
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     summaries = quality_table.main([str(tmp_path)])
     by_seeds = {tuple(s["seeds"]): s for s in summaries}

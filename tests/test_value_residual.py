@@ -105,14 +105,43 @@ def test_memories_projected_from_inputs_equal_the_cached_ones(compressed):
         small_model(use_compressed_mem=compressed, kv_heads=2, memory_kv_from_inputs=True, **BOTH, **RECURRENT))
 
 
+def uneven(model):
+    """model with a mix and a skip weight of its own in every layer (not the options' starting values)."""
+    with torch.no_grad():
+        for i, (attn, _) in enumerate(model.layers[1:]):
+            attn.value_mix.copy_(torch.tensor([0.4 + 0.3 * i, 1.3 - 0.5 * i]))
+        model.skip_weights.copy_(torch.linspace(0.5, -0.7, len(model.skip_weights)))
+    return model
+
+
+KNN = dict(knn_layers=(3,), knn_memory_size=24, knn_top_k=4)
+MORE = [(False, {}), (True, {}), (False, PRESET), (True, PRESET),
+        (True, dict(PRESET, token_shift=True, xl_memory_blocks=2)), (False, KNN), (False, dict(PRESET, **KNN))]
+MORE_IDS = ["seed", "compressed", "preset", "preset-compressed", "preset-shift-2-blocks-compressed", "knn",
+            "preset-knn"]
+
+
+@pytest.mark.parametrize("compressed, options", MORE, ids=MORE_IDS)
+def test_whole_run_equals_segment_by_segment(compressed, options):
+    """A segment of 8 blocks computes what 4 segments of 2 blocks compute with memories and states carried,
+    whatever the mixes and skips weigh (with compressed memories, xl_memory_blocks, token_shift, kNN layers)."""
+    whole = uneven(small_model(max_seq_len=64, use_compressed_mem=compressed, **BOTH, **RECURRENT, **options))
+    chunked = small_model(use_compressed_mem=compressed, **BOTH, **RECURRENT, **options)
+    chunked.load_state_dict(whole.state_dict())
+    x = tokens(2, 64)
+    expected, _, _ = whole(x)
+    got, _, _ = run_segments(chunked, x, 16)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
-@pytest.mark.parametrize("compressed, options", [(False, {}), (True, {}), (False, PRESET), (True, PRESET)])
+@pytest.mark.parametrize("compressed, options", MORE, ids=MORE_IDS)
 @pytest.mark.parametrize("prefill", [1, 5, 8])
 def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, prefill):
     """Token by token after a prefill that ends mid-block, at a block's end or after its first token:
     each step mixes its new tokens' values with the first layer's of the same tokens, and the cache's
-    memories as the full forward mixes them."""
-    model = small_model(use_compressed_mem=compressed, **BOTH, **RECURRENT, **options)
+    memories as the full forward mixes them (mixes and skips of their own in every layer)."""
+    model = uneven(small_model(use_compressed_mem=compressed, **BOTH, **RECURRENT, **options))
     x = tokens(2, 44)
     expected, _, _ = run_segments(model, x, 16)
     got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
@@ -133,3 +162,62 @@ def test_train_step_equals_wrapper_backward_and_the_mixes_learn(options):
 def test_a_flag_that_is_not_a_bool_is_refused(option):
     with pytest.raises(TypeError, match=rf"{option}=.yes. violates type hint <class .bool.>"):
         small_model(**{option: "yes"})
+
+
+@pytest.mark.parametrize("option", ["value_residual", "unet_skips"])
+def test_one_layer_is_refused(option):
+    with pytest.raises(ValueError, match=rf"{option}=True needs depth >= 2 .*, got depth=1"):
+        small_model(depth=1, recurrent_layers=(1,), **{option: True})
+
+
+def test_the_first_layers_values_pass_their_gradient_to_every_layer_that_mixes_them():
+    """Against central differences in float64: the loss of a segment attending memories projected from their
+    inputs, as a function of the first layer's value weights (the memories and states of the segment before
+    held fixed). Its gradient must reach them through the block's values and the memory's, projected afresh,
+    in every layer that mixes them, not only through the first layer's own attention."""
+    model = small_model(value_residual=True, unet_skips=True, kv_heads=2, memory_kv_from_inputs=True,
+                        **RECURRENT).double()
+    x = tokens(2, 33)
+    with torch.no_grad():
+        _, memories, states = model(x[:, :16])
+        for attn, _ in model.layers[1:]:
+            attn.value_mix.copy_(torch.tensor([0.3, 1.7]))  # the first layer's values weigh more than at the start
+
+    def loss() -> torch.Tensor:
+        return model(x[:, 16:], xl_memories=memories, states=states, return_loss=True)[0]
+
+    weight = model.layers[0][0].to_qkv.weight
+    loss().backward()
+    first_value_row = weight.shape[0] - 2 * 8  # the last kv_heads * dim_head rows compute the values
+    g = torch.Generator().manual_seed(0)
+    for row, col in zip(torch.randint(first_value_row, weight.shape[0], (6,), generator=g).tolist(),
+                        torch.randint(0, weight.shape[1], (6,), generator=g).tolist()):
+        with torch.no_grad():
+            weight[row, col] += 1e-6
+            up = loss()
+            weight[row, col] -= 2e-6
+            down = loss()
+            weight[row, col] += 1e-6
+        torch.testing.assert_close(weight.grad[row, col], (up - down) / 2e-6, rtol=1e-5, atol=1e-9)
+
+
+def test_memories_projected_afresh_mix_the_first_layers_values_projected_afresh():
+    """After the weights change (a training step between two segments), a later layer attends memory values
+    a * its own projection of its cached inputs + b * the first layer's projection of its own, both with the
+    current weights: not the first layer's values as they were cached."""
+    model = small_model(value_residual=True, kv_heads=2, memory_kv_from_inputs=True, **RECURRENT)
+    x = tokens(2, 16)
+    with torch.no_grad():
+        _, memories, states = model(x[:, :8])
+        model.layers[0][0].to_qkv.weight.mul_(1.5)  # the first layer's values move
+        model.layers[2][0].value_mix.copy_(torch.tensor([0.3, 1.7]))
+    attended = []
+    hook = model.layers[2][0].attend.register_forward_hook(lambda m, args, out: attended.append(args[2]))
+    with torch.no_grad():
+        model(x[:, 8:], xl_memories=memories, states=states)
+    hook.remove()
+    first, third = model.layers[0][0], model.layers[2][0]
+    with torch.no_grad():
+        want = (0.3 * third.project_kv(third.norm(memories.xl_inputs[2]), 8)[1]
+                + 1.7 * first.project_kv(first.norm(memories.xl_inputs[0]), 8)[1])
+    torch.testing.assert_close(attended[0][..., :memories.length, :], want, rtol=1e-5, atol=1e-6)
