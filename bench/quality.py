@@ -713,16 +713,19 @@ def save_run(path: str, args, device: torch.device, peer: Any, optimizers: list[
                     Path(path))
 
 
+def differences(saved: dict[str, Any], now: dict[str, Any], now_name: str) -> str:
+    """"KEY: saved X, <now_name> Y" for each key whose value differs between saved and now, joined; "" if none."""
+    return ", ".join(f"{key}: saved {saved.get(key)!r}, {now_name} {now.get(key)!r}"
+                     for key in sorted(saved.keys() | now.keys()) if saved.get(key) != now.get(key))
+
+
 def load_run(path: str, args, device: torch.device) -> dict[str, Any]:
     """The run that ``save_run`` wrote to ``path``, once it is known that this call may continue it: the same
     run flags, the same kind of device, for ours the same model (a preset's fields may change between
     versions), and a --stop-at-step past its step (SystemExit naming what differs)."""
     saved = load_checkpoint(Path(path))
-    flags = run_flags(args)
-    differ = sorted(name for name in saved["flags"].keys() | flags.keys()
-                    if saved["flags"].get(name) != flags.get(name))
-    if differ:
-        given = ", ".join(f"{name}: saved {saved['flags'].get(name)!r}, given {flags.get(name)!r}" for name in differ)
+    given = differences(saved["flags"], run_flags(args), "given")
+    if given:
         raise SystemExit(f"--checkpoint {path} holds a run of other flags ({given}): continue it with the flags it "
                          f"started with, or give another --checkpoint to start afresh")
     if "device" not in saved:
@@ -736,12 +739,9 @@ def load_run(path: str, args, device: torch.device) -> dict[str, Any]:
         if saved.get("model_config") is None:
             raise SystemExit(f"--checkpoint {path} was written before checkpoints held their model's config (the "
                              f"preset's may have changed since): give another --checkpoint to start afresh")
-        config = BlockRecurrentConfig(**ours_config(args)).to_dict()
-        differ = sorted(k for k in saved["model_config"].keys() | config.keys()
-                        if saved["model_config"].get(k) != config.get(k))
-        if differ:
-            given = ", ".join(f"{k}: saved {saved['model_config'].get(k)!r}, now {config.get(k)!r}" for k in differ)
-            raise SystemExit(f"--checkpoint {path} holds a run of another model ({given}; --preset's fields change "
+        other = differences(saved["model_config"], BlockRecurrentConfig(**ours_config(args)).to_dict(), "now")
+        if other:
+            raise SystemExit(f"--checkpoint {path} holds a run of another model ({other}; --preset's fields change "
                              f"between versions): give another --checkpoint to start afresh")
     if args.stop_at_step is not None and args.stop_at_step <= saved["progress"]["step"]:
         raise SystemExit(f"--stop-at-step {args.stop_at_step}: --checkpoint {path} holds the run at step "
