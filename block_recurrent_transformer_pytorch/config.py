@@ -58,7 +58,7 @@ _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_fla
                 "detach_block_memories", "plain_output_init", "ff_glu", "token_shift", "value_residual",
                 "unet_skips")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
-_OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life",)  # None or a number, checked apart
+_OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life", "logit_softcap")  # None or a number, checked apart
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 MAX_GATE_HALF_LIFE = 1e6  # blocks; float32 keeps 1 - g = ln 2 / h apart from 0 up to about 1e7
 
@@ -211,6 +211,11 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     # path from early features to the late layers. depth // 2 parameters, none drawn at random.
     # False (the seed's): a plain residual stream.
     unet_skips: bool = False
+    # A number c: the output logits are soft-capped, c * tanh(logits / c) (computed in float32), so no
+    # logit exceeds c in size (Gemma 2's, modded-nanogpt's): a confident prediction cannot push its
+    # logits ever further, which keeps the head's weights and the loss's gradients bounded. No
+    # parameters, so the weights keep their draw. None (the seed's): the plain logits.
+    logit_softcap: Optional[Union[int, float]] = None
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INT_FIELDS:
@@ -242,6 +247,10 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
                 raise ValueError(f"fixed_gate_max_half_life={given!r} sets the fixed gate's starting retentions "
                                  f"itself: it needs gate_type='fixed' and the default fixed_gate_retention=0.5, got "
                                  f"gate_type={self.gate_type!r}, fixed_gate_retention={self.fixed_gate_retention!r}")
+        if self.logit_softcap is not None and (isinstance(self.logit_softcap, bool) or
+                                               not (math.isfinite(self.logit_softcap) and self.logit_softcap > 0)):
+            raise ValueError(f"logit_softcap must be None (no cap) or a positive finite number (the largest size "
+                             f"a logit may take), got {self.logit_softcap!r}")
         for name in ("value_residual", "unet_skips"):
             if getattr(self, name) and self.depth < 2:
                 raise ValueError(f"{name}=True needs depth >= 2 (it joins the first layer or half to later ones), "

@@ -289,8 +289,13 @@ class BlockRecurrentTransformer(nn.Module):
         return h, push(memories, block.stacked_kv(), self.config, self.compressor, block.stacked_inputs()), next_states
 
     def logits(self, h: Tensor) -> Tensor:
-        """Final norm and projection to token logits."""
-        return self.to_logits(self.norm_out(h))
+        """Final norm and projection to token logits, soft-capped where ``logit_softcap`` says."""
+        logits = self.to_logits(self.norm_out(h))
+        cap = self.config.logit_softcap
+        if cap is None:
+            return logits
+        # float32: in bfloat16, tanh near its bound would round logits close to the cap by ~cap / 256
+        return cap * torch.tanh(logits.float() / cap)
 
     def forward(
         self,

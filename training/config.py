@@ -80,6 +80,8 @@ class TrainConfig:
                                        "(v = a * v + b * v_first, learned a and b; ResFormer's value residual)")
     unet_skips: bool = _opt(False, "the first half's layer outputs are added again, times learned weights, to the "
                                    "inputs of their mirror layers in the second half (U-net skips)")
+    logit_softcap: Optional[float] = _opt(None, "soft-cap the output logits at this size, c * tanh(logits / c) "
+                                                "(default: no cap, as the seed)")
     embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
                                           "seed's; 0.02 learns far faster, see --preset)")
     xl_memories_dropout: float = _opt(0.1, "chance a training segment starts without XL memories (a kNN store is kept)")
