@@ -166,12 +166,13 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_i
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
     equals the full forward's, the step compiled or not, also with memories projected from the layer
     inputs (from_inputs) and with token_shift (shift: the cache's latest inputs, zeros at a block's
-    start), and with value_residual and unet_skips (mixing). A compiled step serves later decoders with
-    other prompt lengths without compiling again, and after a second batch size any batch size."""
+    start), and with value_residual, unet_skips and logit_softcap=15 (mixing: float32 logits). A
+    compiled step serves later decoders with other prompt lengths without compiling again, and after a
+    second batch size any batch size."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
     model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift,
-                   value_residual=mixing, unet_skips=mixing).eval()
+                   value_residual=mixing, unet_skips=mixing, logit_softcap=15.0 if mixing else None).eval()
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])
@@ -240,7 +241,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     eager is. preset_options: with the long-documents preset's model options too (memories projected
     from their inputs, half-rotary heads, 4 key/value heads), compiled as train.py runs it by default.
     blocks: xl_memory_blocks (two: a reset row sees none, one or both of its blocks: three flash calls).
-    mixing: value_residual and unet_skips too."""
+    mixing: value_residual, unet_skips and logit_softcap=15 too (float32 logits under bf16 autocast)."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
@@ -249,7 +250,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     # two layers, the second recurrent: compiling every graph of the seed's six took over 170 s per
     # compiled case on an H200 (bench/RESULTS.md, 2026-11-30, seventh session)
     model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), xl_memory_blocks=blocks,
-                   value_residual=mixing, unet_skips=mixing, **options)
+                   value_residual=mixing, unet_skips=mixing, logit_softcap=15.0 if mixing else None, **options)
     wrapper = RecurrentTrainerWrapper(model, 0.2, 0.2)
     g = torch.Generator().manual_seed(0)
     batches = []
