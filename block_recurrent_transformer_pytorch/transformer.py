@@ -294,8 +294,10 @@ class BlockRecurrentTransformer(nn.Module):
         cap = self.config.logit_softcap
         if cap is None:
             return logits
-        # float32: in bfloat16, tanh near its bound would round logits close to the cap by ~cap / 256
-        return cap * torch.tanh(logits.float() / cap)
+        # float32 at least (float64 stays float64): in bfloat16, tanh near its bound would round logits
+        # close to the cap by ~cap / 256
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return cap * torch.tanh(logits / cap)
 
     def forward(
         self,

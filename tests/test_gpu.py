@@ -166,13 +166,14 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_i
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
     equals the full forward's, the step compiled or not, also with memories projected from the layer
     inputs (from_inputs) and with token_shift (shift: the cache's latest inputs, zeros at a block's
-    start), and with value_residual, unet_skips and logit_softcap=15 (mixing: float32 logits). A
+    start), and with value_residual, unet_skips and logit_softcap=2 (mixing). A
     compiled step serves later decoders with other prompt lengths without compiling again, and after a
     second batch size any batch size."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
     model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift,
-                   value_residual=mixing, unet_skips=mixing, logit_softcap=15.0 if mixing else None).eval()
+                   value_residual=mixing, unet_skips=mixing,
+                   logit_softcap=2.0 if mixing else None).eval()  # 2: small enough to bite
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -17,21 +19,27 @@ RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
 def test_capped_logits_are_the_plain_logits_capped_with_the_same_weights():
     plain = small_model(**RECURRENT)
     capped = small_model(**RECURRENT, logit_softcap=CAP)  # the same seed: no parameter is added or drawn
-    for (name, a), (_, b) in zip(plain.state_dict().items(), capped.state_dict().items()):
-        assert torch.equal(a, b), name
+    assert plain.state_dict().keys() == capped.state_dict().keys()
+    for name, weight in plain.state_dict().items():
+        assert torch.equal(weight, capped.state_dict()[name]), name
     x = tokens(2, 40)
     want, _, _ = run_segments(plain, x, 16)
     got, _, _ = run_segments(capped, x, 16)
-    assert got.dtype == torch.float32 and got.abs().max() < CAP
+    assert got.dtype == torch.float32 and got.abs().max() <= CAP
     assert want.abs().max() > 2 * CAP  # the cap bites
     torch.testing.assert_close(got, CAP * torch.tanh(want / CAP), rtol=1e-6, atol=1e-6)
 
 
-def test_capped_logits_stay_float32_under_bfloat16_autocast():
-    model = small_model(logit_softcap=CAP)
+def test_the_cap_is_taken_in_float32_under_bfloat16_autocast_and_float64_stays_float64():
+    plain, capped = small_model(), small_model(logit_softcap=CAP)
+    x = tokens(1, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, _, _ = model(tokens(1, 16))
-    assert logits.dtype == torch.float32
+        want, _, _ = plain(x)
+        got, _, _ = capped(x)
+    assert want.dtype == torch.bfloat16 and got.dtype == torch.float32
+    torch.testing.assert_close(got, CAP * torch.tanh(want.float() / CAP), rtol=0, atol=1e-6)
+    logits, _, _ = capped.double()(x)
+    assert logits.dtype == torch.float64
 
 
 @pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
@@ -57,8 +65,8 @@ def test_train_step_equals_wrapper_backward_and_the_loss_is_of_the_capped_logits
     assert not torch.allclose(loss, plain_loss)
 
 
-@pytest.mark.parametrize("cap", [0, -1.0, float("inf"), float("nan"), True])
-def test_a_cap_that_is_not_a_positive_finite_number_is_refused(cap):
-    with pytest.raises(ValueError, match=rf"logit_softcap must be None \(no cap\) or a positive finite number .*got "
-                                         rf"{cap!r}"):
+@pytest.mark.parametrize("cap", [0, -1.0, 1e300, 10 ** 400, float("inf"), float("nan"), True])
+def test_a_cap_outside_its_range_is_refused_by_name(cap):
+    with pytest.raises(ValueError, match=re.escape("logit_softcap must be None (no cap) or a number in (0, 10000] ")
+                       + ".*" + re.escape(f"got {cap!r}")):
         small_model(logit_softcap=cap)

@@ -17,8 +17,10 @@ from tests.test_train import flags, tiny
 pytest.importorskip("safetensors")
 
 
-def test_round_trip_is_bit_exact(tmp_path):
-    model = small_model(seed=3).eval()
+@pytest.mark.parametrize("options", [{}, dict(logit_softcap=0.5, value_residual=True, unet_skips=True)],
+                         ids=["seed", "capped-mixing"])
+def test_round_trip_is_bit_exact(tmp_path, options):
+    model = small_model(seed=3, **options).eval()
     model.save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
     loaded = BlockRecurrentTransformer.from_pretrained(tmp_path / "m").eval()

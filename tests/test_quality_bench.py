@@ -401,7 +401,7 @@ def test_muon_trains_the_hidden_matrices_and_adamw_everything_else():
 
 
 def test_a_tiny_run_trains_with_muon(tmp_path):
-    # 16 steps past a 2-step warmup, the first four against the last four: a single step's loss moves with its batch,
+    # 16 steps, the first 2 warming up; the first four against the last four: a single step's loss moves with its batch,
     # and the tiny corpus (this repository's files) changes with every commit
     records = quality.main(["--tiny", "--model", "ours", "--optimizer", "muon", "--muon-lr", "2e-3", "--tokens", "8192",
                             "--warmup", "2", "--log-every", "1", "--eval-bytes", "1500", "--eval-max-doc", "1000",
