@@ -62,6 +62,15 @@ from training.tokens import bits_per_byte, decoder
 # ---- command line ------------------------------------------------------------------------------
 
 
+def none_or(kind: type) -> Callable[[str], Any]:
+    """The argparse type of an Optional[int] or Optional[float] flag: "none" gives None, the field's
+    default meaning, so that a flag a preset sets (e.g. --logit-softcap) can be taken back."""
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__  # argparse's error names it: "invalid float value: 'x'"
+    return parse
+
+
 def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """The flags given on the command line (only those: resume needs to know what was passed)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -69,7 +78,8 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
     hints = get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         kind, flag = hints[f.name], "--" + f.name.replace("_", "-")
-        if get_origin(kind) is Union:  # Optional[X]
+        optional = get_origin(kind) is Union  # Optional[X]
+        if optional:
             kind = next(a for a in get_args(kind) if a is not type(None))
         text = f.metadata["help"] if f.default is None else f"{f.metadata['help']} (default: {f.default})"
         if kind is bool:
@@ -78,6 +88,9 @@ def parse_args(argv: Optional[list[str]] = None) -> dict[str, Any]:
             parser.add_argument(flag, type=int, nargs="*", metavar="LAYER", help=text)  # none: no such layer
         elif f.metadata["choices"]:
             parser.add_argument(flag, choices=f.metadata["choices"], help=text)
+        elif optional and kind in (int, float):
+            parser.add_argument(flag, type=none_or(kind), metavar=f.metadata["metavar"] or kind.__name__.upper(),
+                                help=f"{text}; none: the default")
         else:
             parser.add_argument(flag, type=kind, metavar=f.metadata["metavar"] or kind.__name__.upper(), help=text)
     passed = vars(parser.parse_args(argv))

@@ -685,6 +685,22 @@ def test_model_flags_reach_the_model(flags, field, value, default):
     assert getattr(train.build_model(train.TrainConfig(**{**TINY, "data": "x"})).config, field) == default
 
 
+@pytest.mark.parametrize("flag, kind", [("--rotary-dim", int), ("--logit-softcap", float), ("--muon-lr", float)])
+def test_none_gives_an_optional_number_flag_its_default(flag, kind, capsys):
+    field = flag[2:].replace("-", "_")
+    assert train.parse_args([flag, "none"]) == train.parse_args([flag, "NONE"]) == {field: None}
+    assert train.parse_args([flag, "3"]) == {field: kind(3)}
+    with pytest.raises(SystemExit):
+        train.parse_args([flag, "nothing"])
+    assert f"argument {flag}: invalid {kind.__name__} value: 'nothing'" in capsys.readouterr().err
+
+
+def test_none_takes_back_what_a_preset_sets():
+    preset = ["--preset", "long-documents", "--data", "x", "--doc-separator", "0"]
+    assert train.resolve_config(train.parse_args(preset)).rotary_dim == 32
+    assert train.resolve_config(train.parse_args([*preset, "--rotary-dim", "none"])).rotary_dim is None  # all rotate
+
+
 def test_a_bad_xl_memory_blocks_is_refused_naming_the_flag():
     cfg = train.resolve_config(train.parse_args(["--xl-memory-blocks", "0", "--data", "x"]))
     with pytest.raises(train.TrainError, match="xl_memory_blocks must be a positive int, got 0"):
