@@ -120,7 +120,7 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     # default; a checkpoint's flags are judged when its optimizer state is restored). --[no-]muon-split-qkv is
     # not refused so: every run's config holds it (on by default), and the flags rebuilt from an AdamW run's
     # config.json must start that run again.
-    if "muon_lr" in given and cfg.optimizer != "muon":
+    if given.get("muon_lr") is not None and cfg.optimizer != "muon":
         raise TrainError(f"--muon-lr {given['muon_lr']} is Muon's rate, and this run's --optimizer is "
                          f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-lr out")
     return cfg

@@ -695,6 +695,10 @@ def test_none_gives_an_optional_number_flag_its_default(flag, kind, capsys):
     assert f"argument {flag}: invalid {kind.__name__} value: 'nothing'" in capsys.readouterr().err
 
 
+def test_muon_lr_none_is_no_muon_rate_for_an_adamw_run():
+    assert train.resolve_config(train.parse_args(["--muon-lr", "none", "--data", "x"])).muon_lr is None
+
+
 def test_none_takes_back_what_a_preset_sets():
     preset = ["--preset", "long-documents", "--data", "x", "--doc-separator", "0"]
     assert train.resolve_config(train.parse_args(preset)).rotary_dim == 32
