@@ -100,10 +100,13 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     model_config = train.build_model(cfg).config
     assert model_config.embedding_init_std == 0.02
     assert model_config.rotary_dim == 32 and model_config.memory_kv_from_inputs and model_config.kv_heads == 4
-    assert model_config.value_residual and model_config.unet_skips
+    assert model_config.value_residual and model_config.unet_skips and model_config.logit_softcap == 15.0
     unmixed = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
-                                                     "--no-value-residual", "--no-unet-skips", "--out-dir", str(tmp_path)]))
-    assert not (unmixed.value_residual or unmixed.unet_skips)  # passed: they win over the preset's
+                                                     "--no-value-residual", "--no-unet-skips",
+                                                     "--logit-softcap", "none", "--out-dir", str(tmp_path)]))
+    # passed: they win over the preset's
+    assert not (unmixed.value_residual or unmixed.unet_skips) and unmixed.logit_softcap is None
+    assert train.build_model(unmixed).config.logit_softcap is None
 
 
 def test_a_model_flag_of_the_preset_that_does_not_fit_is_named_with_the_preset(tmp_path):
@@ -136,17 +139,18 @@ def test_a_preset_given_again_on_resume_leaves_the_saved_flags(tmp_path):
 
 
 def test_runs_saved_before_a_model_field_existed_resume_and_start_new_runs(tmp_path, capsys):
-    """A checkpoint and final/ config.json written before embedding_init_std, value_residual and
-    unet_skips existed (the fields removed here) still resume, evaluate and --init-from (with a preset,
-    whose flags yield to the saved model's: the long-documents preset's value_residual and unet_skips
-    stay off); --documents on a run that read windows starts every row afresh, saying so."""
+    """A checkpoint and final/ config.json written before embedding_init_std, value_residual,
+    unet_skips and logit_softcap existed (the fields removed here) still resume, evaluate and
+    --init-from (with a preset, whose flags yield to the saved model's: the long-documents preset's
+    value_residual, unet_skips and logit_softcap stay off); --documents on a run that read windows
+    starts every row afresh, saying so."""
     import json
 
     cfg = tiny(tmp_path, "old", max_steps=2)
     train.train(cfg)
     ckpt_path = Path(cfg.out_dir) / train.CHECKPOINT
     ckpt = train.load_checkpoint(ckpt_path)
-    added = ("embedding_init_std", "value_residual", "unet_skips")
+    added = ("embedding_init_std", "value_residual", "unet_skips", "logit_softcap")
     for field in added:
         del ckpt["model_config"][field]
         ckpt["train_config"].pop(field, None)
@@ -162,7 +166,7 @@ def test_runs_saved_before_a_model_field_existed_resume_and_start_new_runs(tmp_p
                        "--doc-separator", "46"]) == 0
     assert "every row starts a new document" in capsys.readouterr().out
     resumed = train.load_checkpoint(ckpt_path)["model_config"]
-    assert resumed["value_residual"] is False and resumed["unet_skips"] is False
+    assert resumed["value_residual"] is False and resumed["unet_skips"] is False and resumed["logit_softcap"] is None
     new = str(tmp_path / "new")
     assert train.main(["--init-from", str(config_json.parent), "--preset", "long-documents", "--doc-separator", "46",
                        "--data", cfg.data, "--out-dir", new, "--max-steps", "1", "--device", "cpu",
@@ -170,4 +174,4 @@ def test_runs_saved_before_a_model_field_existed_resume_and_start_new_runs(tmp_p
                        "--eval-streams", "2"]) == 0
     started = train.load_checkpoint(Path(new) / train.CHECKPOINT)["model_config"]
     assert started["embedding_init_std"] == 1.0
-    assert started["value_residual"] is False and started["unet_skips"] is False
+    assert started["value_residual"] is False and started["unet_skips"] is False and started["logit_softcap"] is None

@@ -242,11 +242,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # value_residual and unet_skips together: 0.0137 and 0.0111 better at seeds 0 and 1 (0.7886 and 0.7906; each
     # alone 0.006-0.007 at seed 0), 50 and 46 of 50 documents, paired, 3-5% slower uncompiled (bench/RESULTS.md,
     # twenty-seventh session). The XL 1024 + 1024 then leads by 0.004 and 0.002; ours leads the XL 512 + 512 by 0.057.
+    # Logits soft-capped at 15 (15 * tanh(logits / 15), no parameters): 0.0056 and 0.0042 better at seeds 0 and 1
+    # (0.7830 and 0.7864; 38 and 34 of 50 documents, paired; a cap of 30: 0.0030 at seed 0). Ours is then 0.0020 and
+    # 0.0022 ahead of the XL 1024 + 1024 and 0.063 and 0.067 ahead of the XL 512 + 512 (bench/RESULTS.md, twenty-eighth
+    # and twenty-ninth sessions).
     # Not with --fsdp: pass --optimizer adamw there.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
     "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,
                            rotary_dim=32, memory_kv_from_inputs=True, kv_heads=4, recurrent_layers=(4,),
-                           value_residual=True, unet_skips=True,
+                           value_residual=True, unet_skips=True, logit_softcap=15.0,
                            documents=True, batch_size=16, seq_len=2048, grad_accum=1, learning_rate=6e-4,
                            min_lr=6e-5, warmup_steps=50, optimizer="muon", muon_lr=3e-3),
 }
