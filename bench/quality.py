@@ -117,7 +117,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # value_residual and unet_skips, since the twenty-ninth logit_softcap=15: a command recorded before then runs its
     # model again as a new run with --set value_residual=false --set unet_skips=false --set logit_softcap=none (only
     # the last for one of the twenty-seventh or twenty-eighth session; a --checkpoint saved before then cannot be
-    # continued: its flags would differ); each run's config record lists its model's fields
+    # continued: its flags or model would differ); each run's config record lists its model's fields
     "long-documents": {**common.SEED_CONFIG, **{k: v for k, v in TRAIN_PRESETS["long-documents"].items()
                                                 if k in MODEL_FIELDS}},
 }

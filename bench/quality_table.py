@@ -43,12 +43,13 @@ MODEL_FLAGS = ("preset", "set")
 def model_settings(config: dict[str, Any]) -> dict[str, Any]:
     """Ours' recorded model config (the preset with --set; since the twenty-seventh session every field) as
     every field of BlockRecurrentConfig, "model.<field>": a record written before a field existed reads as one
-    with that field at its default, the seed's model (the defaults never change)."""
+    with that field at its default, the seed's model (the defaults never change). A whole float reads as the
+    int it equals: --set logit_softcap=15 recorded 15, the preset's logit_softcap=15.0 records 15.0, one model."""
     try:
         complete = BlockRecurrentConfig(**config).to_dict()
     except (TypeError, ValueError):  # a record this version cannot read: its fields as they are
         complete = config
-    return {f"model.{k}": v for k, v in complete.items()}
+    return {f"model.{k}": int(v) if isinstance(v, float) and v.is_integer() else v for k, v in complete.items()}
 
 
 def load_runs(paths: list[str]) -> list[dict[str, Any]]:

@@ -290,13 +290,17 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     (fp32_loss, fp32_grads), (eager_loss, eager_grads), (graph_loss, graph_grads) = results
     # bf16's rounding (and, compiled, other fusions) move both; the graphs may not move further
     assert _relative_error(graph_loss, fp32_loss) <= 2 * _relative_error(eager_loss, fp32_loss) + 1e-3
-    # A learned scalar's gradient (a U-net skip's weight, the value mix) is one sum over every position and
-    # channel that mostly cancels (the skip weight's was -3.3e-5 on an H200), so bf16's rounding moves it by
-    # percents in either run (mixing, compiled: 2.5% for the graphs, 0.7% eager): it is held to 5%.
-    names = [name for name, _ in model.named_parameters()]
-    further = [(name, _relative_error(g, f), _relative_error(e, f))
-               for name, g, e, f in zip(names, graph_grads, eager_grads, fp32_grads)
-               if _relative_error(g, f) > 2 * _relative_error(e, f) + (5e-2 if f.numel() <= 2 else 1e-2)]
+    # The gradient of a learned mixing scalar (the U-net skips' weights, the value mixes) is a sum over every
+    # position and channel that mostly cancels (the skip weight's was -3.3e-5 on an H200), so bf16's rounding
+    # moves it by percents in either run (mixing, compiled: 2.5% for the graphs, 0.7% eager): 5% instead of 1%
+    # on top of twice eager's error. Every parameter's errors are printed (-rA keeps them) and every one
+    # past its bound is named.
+    errors = [(name, _relative_error(g, f), _relative_error(e, f)) for (name, _), g, e, f
+              in zip(model.named_parameters(), graph_grads, eager_grads, fp32_grads)]
+    print("(parameter, graphs' error, eager's error) against fp32:", errors)
+    scalars = ("skip_weights", "value_mix")
+    further = [(name, graphs, eager) for name, graphs, eager in errors
+               if graphs > 2 * eager + (5e-2 if name.endswith(scalars) else 1e-2)]
     assert not further, f"(parameter, graphs' error, eager's error) against fp32: {further}"
 
 

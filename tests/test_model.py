@@ -69,9 +69,9 @@ PRESET_OPTIONS = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos
 @pytest.mark.parametrize("flash", [False, True])
 @pytest.mark.parametrize("options", [{}, PRESET_OPTIONS, dict(xl_memory_blocks=3),
                                      dict(PRESET_OPTIONS, token_shift=True, xl_memory_blocks=3),
-                                     dict(PRESET_OPTIONS, value_residual=True, unet_skips=True)],
+                                     dict(PRESET_OPTIONS, value_residual=True, unet_skips=True, logit_softcap=2.0)],
                          ids=["seed", "preset", "seed-3-memory-blocks", "preset-shift-3-memory-blocks",
-                              "preset-value-residual-unet"])
+                              "preset-value-residual-unet-softcap"])
 def test_whole_run_equals_segment_by_segment(compressed, flash, options):
     # a segment of 8 blocks computes what 4 segments of 2 blocks compute with memories and states carried:
     # how many blocks a training segment holds changes what is trained, never what is computed (the token

@@ -88,6 +88,21 @@ def test_a_preset_whose_model_changed_is_two_configurations(tmp_path, capsys):
     assert "model.value_residual=True" in capsys.readouterr().out
 
 
+def test_a_number_recorded_as_an_int_or_as_the_float_it_equals_is_one_configuration(tmp_path):
+    """--set logit_softcap=15 records the int 15, the preset's logit_softcap=15.0 the float: one model, one
+    configuration; another cap is another."""
+    def with_model(records: list[dict], config: dict) -> list[dict]:
+        return [dict(r, config=config) if r["kind"] == "config" else r for r in records]
+
+    flags = dict(tokens=1e8, preset="long-documents")
+    records = (with_model(_run("quality_0_ours", "ours", 0, 0.78, flags), dict(logit_softcap=15))
+               + with_model(_run("quality_1_ours", "ours", 1, 0.80, flags), dict(logit_softcap=15.0))
+               + with_model(_run("quality_2_ours", "ours", 2, 0.79, flags), dict(logit_softcap=30.0)))
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    by_seeds = {tuple(s["seeds"]): s for s in quality_table.main([str(tmp_path)])}
+    assert set(by_seeds) == {(0, 1), (2,)} and abs(by_seeds[(0, 1)]["bpb"] - 0.79) < 1e-9
+
+
 def test_each_run_says_when_its_training_loss_left_the_early_plateau(tmp_path, capsys):
     """The first logged step under PLATEAU_BPB (1.2 bits/byte): later is worse (RESULTS.md, fifteenth session)."""
     late = ((200, 4.4), (400, 2.6), (600, 2.0), (800, 2.03), (1000, 1.2), (1200, 0.96), (1400, 1.3))

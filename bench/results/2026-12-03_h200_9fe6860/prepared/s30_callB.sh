@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepared in session 29 (issue 15, goal 2), at once after s30_callA.sh (after, here:
-#   rm -f .compile_cache/* && cp FILES_AT/cache/caches.tar.xz.* .compile_cache/):
+#   rm -f .compile_cache/* && cp FILES_AT/cache/caches32.tar.xz.* .compile_cache/):
 # 180 s of training each, compilation excluded, one after the other, each alone on the card, compiled from the
 # carried caches: the XL 1024 + 1024 like for like on 32 x 1024, then the preset (with logit_softcap=15) on 32 x 2048,
 # seed 0. On 16 x 2048 the preset led the XL by 0.049 (0.7256 against 0.7746, session 29). About 480 s.
@@ -10,11 +10,13 @@ nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9
 export PYTHONUNBUFFERED=1
 C=/tmp/compile_cache
 mkdir -p $C
-cat .compile_cache/caches.tar.xz.* | xz -dc | tar -C $C -xf - || { echo "FAILED: the carried caches do not unpack" >&2; exit 1; }
+cat .compile_cache/caches32.tar.xz.* | xz -dc | tar -C $C -xf - || { echo "FAILED: the carried caches do not unpack" >&2; exit 1; }
 P="--preset long-documents --batch 32 --seq 2048 --warmup 50 --optimizer muon --muon-lr 3e-3 --muon-split-qkv"
 X="--preset long-documents --xl-match-params --batch 32 --seq 1024 --seg 1024 --mem 1024 --optimizer muon --muon-lr 3e-3"
 export COMMON="--corpus linux_c --eval-bytes 1e6 --log-every 200 --seconds 180" PACK=1 EVAL_MARGIN=30
-OUT=$OUT/t180_xl1024_b32_muon_s0 RUN_TIMEOUT=275 GPUS=0 RUNS="xl:$X --seed 0 --untimed-steps 6 --compile-cache $C/xl.bin" \
+OUT=$OUT/t180_xl1024_b32_muon_s0 RUN_TIMEOUT=260 GPUS=0 RUNS="xl:$X --seed 0 --untimed-steps 6 --compile-cache $C/xl.bin" \
     bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 2
-OUT=$OUT/t180_ours_b32_s0 RUN_TIMEOUT=300 GPUS=0 RUNS="ours:$P --seed 0 --compile-cache $C/ours.bin" \
+OUT=$OUT/t180_ours_b32_s0 RUN_TIMEOUT=320 GPUS=0 RUNS="ours:$P --seed 0 --compile-cache $C/ours.bin" \
     bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 2
+# each run's cache must have served every graph ("miss": 0), or its clock was not like for like
+grep -ho '"compile_cache_graphs": {[^}]*}' $OUT/t180_*/quality_all.jsonl
