@@ -4,9 +4,13 @@ The library's call (``attention.sdpa_attention``: the flash kernel on the n x m 
 aligned lower right) against the left-padding it replaced (queries padded to m rows so that SDPA's
 top-left causal mask is square, m - n rows scored for nothing) and against FlexAttention (compiled,
 a lower-right block mask), at the shapes of a training step: one call per block and layer. Then a
-block where half the rows start a new document (their memories hidden): the library's two flash
-calls selected per row (``MemoryRows``) against the boolean key mask it replaced (the
-memory-efficient kernel).
+block where half the rows start a new document (their memories hidden): the library's one
+variable-length flash call (``MemoryRows``) against the two flash calls selected per row it replaced
+(thirtieth session) and the boolean key mask before them (the memory-efficient kernel). Last, cuDNN's
+kernel (which the library never uses, see attention.py), called directly: causal as torch sets it
+(the difference to the band says whether that aligns lower right), on left-padded queries, and as
+two calls that together score what the band scores (the block causal, the memories whole; not
+merged, so timing only).
 
     PYTHONPATH=$PWD python bench/attention_kernels.py                  # the long-documents preset and the seed config
     PYTHONPATH=$PWD python bench/attention_kernels.py --shape 16,8,4,1024,2048,64
@@ -57,6 +61,43 @@ _FLEX_MASKS: dict = {}
 _flex_compiled = torch.compile(flex_attention, fullgraph=True, dynamic=False)
 
 
+def two_flash_calls(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                    rows: MemoryRows) -> torch.Tensor:
+    """The former ``MemoryRows`` path (fourteenth to twenty-ninth sessions), rows seeing all of their
+    memories or none: two lower-right flash calls, with the memories and over the block alone, each
+    row keeping its own."""
+    n, m = q.shape[-2], k.shape[-2]
+    with_memories, alone = (torch.ops.aten._scaled_dot_product_flash_attention(
+        q, k[..., start:, :], v[..., start:, :], 0.0, True, False, scale=scale)[0] for start in (0, m - n))
+    return torch.where((rows.visible > 0)[:, None, None, None], with_memories, alone)
+
+
+def cudnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool = True) -> torch.Tensor:
+    """cuDNN's kernel called directly, key/value heads repeated per query head (the repeat timed too)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
+    return torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)[0]
+
+
+def cudnn_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """cuDNN on queries left-padded to m rows (a square causal mask: aligned either way), the last n kept."""
+    n, m = q.shape[-2], k.shape[-2]
+    return cudnn(F.pad(q, (0, 0, m - n, 0)), k, v, scale)[..., m - n:, :]
+
+
+def split_unmerged(kernel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """The band's work as two calls: the block's queries over its own keys (square, causal) and over
+    the memories (no mask). Their outputs are added, not merged by their logsumexps: timing only."""
+    n = q.shape[-2]
+    return (kernel(q, k[..., -n:, :], v[..., -n:, :], scale)
+            + kernel(q, k[..., :-n, :], v[..., :-n, :], scale, causal=False))
+
+
+def flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool = True) -> torch.Tensor:
+    """The flash kernel called directly (causal aligned lower right), grouped heads as they are."""
+    return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[0]
+
+
 def band_flops(batch: int, heads: int, n: int, m: int, head_size: int) -> float:
     """Forward + backward FLOPs of the scores a query may attend: 4 per score and head dimension
     forward (QK^T and PV), 2.5 times that backward."""
@@ -89,13 +130,21 @@ def main() -> None:
                 for _ in range(2))
         grad = torch.randn_like(q)
         scale = head_size ** -0.5
-        rows = MemoryRows((torch.arange(batch, device=device) % 2 == 0) * (m - n), (0, m - n))
+        rows = MemoryRows((torch.arange(batch, device=device) % 2 == 0) * (m - n))
         kernels = {"band (library)": lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale),
                    "padded (former)": padded, "flex": flex,
                    "rows reset: boolean mask (former)":
                        lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale, mask=rows.mask(n, m)),
+                   "rows reset: two flash calls (former)":
+                       lambda q, k, v, scale: two_flash_calls(q, k, v, scale, rows),
                    "rows reset: MemoryRows (library)":
-                       lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale, mask=rows)}
+                       lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale, mask=rows),
+                   "flash: block + memories, unmerged (timing only)":
+                       lambda q, k, v, scale: split_unmerged(flash, q, k, v, scale),
+                   # cuDNN last: a failure there must not leave the GPU in a state the others meet
+                   "cudnn: causal as torch sets it": cudnn, "cudnn: padded": cudnn_padded,
+                   "cudnn: block + memories, unmerged (timing only)":
+                       lambda q, k, v, scale: split_unmerged(cudnn, q, k, v, scale)}
         for kernel_name, kernel in kernels.items():
             # each against the first of its kind: the band's, or the reset rows' boolean mask
             against = "rows reset: boolean mask (former)" if kernel_name.startswith("rows") else "band (library)"

@@ -6,8 +6,8 @@ lower right: query i of n attends to keys 0..m-n+i of m, so a block's queries se
 memories and the block up to themselves. On CUDA with fp16/bf16 and no mask this runs the
 flash kernel with no mask tensor, over the n x m band only. After a per-row reset of memories
 that leaves each row the newest few of its memories' blocks (``MemoryRows``: all or none where the
-XL memory holds one block), one flash call per count a row may see, each over the newest entries,
-are selected per row. Any other mask (compressed memories partly reset, a static decoding cache)
+XL memory holds one block), one call of the flash kernel's variable-length form gives each row
+its own keys. Any other mask (compressed memories partly reset, a static decoding cache)
 goes to the memory-efficient kernel. SDPA's cuDNN backend is never
 used (see ``sdpa_backends``).
 """
@@ -39,10 +39,9 @@ class MemoryRows:
     """How many of the newest memory entries each row of a batch sees: the mask of a block after some
     rows started a new document, when the memories (XL blocks, no compressed memories) hold whole
     blocks of it or of the document before. The memories are the first m - n of the m keys; every
-    row sees the block's own keys."""
+    row sees the block's own keys. ``visible`` is at most m - n."""
 
     visible: Tensor  # (b,) long: entries of the memories each row sees, the newest ones
-    lengths: tuple[int, ...]  # every count ``visible`` may hold (static: one flash call each)
 
     def mask(self, n: int, m: int) -> Tensor:
         """The same as a boolean mask (b, 1, 1, m) over the keys."""
@@ -131,19 +130,7 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
         if operands is None:
             mask = mask.mask(n, m)
         else:
-            # One flash call per count of entries a row may see, over the newest ones: with one XL
-            # block, two calls (all memories, none), 1.6x one at the preset's shape, where the masked
-            # kernel took 3.3x (bench/RESULTS.md, fourteenth session). Each row keeps the one it is
-            # allowed (the others' gradient is zero there).
-            q, k, v = operands
-            out = None
-            for length in sorted(mask.lengths, reverse=True):
-                if length > m - n:  # the memories hold fewer entries yet
-                    continue
-                start = m - n - length
-                this = _lower_right_flash(q, k[..., start:, :], v[..., start:, :], scale)
-                out = this if out is None else torch.where((mask.visible == length)[:, None, None, None], this, out)
-            return out
+            return _memory_rows_flash(*operands, mask.visible, scale)
     if mask is not None:
         if n == 1:
             # Decoding's one query over a static cache. The masked kernels split the work by query
@@ -179,6 +166,44 @@ def _lower_right_flash(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     (torch.nn.attention.bias.causal_lower_right does the same, but torch.compile does not trace it).
     It takes grouped key/value heads as they are."""
     return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True, False, scale=scale)[0]
+
+
+def _memory_rows_flash(q: Tensor, k: Tensor, v: Tensor, visible: Tensor, scale: float) -> Tensor:
+    """Causal attention aligned lower right in which row r sees only the newest ``visible[r]`` of the
+    m - n memory entries (operands from ``_flash_operands``): one call of the flash kernel's
+    variable-length form, whatever the rows see.
+
+    Each row is two sequences of that call, its keys left where they are: first the entries it may
+    not see, with no queries (so they get no gradient), then its n queries over the rest, the
+    causal mask aligned lower right per sequence. Two flash calls selected per row (with the
+    memories and without) took 1.6x one call at the preset's shape (bench/RESULTS.md, fourteenth
+    session); this call scores no more than the band does."""
+    b, heads, n, d = q.shape
+    kv_heads, m = k.shape[1], k.shape[2]
+    row_starts = torch.arange(b, device=q.device) * m
+    hidden = (m - n) - visible  # (b,) entries each row may not see
+    cum_keys = torch.stack((row_starts, row_starts + hidden), dim=1).flatten()
+    cum_keys = F.pad(cum_keys, (0, 1), value=b * m).to(torch.int32)  # (2b + 1,)
+    cum_queries = (torch.arange(2 * b + 1, device=q.device, dtype=torch.int32) // 2) * n  # 0, 0, n, n, 2n, ...
+    out = _varlen_lower_right_flash(_tokens_first(q), _tokens_first(k), _tokens_first(v), cum_queries, cum_keys,
+                                    n, m, scale)
+    return out.view(b, n, heads, d).transpose(1, 2)
+
+
+def _tokens_first(t: Tensor) -> Tensor:
+    """(b, heads, length, d) -> (b * length, heads, d): the variable-length kernel's layout (a view
+    where t is one, e.g. the queries a projection wrote as (b, length, heads * d))."""
+    b, heads, length, d = t.shape
+    return t.transpose(1, 2).reshape(b * length, heads, d)
+
+
+def _varlen_lower_right_flash(q: Tensor, k: Tensor, v: Tensor, cum_queries: Tensor, cum_keys: Tensor,
+                              max_queries: int, max_keys: int, scale: float) -> Tensor:
+    """The flash kernel over sequences packed along the first dimension (q (total_q, heads, d), k/v
+    (total_k, kv_heads, d)), sequence i being rows cum[i]:cum[i + 1] of each; causal aligned lower right
+    in every sequence. Grouped key/value heads go in as they are; torch.compile traces the call."""
+    return torch.ops.aten._flash_attention_forward(q, k, v, cum_queries, cum_keys, max_queries, max_keys, 0.0, True,
+                                                   False, scale=scale)[0]
 
 
 def _flash_operands(q: Tensor, k: Tensor, v: Tensor) -> Optional[tuple[Tensor, Tensor, Tensor]]:

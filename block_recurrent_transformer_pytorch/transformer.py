@@ -463,8 +463,7 @@ class WholeBlock:
         config = self.model.config
         if not config.use_compressed_mem:
             visible = self.memories.visible_entries(config)
-            lengths = tuple(range(0, config.xl_memory_len + 1, config.block_width))
-            return None if visible is None else MemoryRows(visible, lengths)
+            return None if visible is None else MemoryRows(visible)
         mask = self.memories.memory_mask(config)
         return None if mask is None else F.pad(mask, (0, n), value=True)[:, None, None, :]
 

@@ -171,3 +171,35 @@ def routed_search_both_ways(q: torch.Tensor, keys: torch.Tensor, reachable: torc
     with mock.patch.object(knn_memory, "FUSED_DEVICES", ()):
         expected = knn_memory.search_groups(q, keys, reachable, route_search[2], top_k, 2 ** 50, ranges)
     return fused, expected, calls, route_search
+
+
+def flash_by_reference(monkeypatch) -> list[list[int]]:
+    """Stand the flash kernels in by the reference on a CPU (every call flash-eligible, causal aligned
+    lower right): the band's call and the variable-length call of ``MemoryRows`` alike. Returns the
+    list each call appends the key counts of its sequences that have queries to (one for the band)."""
+    from block_recurrent_transformer_pytorch import attention
+
+    calls = []
+
+    def lower_right(q, k, v, scale):
+        calls.append([k.shape[-2]])
+        return attention.reference_attention(q, k, v, causal=True, scale=scale)
+
+    def varlen(q, k, v, cum_queries, cum_keys, max_queries, max_keys, scale):
+        assert cum_queries[-1] == q.shape[0] and cum_keys[-1] == k.shape[0]
+        outs, seen = [], []
+        for i in range(len(cum_queries) - 1):
+            qs, ks, vs = q[cum_queries[i]:cum_queries[i + 1]], k[cum_keys[i]:cum_keys[i + 1]], v[cum_keys[i]:cum_keys[i + 1]]
+            assert len(qs) <= max_queries and len(ks) <= max_keys
+            if len(qs):  # (length, heads, d) -> (1, heads, length, d) and back
+                seen.append(len(ks))
+                out = attention.reference_attention(*(t.transpose(0, 1)[None] for t in (qs, ks, vs)), causal=True,
+                                                    scale=scale)
+                outs.append(out[0].transpose(0, 1))
+        calls.append(seen)
+        return torch.cat(outs)
+
+    monkeypatch.setattr(attention, "_flash_operands", lambda q, k, v: (q, k, v))
+    monkeypatch.setattr(attention, "_lower_right_flash", lower_right)
+    monkeypatch.setattr(attention, "_varlen_lower_right_flash", varlen)
+    return calls

@@ -10,6 +10,8 @@ from block_recurrent_transformer_pytorch import attention
 from block_recurrent_transformer_pytorch.attention import (MemoryRows, attention_with_logsumexp, reference_attention,
                                                            sdpa_attention)
 
+from .helpers import flash_by_reference
+
 
 def naive_attention(q, k, v, causal, scale, mask):
     """Head by head: query head i reads key/value head i // (h / kv_heads); query j of n sees key
@@ -64,7 +66,7 @@ def test_memory_rows_see_their_memories_whole_or_attend_their_block_alone(kv_hea
     """``MemoryRows``: a visible row attends [memories | block] (lower-right causal), an other row
     its block alone (plain causal), in every kernel."""
     q, k, v, _ = _inputs(kv_heads, 5, None, b=3)
-    rows = MemoryRows(torch.tensor([7, 0, 7]), (0, 7))
+    rows = MemoryRows(torch.tensor([7, 0, 7]))
     with_memories, _ = naive_attention(q, k, v, True, 0.3, None)
     without, _ = naive_attention(q, k[..., -5:, :], v[..., -5:, :], True, 0.3, None)
     expected = torch.where(rows.visible[:, None, None, None] > 0, with_memories, without)
@@ -73,32 +75,18 @@ def test_memory_rows_see_their_memories_whole_or_attend_their_block_alone(kv_hea
     torch.testing.assert_close(attention_with_logsumexp(q, k, v, causal=True, scale=0.3, mask=rows)[0], expected)
 
 
-def _flash_by_reference(monkeypatch) -> list[int]:
-    """Stand the flash kernel in by the reference on a CPU (every call flash-eligible, lower-right
-    causal); return the list each call appends its key count to."""
-    calls = []
-
-    def lower_right(q, k, v, scale):
-        calls.append(k.shape[-2])
-        return reference_attention(q, k, v, causal=True, scale=scale)
-
-    monkeypatch.setattr(attention, "_flash_operands", lambda q, k, v: (q, k, v))
-    monkeypatch.setattr(attention, "_lower_right_flash", lower_right)
-    return calls
-
-
 @pytest.mark.parametrize("kv_heads", [1, 2, 4])
-def test_memory_rows_select_between_two_lower_right_calls(monkeypatch, kv_heads):
-    """The flash path of ``MemoryRows`` (two lower-right causal calls, with the memories and over the
-    block alone, selected per row), the flash kernel stood in by the reference on a CPU: the same
-    outputs and gradients as the boolean mask it replaces, and no gradient from the call a row does
-    not keep."""
-    calls = _flash_by_reference(monkeypatch)
-    q, k, v, _ = _inputs(kv_heads, 5, None, torch.float64, b=3)
-    rows = MemoryRows(torch.tensor([7, 0, 7]), (0, 7))
+def test_memory_rows_run_one_variable_length_call(monkeypatch, kv_heads):
+    """The flash path of ``MemoryRows``: one variable-length lower-right causal call in which each row
+    is two sequences, its hidden memories with no queries, then its queries over the rest (the
+    kernel stood in by the reference on a CPU). The outputs and gradients of the boolean mask it
+    replaces, and no gradient to the memories a row does not see."""
+    calls = flash_by_reference(monkeypatch)
+    q, k, v, _ = _inputs(kv_heads, 5, None, torch.float64, b=3)  # 12 keys: 7 memories, then the block's 5
+    rows = MemoryRows(torch.tensor([7, 0, 7]))
     qkv = tuple(t.requires_grad_() for t in (q, k, v))
     got = attention._sdpa_attention(*qkv, True, 0.3, rows, flash=True)
-    assert calls == [12, 5]
+    assert calls == [[12, 5, 12]]
     expected, _ = naive_attention(q, k, v, True, 0.3, rows.mask(5, 12))
     torch.testing.assert_close(got, expected)
     grad = torch.randn_like(got)
@@ -108,18 +96,18 @@ def test_memory_rows_select_between_two_lower_right_calls(monkeypatch, kv_heads)
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])
-def test_memory_rows_of_several_blocks_select_one_call_per_count(monkeypatch, kv_heads):
-    """Memories of two blocks of 4 (``xl_memory_blocks=2``): rows seeing 8, 4 and 0 of them. One
-    lower-right call per count, each over the newest entries (the reference standing in for flash on
-    a CPU), selected per row: the outputs and gradients of the boolean mask, and the entries a row
-    does not see get no gradient from it; a count past what the memories hold yet is skipped."""
-    calls = _flash_by_reference(monkeypatch)
+def test_memory_rows_of_several_blocks_give_each_row_its_newest_entries(monkeypatch, kv_heads):
+    """Memories of two blocks of 4 (``xl_memory_blocks=2``): rows seeing 8, 4 and 0 of them, in one
+    variable-length call (the reference standing in for flash on a CPU): the outputs and gradients
+    of the boolean mask, and the entries a row does not see get no gradient from it; also while the
+    memories hold one block yet."""
+    calls = flash_by_reference(monkeypatch)
     q, k, v, _ = _inputs(kv_heads, 5, None, torch.float64, b=3)  # 12 keys
     k, v = (torch.cat((t[..., :1, :], t), dim=-2) for t in (k, v))  # 13: 8 memories, then 5 of the block
-    rows = MemoryRows(torch.tensor([8, 4, 0]), (0, 4, 8))
+    rows = MemoryRows(torch.tensor([8, 4, 0]))
     qkv = tuple(t.requires_grad_() for t in (q, k, v))
     got = attention._sdpa_attention(*qkv, True, 0.3, rows, flash=True)
-    assert calls == [13, 9, 5]
+    assert calls == [[13, 9, 5]]
     expected, _ = naive_attention(q, k, v, True, 0.3, rows.mask(5, 13))
     torch.testing.assert_close(got, expected)
     grad = torch.randn_like(got)
@@ -128,9 +116,10 @@ def test_memory_rows_of_several_blocks_select_one_call_per_count(monkeypatch, kv
     assert torch.count_nonzero(got_grads[1][1, :, :4]) == 0 and torch.count_nonzero(got_grads[1][2, :, :8]) == 0
     assert torch.count_nonzero(got_grads[1][1, :, 4:8]) > 0
     calls.clear()
-    short = MemoryRows(torch.tensor([4, 4, 0]), (0, 4, 8))  # the memories hold one block yet
-    attention._sdpa_attention(q, k[..., 4:, :], v[..., 4:, :], True, 0.3, short, flash=True)
-    assert calls == [9, 5]
+    short = MemoryRows(torch.tensor([4, 4, 0]))  # the memories hold one block yet
+    got = attention._sdpa_attention(q, k[..., 4:, :], v[..., 4:, :], True, 0.3, short, flash=True)
+    assert calls == [[9, 9, 5]]
+    torch.testing.assert_close(got, naive_attention(q, k[..., 4:, :], v[..., 4:, :], True, 0.3, short.mask(5, 9))[0])
 
 
 def test_flash_operands_are_cast_as_autocast_casts_and_refused_where_flash_cannot_run(monkeypatch):

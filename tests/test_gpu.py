@@ -59,7 +59,8 @@ def test_flash_backend_serves_training_and_matches_math(compressed):
 def test_documents_with_resets_train_on_flash_alone_and_match_math(preset_options):
     """Documents read row by row, some rows starting a new document in the second segment (their
     memories masked for its first block): with flash enabled no attention runs the masked kernel
-    (``MemoryRows``: two flash calls), and loss and gradients are math's with the mask written out.
+    (``MemoryRows``: one variable-length flash call), and loss and gradients are math's with the mask
+    written out.
     preset_options: the long-documents preset's model options (blocks of 1024, 4 key/value heads)."""
     options = dict(block_width=1024, max_seq_len=2048, memory_kv_from_inputs=True, rotary_dim=32,
                    kv_heads=4) if preset_options else {}
@@ -98,7 +99,8 @@ def test_bf16_flash_matches_fp32_reference():
 
 
 class _AttentionKernels(TorchDispatchMode):
-    """Records every attention kernel call (SDPA's and direct ones alike): its op and query rows."""
+    """Records every attention kernel call (SDPA's and direct ones alike): its op and query rows (all
+    rows of the batch for the variable-length kernel, whose queries are packed along dimension 0)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,11 +109,12 @@ class _AttentionKernels(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if "attention" in name and "backward" not in name:
-            self.calls.append((name, args[0].shape[-2]))
+            self.calls.append((name, args[0].shape[0] if name == VARLEN else args[0].shape[-2]))
         return func(*args, **(kwargs or {}))
 
 
 FLASH = "_scaled_dot_product_flash_attention"
+VARLEN = "_flash_attention_forward"
 
 
 def _attention_against_reference(kv_heads: int, mask) -> list[tuple[str, int]]:
@@ -132,6 +135,10 @@ def _attention_against_reference(kv_heads: int, mask) -> list[tuple[str, int]]:
     assert _relative_error(got, expected) < 1e-2
     for got_grad, expected_grad in zip(got_grads, expected_grads):
         assert _relative_error(got_grad, expected_grad) < 2e-2
+    if isinstance(mask, MemoryRows):  # the entries a row may not see get no gradient, exactly
+        hidden = ~mask.mask(n, m)[:, 0, 0, :, None]  # (b, m, 1)
+        for grad_kv in got_grads[1:]:
+            assert torch.count_nonzero(grad_kv * hidden[:, None]) == 0
     return recorder.calls
 
 
@@ -142,20 +149,21 @@ def test_causal_attention_over_memories_runs_flash_on_its_band_and_matches_the_r
 
 
 @pytest.mark.parametrize("kv_heads", [1, 4])
-def test_memory_rows_run_two_flash_calls_and_match_the_reference(kv_heads):
-    """Rows that started a new document see no memories (``MemoryRows``): two flash calls, with the
-    memories and without, and no masked kernel."""
-    rows = MemoryRows(torch.tensor([512, 0], device="cuda"), (0, 512))
-    assert _attention_against_reference(kv_heads, rows) == [(FLASH, 256), (FLASH, 256)]
+def test_memory_rows_run_one_variable_length_flash_call_and_match_the_reference(kv_heads):
+    """Rows that started a new document see no memories (``MemoryRows``): one call of the flash
+    kernel's variable-length form over both rows (2 x 256 queries), no masked kernel; the hidden
+    memories' keys and values get no gradient."""
+    rows = MemoryRows(torch.tensor([512, 0], device="cuda"))
+    assert _attention_against_reference(kv_heads, rows) == [(VARLEN, 512)]
 
 
 @pytest.mark.parametrize("kv_heads", [1, 4])
 @pytest.mark.parametrize("visible", [(512, 0), (256, 512), (0, 256)])
-def test_memory_rows_of_two_blocks_run_three_flash_calls_and_match_the_reference(kv_heads, visible):
+def test_memory_rows_of_two_blocks_run_one_variable_length_flash_call_and_match_the_reference(kv_heads, visible):
     """Memories of two blocks of 256 (``xl_memory_blocks=2``), each row seeing both, the newest or
-    none: three flash calls (all, the newest block, none), no masked kernel."""
-    rows = MemoryRows(torch.tensor(visible, device="cuda"), (0, 256, 512))
-    assert _attention_against_reference(kv_heads, rows) == [(FLASH, 256)] * 3
+    none: one variable-length flash call, no masked kernel."""
+    rows = MemoryRows(torch.tensor(visible, device="cuda"))
+    assert _attention_against_reference(kv_heads, rows) == [(VARLEN, 512)]
 
 
 @pytest.mark.parametrize("compressed, compile, from_inputs, shift, mixing",
@@ -237,11 +245,11 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     step's losses and gradients; TrainStep.warm_up captured every one of them before training.
     compressed: compressed memory, so that pre-reset entries stay masked for a while (fp32, graphs
     against eager). Without it, as the preset trains, a reset row's memories are hidden whole
-    (``MemoryRows``: two flash calls, so bf16 autocast): graphs and eager, both bf16, each against
+    (``MemoryRows``: one variable-length flash call, so bf16 autocast): graphs and eager, both bf16, each against
     fp32 eager (where the hidden memories are a boolean mask), the graphs no further from it than
     eager is. preset_options: with the long-documents preset's model options too (memories projected
     from their inputs, half-rotary heads, 4 key/value heads), compiled as train.py runs it by default.
-    blocks: xl_memory_blocks (two: a reset row sees none, one or both of its blocks: three flash calls).
+    blocks: xl_memory_blocks (two: a reset row sees none, one or both of its blocks).
     mixing: value_residual, unet_skips and logit_softcap=15 too (float32 logits under bf16 autocast)."""
     import random
 

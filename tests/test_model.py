@@ -293,7 +293,7 @@ def test_memory_rows_hide_what_the_entry_mask_hides(blocks):
     memories = memories.reset(torch.tensor([True, False, True]), model.config)
     for since in ([0, blocks, 0], [1, blocks, 0], [blocks, blocks, 1]):
         memories = dataclasses.replace(memories, blocks_since_reset=torch.tensor(since))
-        rows = MemoryRows(memories.visible_entries(model.config), tuple(range(0, 8 * blocks + 1, 8)))
+        rows = MemoryRows(memories.visible_entries(model.config))
         entries = F.pad(memories.memory_mask(model.config), (0, n), value=True)[:, None, None, :]
         assert torch.equal(rows.mask(n, m), entries)
         assert rows.visible.tolist() == [8 * s for s in since]
