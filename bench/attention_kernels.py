@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,7 @@ def cudnn_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     return cudnn(F.pad(q, (0, 0, m - n, 0)), k, v, scale)[..., m - n:, :]
 
 
-def split_unmerged(kernel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def split_unmerged(kernel: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """The band's work as two calls: the block's queries over its own keys (square, causal) and over
     the memories (no mask). Their outputs are added, not merged by their logsumexps: timing only."""
     n = q.shape[-2]
@@ -141,7 +142,7 @@ def main() -> None:
                        lambda q, k, v, scale: sdpa_attention(q, k, v, causal=True, scale=scale, mask=rows),
                    "flash: block + memories, unmerged (timing only)":
                        lambda q, k, v, scale: split_unmerged(flash, q, k, v, scale),
-                   # cuDNN last: a failure there must not leave the GPU in a state the others meet
+                   # cuDNN last of each shape: a failure there must not leave the GPU in a state its others meet
                    "cudnn: causal as torch sets it": cudnn, "cudnn: padded": cudnn_padded,
                    "cudnn: block + memories, unmerged (timing only)":
                        lambda q, k, v, scale: split_unmerged(cudnn, q, k, v, scale)}

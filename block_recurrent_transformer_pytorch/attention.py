@@ -126,7 +126,11 @@ def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
     if isinstance(mask, MemoryRows) and m == n:  # no memories to hide
         mask = None
     if isinstance(mask, MemoryRows):
-        operands = _flash_operands(q, k, v) if causal and flash else None
+        # One query (decoding's first token of a block, a block of one token): the mask below, written out.
+        # The variable-length kernel is not asked: with one query and grouped key/value heads, torch
+        # 2.11's flash folds each group's query heads into queries, which assumes every sequence holds
+        # one query, and fails on the query-less sequences here.
+        operands = _flash_operands(q, k, v) if causal and flash and n > 1 else None
         if operands is None:
             mask = mask.mask(n, m)
         else:
@@ -175,13 +179,14 @@ def _memory_rows_flash(q: Tensor, k: Tensor, v: Tensor, visible: Tensor, scale: 
 
     Each row is two sequences of that call, its keys left where they are: first the entries it may
     not see, with no queries (so they get no gradient), then its n queries over the rest, the
-    causal mask aligned lower right per sequence. Two flash calls selected per row (with the
-    memories and without) took 1.6x one call at the preset's shape (bench/RESULTS.md, fourteenth
-    session); this call scores no more than the band does."""
+    causal mask aligned lower right per sequence. At the preset's shape with half the rows reset it
+    took 0.82 ms forward + backward on an H200 where the two flash calls it replaced (with the
+    memories and without, selected per row) took 1.53 and the band without resets 0.92; at the seed
+    config's shorter blocks, 0.90 against 0.84 (bench/RESULTS.md, thirtieth session)."""
     b, heads, n, d = q.shape
-    kv_heads, m = k.shape[1], k.shape[2]
+    m = k.shape[2]
     row_starts = torch.arange(b, device=q.device) * m
-    hidden = (m - n) - visible  # (b,) entries each row may not see
+    hidden = (m - n - visible).clamp(min=0)  # (b,) entries each row may not see
     cum_keys = torch.stack((row_starts, row_starts + hidden), dim=1).flatten()
     cum_keys = F.pad(cum_keys, (0, 1), value=b * m).to(torch.int32)  # (2b + 1,)
     cum_queries = (torch.arange(2 * b + 1, device=q.device, dtype=torch.int32) // 2) * n  # 0, 0, n, n, 2n, ...
@@ -191,8 +196,9 @@ def _memory_rows_flash(q: Tensor, k: Tensor, v: Tensor, visible: Tensor, scale: 
 
 
 def _tokens_first(t: Tensor) -> Tensor:
-    """(b, heads, length, d) -> (b * length, heads, d): the variable-length kernel's layout (a view
-    where t is one, e.g. the queries a projection wrote as (b, length, heads * d))."""
+    """(b, heads, length, d) -> (b * length, heads, d): the variable-length kernel's layout. A view
+    where t's memory is token-major (the queries, as the projection wrote them), else a copy (the
+    keys/values, concatenated along the length per head)."""
     b, heads, length, d = t.shape
     return t.transpose(1, 2).reshape(b * length, heads, d)
 

@@ -186,7 +186,11 @@ def flash_by_reference(monkeypatch) -> list[list[int]]:
         return attention.reference_attention(q, k, v, causal=True, scale=scale)
 
     def varlen(q, k, v, cum_queries, cum_keys, max_queries, max_keys, scale):
-        assert cum_queries[-1] == q.shape[0] and cum_keys[-1] == k.shape[0]
+        # the kernel's contract: int32 offsets, non-decreasing, spanning q and k; and one query a sequence
+        # only without grouped heads (see attention._sdpa_attention)
+        for cum, total in ((cum_queries, q.shape[0]), (cum_keys, k.shape[0])):
+            assert cum.dtype == torch.int32 and cum[0] == 0 and cum[-1] == total and bool((cum.diff() >= 0).all())
+        assert max_queries > 1 or q.shape[1] == k.shape[1]
         outs, seen = [], []
         for i in range(len(cum_queries) - 1):
             qs, ks, vs = q[cum_queries[i]:cum_queries[i + 1]], k[cum_keys[i]:cum_keys[i + 1]], v[cum_keys[i]:cum_keys[i + 1]]

@@ -122,6 +122,18 @@ def test_memory_rows_of_several_blocks_give_each_row_its_newest_entries(monkeypa
     torch.testing.assert_close(got, naive_attention(q, k[..., 4:, :], v[..., 4:, :], True, 0.3, short.mask(5, 9))[0])
 
 
+@pytest.mark.parametrize("kv_heads", [1, 4])
+def test_memory_rows_of_one_query_take_the_written_out_mask_not_the_variable_length_call(monkeypatch, kv_heads):
+    """A block of one token (decoding's first of a block) with rows reset: the boolean mask written out,
+    never the variable-length kernel (which fails on one query a sequence with grouped heads)."""
+    calls = flash_by_reference(monkeypatch)
+    q, k, v, _ = _inputs(kv_heads, 1, None, torch.float64, b=3, m=8)  # 7 memories, then the query's own key
+    rows = MemoryRows(torch.tensor([7, 0, 3]))
+    got = attention._sdpa_attention(q, k, v, True, 0.3, rows, flash=True)
+    assert calls == []
+    torch.testing.assert_close(got, naive_attention(q, k, v, True, 0.3, rows.mask(1, 8))[0])
+
+
 def test_flash_operands_are_cast_as_autocast_casts_and_refused_where_flash_cannot_run(monkeypatch):
     """Under autocast the direct flash call gets what SDPA would: fp32 operands in the autocast
     dtype, float64 never lowered (so refused); a head size past the GPU's limit, not a multiple of 8,

@@ -158,6 +158,22 @@ def test_memory_rows_run_one_variable_length_flash_call_and_match_the_reference(
 
 
 @pytest.mark.parametrize("kv_heads", [1, 4])
+def test_memory_rows_of_one_query_do_not_reach_the_variable_length_kernel(kv_heads):
+    """One query a row (decoding's first token of a block) with a row reset, bf16 under autocast: the
+    mask written out, no variable-length call (torch 2.11's fails there with grouped heads), and the
+    fp32 reference's output."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 8, 1, 64, device="cuda")
+    k, v = (torch.randn(2, kv_heads, 513, 64, device="cuda") for _ in range(2))
+    rows = MemoryRows(torch.tensor([512, 0], device="cuda"))
+    recorder = _AttentionKernels()
+    with recorder, torch.autocast("cuda", dtype=torch.bfloat16):
+        got = sdpa_attention(q, k, v, causal=True, scale=0.125, mask=rows)
+    assert VARLEN not in {name for name, _ in recorder.calls}
+    assert _relative_error(got, reference_attention(q, k, v, causal=True, scale=0.125, mask=rows)) < 1e-2
+
+
+@pytest.mark.parametrize("kv_heads", [1, 4])
 @pytest.mark.parametrize("visible", [(512, 0), (256, 512), (0, 256)])
 def test_memory_rows_of_two_blocks_run_one_variable_length_flash_call_and_match_the_reference(kv_heads, visible):
     """Memories of two blocks of 256 (``xl_memory_blocks=2``), each row seeing both, the newest or
