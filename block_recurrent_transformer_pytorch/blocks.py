@@ -21,7 +21,7 @@ class FeedForward(nn.Module):
     GELU with hidden width mult * dim (x-transformers' default kind). Both have about 2 * mult * dim ** 2
     weights (see feedforward_width)."""
 
-    def __init__(self, dim: int, mult: float, glu: bool = True) -> None:
+    def __init__(self, dim: int, mult: float, glu: bool = True, zero_init_output: bool = False) -> None:
         super().__init__()
         self.glu = glu
         self.hidden = feedforward_width(dim, mult, glu)
@@ -34,6 +34,8 @@ class FeedForward(nn.Module):
         self.norm = nn.LayerNorm(dim, bias=False)
         self.proj_in = nn.Linear(dim, self.hidden * self.inputs, bias=False)
         self.proj_out = nn.Linear(self.hidden, dim, bias=False)
+        if zero_init_output:  # after torch's draw, so that the other weights keep theirs
+            nn.init.zeros_(self.proj_out.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """(b, n, dim) -> (b, n, dim), the residual branch."""
@@ -90,6 +92,8 @@ class AttentionBlock(nn.Module):
                 self.to_out.weight.mul_(math.sqrt(1 + num_state_reads))
         if config.zero_init_state_reads:
             nn.init.zeros_(self.to_out.weight[:, inner:])
+        if config.zero_init_output_projections:
+            nn.init.zeros_(self.to_out.weight)
         # value_residual, in every layer but the first: (a, b) of v = a * v + b * v_first
         self.value_mix = nn.Parameter(torch.full((2,), 0.5)) if mixes_first_values else None
         self.token_shift = config.token_shift

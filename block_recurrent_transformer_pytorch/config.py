@@ -56,7 +56,7 @@ _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_ind
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
                 "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "detach_state_write_kv",
                 "detach_block_memories", "plain_output_init", "ff_glu", "token_shift", "value_residual",
-                "unet_skips")
+                "unet_skips", "zero_init_output_projections")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life", "logit_softcap")  # None or a number, checked apart
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
@@ -102,9 +102,9 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     block_width: int = 512
     # Blocks the XL memory holds: a block's queries attend the keys/values of this many blocks before
     # it (then its own). 1 is the seed's. More reaches further back at the cost of attention over
-    # more keys; after a document reset a row sees the blocks of its new document alone (one flash
-    # call per count of blocks a row may see). Why try it: x-transformers' XL scores 0.043 bits/byte
-    # better with a window of 1024 + 1024 than with 512 + 512 over five seeds, and the held-out
+    # more keys; after a document reset a row sees the blocks of its new document alone (one
+    # variable-length flash call gives each row its own keys). Why try it: x-transformers' XL scores 0.043
+    # bits/byte better with a window of 1024 + 1024 than with 512 + 512 over five seeds, and the held-out
     # files repeat themselves 4-16 KiB back (bench/RESULTS.md); the compressed memory that was to
     # reach there measured far worse. In the long-documents preset, 2 (100M tokens, paired, seeds 0
     # and 1): 0.002 worse and 0.013 better, about 30% slower; not adopted (bench/RESULTS.md, twentieth
@@ -219,6 +219,12 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     # tokens: 4.5 at c = 0.5 with 256 tokens, negligible at 15. No parameters, so the weights keep
     # their draw. None (the seed's): the plain logits.
     logit_softcap: Optional[Union[int, float]] = None
+    # True: every layer's attention and feed-forward output projections start at zero (modded-nanogpt's),
+    # so every layer starts as the identity on the residual stream and the model as embeddings -> head;
+    # the output projections learn at the first step, the rest from the second. The zeros overwrite
+    # torch's draw, so every other weight keeps its draw (a paired comparison at one seed). False (the
+    # seed's): torch's default for both.
+    zero_init_output_projections: bool = False
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INT_FIELDS:

@@ -67,7 +67,7 @@ class BlockRecurrentTransformer(nn.Module):
         self.layers = nn.ModuleList(
             Layer(AttentionBlock(config, qk_rmsnorm=config.qk_rmsnorm(layer), num_state_reads=len(self.reads_at[layer]),
                                  knn=layer in self.knn_at, mixes_first_values=config.value_residual and layer > 1),
-                  FeedForward(dim, config.ff_mult, config.ff_glu))
+                  FeedForward(dim, config.ff_mult, config.ff_glu, config.zero_init_output_projections))
             for layer in range(1, depth + 1)
         )
         # unet_skips: skip_weights[k] scales the output of layer half - 1 - k (counted from 0, half = depth // 2)
