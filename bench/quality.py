@@ -50,7 +50,8 @@ time, one segment); where a row's next document starts, ours resets that row's m
 and the XL masks that row's memories (x-transformers' mem_masks; before 2026-11-30's fourth session
 they carried over); --mem-dropout / --state-dropout 0.1 as train.py. AdamW
 (betas 0.9/0.95, weight decay 0.1 on linear and embedding weights), --lr with --warmup linear steps
-then cosine to lr * --min-lr-ratio (default 0.1: lr/10) (over the token or time budget) or constant, gradient clipping --clip.
+then cosine to lr * --min-lr-ratio (default 0.1: lr/10) (over the token or time budget), or held and then decayed
+linearly to it over the last --decay-frac of the budget (--schedule wsd), or constant, gradient clipping --clip.
 With --optimizer muon, Muon (train.py's BatchedMuon: torch.optim.Muon's update batched by shape; the
 twenty-first session's runs used torch.optim.Muon itself; momentum 0.95, Nesterov, update RMS matched to AdamW's:
 adjust_lr_fn="match_rms_adamw", weight decay --weight-decay) trains the hidden layers' matrices (every
@@ -170,9 +171,14 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--seq", type=int, default=2048, help="tokens per row per step (a multiple of the segment)")
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--warmup", type=int, default=200, help="linear warmup steps")
-    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    parser.add_argument("--schedule", choices=("cosine", "wsd", "constant"), default="cosine",
+                        help="after the warmup: cosine to --min-lr-ratio; wsd (warmup-stable-decay): the peak rate "
+                             "held, then a linear decay to --min-lr-ratio over the last --decay-frac of the budget; "
+                             "or constant")
     parser.add_argument("--min-lr-ratio", type=float, default=0.1,
-                        help="cosine: the rate it ends at, as a share of --lr (0: decays to zero)")
+                        help="cosine and wsd: the rate they end at, as a share of --lr (0: decays to zero)")
+    parser.add_argument("--decay-frac", type=float, default=0.4,
+                        help="wsd: the share of the token or time budget its linear decay takes, in (0, 1]")
     parser.add_argument("--clip", type=float, default=0.5)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
@@ -226,6 +232,8 @@ def parse_args(argv: Optional[list[str]] = None):
         parser.error("give one of --tokens and --seconds")
     if not 0 <= args.min_lr_ratio <= 1:
         parser.error(f"--min-lr-ratio must lie in [0, 1] (a share of --lr), got {args.min_lr_ratio}")
+    if not 0 < args.decay_frac <= 1:
+        parser.error(f"--decay-frac must lie in (0, 1] (a share of the budget), got {args.decay_frac}")
     if args.optimizer == "muon":
         if not hasattr(torch.optim, "Muon"):
             parser.error(f"--optimizer muon needs torch.optim.Muon (torch 2.9 or later), this is torch {torch.__version__}")
@@ -366,6 +374,9 @@ def learning_rate(args, step: int, progress: float) -> float:
     if args.schedule == "constant":
         return args.lr
     floor = args.min_lr_ratio
+    if args.schedule == "wsd":  # 1 until the last decay_frac of the budget, then linearly down to 0 at its end
+        left = min(max((1 - progress) / args.decay_frac, 0.0), 1.0)
+        return args.lr * (floor + (1 - floor) * left)
     return args.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 

@@ -365,6 +365,24 @@ def test_cosine_schedule_warms_up_then_ends_at_its_floor(ratio):
     assert quality.learning_rate(args, 99, 1.0) == pytest.approx(1e-3 * ratio)
 
 
+def test_wsd_schedule_holds_the_peak_then_decays_linearly_to_its_floor():
+    args = quality.parse_args(["--tokens", "1e6", "--lr", "1e-3", "--warmup", "10", "--schedule", "wsd",
+                               "--decay-frac", "0.4", "--min-lr-ratio", "0.1"])
+    assert quality.learning_rate(args, 0, 0.0) == pytest.approx(1e-4)  # the warmup as cosine's
+    for progress in (0.05, 0.3, 0.6):  # held until the last 40% of the budget
+        assert quality.learning_rate(args, 50, progress) == pytest.approx(1e-3)
+    assert quality.learning_rate(args, 50, 0.8) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # half way down
+    assert quality.learning_rate(args, 99, 1.0) == pytest.approx(1e-4)
+    assert quality.learning_rate(args, 99, 1.2) == pytest.approx(1e-4)  # a clock past its budget stays at the floor
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5"])
+def test_a_decay_fraction_outside_zero_to_one_is_refused(capsys, fraction):
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--tokens", "1e6", "--schedule", "wsd", "--decay-frac", fraction])
+    assert f"--decay-frac must lie in (0, 1] (a share of the budget), got {float(fraction)}" in capsys.readouterr().err
+
+
 def test_a_min_lr_ratio_outside_zero_to_one_is_refused(capsys):
     with pytest.raises(SystemExit):
         quality.parse_args(["--tokens", "1e6", "--min-lr-ratio", "1.5"])
