@@ -5,11 +5,14 @@
     PYTHONPATH=$PWD python bench/profile_step.py --cfg large --shape 64x2048 --no-compile
     PYTHONPATH=$PWD python bench/profile_step.py --cfg long-documents    # train.py's --preset long-documents model
     PYTHONPATH=$PWD python bench/profile_step.py --cfg long-documents --documents --steps 20 --profile-steps 10
+    PYTHONPATH=$PWD python bench/profile_step.py --cfg long-documents --documents --optimizer muon   # as quality.py trains
 
 By default each step starts afresh (no memories: the first block of every segment attends itself
 alone). ``--documents`` trains as bench/quality.py and train.py --documents do: labels, memories and
 states carried from step to step, and rows starting a new document at ``--reset-rate`` (their
-memories hidden for a block), so the step is the one training runs.
+memories hidden for a block), so the step is the one training runs. The optimizer is fused AdamW unless ``--optimizer muon``: then
+bench/quality.py's (train.py's BatchedMuon at 3e-3 for the hidden matrices, each fused projection's
+maps apart, and AdamW at 6e-4 for the rest), whose kernels are then part of the step's time.
 
 Prints the warm-up time (compilation included), the timed steps, then one JSON line (total kernel
 time over the profiled steps, kernel count, time per category: matmul, attention, fused Triton
@@ -28,7 +31,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import common
-from quality import PRESETS  # the model configs of bench/quality.py: seed, large, tiny, long-documents
+from quality import PRESETS, make_optimizers  # the model configs and optimizers of bench/quality.py
 
 import block_recurrent_transformer_pytorch as brt
 
@@ -45,6 +48,8 @@ def main() -> None:
     parser.add_argument("--reset-rate", type=float, default=0.061,
                         help="--documents: the chance a row starts a new document at a segment (0.061: linux_c read "
                              "by bench/quality.py at 16 x 2048, 0.98 rows a step; bench/document_mix.py)")
+    parser.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
+                        help="adamw: fused AdamW; muon: bench/quality.py's Muon 3e-3 per map with AdamW 6e-4 for the rest")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--profile-steps", type=int, default=1, help="steps under the profiler (totals over them)")
     args = parser.parse_args()
@@ -62,7 +67,11 @@ def main() -> None:
     if not args.no_compile:
         model.compile(fullgraph=True, dynamic=False)
     params = list(model.parameters())
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    if args.optimizer == "muon":
+        optimizers = make_optimizers(model, argparse.Namespace(optimizer="muon", lr=6e-4, muon_lr=3e-3, weight_decay=0.1,
+                                                               muon_split_qkv=True), device)
+    else:
+        optimizers = [torch.optim.AdamW(params, lr=1e-4, fused=True)]
     train_step = brt.TrainStep(wrapper)
     x = torch.randint(0, cfg["num_tokens"], (batch, seq + 1))
     if args.documents:
@@ -84,8 +93,9 @@ def main() -> None:
         else:
             train_step(x)
         torch.nn.utils.clip_grad_norm_(params, 0.5)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=False)
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=False)
 
     start = time.perf_counter()
     if args.documents:  # every graph a documents step may need (the masked one among them), as quality.py
@@ -103,7 +113,8 @@ def main() -> None:
             step()
         common.synchronize(device)
     totals, lines = common.kernel_summary(prof)
-    print(json.dumps(dict(cfg=args.cfg, settings=args.set, shape=args.shape, compiled=not args.no_compile,
+    print(json.dumps(dict(cfg=args.cfg, settings=args.set, shape=args.shape, optimizer=args.optimizer,
+                          compiled=not args.no_compile,
                           documents=args.documents, reset_rate=args.reset_rate if args.documents else None,
                           profile_steps=args.profile_steps, documents_started=started if args.documents else None,
                           **totals)))
