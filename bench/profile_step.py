@@ -10,9 +10,10 @@
 By default each step starts afresh (no memories: the first block of every segment attends itself
 alone). ``--documents`` trains as bench/quality.py and train.py --documents do: labels, memories and
 states carried from step to step, and rows starting a new document at ``--reset-rate`` (their
-memories hidden for a block), so the step is the one training runs. The optimizer is fused AdamW unless ``--optimizer muon``: then
-bench/quality.py's (train.py's BatchedMuon at 3e-3 for the hidden matrices, each fused projection's
-maps apart, and AdamW at 6e-4 for the rest), whose kernels are then part of the step's time.
+memories hidden for a block), so the step is the one training runs. The optimizer is fused AdamW
+unless ``--optimizer muon``: then bench/quality.py's (train.py's BatchedMuon at 3e-3 for the hidden
+matrices, each fused projection's maps apart, and AdamW at 6e-4 for the rest), whose kernels are
+then part of the step's time.
 
 Prints the warm-up time (compilation included), the timed steps, then one JSON line (total kernel
 time over the profiled steps, kernel count, time per category: matmul, attention, fused Triton
@@ -49,7 +50,7 @@ def main() -> None:
                         help="--documents: the chance a row starts a new document at a segment (0.061: linux_c read "
                              "by bench/quality.py at 16 x 2048, 0.98 rows a step; bench/document_mix.py)")
     parser.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
-                        help="adamw: fused AdamW; muon: bench/quality.py's Muon 3e-3 per map with AdamW 6e-4 for the rest")
+                        help="adamw: fused AdamW; muon: bench/quality.py's Muon 3e-3 per map, AdamW 6e-4 for the rest")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--profile-steps", type=int, default=1, help="steps under the profiler (totals over them)")
     args = parser.parse_args()
