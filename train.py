@@ -17,7 +17,8 @@ The default schedule (linear warmup over 1,000 steps to a peak rate of 1e-4, cos
 --max-steps 100,000) is for the full enwik8 run: a run of a few hundred steps or fewer barely leaves
 the warmup and learns almost nothing. Scale it with the run: for short runs raise --learning-rate
 (e.g. 1e-3 for a small model, 6e-4 for the default one) and lower --warmup-steps to a few percent of
---max-steps (e.g. --max-steps 300 --warmup-steps 30).
+--max-steps (e.g. --max-steps 300 --warmup-steps 30). --schedule wsd holds the peak and decays linearly
+over the last --decay-frac of the steps instead of the cosine.
 """
 
 from __future__ import annotations

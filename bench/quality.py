@@ -105,9 +105,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig, feedforward_width  # noqa: E402
 from training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
-from training.config import PRESETS as TRAIN_PRESETS  # noqa: E402
+from training.config import PRESETS as TRAIN_PRESETS, SCHEDULES  # noqa: E402
 from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
-from training.optimizer import make_muon, output_splits, param_groups  # noqa: E402  (train.py's optimizers)
+from training.optimizer import decay_factor, make_muon, output_splits, param_groups  # noqa: E402  (train.py's optimizers)
 
 IGNORE = -100  # labels of padding (the models' ignore_index)
 MODEL_FIELDS = {f.name for f in fields(BlockRecurrentConfig)}
@@ -171,7 +171,7 @@ def parse_args(argv: Optional[list[str]] = None):
     parser.add_argument("--seq", type=int, default=2048, help="tokens per row per step (a multiple of the segment)")
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--warmup", type=int, default=200, help="linear warmup steps")
-    parser.add_argument("--schedule", choices=("cosine", "wsd", "constant"), default="cosine",
+    parser.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                         help="after the warmup: cosine to --min-lr-ratio; wsd (warmup-stable-decay): the peak rate "
                              "held, then a linear decay to --min-lr-ratio over the last --decay-frac of the budget; "
                              "or constant")
@@ -369,15 +369,11 @@ def make_optimizers(model: nn.Module, args, device: torch.device) -> list[torch.
 
 
 def learning_rate(args, step: int, progress: float) -> float:
+    """The rate at a step, `progress` (0..1) into the token or time budget: --warmup linear steps, then
+    --schedule's decay to --lr * --min-lr-ratio (train.py's curves: training/optimizer.py)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    if args.schedule == "constant":
-        return args.lr
-    floor = args.min_lr_ratio
-    if args.schedule == "wsd":  # 1 until the last decay_frac of the budget, then linearly down to 0 at its end
-        left = min(max((1 - progress) / args.decay_frac, 0.0), 1.0)
-        return args.lr * (floor + (1 - floor) * left)
-    return args.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return args.lr * decay_factor(progress, args.schedule, args.min_lr_ratio, args.decay_frac)
 
 
 def autocast(device: torch.device):

@@ -74,6 +74,33 @@ def test_one_step_is_adamws_step_and_muons_step_on_their_parameters(tmp_path):
         [cfg.learning_rate * train.lr_factor(1, cfg)] * 2 + [2e-2 * train.lr_factor(1, cfg)])
 
 
+def test_wsd_schedule_holds_the_peak_then_decays_linearly_to_min_lr(tmp_path):
+    """--schedule wsd: the warmup, the peak held until the last --decay-frac of --max-steps, then a straight
+    line down to --min-lr at --max-steps (and there after); constant holds the peak."""
+    cfg = tiny(tmp_path, schedule="wsd", decay_frac=0.5, warmup_steps=10, max_steps=110, learning_rate=1e-3,
+               min_lr=1e-4)
+    assert train.lr_factor(0, cfg) == pytest.approx(0.1)
+    for step in (10, 40, 60):  # at most half of the 100 steps after the warmup
+        assert train.lr_factor(step, cfg) == pytest.approx(1.0)
+    assert train.lr_factor(85, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half way down the decay
+    assert train.lr_factor(110, cfg) == pytest.approx(0.1)
+    assert train.lr_factor(500, cfg) == pytest.approx(0.1)
+    constant = replace(cfg, schedule="constant")
+    assert [train.lr_factor(step, constant) for step in (10, 85, 110)] == [1.0] * 3
+    cosine = replace(cfg, schedule="cosine")
+    assert train.lr_factor(60, cosine) == pytest.approx(0.1 + 0.9 * 0.5)  # the default: half way at half the steps
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(schedule="linear"), "--schedule must be one of cosine, wsd, constant, got 'linear'"),
+    (dict(schedule="wsd", decay_frac=0.0), r"--decay-frac must lie in \(0, 1\] \(a share of --max-steps\), got 0.0"),
+    (dict(schedule="wsd", decay_frac=1.5), r"--decay-frac must lie in \(0, 1\] \(a share of --max-steps\), got 1.5"),
+])
+def test_a_bad_schedule_is_refused_by_name(tmp_path, overrides, message):
+    with pytest.raises(train.TrainError, match=message):
+        tiny(tmp_path, **overrides)
+
+
 def test_its_state_dict_restores_both_optimizers_moments(tmp_path):
     _, model, optimizer = model_and_optimizer(tmp_path)
     for seed in range(2):

@@ -10,6 +10,9 @@ import torch
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
 ENWIK8_BYTES = 100_000_000
 
+# the learning rate's curves after the warmup (training/optimizer.py's decay_factor)
+SCHEDULES = ("cosine", "wsd", "constant")
+
 
 def _opt(default: Any, help: str, choices: Optional[tuple[str, ...]] = None, metavar: Optional[str] = None) -> Any:
     """A config field with its command-line help text (and allowed values or a name for its value)."""
@@ -21,7 +24,7 @@ class TrainConfig:
     """Everything a run depends on.
 
     The model, batch and dropout defaults are the seed package's enwik8 setup (and its 1e-4 rate);
-    the optimisation adds AdamW, warmup then cosine decay, and gradient clipping.
+    the optimisation adds AdamW, warmup then cosine decay (or --schedule's), and gradient clipping.
     """
 
     preset: Optional[str] = _opt(None, "start from a named set of flags (PRESETS in training/config.py), any flag "
@@ -93,11 +96,15 @@ class TrainConfig:
     seq_len: int = _opt(2048, "tokens per training sample, a multiple of max-seq-len (segments per sample)")
     batch_size: int = _opt(4, "samples per micro-batch, per GPU")
     grad_accum: int = _opt(4, "micro-batches accumulated per optimizer step")
-    max_steps: int = _opt(100_000, "optimizer steps; also the length of the cosine schedule")
+    max_steps: int = _opt(100_000, "optimizer steps; also the length of the learning-rate schedule")
     learning_rate: float = _opt(1e-4, "peak learning rate (the seed's constant rate; see the schedule above)")
-    min_lr: float = _opt(1e-5, "learning rate at the end of the cosine decay (Muon's ends at the same share of "
+    min_lr: float = _opt(1e-5, "learning rate at the end of the decay (Muon's ends at the same share of "
                                "--muon-lr)")
     warmup_steps: int = _opt(1000, "steps of linear warmup (see the schedule above)")
+    schedule: str = _opt("cosine", "the rate after the warmup: cosine down to --min-lr; wsd (warmup-stable-decay): "
+                                   "held at the peak, then linearly down to --min-lr over the last --decay-frac of "
+                                   "--max-steps; constant: held at the peak", choices=SCHEDULES)
+    decay_frac: float = _opt(0.4, "--schedule wsd: the share of --max-steps its linear decay takes, in (0, 1]")
     weight_decay: float = _opt(0.1, "AdamW decoupled weight decay of linear and embedding weights")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
@@ -191,6 +198,10 @@ class TrainConfig:
                 raise TrainError("--optimizer muon (which --preset long-documents sets) orthogonalises each whole "
                                  "weight matrix, which --fsdp shards over the processes: pass --optimizer adamw with "
                                  "--fsdp")
+        if self.schedule not in SCHEDULES:
+            raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.decay_frac <= 1:
+            raise TrainError(f"--decay-frac must lie in (0, 1] (a share of --max-steps), got {self.decay_frac}")
         if self.muon_lr is not None and not self.muon_lr > 0:
             raise TrainError(f"--muon-lr must be positive, got {self.muon_lr}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
@@ -202,7 +213,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The seed's model (19M parameters at 256 tokens) trained as measured on long C files in
     # bench/RESULTS.md (2026-11-30, issue 15): small initial embeddings (the seed's N(0, 1) learns far
     # slower), each row reading whole documents with its memories and states carried from step to
-    # step and reset at a document's start, 16 rows per step, a rate for ~100k steps.
+    # step and reset at a document's start, a rate for ~100k steps.
     # xpos is off (a length scale of 1e9 keeps every scale within 1e-5 of 1 over the few thousand
     # positions a block context spans): measured 0.011 better at 30M tokens.
     # Blocks of 1024 (a window of 1024 + the previous 1024), two per segment so that the state
@@ -246,12 +257,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (0.7830 and 0.7864; 38 and 34 of 50 documents, paired; a cap of 30: 0.0030 at seed 0). Ours is then 0.0020 and
     # 0.0022 ahead of the XL 1024 + 1024 and 0.063 and 0.067 ahead of the XL 512 + 512 (bench/RESULTS.md, twenty-eighth
     # and twenty-ninth sessions).
+    # qk-rmsnorm in every layer (all_layers_qk_rmsnorm; before, only the recurrent layer's): 0.0181 and 0.0163 better
+    # at seeds 0 and 1 (0.7649 and 0.7701; 50 and 49 of 50 documents, paired; bench/RESULTS.md, thirty-first session),
+    # 14% fewer tokens/s uncompiled. (Before Muon, in the sixteenth session, it measured level.) Ours is then 0.020
+    # ahead of the XL 1024 + 1024 and 0.081 and 0.083 ahead of the XL 512 + 512 at equal tokens.
+    # 32 rows a step instead of 16: level per token (+0.0004, twenty-third session) and faster per second with the
+    # optimizer's cost per step halved per token (1,182k tokens/s compiled on an H200 against 1,063k; 0.0039 better
+    # after 180 s at seed 0, thirtieth and thirty-first sessions). --batch-size 16 --grad-accum 2 takes the same
+    # steps in half the activation memory.
     # Not with --fsdp: pass --optimizer adamw there.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
     "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,
                            rotary_dim=32, memory_kv_from_inputs=True, kv_heads=4, recurrent_layers=(4,),
-                           value_residual=True, unet_skips=True, logit_softcap=15.0,
-                           documents=True, batch_size=16, seq_len=2048, grad_accum=1, learning_rate=6e-4,
+                           value_residual=True, unet_skips=True, logit_softcap=15.0, all_layers_qk_rmsnorm=True,
+                           documents=True, batch_size=32, seq_len=2048, grad_accum=1, learning_rate=6e-4,
                            min_lr=6e-5, warmup_steps=50, optimizer="muon", muon_lr=3e-3),
 }
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from .config import TrainConfig
+from .config import SCHEDULES, TrainConfig
 
 # Muon's momentum, as in Keller Jordan's Muon and torch.optim.Muon's default
 MUON_MOMENTUM = 0.95
@@ -247,11 +247,24 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
                                       cfg.weight_decay, splits))
 
 
+def decay_factor(progress: float, schedule: str, floor: float, decay_frac: float) -> float:
+    """Multiple of the peak rate after the warmup, at `progress` (the share of the budget after the warmup,
+    0..1; past 1 stays at 1): cosine from 1 down to `floor`; wsd (warmup-stable-decay) 1 until the last
+    `decay_frac` of the budget, then linearly down to `floor` at its end; constant 1."""
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "wsd":
+        return floor + (1 - floor) * min((1 - progress) / decay_frac, 1.0)
+    if schedule == "cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiple of the peak rates at a step: linear warmup, then cosine decay to min_lr / learning_rate of
-    them at max_steps (Muon's rate follows the same curve from --muon-lr)."""
+    """Multiple of the peak rates at a step: linear warmup, then cfg.schedule's decay to min_lr / learning_rate
+    of them at max_steps (Muon's rate follows the same curve from --muon-lr)."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    progress = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
-    floor = cfg.min_lr / cfg.learning_rate
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
+    return decay_factor(progress, cfg.schedule, cfg.min_lr / cfg.learning_rate, cfg.decay_frac)
