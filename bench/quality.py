@@ -113,12 +113,13 @@ IGNORE = -100  # labels of padding (the models' ignore_index)
 MODEL_FIELDS = {f.name for f in fields(BlockRecurrentConfig)}
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": common.SEED_CONFIG, "large": common.LARGE_CONFIG, "tiny": common.TINY_CONFIG,
-    # train.py's --preset long-documents model (its batch, schedule and optimizer are flags here: --batch 16 --seq 2048
+    # train.py's --preset long-documents model (its batch, schedule and optimizer are flags here: --batch 32 --seq 2048
     # --warmup 50 --optimizer muon --muon-lr 3e-3 --muon-split-qkv). Since the twenty-seventh session it has
-    # value_residual and unet_skips, since the twenty-ninth logit_softcap=15: a command recorded before then runs its
-    # model again as a new run with --set value_residual=false --set unet_skips=false --set logit_softcap=none (only
-    # the last for one of the twenty-seventh or twenty-eighth session; a --checkpoint saved before then cannot be
-    # continued: its flags or model would differ); each run's config record lists its model's fields
+    # value_residual and unet_skips, since the twenty-ninth logit_softcap=15, since the thirty-first
+    # all_layers_qk_rmsnorm: a command recorded before then runs its model again as a new run with --set
+    # value_residual=false --set unet_skips=false --set logit_softcap=none --set all_layers_qk_rmsnorm=false (only those
+    # the preset had not yet at its session; a --checkpoint saved before then cannot be continued: its flags or model
+    # would differ); each run's config record lists its model's fields
     "long-documents": {**common.SEED_CONFIG, **{k: v for k, v in TRAIN_PRESETS["long-documents"].items()
                                                 if k in MODEL_FIELDS}},
 }

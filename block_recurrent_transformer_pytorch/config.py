@@ -85,6 +85,9 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     dim_head: int = 64
     heads: int = 8
     kv_heads: int = 1
+    # qk-rmsnorm in every layer's attention, not only the recurrent and kNN layers': the attention logits'
+    # scale is then set by the temperature, not by the query and key weights' norms. Trained with Muon,
+    # 0.016-0.018 bits/byte better in the long-documents preset (bench/RESULTS.md, thirty-first session).
     all_layers_qk_rmsnorm: bool = False
     # qk-rmsnorm in the recurrent layers' attention over [memories | block] (the seed's: always). The
     # state's own attention (its reads and writes) normalises its queries and keys either way. False
@@ -223,7 +226,8 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     # so every layer starts as the identity on the residual stream and the model as embeddings -> head;
     # the output projections learn at the first step, the rest from the second. The zeros overwrite
     # torch's draw, so every other weight keeps its draw (a paired comparison at one seed). False (the
-    # seed's): torch's default for both.
+    # seed's): torch's default for both. Measured 0.003 bits/byte worse in the long-documents preset
+    # (bench/RESULTS.md, thirty-first session).
     zero_init_output_projections: bool = False
 
     def __post_init__(self) -> None:

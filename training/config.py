@@ -259,8 +259,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # and twenty-ninth sessions).
     # qk-rmsnorm in every layer (all_layers_qk_rmsnorm; before, only the recurrent layer's): 0.0181 and 0.0163 better
     # at seeds 0 and 1 (0.7649 and 0.7701; 50 and 49 of 50 documents, paired; bench/RESULTS.md, thirty-first session),
-    # 14% fewer tokens/s uncompiled. (Before Muon, in the sixteenth session, it measured level.) Ours is then 0.020
-    # ahead of the XL 1024 + 1024 and 0.081 and 0.083 ahead of the XL 512 + 512 at equal tokens.
+    # 9-14% fewer tokens/s uncompiled. (A cut screen before Muon, sixteenth session, found it level.) Ours is then 0.020
+    # and 0.019 ahead of the XL 1024 + 1024 and 0.081 and 0.083 ahead of the XL 512 + 512 at equal tokens.
     # 32 rows a step instead of 16: level per token (+0.0004, twenty-third session) and faster per second with the
     # optimizer's cost per step halved per token (1,182k tokens/s compiled on an H200 against 1,063k; 0.0039 better
     # after 180 s at seed 0, thirtieth and thirty-first sessions). --batch-size 16 --grad-accum 2 takes the same
