@@ -430,11 +430,15 @@ def _describe(cfg: TrainConfig, env: DistEnv, model: BlockRecurrentTransformer, 
 
 
 def _check_same_optimizer(cfg: TrainConfig, ckpt: dict) -> None:
-    """The optimizer, its peak rates and Muon's matrices are the checkpoint's: its state and schedule hold
-    them (a field the checkpoint lacks: FORMER_DEFAULTS'). How Muon splits its matrices is compared for a
-    Muon run only. Checked before anything is built, so that a changed flag gets this reason and no other."""
+    """The optimizer, its peak rates, the schedule's curve and Muon's matrices are the checkpoint's: its state
+    and schedule hold them (a field the checkpoint lacks: FORMER_DEFAULTS'), and a curve changed mid-run would
+    move the rate at once. How Muon splits its matrices is compared for a Muon run only, wsd's decay share for
+    a wsd run only. Checked before anything is built, so that a changed flag gets this reason and no other."""
     trained_with = {**FORMER_DEFAULTS, **ckpt["train_config"]}
-    for name in ("optimizer", "learning_rate", "muon_lr") + (("muon_split_qkv",) if cfg.optimizer == "muon" else ()):
+    names = ("optimizer", "learning_rate", "muon_lr", "schedule")
+    names += ("muon_split_qkv",) if cfg.optimizer == "muon" else ()
+    names += ("decay_frac",) if cfg.schedule == "wsd" else ()
+    for name in names:
         saved = trained_with[name]
         if getattr(cfg, name) != saved:
             given, trained = _as_flag(name, getattr(cfg, name)), _as_flag(name, saved)

@@ -96,7 +96,7 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     assert cfg.documents and cfg.embedding_init_std == 0.02 and cfg.learning_rate == 6e-4
     assert (cfg.optimizer, cfg.muon_lr) == ("muon", 3e-3)
     assert (cfg.block_width, cfg.max_seq_len, cfg.seq_len) == (1024, 2048, 2048)
-    assert cfg.batch_size == 4  # passed: it wins over the preset's 16
+    assert cfg.batch_size == 4  # passed: it wins over the preset's 32
     model_config = train.build_model(cfg).config
     assert model_config.embedding_init_std == 0.02
     assert model_config.rotary_dim == 32 and model_config.memory_kv_from_inputs and model_config.kv_heads == 4

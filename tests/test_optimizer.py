@@ -75,8 +75,8 @@ def test_one_step_is_adamws_step_and_muons_step_on_their_parameters(tmp_path):
 
 
 def test_wsd_schedule_holds_the_peak_then_decays_linearly_to_min_lr(tmp_path):
-    """--schedule wsd: the warmup, the peak held until the last --decay-frac of --max-steps, then a straight
-    line down to --min-lr at --max-steps (and there after); constant holds the peak."""
+    """--schedule wsd: the warmup, the peak held until the last --decay-frac of the steps after it, then a
+    straight line down to --min-lr at --max-steps (and there after); constant holds the peak."""
     cfg = tiny(tmp_path, schedule="wsd", decay_frac=0.5, warmup_steps=10, max_steps=110, learning_rate=1e-3,
                min_lr=1e-4)
     assert train.lr_factor(0, cfg) == pytest.approx(0.1)
@@ -93,8 +93,10 @@ def test_wsd_schedule_holds_the_peak_then_decays_linearly_to_min_lr(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(schedule="linear"), "--schedule must be one of cosine, wsd, constant, got 'linear'"),
-    (dict(schedule="wsd", decay_frac=0.0), r"--decay-frac must lie in \(0, 1\] \(a share of --max-steps\), got 0.0"),
-    (dict(schedule="wsd", decay_frac=1.5), r"--decay-frac must lie in \(0, 1\] \(a share of --max-steps\), got 1.5"),
+    (dict(schedule="wsd", decay_frac=0.0), r"--decay-frac must lie in \(0, 1\] \(a share of the steps after the "
+                                           r"warmup\), got 0.0"),
+    (dict(schedule="wsd", decay_frac=1.5), r"--decay-frac must lie in \(0, 1\] \(a share of the steps after the "
+                                           r"warmup\), got 1.5"),
 ])
 def test_a_bad_schedule_is_refused_by_name(tmp_path, overrides, message):
     with pytest.raises(train.TrainError, match=message):
@@ -154,7 +156,8 @@ def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(tmp_path, caps
     train.train(stopped)
     own_split, other_split = ("--muon-split-qkv", "--no-muon-split-qkv")[::1 if split else -1]
     for flags, trained in ((["--optimizer", "adamw"], "--optimizer muon,"), (["--muon-lr", "0.01"], "--muon-lr 0.02,"),
-                           (["--learning-rate", "0.001"], "--learning-rate "), ([other_split], own_split + ",")):
+                           (["--learning-rate", "0.001"], "--learning-rate "), ([other_split], own_split + ","),
+                           (["--schedule", "wsd"], "--schedule cosine,")):
         assert train.main(["--resume", *flags, "--out-dir", stopped.out_dir]) == 1
         assert f"the checkpoint's run trained with {trained}" in capsys.readouterr().err, flags
     assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
@@ -166,6 +169,16 @@ def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(tmp_path, caps
     assert momentum and len(momentum) == len(train.hidden_matrices(train.build_model(stopped)))
 
 
+def test_a_wsd_run_refuses_another_decay_share_on_resume(tmp_path, capsys):
+    """wsd's decay share sets where its rate falls: a resumed run keeps the one it started with."""
+    stopped = tiny(tmp_path, max_steps=4, stop_at_step=2, schedule="wsd", decay_frac=0.5)
+    train.train(stopped)
+    assert train.main(["--resume", "--decay-frac", "0.25", "--out-dir", stopped.out_dir]) == 1
+    assert "the checkpoint's run trained with --decay-frac 0.5," in capsys.readouterr().err
+    assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
+    assert train.load_checkpoint(Path(stopped.out_dir) / train.CHECKPOINT)["step"] == 4
+
+
 def test_muon_on_a_torch_without_it_is_refused(tmp_path, monkeypatch):
     monkeypatch.delattr(torch.optim, "Muon")
     with pytest.raises(train.TrainError, match=r"--optimizer muon needs torch.optim.Muon \(torch 2.9 or later\)"):
@@ -173,17 +186,17 @@ def test_muon_on_a_torch_without_it_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_checkpoint_from_before_the_optimizer_flag_resumes_with_adamw(tmp_path):
-    """Checkpoints written before --optimizer existed hold no optimizer or muon_lr in their config: they
-    trained with AdamW, and resume so."""
+    """Checkpoints written before --optimizer and --schedule existed hold no optimizer, muon_lr or schedule in
+    their config: they trained with AdamW on the cosine, and resume so."""
     run = tiny(tmp_path, max_steps=4, stop_at_step=2)
     train.train(run)
     path = Path(run.out_dir) / train.CHECKPOINT
     ckpt = train.load_checkpoint(path)
-    for name in ("optimizer", "muon_lr"):
+    for name in ("optimizer", "muon_lr", "schedule", "decay_frac"):
         del ckpt["train_config"][name]
     torch.save(ckpt, path)
     cfg = train.resolve_config(train.parse_args(["--resume", "--out-dir", run.out_dir]))
-    assert (cfg.optimizer, cfg.muon_lr) == ("adamw", None)
+    assert (cfg.optimizer, cfg.muon_lr, cfg.schedule) == ("adamw", None, "cosine")
     train.train(cfg)
     assert train.load_checkpoint(path)["step"] == 4
 

@@ -103,8 +103,9 @@ class TrainConfig:
     warmup_steps: int = _opt(1000, "steps of linear warmup (see the schedule above)")
     schedule: str = _opt("cosine", "the rate after the warmup: cosine down to --min-lr; wsd (warmup-stable-decay): "
                                    "held at the peak, then linearly down to --min-lr over the last --decay-frac of "
-                                   "--max-steps; constant: held at the peak", choices=SCHEDULES)
-    decay_frac: float = _opt(0.4, "--schedule wsd: the share of --max-steps its linear decay takes, in (0, 1]")
+                                   "the steps after the warmup; constant: held at the peak", choices=SCHEDULES)
+    decay_frac: float = _opt(0.4, "--schedule wsd: the share of the steps after the warmup that its linear decay "
+                                  "takes, in (0, 1]")
     weight_decay: float = _opt(0.1, "AdamW decoupled weight decay of linear and embedding weights")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
@@ -201,7 +202,8 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0 < self.decay_frac <= 1:
-            raise TrainError(f"--decay-frac must lie in (0, 1] (a share of --max-steps), got {self.decay_frac}")
+            raise TrainError(f"--decay-frac must lie in (0, 1] (a share of the steps after the warmup), "
+                             f"got {self.decay_frac}")
         if self.muon_lr is not None and not self.muon_lr > 0:
             raise TrainError(f"--muon-lr must be positive, got {self.muon_lr}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
@@ -213,7 +215,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The seed's model (19M parameters at 256 tokens) trained as measured on long C files in
     # bench/RESULTS.md (2026-11-30, issue 15): small initial embeddings (the seed's N(0, 1) learns far
     # slower), each row reading whole documents with its memories and states carried from step to
-    # step and reset at a document's start, a rate for ~100k steps.
+    # step and reset at a document's start, a rate for ~100k steps (train.py's default --max-steps: 6.6B tokens
+    # at 32 x 2048 a step; bench/RESULTS.md measures it at 100M-213M tokens: pass --max-steps for such a run, so that
+    # the decay ends where it stops).
     # xpos is off (a length scale of 1e9 keeps every scale within 1e-5 of 1 over the few thousand
     # positions a block context spans): measured 0.011 better at 30M tokens.
     # Blocks of 1024 (a window of 1024 + the previous 1024), two per segment so that the state
@@ -259,7 +263,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # and twenty-ninth sessions).
     # qk-rmsnorm in every layer (all_layers_qk_rmsnorm; before, only the recurrent layer's): 0.0181 and 0.0163 better
     # at seeds 0 and 1 (0.7649 and 0.7701; 50 and 49 of 50 documents, paired; bench/RESULTS.md, thirty-first session),
-    # 9-14% fewer tokens/s uncompiled. (A cut screen before Muon, sixteenth session, found it level.) Ours is then 0.020
+    # 9-14% fewer tokens/s uncompiled. (A cut screen before Muon, sixteenth session, found no gain.) Ours is then 0.020
     # and 0.019 ahead of the XL 1024 + 1024 and 0.081 and 0.083 ahead of the XL 512 + 512 at equal tokens.
     # 32 rows a step instead of 16: level per token (+0.0004, twenty-third session) and faster per second with the
     # optimizer's cost per step halved per token (1,182k tokens/s compiled on an H200 against 1,063k; 0.0039 better
@@ -276,9 +280,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # What a checkpoint written before a field existed trained with (AdamW before --optimizer, Muon on whole
-# fused matrices before --muon-split-qkv, whose default is now on): resuming such a checkpoint fills the
-# missing field from here, so that its run continues as it trained.
-FORMER_DEFAULTS: dict[str, Any] = dict(optimizer="adamw", muon_lr=None, muon_split_qkv=False)
+# fused matrices before --muon-split-qkv, whose default is now on, the cosine before --schedule): resuming
+# such a checkpoint fills the missing field from here, so that its run continues as it trained.
+FORMER_DEFAULTS: dict[str, Any] = dict(optimizer="adamw", muon_lr=None, muon_split_qkv=False, schedule="cosine",
+                                       decay_frac=0.4)
 
 
 # flags of one invocation, not of the run: never stored with it, nor taken from its checkpoint

@@ -248,9 +248,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
 
 
 def decay_factor(progress: float, schedule: str, floor: float, decay_frac: float) -> float:
-    """Multiple of the peak rate after the warmup, at `progress` (the share of the budget after the warmup,
-    0..1; past 1 stays at 1): cosine from 1 down to `floor`; wsd (warmup-stable-decay) 1 until the last
-    `decay_frac` of the budget, then linearly down to `floor` at its end; constant 1."""
+    """Multiple of the peak rate after the warmup, at `progress` (0..1, past 1 as 1: a share of the run, in
+    train.py of the steps after the warmup, in bench/quality.py of the whole token or time budget): cosine
+    from 1 down to `floor`; wsd (warmup-stable-decay) 1 until the last `decay_frac` of the run, then
+    linearly down to `floor` at its end; constant 1."""
     progress = min(max(progress, 0.0), 1.0)
     if schedule == "constant":
         return 1.0

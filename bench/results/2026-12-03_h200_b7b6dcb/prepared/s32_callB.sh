@@ -24,5 +24,7 @@ OUT=$OUT/t180_xl1024_b32_muon_s0 RUN_TIMEOUT=270 GPUS=0 RUNS="xl:$X --seed 0 --u
 OUT=$OUT/t180_preset_b32_s0 RUN_TIMEOUT=320 GPUS=0 RUNS="ours:$P --seed 0 --compile-cache $C/ours.bin" \
     bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 2
 # each run's cache must have served every graph ("miss": 0), or its clock was not like for like
-grep -ho '"compile_cache_graphs": {[^}]*}\|"tokens_per_s": [0-9.]*' $OUT/t180_*/quality_all.jsonl | tail -n 4
+for f in $OUT/t180_*/quality_all.jsonl; do
+    echo "$f: $(grep -h '"kind": "result"' $f | grep -o '"compile_cache_graphs": {[^}]*}\|"tokens_per_s": [0-9.]*' | tr '\n' ' ')"
+done
 echo "elapsed $SECONDS s"

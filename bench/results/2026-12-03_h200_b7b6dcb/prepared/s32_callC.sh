@@ -3,7 +3,7 @@
 # excluded, one after the other, each alone on the card, compiled from s32_callA.sh's caches (/tmp/compile_cache_s32
 # where the machine is the same, else the carried .compile_cache/caches32q.tar.xz.*): the XL 1024 + 1024 like for like
 # on 32 x 1024 (6 untimed steps), then the preset (qk-rmsnorm in every layer, 32 x 2048). Before qk-rmsnorm in every
-# layer, on 32 rows at seed 0 the preset led the XL by 0.0608 (0.7151 against 0.7759; thirty-first session, call B).
+# layer, on 16 rows at seed 1 the preset led the XL by 0.0477 (0.7315 against 0.7792; thirtieth session, call 3).
 # Run from the repository root as .runs/s32_callC.sh, carrying .whl, .corpora/xz, .runs and .compile_cache.
 set -u
 nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9
@@ -24,5 +24,7 @@ OUT=$OUT/t180_xl1024_b32_muon_s1 RUN_TIMEOUT=270 GPUS=0 RUNS="xl:$X --seed 1 --u
 OUT=$OUT/t180_preset_b32_s1 RUN_TIMEOUT=320 GPUS=0 RUNS="ours:$P --seed 1 --compile-cache $C/ours.bin" \
     bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 2
 # each run's cache must have served every graph ("miss": 0), or its clock was not like for like
-grep -ho '"compile_cache_graphs": {[^}]*}\|"tokens_per_s": [0-9.]*' $OUT/t180_*/quality_all.jsonl | tail -n 4
+for f in $OUT/t180_*/quality_all.jsonl; do
+    echo "$f: $(grep -h '"kind": "result"' $f | grep -o '"compile_cache_graphs": {[^}]*}\|"tokens_per_s": [0-9.]*' | tr '\n' ' ')"
+done
 echo "elapsed $SECONDS s"
