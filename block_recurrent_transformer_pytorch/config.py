@@ -56,7 +56,7 @@ _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_ind
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
                 "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "detach_state_write_kv",
                 "detach_block_memories", "plain_output_init", "ff_glu", "token_shift", "value_residual",
-                "unet_skips", "zero_init_output_projections")
+                "unet_skips", "zero_init_output_projections", "embedding_mixing")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life", "logit_softcap")  # None or a number, checked apart
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
@@ -215,6 +215,14 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     # path from early features to the late layers. depth // 2 parameters, none drawn at random.
     # False (the seed's): a plain residual stream.
     unet_skips: bool = False
+    # True: every layer above the first takes a * h + b * x0 as its input, where h is the residual stream
+    # and x0 the block's token embeddings (what the first layer takes), with a learned pair (a, b) per
+    # layer starting at (1, 0) (modded-nanogpt's x0 lambdas): the tokens themselves stay within reach of
+    # every layer whatever the layers below wrote. The mixed input is the one a layer's memory keeps.
+    # 2 * (depth - 1) parameters starting where the plain model is, none drawn at random, so the other
+    # weights keep their draw and the model starts as the one without. False (the seed's): the plain
+    # residual stream.
+    embedding_mixing: bool = False
     # A number c: the output logits are soft-capped, c * tanh(logits / c) (in float32 at least), so no
     # logit exceeds c in size (Gemma 2's, modded-nanogpt's): near c the slope of tanh falls to zero, so
     # training gains little by pushing a logit further and the head is not driven to grow its outputs.
@@ -264,10 +272,10 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
                                                or not 0 < self.logit_softcap <= MAX_LOGIT_SOFTCAP):
             raise ValueError(f"logit_softcap must be None (no cap) or a number in (0, {MAX_LOGIT_SOFTCAP:g}] (the "
                              f"largest size a logit may take; a larger cap never bites), got {self.logit_softcap!r}")
-        for name in ("value_residual", "unet_skips"):
+        for name in ("value_residual", "unet_skips", "embedding_mixing"):
             if getattr(self, name) and self.depth < 2:
-                raise ValueError(f"{name}=True needs depth >= 2 (it joins the first layer or half to later ones), "
-                                 f"got depth={self.depth}")
+                raise ValueError(f"{name}=True needs depth >= 2 (it joins the embeddings, the first layer or the first "
+                                 f"half to later layers), got depth={self.depth}")
         if feedforward_width(self.dim, self.ff_mult, self.ff_glu) < 1:
             raise ValueError(f"ff_mult ({self.ff_mult}) leaves the feed-forward of dim {self.dim} with no hidden unit")
         if self.dim_head % 2 != 0:

@@ -39,6 +39,19 @@ def run_segments(model: BlockRecurrentTransformer, x: torch.Tensor, seg: int, me
     return torch.cat(outs, dim=1), memories, states
 
 
+def assert_causal(model: BlockRecurrentTransformer, x: torch.Tensor, seg: int) -> None:
+    """Run segment by segment, each position's logits depend on the tokens up to it alone: changing every
+    token after t, within a block, at a block's end or a segment's, leaves the logits up to t exactly as
+    they were and changes those after it."""
+    reference, _, _ = run_segments(model, x, seg)
+    for t in (0, 7, 8, 20, 31, 32, 45):
+        changed = x.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % VOCAB
+        logits, _, _ = run_segments(model, changed, seg)
+        torch.testing.assert_close(logits[:, :t + 1], reference[:, :t + 1], rtol=0, atol=0)
+        assert not torch.allclose(logits[:, t + 1:], reference[:, t + 1:])
+
+
 def assert_projected_memories_equal_cached(cached: BlockRecurrentTransformer,
                                            projected: BlockRecurrentTransformer) -> None:
     """projected (memory_kv_from_inputs=True), given cached's weights, computes cached's logits and memories'

@@ -1,7 +1,8 @@
-"""value_residual (every layer above the first mixes the first layer's values into its own) and
-unet_skips (the first half's outputs added again at their mirror layers' inputs): what each computes,
-that neither moves the initial draw, and that memories projected afresh, cached decoding and TrainStep
-compute what the full forward does with them (causality and segment by segment: tests/test_model.py)."""
+"""value_residual (every layer above the first mixes the first layer's values into its own), unet_skips
+(the first half's outputs added again at their mirror layers' inputs) and embedding_mixing (every layer
+above the first takes a mix of the residual stream and the block's embeddings): what each computes, that
+none moves the initial draw, and that memories projected afresh, cached decoding and TrainStep compute
+what the full forward does with them (causality and segment by segment: tests/test_model.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import torch
 
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 
-from .helpers import (assert_projected_memories_equal_cached, assert_train_step_equals_wrapper_backward,
+from .helpers import (assert_causal, assert_projected_memories_equal_cached, assert_train_step_equals_wrapper_backward,
                       decode_each_step, run_segments, small_model, tokens)
 
 RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
 PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9)
-BOTH = dict(value_residual=True, unet_skips=True)
+BOTH = dict(value_residual=True, unet_skips=True, embedding_mixing=True)
 
 
 @pytest.mark.parametrize("option", ["value_residual", "unet_skips"])
@@ -28,6 +29,53 @@ def test_the_options_keep_the_initial_draw_and_change_the_logits(option):
         assert torch.equal(on.state_dict()[name], weight), name
     x = tokens(2, 16)
     assert not torch.allclose(on(x)[0], off(x)[0], atol=1e-3)
+
+
+def test_embedding_mixing_starts_as_the_model_without_it_and_keeps_the_initial_draw():
+    """The mixes start at (1, 0), the plain residual stream: the same weights, one parameter added, and
+    the same logits, memories and states over segments with resets, memories projected from inputs."""
+    off = small_model(use_compressed_mem=True, **RECURRENT, **PRESET)
+    on = small_model(use_compressed_mem=True, embedding_mixing=True, **RECURRENT, **PRESET)
+    assert set(on.state_dict()) - set(off.state_dict()) == {"embedding_mix"}
+    assert on.embedding_mix.shape == (len(on.layers) - 1, 2)
+    for name, weight in off.state_dict().items():
+        assert torch.equal(on.state_dict()[name], weight), name
+    x = tokens(2, 48)
+    resets = {1: torch.tensor([True, False])}
+    want, want_mem, want_states = run_segments(off, x, 16, resets=resets)
+    got, mem, states = run_segments(on, x, 16, resets=resets)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=0, atol=0)
+    for a, b in zip(states, want_states):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_each_layer_above_the_first_takes_its_mix_of_the_stream_and_the_embeddings():
+    """With (a, b) of its own, layer k > 0 takes a * (layer k - 1's output) + b * (the block's token
+    embeddings), after the U-net skip that joins it; the first layer takes the embeddings alone."""
+    model = small_model(depth=4, embedding_mixing=True, unet_skips=True)
+    mixes = torch.tensor([[0.5, 2.0], [-1.0, 0.25], [1.5, -3.0]])
+    with torch.no_grad():
+        model.embedding_mix.copy_(mixes)
+        model.skip_weights.copy_(torch.tensor([0.7, -0.4]))
+    inputs, outputs = [], []
+
+    def record(module, args, out) -> None:
+        inputs.append(args[0])
+        outputs.append(out[0])
+
+    hooks = [layer.register_forward_hook(record) for layer in model.layers]
+    x = tokens(2, 8)
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    x0 = model.token_emb(x)
+    torch.testing.assert_close(inputs[0], x0, rtol=0, atol=0)
+    torch.testing.assert_close(inputs[1], 0.5 * outputs[0] + 2.0 * x0, rtol=1e-6, atol=1e-6)
+    # depth 4: layer 1's output joins layer 2's input (skip weight 0.7), layer 0's joins layer 3's (-0.4)
+    torch.testing.assert_close(inputs[2], -1.0 * (outputs[1] + 0.7 * outputs[1]) + 0.25 * x0, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(inputs[3], 1.5 * (outputs[2] - 0.4 * outputs[0]) - 3.0 * x0, rtol=1e-6, atol=1e-6)
 
 
 def test_a_value_mix_of_one_and_zero_is_the_model_without_it():
@@ -106,10 +154,12 @@ def test_memories_projected_from_inputs_equal_the_cached_ones(compressed):
 
 
 def uneven(model):
-    """model with a mix and a skip weight of its own in every layer (not the options' starting values)."""
+    """model with value and embedding mixes and a skip weight of its own in every layer (not the options'
+    starting values)."""
     with torch.no_grad():
         for i, (attn, _) in enumerate(model.layers[1:]):
             attn.value_mix.copy_(torch.tensor([0.4 + 0.3 * i, 1.3 - 0.5 * i]))
+            model.embedding_mix[i].copy_(torch.tensor([0.9 - 0.2 * i, 0.6 + 0.4 * i]))
         model.skip_weights.copy_(torch.linspace(0.5, -0.7, len(model.skip_weights)))
     return model
 
@@ -134,6 +184,14 @@ def test_whole_run_equals_segment_by_segment(compressed, options):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_causality_with_mixes_and_skips_of_their_own(compressed):
+    """The value and embedding mixes and the skips join only the same tokens' values and inputs: no logit
+    sees a later token, across blocks and segments, memories projected from their inputs."""
+    model = uneven(small_model(max_seq_len=32, use_compressed_mem=compressed, **BOTH, **RECURRENT, **PRESET))
+    assert_causal(model, tokens(1, 64), 32)
+
+
 @pytest.mark.parametrize("decoder_cls", [CachedDecoder, ReferenceDecoder])
 @pytest.mark.parametrize("compressed, options", MORE, ids=MORE_IDS)
 @pytest.mark.parametrize("prefill", [1, 5, 8])
@@ -150,21 +208,21 @@ def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, pref
 
 @pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
 def test_train_step_equals_wrapper_backward_and_the_mixes_learn(options):
-    """TrainStep's loss and gradients equal the wrapper's backward, dropout on; every value mix and skip
-    weight gets a gradient."""
+    """TrainStep's loss and gradients equal the wrapper's backward, dropout on; every value mix, skip weight
+    and embedding mix gets a gradient."""
     model = small_model(use_compressed_mem=True, **BOTH, **RECURRENT, **options).train()
     assert_train_step_equals_wrapper_backward(model)
-    for weight in [attn.value_mix for attn, _ in model.layers[1:]] + [model.skip_weights]:
+    for weight in [attn.value_mix for attn, _ in model.layers[1:]] + [model.skip_weights, model.embedding_mix]:
         assert weight.grad is not None and torch.all(weight.grad != 0)
 
 
-@pytest.mark.parametrize("option", ["value_residual", "unet_skips"])
+@pytest.mark.parametrize("option", ["value_residual", "unet_skips", "embedding_mixing"])
 def test_a_flag_that_is_not_a_bool_is_refused(option):
     with pytest.raises(TypeError, match=rf"{option}=.yes. violates type hint <class .bool.>"):
         small_model(**{option: "yes"})
 
 
-@pytest.mark.parametrize("option", ["value_residual", "unet_skips"])
+@pytest.mark.parametrize("option", ["value_residual", "unet_skips", "embedding_mixing"])
 def test_one_layer_is_refused(option):
     with pytest.raises(ValueError, match=rf"{option}=True needs depth >= 2 .*, got depth=1"):
         small_model(depth=1, recurrent_layers=(1,), **{option: True})
