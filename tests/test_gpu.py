@@ -190,13 +190,13 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_i
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
     equals the full forward's, the step compiled or not, also with memories projected from the layer
     inputs (from_inputs) and with token_shift (shift: the cache's latest inputs, zeros at a block's
-    start), and with value_residual, unet_skips and logit_softcap=2 (mixing). A
+    start), and with value_residual, unet_skips, embedding_mixing and logit_softcap=2 (mixing). A
     compiled step serves later decoders with other prompt lengths without compiling again, and after a
     second batch size any batch size."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
     model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift,
-                   value_residual=mixing, unet_skips=mixing,
+                   value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing,
                    logit_softcap=2.0 if mixing else None).eval()  # 2: small enough to bite
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
@@ -266,7 +266,8 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     eager is. preset_options: with the long-documents preset's model options too (memories projected
     from their inputs, half-rotary heads, 4 key/value heads), compiled as train.py runs it by default.
     blocks: xl_memory_blocks (two: a reset row sees none, one or both of its blocks).
-    mixing: value_residual, unet_skips and logit_softcap=15 too (float32 logits under bf16 autocast)."""
+    mixing: value_residual, unet_skips, embedding_mixing and logit_softcap=15 too (float32 logits under bf16
+    autocast)."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
@@ -275,7 +276,8 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     # two layers, the second recurrent: compiling every graph of the seed's six took over 170 s per
     # compiled case on an H200 (bench/RESULTS.md, 2026-11-30, seventh session)
     model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), xl_memory_blocks=blocks,
-                   value_residual=mixing, unet_skips=mixing, logit_softcap=15.0 if mixing else None, **options)
+                   value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing,
+                   logit_softcap=15.0 if mixing else None, **options)
     wrapper = RecurrentTrainerWrapper(model, 0.2, 0.2)
     g = torch.Generator().manual_seed(0)
     batches = []
@@ -314,15 +316,15 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     (fp32_loss, fp32_grads), (eager_loss, eager_grads), (graph_loss, graph_grads) = results
     # bf16's rounding (and, compiled, other fusions) move both; the graphs may not move further
     assert _relative_error(graph_loss, fp32_loss) <= 2 * _relative_error(eager_loss, fp32_loss) + 1e-3
-    # The gradient of a learned mixing scalar (the U-net skips' weights, the value mixes) is a sum over every
-    # position and channel that mostly cancels (the skip weight's was -3.3e-5 on an H200), so bf16's rounding
+    # The gradient of a learned mixing scalar (the U-net skips' weights, the value and embedding mixes) is a sum over
+    # every position and channel that mostly cancels (the skip weight's was -3.3e-5 on an H200), so bf16's rounding
     # moves it by percents in either run (mixing, compiled: 2.5% for the graphs, 0.7% eager): 5% instead of 1%
     # on top of twice eager's error. Every parameter's errors are printed (-rA keeps them) and every one
     # past its bound is named.
     errors = [(name, _relative_error(g, f), _relative_error(e, f)) for (name, _), g, e, f
               in zip(model.named_parameters(), graph_grads, eager_grads, fp32_grads)]
     print("(parameter, graphs' error, eager's error) against fp32:", errors)
-    scalars = ("skip_weights", "value_mix")
+    scalars = ("skip_weights", "value_mix", "embedding_mix")
     further = [(name, graphs, eager) for name, graphs, eager in errors
                if graphs > 2 * eager + (5e-2 if name.endswith(scalars) else 1e-2)]
     assert not further, f"(parameter, graphs' error, eager's error) against fp32: {further}"
