@@ -19,6 +19,22 @@ PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_b
 BOTH = dict(value_residual=True, unet_skips=True, embedding_mixing=True)
 
 
+def layer_inputs_and_outputs(model, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each layer's input (its residual stream) and output over one forward of x, without gradients."""
+    inputs, outputs = [], []
+
+    def record(module, args, out) -> None:
+        inputs.append(args[0])
+        outputs.append(out[0])
+
+    hooks = [layer.register_forward_hook(record) for layer in model.layers]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return inputs, outputs
+
+
 @pytest.mark.parametrize("option", ["value_residual", "unet_skips"])
 def test_the_options_keep_the_initial_draw_and_change_the_logits(option):
     off, on = small_model(3, **RECURRENT), small_model(3, **RECURRENT, **{option: True})
@@ -58,18 +74,8 @@ def test_each_layer_above_the_first_takes_its_mix_of_the_stream_and_the_embeddin
     with torch.no_grad():
         model.embedding_mix.copy_(mixes)
         model.skip_weights.copy_(torch.tensor([0.7, -0.4]))
-    inputs, outputs = [], []
-
-    def record(module, args, out) -> None:
-        inputs.append(args[0])
-        outputs.append(out[0])
-
-    hooks = [layer.register_forward_hook(record) for layer in model.layers]
     x = tokens(2, 8)
-    with torch.no_grad():
-        model(x)
-    for hook in hooks:
-        hook.remove()
+    inputs, outputs = layer_inputs_and_outputs(model, x)
     x0 = model.token_emb(x)
     torch.testing.assert_close(inputs[0], x0, rtol=0, atol=0)
     torch.testing.assert_close(inputs[1], 0.5 * outputs[0] + 2.0 * x0, rtol=1e-6, atol=1e-6)
@@ -127,17 +133,7 @@ def test_zero_skip_weights_are_the_model_without_skips_and_each_skip_joins_its_m
         skipped.skip_weights.zero_()
         torch.testing.assert_close(run_segments(skipped, x, 8)[0], run_segments(plain, x, 8)[0], rtol=0, atol=0)
         skipped.skip_weights.copy_(torch.tensor([2.0, -3.0]))
-    inputs, outputs = [], []
-
-    def record(module, args, out) -> None:
-        inputs.append(args[0])
-        outputs.append(out[0])
-
-    hooks = [layer.register_forward_hook(record) for layer in skipped.layers]
-    with torch.no_grad():
-        skipped(x[:, :8])
-    for hook in hooks:
-        hook.remove()
+    inputs, outputs = layer_inputs_and_outputs(skipped, x[:, :8])
     for index in (1, 2):
         torch.testing.assert_close(inputs[index], outputs[index - 1], rtol=0, atol=0)
     torch.testing.assert_close(inputs[3], outputs[2] + 2.0 * outputs[1], rtol=0, atol=0)
