@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Prepared in session 31 (issue 15, goal 1 with the preset as it now is: qk-rmsnorm in every layer, 32 rows a step).
-# Side by side on one H200:
-# 1. The preset at 100M tokens on 32 x 2048, seeds 0 and 1, uncompiled, one after the other, each alone on the card
-#    (s27_pair.sh; its --batch 16 overridden by --batch 32). The XLs' runs at 100M on 32 x 1024 to set them against:
-#    the twenty-seventh and twenty-ninth sessions' (1024 + 1024: 0.7851 / 0.7886; 512 + 512: 0.8460 / 0.8530). On
-#    16 rows the preset scored 0.7649 / 0.7701 (thirty-first session, q100m_qknorm_all_s0 / _s1).
-# 2. torch.compile's caches of the preset on 32 x 2048 (its graph changed with qk-rmsnorm in every layer) and of the
-#    XL 1024 + 1024 on 32 x 1024, for s32_callB.sh and s32_callC.sh (kept in /tmp/compile_cache_s32 and returned in
-#    $OUT/cache).
+# Prepared in session 31 (issue 15). Side by side on one H200:
+# 1. Two changes at 100M tokens, uncompiled, 16 x 2048 (s27_pair.sh's rows, to pair with the thirty-first session's
+#    runs), one after the other (the first beside the compilations of 2), each paired (same data, same initial draw)
+#    with the thirty-first session's run of the preset's model as it now is (qk-rmsnorm in every layer) at its seed,
+#    bench/results/2026-12-03_h200_b7b6dcb/q100m_qknorm_all_s{1,0}_all.jsonl:quality_0_ours (0.7701, 0.7649):
+#      --schedule wsd --decay-frac 0.4, seed 1 (0.0059 better at seed 0, thirty-first session: not in the preset
+#      until this agrees);
+#      --set qk_rmsnorm_scale=16, seed 0 (the temperature of every layer's normalised attention and of the state's,
+#      instead of 8; measured level when only the recurrent layer normalised, thirteenth session).
+# 2. torch.compile's caches of the preset as it now is on 32 x 2048 (its graph changed with qk-rmsnorm in every
+#    layer) and of the XL 1024 + 1024 on 32 x 1024, for s32_callB.sh and s32_callC.sh (kept in /tmp/compile_cache_s32
+#    and returned in $OUT/cache).
 # Run from the repository root as .runs/s32_callA.sh, carrying .whl, .corpora/xz and .runs.
 set -u
 nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9
@@ -15,7 +18,7 @@ export PYTHONUNBUFFERED=1
 mkdir -p $OUT/cache /tmp/site
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
 # 1 (s27_pair.sh kills every process on the card as it starts: the others start after it)
-RUN_TIMEOUT=282 RUNLIST="preset_b32_s0|ours|--seed 0 --batch 32;preset_b32_s1|ours|--seed 1 --batch 32" \
+RUN_TIMEOUT=290 RUNLIST="wsd40_s1|ours|--seed 1 --schedule wsd --decay-frac 0.4;qkscale16_s0|ours|--seed 0 --set qk_rmsnorm_scale=16" \
     bash bench/results/2026-12-03_h200_d394d9a/s27_pair.sh > $OUT/pair_stdout.txt 2>&1 &
 pair=$!
 sleep 20
