@@ -422,13 +422,16 @@ class Ours:
         0 in ours_unread): whether training grows or shrinks what the reads add. Per state, its fixed
         gate's mean retention per block (None for an lstm gate, whose retention depends on its input).
         With value_residual, each layer's (a, b) of v = a * v + b * v_first; with unet_skips, the skips'
-        weights."""
+        weights; with embedding_mixing, each layer's (a, b) of its input a * h + b * x0."""
         mixing = {}
         if self.model.config.value_residual:
             mixing["value_mix"] = [[round(w, 4) for w in attention.value_mix.tolist()]
                                    for attention, _ in self.model.layers[1:]]
         if self.model.skip_weights is not None:
             mixing["skip_weights"] = [round(w, 4) for w in self.model.skip_weights.tolist()]
+        if self.model.embedding_mix is not None:
+            pairs = self.model.embedding_mix.view(-1, 2).tolist()
+            mixing["embedding_mix"] = [[round(w, 4) for w in pair] for pair in pairs]
         if not self.model.states:
             return mixing
         inner = self.model.config.heads * self.model.config.dim_head
@@ -748,7 +751,12 @@ def load_run(path: str, args, device: torch.device) -> dict[str, Any]:
         if saved.get("model_config") is None:
             raise SystemExit(f"--checkpoint {path} was written before checkpoints held their model's config (the "
                              f"preset's may have changed since): give another --checkpoint to start afresh")
-        other = differences(saved["model_config"], BlockRecurrentConfig(**ours_config(args)).to_dict(), "now")
+        try:  # the fields added since at their defaults: what the saved model is in this version
+            saved_model = BlockRecurrentConfig(**saved["model_config"]).to_dict()
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"--checkpoint {path} holds a model config this version cannot read ({error}): give "
+                             f"another --checkpoint to start afresh") from None
+        other = differences(saved_model, BlockRecurrentConfig(**ours_config(args)).to_dict(), "now")
         if other:
             raise SystemExit(f"--checkpoint {path} holds a run of another model ({other}; --preset's fields change "
                              f"between versions): give another --checkpoint to start afresh")

@@ -73,8 +73,9 @@ class BlockRecurrentTransformer(nn.Module):
         # unet_skips: skip_weights[k] scales the output of layer half - 1 - k (counted from 0, half = depth // 2)
         # where it is added to the input of its mirror, layer depth - half + k
         self.skip_weights = nn.Parameter(torch.ones(depth // 2)) if config.unet_skips else None
-        # embedding_mixing: (a, b) of layer k + 1's input a * h + b * x0, starting as the plain residual stream
-        self.embedding_mix = (nn.Parameter(torch.tensor([[1.0, 0.0]] * (depth - 1))) if config.embedding_mixing
+        # embedding_mixing: the pairs (a, b) of layers 2..depth's inputs a * h + b * x0, starting as the plain residual
+        # stream; flat, 1-D like every other learned scalar, so that no rule that decays matrices (ndim >= 2) decays it
+        self.embedding_mix = (nn.Parameter(torch.tensor([1.0, 0.0]).repeat(depth - 1)) if config.embedding_mixing
                               else None)
         self.states = nn.ModuleList(RecurrentState(config) for _ in config.recurrent_layers)
         self.compressor = MemoryCompressor(config) if config.use_compressed_mem else None
@@ -279,7 +280,7 @@ class BlockRecurrentTransformer(nn.Module):
             if self.skip_weights is not None and index >= depth - half:  # unet_skips: the mirror layer's output
                 h = h + self.skip_weights[index - (depth - half)] * skips.pop()
             if self.embedding_mix is not None and index > 0:  # embedding_mixing: the block's embeddings again
-                a, b = self.embedding_mix[index - 1]
+                a, b = self.embedding_mix[2 * index - 2:2 * index]
                 h = a * h + b * x0
             h, written, values = layer(h, self, index, block, rotary, mask, memories.knn, full, first_values)
             if index == 0:

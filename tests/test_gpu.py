@@ -198,6 +198,9 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_i
     model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift,
                    value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing,
                    logit_softcap=2.0 if mixing else None).eval()  # 2: small enough to bite
+    if mixing:  # mixes of their own, so that the embeddings reach every layer's input and what its memory keeps
+        with torch.no_grad():
+            model.embedding_mix.copy_(torch.tensor([0.8, 0.3], device="cuda").repeat(len(model.layers) - 1))
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])

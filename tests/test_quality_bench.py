@@ -147,6 +147,21 @@ def test_the_training_records_say_what_the_states_weights_do(tmp_path, model):
         assert 0.4 < retention < 0.6  # the seed's gate starts at 0.5 and moves little in 4 steps
 
 
+def test_the_training_records_carry_the_learned_mixes(tmp_path):
+    """With value_residual, unet_skips and embedding_mixing, each training record carries every layer's mixes and
+    the skips' weights as they stand, which training moves from where they start."""
+    records = quality.main(["--tiny", "--model", "ours", "--tokens", "2048", "--log-every", "1", "--eval-bytes", "1500",
+                            "--eval-max-doc", "1500", "--lr", "1e-2", "--set", "value_residual=true", "--set",
+                            "unet_skips=true", "--set", "embedding_mixing=true", "--out", str(tmp_path / "q.jsonl")])
+    train = [r for r in records if r["kind"] == "train"]
+    depth = records[0]["config"]["depth"]
+    last = train[-1]
+    assert len(last["value_mix"]) == len(last["embedding_mix"]) == depth - 1
+    assert len(last["skip_weights"]) == depth // 2
+    assert all(len(pair) == 2 for pair in last["embedding_mix"] + last["value_mix"])
+    assert last["embedding_mix"] != [[1.0, 0.0]] * (depth - 1)  # learned: moved from the plain stream
+
+
 def test_a_run_past_its_stop_after_time_is_cut_and_still_evaluated(tmp_path):
     """A budget far beyond the time a run has: --stop-after ends training early, the held-out
     documents are still evaluated, and the result says the run was cut."""
@@ -686,6 +701,19 @@ def test_a_checkpoint_continues_only_on_its_kind_of_device_and_past_its_step(tmp
     with pytest.raises(SystemExit, match=r"was written before checkpoints named their kind of device"):
         quality.main(run)
     assert (tmp_path / "run.jsonl").read_text() == written
+
+
+def test_a_checkpoint_saved_before_a_model_field_existed_continues(tmp_path):
+    """A model field added since the run was saved takes its default, which is the model the run trained:
+    the run goes on from its step."""
+    run = ["--tiny", "--model", "ours", "--tokens", "4096", "--eval-bytes", "1500", "--checkpoint",
+           str(tmp_path / "run.pt"), "--out", str(tmp_path / "run.jsonl")]
+    quality.main([*run, "--stop-at-step", "2"])
+    saved = torch.load(tmp_path / "run.pt", weights_only=True)
+    del saved["model_config"]["embedding_mixing"]  # as saved before the field existed
+    torch.save(saved, tmp_path / "run.pt")
+    quality.main([*run, "--stop-at-step", "3"])
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["progress"]["step"] == 3
 
 
 def test_ours_carried_memories_and_states_round_trip_through_a_checkpoint(tmp_path):

@@ -53,7 +53,7 @@ def test_embedding_mixing_starts_as_the_model_without_it_and_keeps_the_initial_d
     off = small_model(use_compressed_mem=True, **RECURRENT, **PRESET)
     on = small_model(use_compressed_mem=True, embedding_mixing=True, **RECURRENT, **PRESET)
     assert set(on.state_dict()) - set(off.state_dict()) == {"embedding_mix"}
-    assert on.embedding_mix.shape == (len(on.layers) - 1, 2)
+    assert on.embedding_mix.tolist() == [1.0, 0.0] * (len(on.layers) - 1)  # (a, b) per layer above the first
     for name, weight in off.state_dict().items():
         assert torch.equal(on.state_dict()[name], weight), name
     x = tokens(2, 48)
@@ -72,7 +72,7 @@ def test_each_layer_above_the_first_takes_its_mix_of_the_stream_and_the_embeddin
     model = small_model(depth=4, embedding_mixing=True, unet_skips=True)
     mixes = torch.tensor([[0.5, 2.0], [-1.0, 0.25], [1.5, -3.0]])
     with torch.no_grad():
-        model.embedding_mix.copy_(mixes)
+        model.embedding_mix.copy_(mixes.flatten())
         model.skip_weights.copy_(torch.tensor([0.7, -0.4]))
     x = tokens(2, 8)
     inputs, outputs = layer_inputs_and_outputs(model, x)
@@ -140,24 +140,25 @@ def test_zero_skip_weights_are_the_model_without_skips_and_each_skip_joins_its_m
     torch.testing.assert_close(inputs[4], outputs[3] - 3.0 * outputs[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("compressed", [False, True])
-def test_memories_projected_from_inputs_equal_the_cached_ones(compressed):
-    """memory_kv_from_inputs projects the memory's values afresh in every layer and mixes them with the
-    first layer's, projected afresh too: what the model that keeps the mixed values computes."""
-    assert_projected_memories_equal_cached(
-        small_model(use_compressed_mem=compressed, kv_heads=2, **BOTH, **RECURRENT),
-        small_model(use_compressed_mem=compressed, kv_heads=2, memory_kv_from_inputs=True, **BOTH, **RECURRENT))
-
-
 def uneven(model):
     """model with value and embedding mixes and a skip weight of its own in every layer (not the options'
     starting values)."""
     with torch.no_grad():
         for i, (attn, _) in enumerate(model.layers[1:]):
             attn.value_mix.copy_(torch.tensor([0.4 + 0.3 * i, 1.3 - 0.5 * i]))
-            model.embedding_mix[i].copy_(torch.tensor([0.9 - 0.2 * i, 0.6 + 0.4 * i]))
+            model.embedding_mix.view(-1, 2)[i].copy_(torch.tensor([0.9 - 0.2 * i, 0.6 + 0.4 * i]))
         model.skip_weights.copy_(torch.linspace(0.5, -0.7, len(model.skip_weights)))
     return model
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_memories_projected_from_inputs_equal_the_cached_ones(compressed):
+    """memory_kv_from_inputs projects the memory's values afresh in every layer and mixes them with the
+    first layer's, projected afresh too: what the model that keeps the mixed values computes, with mixes
+    and skips of their own (the inputs kept are the ones mixed with the embeddings)."""
+    assert_projected_memories_equal_cached(
+        uneven(small_model(use_compressed_mem=compressed, kv_heads=2, **BOTH, **RECURRENT)),
+        small_model(use_compressed_mem=compressed, kv_heads=2, memory_kv_from_inputs=True, **BOTH, **RECURRENT))
 
 
 KNN = dict(knn_layers=(3,), knn_memory_size=24, knn_top_k=4)
