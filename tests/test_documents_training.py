@@ -95,6 +95,7 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
                                                  "--batch-size", "4", "--out-dir", str(tmp_path)]))
     assert cfg.documents and cfg.embedding_init_std == 0.02 and cfg.learning_rate == 6e-4
     assert (cfg.optimizer, cfg.muon_lr) == ("muon", 3e-3)
+    assert (cfg.schedule, cfg.decay_frac) == ("wsd", 0.4)
     assert (cfg.block_width, cfg.max_seq_len, cfg.seq_len) == (1024, 2048, 2048)
     assert cfg.batch_size == 4  # passed: it wins over the preset's 32
     model_config = train.build_model(cfg).config
@@ -103,9 +104,11 @@ def test_the_long_documents_preset_sets_its_flags_under_those_passed(tmp_path):
     assert model_config.value_residual and model_config.unet_skips and model_config.logit_softcap == 15.0
     unmixed = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
                                                      "--no-value-residual", "--no-unet-skips",
-                                                     "--logit-softcap", "none", "--out-dir", str(tmp_path)]))
+                                                     "--logit-softcap", "none", "--schedule", "cosine",
+                                                     "--out-dir", str(tmp_path)]))
     # passed: they win over the preset's
     assert not (unmixed.value_residual or unmixed.unet_skips) and unmixed.logit_softcap is None
+    assert unmixed.schedule == "cosine"
     assert train.build_model(unmixed).config.logit_softcap is None
 
 
