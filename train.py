@@ -124,6 +124,9 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     if given.get("muon_lr") is not None and cfg.optimizer != "muon":
         raise TrainError(f"--muon-lr {given['muon_lr']} is Muon's rate, and this run's --optimizer is "
                          f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-lr out")
+    if cfg.scalar_lr is not None and not (cfg.value_residual or cfg.unet_skips):
+        raise TrainError(f"--scalar-lr {cfg.scalar_lr} is the rate of the learned mixing weights of --value-residual "
+                         f"and --unet-skips, and this run has neither: pass one, or leave --scalar-lr out")
     return cfg
 
 
@@ -435,7 +438,7 @@ def _check_same_optimizer(cfg: TrainConfig, ckpt: dict) -> None:
     move the rate at once. How Muon splits its matrices is compared for a Muon run only, wsd's decay share for
     a wsd run only. Checked before anything is built, so that a changed flag gets this reason and no other."""
     trained_with = {**FORMER_DEFAULTS, **ckpt["train_config"]}
-    names = ("optimizer", "learning_rate", "muon_lr", "schedule")
+    names = ("optimizer", "learning_rate", "muon_lr", "schedule", "scalar_lr")
     names += ("muon_split_qkv",) if cfg.optimizer == "muon" else ()
     names += ("decay_frac",) if cfg.schedule == "wsd" else ()
     for name in names:

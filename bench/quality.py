@@ -58,7 +58,8 @@ adjust_lr_fn="match_rms_adamw", weight decay --weight-decay) trains the hidden l
 nn.Linear weight but the output head's) at peak rate --muon-lr on the same schedule, and AdamW the rest;
 --muon-split-qkv gives ours' fused query/key/value projections one orthogonalised update per map, as the XL's
 separate ones get (train.py's default with Muon since the twenty-third session; off here unless given, so that every
-recorded command reproduces as run).
+recorded command reproduces as run). --scalar-lr gives ours' learned mixing weights (value_residual's, unet_skips',
+embedding_mixing's) an AdamW rate of their own, as train.py's flag of that name.
 
 Evaluation (eager, not compiled; bf16 autocast on CUDA): the first held-out documents (in their
 order in the test split, empty ones left out) up to --eval-bytes, each as one row read from its start with fresh memories
@@ -187,6 +188,9 @@ def parse_args(argv: Optional[list[str]] = None):
                              "AdamW for embeddings, output head, norms and initial states")
     parser.add_argument("--muon-lr", type=float, default=None,
                         help="--optimizer muon: Muon's peak rate, on --lr's schedule (default: --lr)")
+    parser.add_argument("--scalar-lr", type=float, default=None,
+                        help="ours: AdamW's peak rate for the learned mixing weights (value_residual's, unet_skips', "
+                             "embedding_mixing's), on --lr's schedule (default: --lr, with the other AdamW parameters)")
     parser.add_argument("--muon-split-qkv", action="store_true",
                         help="--optimizer muon, ours: orthogonalise the queries', keys' and values' rows of each fused "
                              "projection as matrices of their own (the XL's are separate linear layers already)")
@@ -245,6 +249,8 @@ def parse_args(argv: Optional[list[str]] = None):
         parser.error(f"--muon-lr is Muon's rate: give it with --optimizer muon (got --optimizer {args.optimizer})")
     elif args.muon_split_qkv:
         parser.error(f"--muon-split-qkv is Muon's: give it with --optimizer muon (got --optimizer {args.optimizer})")
+    if args.scalar_lr is not None and not args.scalar_lr > 0:
+        parser.error(f"--scalar-lr must be positive, got {args.scalar_lr}")
     if args.muon_split_qkv and args.model == "xl":
         parser.error("--muon-split-qkv is for ours, ours_nostate and ours_unread: the XL's queries, keys and values "
                      "are separate linear layers already")
@@ -355,11 +361,12 @@ def param_count(model: nn.Module) -> int:
 
 def make_optimizers(model: nn.Module, args, device: torch.device) -> list[torch.optim.Optimizer]:
     """AdamW over every parameter, or with --optimizer muon, Muon over the hidden matrices and AdamW over
-    the rest (train.py's split and settings: training/optimizer.py). Each param group's "lr_scale" is its
-    peak rate as a share of --lr: the schedule sets every group's rate to learning_rate() times it."""
-    groups, matrices = param_groups(model, args.weight_decay, args.optimizer == "muon")
+    the rest (train.py's split and settings: training/optimizer.py); with --scalar-lr, ours' mixing weights in
+    an AdamW group of their own. Each param group's "lr_scale" is its peak rate as a share of --lr: the
+    schedule sets every group's rate to learning_rate() times it."""
+    groups, matrices = param_groups(model, args.weight_decay, args.optimizer == "muon", args.scalar_lr)
     for group in groups:
-        group["lr_scale"] = 1.0
+        group["lr_scale"] = group.pop("lr", args.lr) / args.lr  # --scalar-lr's group has a rate of its own
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")]
     if args.optimizer == "muon":

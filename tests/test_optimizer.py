@@ -13,7 +13,7 @@ from torch import nn
 
 import train
 from tests.test_train import tiny
-from training.optimizer import output_splits
+from training.optimizer import mixing_weights, output_splits, param_groups
 
 
 def model_and_optimizer(tmp_path: Path, **overrides):
@@ -72,6 +72,64 @@ def test_one_step_is_adamws_step_and_muons_step_on_their_parameters(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=name)
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx(
         [cfg.learning_rate * train.lr_factor(1, cfg)] * 2 + [2e-2 * train.lr_factor(1, cfg)])
+
+
+def test_scalar_lr_trains_the_mixing_weights_at_their_own_rate(tmp_path):
+    """--scalar-lr: the value residual's and U-net skips' weights form an AdamW group of their own, never
+    decayed, whose first step (Adam's: each entry moves by its rate, whatever its gradient's size) moves them by
+    --scalar-lr times the warmup's factor, while the other AdamW parameters move by --learning-rate's. Without
+    the flag they stay in the undecayed group, so that checkpoints keep the groups they had."""
+    mixing = dict(value_residual=True, unet_skips=True)
+    cfg, model, optimizer = model_and_optimizer(tmp_path, scalar_lr=5e-2, **mixing)
+    scalars = [model.skip_weights] + [attn.value_mix for attn, _ in model.layers[1:]]
+    assert [id(p) for p in mixing_weights(model)] == [id(p) for p in scalars]
+    adamw = optimizer.adamw.param_groups
+    assert len(adamw) == 3 and [id(p) for p in adamw[2]["params"]] == [id(p) for p in scalars]
+    assert (adamw[2]["lr"], adamw[2]["weight_decay"]) == (5e-2, 0.0)
+    assert not {id(p) for p in scalars} & {id(p) for group in adamw[:2] for p in group["params"]}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.lr_factor(s, cfg))
+    before = copy.deepcopy(model)
+    loss_of(model, 0).backward()
+    optimizer.step()
+    scheduler.step()
+    factor = train.lr_factor(0, cfg)
+    for scalar, old in zip(scalars, [before.skip_weights] + [attn.value_mix for attn, _ in before.layers[1:]]):
+        torch.testing.assert_close((scalar - old).abs(), torch.full_like(scalar, 5e-2 * factor), rtol=1e-3, atol=0)
+    norm, old_norm = model.norm_out.weight, before.norm_out.weight
+    torch.testing.assert_close((norm - old_norm).abs(), torch.full_like(norm, cfg.learning_rate * factor),
+                               rtol=1e-3, atol=0)
+    assert adamw[2]["lr"] == pytest.approx(5e-2 * train.lr_factor(1, cfg))
+    _, plain, default = model_and_optimizer(tmp_path, **mixing)
+    assert len(default.adamw.param_groups) == 2
+    assert {id(p) for p in mixing_weights(plain)} <= {id(p) for p in default.adamw.param_groups[1]["params"]}
+
+
+def test_scalar_lr_without_mixing_weights_or_not_positive_is_refused(tmp_path):
+    with pytest.raises(train.TrainError, match=r"--scalar-lr 0.05 is the rate of the learned mixing weights of "
+                                               r"--value-residual and --unet-skips, and this run has neither"):
+        train.resolve_config(train.parse_args(["--scalar-lr", "0.05", "--out-dir", str(tmp_path)]))
+    cfg = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
+                                                 "--scalar-lr", "0.05", "--out-dir", str(tmp_path)]))
+    assert cfg.scalar_lr == 0.05 and cfg.value_residual  # the preset's mixing weights
+    with pytest.raises(train.TrainError, match="--scalar-lr must be positive, got 0.0"):
+        tiny(tmp_path, scalar_lr=0.0, value_residual=True)
+    with pytest.raises(ValueError, match=r"scalar_lr=0.05 is the rate of the learned mixing weights .* this model "
+                                          r"has none"):
+        param_groups(train.build_model(tiny(tmp_path)), 0.1, muon=False, scalar_lr=0.05)
+
+
+def test_a_scalar_lr_run_resumes_exactly_and_refuses_another_rate(tmp_path, capsys):
+    common = dict(max_steps=4, optimizer="muon", muon_lr=2e-2, value_residual=True, unet_skips=True, scalar_lr=2e-2)
+    train.train(tiny(tmp_path, "whole", **common))
+    stopped = tiny(tmp_path, "parts", stop_at_step=2, **common)
+    train.train(stopped)
+    assert train.main(["--resume", "--scalar-lr", "0.01", "--out-dir", stopped.out_dir]) == 1
+    assert "the checkpoint's run trained with --scalar-lr 0.02," in capsys.readouterr().err
+    assert train.main(["--resume", "--out-dir", stopped.out_dir]) == 0
+    whole = train.load_checkpoint(tmp_path / "whole" / train.CHECKPOINT)
+    parts = train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)
+    for name, weight in whole["model"].items():
+        assert torch.equal(weight, parts["model"][name]), name
 
 
 def test_wsd_schedule_holds_the_peak_then_decays_linearly_to_min_lr(tmp_path):
@@ -192,11 +250,11 @@ def test_a_checkpoint_from_before_the_optimizer_flag_resumes_with_adamw(tmp_path
     train.train(run)
     path = Path(run.out_dir) / train.CHECKPOINT
     ckpt = train.load_checkpoint(path)
-    for name in ("optimizer", "muon_lr", "schedule", "decay_frac"):
+    for name in ("optimizer", "muon_lr", "schedule", "decay_frac", "scalar_lr"):
         del ckpt["train_config"][name]
     torch.save(ckpt, path)
     cfg = train.resolve_config(train.parse_args(["--resume", "--out-dir", run.out_dir]))
-    assert (cfg.optimizer, cfg.muon_lr, cfg.schedule) == ("adamw", None, "cosine")
+    assert (cfg.optimizer, cfg.muon_lr, cfg.schedule, cfg.scalar_lr) == ("adamw", None, "cosine", None)
     train.train(cfg)
     assert train.load_checkpoint(path)["step"] == 4
 

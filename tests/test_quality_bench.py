@@ -433,6 +433,29 @@ def test_muon_trains_the_hidden_matrices_and_adamw_everything_else():
     assert len(split["output_splits"]) == len(in_muon) and len(fused) == model.config.depth + 2  # to_qkv; the state's
 
 
+def test_scalar_lr_gives_ours_mixing_weights_an_adamw_group_at_their_own_rate(capsys):
+    """--scalar-lr: ours' mixing weights (here the value residual's and U-net skips') in a third AdamW group
+    whose lr_scale is --scalar-lr / --lr, never decayed; a model without them, or a rate not positive, refused."""
+    import torch
+
+    from training.optimizer import mixing_weights
+
+    flags = ["--tiny", "--lr", "1e-3", "--set", "value_residual=true", "--set", "unet_skips=true"]
+    args = quality.parse_args(flags + ["--scalar-lr", "2e-2"])
+    model = quality.Ours(args, torch.device("cpu")).model
+    (adamw,) = quality.make_optimizers(model, args, torch.device("cpu"))
+    assert [group["lr_scale"] for group in adamw.param_groups] == [1.0, 1.0, pytest.approx(20.0)]
+    assert [id(p) for p in adamw.param_groups[2]["params"]] == [id(p) for p in mixing_weights(model)]
+    depth = model.config.depth  # one U-net weight (depth // 2 entries), one value mix a layer above the first
+    assert adamw.param_groups[2]["weight_decay"] == 0.0 and len(adamw.param_groups[2]["params"]) == 1 + depth - 1
+    with pytest.raises(ValueError, match="this model has none"):
+        plain = quality.parse_args(["--tiny", "--scalar-lr", "2e-2"])
+        quality.make_optimizers(quality.Ours(plain, torch.device("cpu")).model, plain, torch.device("cpu"))
+    with pytest.raises(SystemExit):
+        quality.parse_args(flags + ["--scalar-lr", "-1"])
+    assert "--scalar-lr must be positive, got -1.0" in capsys.readouterr().err
+
+
 def test_a_tiny_run_trains_with_muon(tmp_path):
     # 16 steps, the first 2 warming up; the first four against the last four: a single step's loss moves with its batch,
     # and the tiny corpus (this repository's files) changes with every commit

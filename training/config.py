@@ -119,6 +119,10 @@ class TrainConfig:
                                       "fused projection as matrices of their own, as for separate linear layers "
                                       "(--no-muon-split-qkv: each fused matrix whole, 0.022-0.030 bits/byte worse "
                                       "in the long-documents preset; no effect with --optimizer adamw)")
+    scalar_lr: Optional[float] = _opt(None, "AdamW's peak rate for the learned mixing weights (value_residual's, "
+                                            "unet_skips' and embedding_mixing's few numbers a layer), on the same "
+                                            "warmup and decay (default: --learning-rate, with the other AdamW "
+                                            "parameters)")
     grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")
     # evaluation, logging, checkpoints (an interval of 0 turns the thing off)
     eval_interval: int = _opt(100, "steps between validation estimates")
@@ -206,6 +210,8 @@ class TrainConfig:
                              f"got {self.decay_frac}")
         if self.muon_lr is not None and not self.muon_lr > 0:
             raise TrainError(f"--muon-lr must be positive, got {self.muon_lr}")
+        if self.scalar_lr is not None and not self.scalar_lr > 0:
+            raise TrainError(f"--scalar-lr must be positive, got {self.scalar_lr}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
             raise TrainError(f"--stop-at-step must lie in 1..max-steps={self.max_steps}, got {self.stop_at_step}")
 
@@ -292,7 +298,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # fused matrices before --muon-split-qkv, whose default is now on, the cosine before --schedule): resuming
 # such a checkpoint fills the missing field from here, so that its run continues as it trained.
 FORMER_DEFAULTS: dict[str, Any] = dict(optimizer="adamw", muon_lr=None, muon_split_qkv=False, schedule="cosine",
-                                       decay_frac=0.4)
+                                       decay_frac=0.4, scalar_lr=None)
 
 
 # flags of one invocation, not of the run: never stored with it, nor taken from its checkpoint

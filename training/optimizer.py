@@ -29,15 +29,37 @@ def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
             if isinstance(m, nn.Linear) and name not in inside_head and m.weight.requires_grad]
 
 
-def param_groups(model: nn.Module, weight_decay: float, muon: bool) -> tuple[list[dict[str, Any]], list[nn.Parameter]]:
+# The names of the learned mixing weights (value_residual's value_mix, unet_skips' skip_weights,
+# embedding_mixing's embedding_mix): a few numbers a layer, each weighing a whole path into the residual
+# stream or the values, so that one step at the hidden weights' rate barely moves them.
+MIXING_WEIGHTS = ("value_mix", "skip_weights", "embedding_mix")
+
+
+def mixing_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The model's learned mixing weights (MIXING_WEIGHTS), found by name as in a wrapped or compiled model;
+    none where the model has none of those options (x-transformers' XL among them)."""
+    return [p for name, p in model.named_parameters()
+            if name.split(".")[-1] in MIXING_WEIGHTS and p.requires_grad]
+
+
+def param_groups(model: nn.Module, weight_decay: float, muon: bool, scalar_lr: Optional[float] = None
+                 ) -> tuple[list[dict[str, Any]], list[nn.Parameter]]:
     """(AdamW's param groups, Muon's matrices). Weight decay only on linear and embedding weights, not on
-    norms, gates' biases or learned states; with muon, the hidden matrices go to Muon, not to AdamW."""
+    norms, gates' biases or learned states; with muon, the hidden matrices go to Muon, not to AdamW. With
+    scalar_lr, the mixing weights form a third group of their own at that peak rate ("lr"; never decayed);
+    without it they stay in the second, so that a checkpoint's optimizer state has the groups it had."""
     matrices = hidden_matrices(model) if muon else []
-    to_muon = {id(p) for p in matrices}
+    scalars = mixing_weights(model) if scalar_lr is not None else []
+    apart = {id(p) for p in matrices + scalars}
     decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in to_muon]
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in apart]
     groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": weight_decay},
               {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    if scalar_lr is not None:
+        if not scalars:
+            raise ValueError(f"scalar_lr={scalar_lr} is the rate of the learned mixing weights {MIXING_WEIGHTS}, "
+                             f"and this model has none (value_residual, unet_skips and embedding_mixing are off)")
+        groups.append({"params": scalars, "weight_decay": 0.0, "lr": scalar_lr})
     return groups, matrices
 
 
@@ -237,8 +259,9 @@ class MuonAdamW(torch.optim.Optimizer):
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (param_groups' weight decay); with --optimizer muon, a MuonAdamW whose Muon trains the hidden
     matrices at peak rate --muon-lr (default: --learning-rate), with muon_split_qkv (the default) each fused
-    projection's queries, keys and values as matrices of their own (AdamW ignores muon_lr and muon_split_qkv)."""
-    groups, matrices = param_groups(model, cfg.weight_decay, cfg.optimizer == "muon")
+    projection's queries, keys and values as matrices of their own (AdamW ignores muon_lr and muon_split_qkv).
+    With --scalar-lr, AdamW trains the mixing weights at that peak rate (param_groups)."""
+    groups, matrices = param_groups(model, cfg.weight_decay, cfg.optimizer == "muon", cfg.scalar_lr)
     adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if cfg.optimizer != "muon":
         return adamw
