@@ -322,9 +322,12 @@ def _run(cfg: TrainConfig, env: DistEnv, stop: StopSignals) -> BlockRecurrentTra
             speed = tokens_per_step * running_steps / (time.perf_counter() - clock)
             bpc = bits_per_byte(loss_nats, train_data)  # bits per byte of text: bytes' bpc, comparable across vocabularies
             bar.set_postfix(loss=f"{loss_nats:.4f}", bpc=f"{bpc:.4f}", tok_s=f"{speed:,.0f}", refresh=False)
-            # Muon's group is the last (MuonAdamW's groups: AdamW's, then Muon's)
-            muon_rate = {"lr_muon": scheduler.get_last_lr()[-1]} if cfg.optimizer == "muon" else {}
-            log.log(step=step, kind="train", loss=loss_nats, bpc=bpc, lr=scheduler.get_last_lr()[0], **muon_rate,
+            # Muon's group is the last (MuonAdamW's groups: AdamW's, then Muon's); --scalar-lr's is AdamW's third
+            rates = scheduler.get_last_lr()
+            own_rates = {"lr_muon": rates[-1]} if cfg.optimizer == "muon" else {}
+            if cfg.scalar_lr is not None:
+                own_rates["lr_scalar"] = rates[2]
+            log.log(step=step, kind="train", loss=loss_nats, bpc=bpc, lr=rates[0], **own_rates,
                     grad_norm=grad_norm.item(), tokens_per_s=speed, tokens=step * tokens_per_step)
             running_loss.zero_()
             running_steps, clock = 0, time.perf_counter()
@@ -450,11 +453,12 @@ def _check_same_optimizer(cfg: TrainConfig, ckpt: dict) -> None:
 
 
 def _as_flag(name: str, value: Any) -> str:
-    """A config field's value as the flag that sets it: --muon-lr 0.003, --muon-split-qkv, --no-muon-split-qkv."""
+    """A config field's value as the flag that sets it: --muon-lr 0.003, --muon-split-qkv, --no-muon-split-qkv,
+    --scalar-lr none (an optional number's flag takes none for its default)."""
     flag = name.replace("_", "-")
     if isinstance(value, bool):
         return f"--{flag}" if value else f"--no-{flag}"
-    return f"--{flag} {value}"
+    return f"--{flag} {'none' if value is None else value}"
 
 
 def _restore_progress(cfg: TrainConfig, env: DistEnv, ckpt: Optional[dict], ckpt_path: Path,

@@ -249,8 +249,13 @@ def parse_args(argv: Optional[list[str]] = None):
         parser.error(f"--muon-lr is Muon's rate: give it with --optimizer muon (got --optimizer {args.optimizer})")
     elif args.muon_split_qkv:
         parser.error(f"--muon-split-qkv is Muon's: give it with --optimizer muon (got --optimizer {args.optimizer})")
-    if args.scalar_lr is not None and not args.scalar_lr > 0:
-        parser.error(f"--scalar-lr must be positive, got {args.scalar_lr}")
+    if args.scalar_lr is not None:
+        if not args.scalar_lr > 0:
+            parser.error(f"--scalar-lr must be positive, got {args.scalar_lr}")
+        mixing = ("value_residual", "unet_skips", "embedding_mixing")
+        if args.model == "xl" or not any(ours_config(args).get(name) for name in mixing):
+            parser.error(f"--scalar-lr is the rate of ours' learned mixing weights ({', '.join(mixing)}), and this "
+                         f"run's model has none (--model {args.model}, --preset {args.preset})")
     if args.muon_split_qkv and args.model == "xl":
         parser.error("--muon-split-qkv is for ours, ours_nostate and ours_unread: the XL's queries, keys and values "
                      "are separate linear layers already")

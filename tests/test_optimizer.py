@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import train
-from tests.test_train import tiny
+from tests.test_train import records, tiny
 from training.optimizer import mixing_weights, output_splits, param_groups
 
 
@@ -130,6 +130,15 @@ def test_a_scalar_lr_run_resumes_exactly_and_refuses_another_rate(tmp_path, caps
     parts = train.load_checkpoint(tmp_path / "parts" / train.CHECKPOINT)
     for name, weight in whole["model"].items():
         assert torch.equal(weight, parts["model"][name]), name
+    logged = [r for r in records(Path(stopped.out_dir)) if r.get("kind") == "train"]
+    # the mixing weights' rate is logged beside AdamW's, on the same schedule
+    assert logged and [r["lr_scalar"] for r in logged] == pytest.approx([r["lr"] * 2e-2 / stopped.learning_rate
+                                                                          for r in logged])
+    # a run that trained without the flag names its default when the flag is added on resume
+    plain = tiny(tmp_path, "plain", stop_at_step=2, **{**common, "scalar_lr": None})
+    train.train(plain)
+    assert train.main(["--resume", "--scalar-lr", "0.01", "--out-dir", plain.out_dir]) == 1
+    assert "the checkpoint's run trained with --scalar-lr none," in capsys.readouterr().err
 
 
 def test_wsd_schedule_holds_the_peak_then_decays_linearly_to_min_lr(tmp_path):

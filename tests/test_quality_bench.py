@@ -435,7 +435,8 @@ def test_muon_trains_the_hidden_matrices_and_adamw_everything_else():
 
 def test_scalar_lr_gives_ours_mixing_weights_an_adamw_group_at_their_own_rate(capsys):
     """--scalar-lr: ours' mixing weights (here the value residual's and U-net skips') in a third AdamW group
-    whose lr_scale is --scalar-lr / --lr, never decayed; a model without them, or a rate not positive, refused."""
+    whose lr_scale is --scalar-lr / --lr, never decayed; a model without them (ours without the options, the XL),
+    or a rate not positive, refused by name."""
     import torch
 
     from training.optimizer import mixing_weights
@@ -448,12 +449,12 @@ def test_scalar_lr_gives_ours_mixing_weights_an_adamw_group_at_their_own_rate(ca
     assert [id(p) for p in adamw.param_groups[2]["params"]] == [id(p) for p in mixing_weights(model)]
     depth = model.config.depth  # one U-net weight (depth // 2 entries), one value mix a layer above the first
     assert adamw.param_groups[2]["weight_decay"] == 0.0 and len(adamw.param_groups[2]["params"]) == 1 + depth - 1
-    with pytest.raises(ValueError, match="this model has none"):
-        plain = quality.parse_args(["--tiny", "--scalar-lr", "2e-2"])
-        quality.make_optimizers(quality.Ours(plain, torch.device("cpu")).model, plain, torch.device("cpu"))
-    with pytest.raises(SystemExit):
-        quality.parse_args(flags + ["--scalar-lr", "-1"])
-    assert "--scalar-lr must be positive, got -1.0" in capsys.readouterr().err
+    for given, message in ((["--tiny", "--scalar-lr", "2e-2"], "this run's model has none (--model ours, --preset tiny)"),
+                           (flags + ["--model", "xl", "--scalar-lr", "2e-2"], "this run's model has none (--model xl"),
+                           (flags + ["--scalar-lr", "-1"], "--scalar-lr must be positive, got -1.0")):
+        with pytest.raises(SystemExit):
+            quality.parse_args(given)
+        assert message in capsys.readouterr().err
 
 
 def test_a_tiny_run_trains_with_muon(tmp_path):

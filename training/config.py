@@ -119,10 +119,9 @@ class TrainConfig:
                                       "fused projection as matrices of their own, as for separate linear layers "
                                       "(--no-muon-split-qkv: each fused matrix whole, 0.022-0.030 bits/byte worse "
                                       "in the long-documents preset; no effect with --optimizer adamw)")
-    scalar_lr: Optional[float] = _opt(None, "AdamW's peak rate for the learned mixing weights (value_residual's, "
-                                            "unet_skips' and embedding_mixing's few numbers a layer), on the same "
-                                            "warmup and decay (default: --learning-rate, with the other AdamW "
-                                            "parameters)")
+    scalar_lr: Optional[float] = _opt(None, "AdamW's peak rate for the learned mixing weights of --value-residual "
+                                            "and --unet-skips (a few numbers a layer), on the same warmup and decay "
+                                            "(default: --learning-rate, with the other AdamW parameters)")
     grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")
     # evaluation, logging, checkpoints (an interval of 0 turns the thing off)
     eval_interval: int = _opt(100, "steps between validation estimates")
