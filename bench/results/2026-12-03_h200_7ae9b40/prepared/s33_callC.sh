@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Prepared in session 32 (issue 15), after s33_callB.sh on a warm machine:
-# 1. goal 2 with the preset on 16 rows instead of 32 (s33_callB.sh with ROWS=16 SKIP_XL=1: against call B's XL; with
-#    qk-rmsnorm in every layer 16 rows scored 0.013-0.018 better than 32 at 100M tokens, thirty-second session, while
-#    32 train about 11% more tokens a second);
-# 2. then one screen at 100M tokens, uncompiled, alone on the card: $SCREEN ("NAME|FLAGS", the seed in FLAGS; default
-#    Muon at 4.2e-3 instead of 3e-3 on the preset's 32 rows (sqrt(2) times the rate for half the steps), seed 0, with
-#    the cosine, paired with bench/results/2026-12-03_h200_7ae9b40/q100m_preset_b32_s0_all.jsonl:quality_0_ours
-#    (0.7829): 32 rows scored 0.013-0.018 worse per token than 16 with qk-rmsnorm in every layer, and 3e-3 was chosen
-#    on 16 rows (6e-3 lost 0.033 there, before the split and qk-rmsnorm). Another: "qkscale16_wsd40_s1|--seed 1
-#    --schedule wsd --decay-frac 0.4 --set qk_rmsnorm_scale=16", paired with
-#    bench/results/2026-12-03_h200_7ae9b40/q100m_qknorm_all_wsd40_s1_all.jsonl:quality_0_ours (0.7650).
-# About 520 s. Run from the repository root as .runs/s33_callC.sh, carrying .whl, .corpora/xz, .runs and .compile_cache.
+# Prepared in session 32 (issue 15), after s33_callB.sh: goal 2 with the preset on 16 rows instead of 32, seed 0, wsd,
+# against call B's XL (another call). With qk-rmsnorm in every layer 16 rows scored 0.013-0.018 better than 32 at 100M
+# tokens (thirty-second session), while 32 train about 11% more tokens a second: it decides the preset's rows.
+# First the compile cache of the 16-row graphs (a 1-second run alone on the card, its record dropped; about 200-250 s),
+# then 180 s of training alone on the card, compiled from that cache, so that no graph compiles inside its clock.
+# About 500 s. Run from the repository root as .runs/s33_callC.sh, carrying .whl, .corpora/xz and .runs.
 set -u
-SCREEN=${SCREEN:-"muonlr42_b32_s0|--seed 0 --batch 32 --muon-lr 4.2e-3"}
-ROWS=16 SKIP_XL=1 bash "$(dirname "$0")/s33_callB.sh"
-RUN_TIMEOUT=290 RUNLIST="${SCREEN%%|*}|ours|${SCREEN#*|}" bash bench/results/2026-12-03_h200_d394d9a/s27_pair.sh
+nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9
+export PYTHONUNBUFFERED=1
+C=/tmp/compile_cache_s33
+mkdir -p $C
+P="--preset long-documents --batch 16 --seq 2048 --warmup 50 --optimizer muon --muon-lr 3e-3 --muon-split-qkv"
+P="$P --schedule wsd --decay-frac 0.4 --seed 0 --compile-cache $C/ours16.bin"
+PACK=1 EVAL_MARGIN=30 OUT=$OUT/c_ours16 RUN_TIMEOUT=300 GPUS=0 RUNS="ours:$P" \
+    COMMON="--corpus linux_c --eval-bytes 1e5 --log-every 200 --seconds 1" \
+    bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 1
+grep -ho '"warmup_s": [0-9.]*\|"compile_cache": "[a-z ]*"' $OUT/c_ours16/quality_all.jsonl
+rm -rf $OUT/c_ours16
+echo "cache done at ${SECONDS} s"
+PACK=1 EVAL_MARGIN=30 OUT=$OUT/t180_preset_wsd_b16_s0 RUN_TIMEOUT=290 GPUS=0 RUNS="ours:$P" \
+    COMMON="--corpus linux_c --eval-bytes 1e6 --log-every 200 --seconds 180" \
+    bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 2
+echo "$(grep -h '"kind": "result"' $OUT/t180_*/quality_all.jsonl | grep -o '"compile_cache_graphs": {[^}]*}\|"tokens_per_s": [0-9.]*\|"cut": [a-z]*' | tr '\n' ' ')"
 echo "elapsed $SECONDS s"
