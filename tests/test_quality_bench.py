@@ -449,7 +449,8 @@ def test_scalar_lr_gives_ours_mixing_weights_an_adamw_group_at_their_own_rate(ca
     assert [id(p) for p in adamw.param_groups[2]["params"]] == [id(p) for p in mixing_weights(model)]
     depth = model.config.depth  # one U-net weight (depth // 2 entries), one value mix a layer above the first
     assert adamw.param_groups[2]["weight_decay"] == 0.0 and len(adamw.param_groups[2]["params"]) == 1 + depth - 1
-    for given, message in ((["--tiny", "--scalar-lr", "2e-2"], "this run's model has none (--model ours, --preset tiny)"),
+    for given, message in ((["--tiny", "--scalar-lr", "2e-2"],
+                            "this run's model has none (--model ours, --preset tiny)"),
                            (flags + ["--model", "xl", "--scalar-lr", "2e-2"], "this run's model has none (--model xl"),
                            (flags + ["--scalar-lr", "-1"], "--scalar-lr must be positive, got -1.0")):
         with pytest.raises(SystemExit):

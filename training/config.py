@@ -272,16 +272,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # at seeds 0 and 1 (0.7649 and 0.7701; 50 and 49 of 50 documents, paired; bench/RESULTS.md, thirty-first session),
     # 9-14% fewer tokens/s uncompiled. (A cut screen before Muon, sixteenth session, found no gain.) Ours is then 0.020
     # and 0.019 ahead of the XL 1024 + 1024 and 0.081 and 0.083 ahead of the XL 512 + 512 at equal tokens.
-    # 32 rows a step instead of 16: level per token before qk-rmsnorm in every layer (+0.0004, twenty-third session)
+    # 32 rows a step instead of 16: level per token on the preset of the twenty-third session (+0.0004, seed 0)
     # and faster per second with the optimizer's cost per step halved per token (1,182k tokens/s compiled on an H200
-    # against 1,063k; 0.0039 better after 180 s at seed 0, thirtieth and thirty-first sessions). With qk-rmsnorm in
-    # every layer 32 rows scored 0.0180 and 0.0127 worse than 16 at 100M tokens (0.7829 and 0.7828; still 0.002 and
-    # 0.006 ahead of the XL 1024 + 1024 and 0.063 and 0.070 ahead of the XL 512 + 512), and after 180 s 0.0033
-    # better than 32 rows without it (0.7117, 1,122k tokens/s; thirty-second session): 16 rows at equal time with it
-    # are not yet measured. --batch-size 16 --grad-accum 2 takes the same steps in half the activation memory.
+    # against 1,063k; 0.0039 better after 180 s at seed 0, thirtieth and thirty-first sessions). On today's preset
+    # (with the value residual, U-net skips, the cap and qk-rmsnorm in every layer) 32 rows scored 0.0180 and 0.0127
+    # worse than 16 at 100M tokens (0.7829 and 0.7828; still 0.002 and 0.006 ahead of the XL 1024 + 1024 and 0.063
+    # and 0.070 ahead of the XL 512 + 512), and after 180 s 0.0033 better than 32 rows without qk-rmsnorm in every
+    # layer (0.7117, 1,122k tokens/s; thirty-second session): 16 rows at equal time on it are not yet measured.
+    # --batch-size 16 --grad-accum 2 takes the same steps in half the activation memory.
     # The warmup-stable-decay schedule (the peak rate held, then a linear decay over the last 40% of the steps after
     # the warmup) instead of the cosine: 0.0059 and 0.0051 better at seeds 0 and 1 (0.7590 and 0.7650 on 16 rows,
-    # 39 and 37 of 50 documents, paired; thirty-first and thirty-second sessions); not yet measured on 32 rows.
+    # 39 and 37 of 50 documents, paired; thirty-first and thirty-second sessions); not yet measured on 32 rows or at
+    # equal time.
     # Not with --fsdp: pass --optimizer adamw there.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
     "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,
