@@ -104,6 +104,18 @@ def test_scalar_lr_trains_the_mixing_weights_at_their_own_rate(tmp_path):
     assert {id(p) for p in mixing_weights(plain)} <= {id(p) for p in default.adamw.param_groups[1]["params"]}
 
 
+def test_mixing_weights_are_every_options_mixes_and_nothing_else():
+    """mixing_weights finds each option's learned mixes by name (embedding_mixing's too, which train.py has no flag
+    for), in a compiled model as in the model itself, and in a model without the options none."""
+    config = dict(num_tokens=64, dim=32, depth=4, dim_head=8, heads=4, max_seq_len=32, block_width=16,
+                  num_state_vectors=8)
+    model = train.BlockRecurrentTransformer(**config, value_residual=True, unet_skips=True, embedding_mixing=True)
+    mixes = [model.skip_weights, model.embedding_mix] + [attn.value_mix for attn, _ in model.layers[1:]]
+    assert {id(p) for p in mixing_weights(model)} == {id(p) for p in mixes}
+    assert {id(p) for p in mixing_weights(torch.compile(model))} == {id(p) for p in mixes}
+    assert mixing_weights(train.BlockRecurrentTransformer(**config)) == []
+
+
 def test_scalar_lr_without_mixing_weights_or_not_positive_is_refused(tmp_path):
     with pytest.raises(train.TrainError, match=r"--scalar-lr 0.05 is the rate of the learned mixing weights of "
                                                r"--value-residual and --unet-skips, and this run has neither"):
