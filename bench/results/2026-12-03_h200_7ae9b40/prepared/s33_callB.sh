@@ -18,6 +18,7 @@ else
     cat .compile_cache/caches33.tar.xz.* | xz -dc | tar -C $C -xf - || { echo "FAILED: the carried caches do not unpack" >&2; exit 1; }
     echo "caches: carried"
 fi
+[ -s $C/ours32.bin ] && [ -s $C/xl.bin ] || { echo "FAILED: the caches are not both there" >&2; exit 1; }
 W="--schedule wsd --decay-frac 0.4"
 P="--preset long-documents --batch 32 --seq 2048 --warmup 50 --optimizer muon --muon-lr 3e-3 --muon-split-qkv $W"
 X="--preset long-documents --xl-match-params --batch 32 --seq 1024 --seg 1024 --mem 1024 --optimizer muon --muon-lr 3e-3 $W"
@@ -28,6 +29,6 @@ OUT=$OUT/t180_preset_wsd_b32_s$SEED RUN_TIMEOUT=320 GPUS=0 RUNS="ours:$P --seed 
     bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 2
 # each run's cache must have served every graph ("miss": 0), or its clock was not like for like
 for f in $OUT/t180_*/quality_all.jsonl; do
-    echo "$f: $(grep -h '"kind": "result"' $f | grep -o '"compile_cache_graphs": {[^}]*}\|"tokens_per_s": [0-9.]*' | tr '\n' ' ')"
+    echo "$f: $(grep -h '"kind": "result"' $f | grep -o '"compile_cache_graphs": {[^}]*}\|"tokens_per_s": [0-9.]*\|"cut": [a-z]*' | tr '\n' ' ')"
 done
 echo "elapsed $SECONDS s"

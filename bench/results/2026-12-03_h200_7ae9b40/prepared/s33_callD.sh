@@ -11,7 +11,7 @@
 #     was chosen on 16 rows; 32 rows scored 0.013-0.018 worse per token than 16 on today's preset);
 #   scalarlr1e2_wsd_b32_s0|--seed 0 --scalar-lr 1e-2: the mixing weights' own rate (s33_callA.sh screens it on 16
 #     rows).
-# About 160 s a run. Run from the repository root as .runs/s33_callD.sh, carrying .whl, .corpora/xz and .runs (and
+# About 180 s a run (three fit in a call). Run from the repository root as .runs/s33_callD.sh, carrying .whl, .corpora/xz and .runs (and
 # .compile_cache where the machine is a fresh one).
 set -u
 RUNLIST=${RUNLIST:-"preset_wsd_b32_s0|--seed 0;muonlr42_wsd_b32_s0|--seed 0 --muon-lr 4.2e-3;scalarlr1e2_wsd_b32_s0|--seed 0 --scalar-lr 1e-2"}
@@ -25,13 +25,14 @@ else
     cat .compile_cache/caches33.tar.xz.* | xz -dc | tar -C $C -xf - || { echo "FAILED: the carried caches do not unpack" >&2; exit 1; }
     echo "cache: carried"
 fi
+[ -s $C/ours32.bin ] || { echo "FAILED: no cache of the 32-row graphs (ours32.bin)" >&2; exit 1; }
 P="--preset long-documents --batch 32 --seq 2048 --warmup 50 --optimizer muon --muon-lr 3e-3 --muon-split-qkv"
 P="$P --schedule wsd --decay-frac 0.4 --compile-cache $C/ours32.bin"
 export COMMON="--corpus linux_c --eval-bytes 1e6 --log-every 100 --tokens 100e6" PACK=1 EVAL_MARGIN=30
 IFS=';' read -ra runs <<< "$RUNLIST"
 for run in "${runs[@]}"; do
     IFS='|' read -r name flags <<< "$run"
-    OUT=$OUT/q100m_c_$name RUN_TIMEOUT=200 GPUS=0 RUNS="ours:$P $flags" \
+    OUT=$OUT/q100m_c_$name RUN_TIMEOUT=225 GPUS=0 RUNS="ours:$P $flags" \
         bash bench/quality_gpu.sh 2>&1 | grep -v "^WARNING" | tail -n 1
-    echo "$name: $(grep -h '"kind": "result"' $OUT/q100m_c_$name/quality_all.jsonl | grep -o '"compile_cache_graphs": {[^}]*}\|"cut": [a-z]*' | tr '\n' ' ') at ${SECONDS} s"
+    echo "$name: $(grep -h '"kind": "result"' $OUT/q100m_c_$name/quality_all.jsonl | grep -o '"compile_cache_graphs": {[^}]*}\|"cut": [a-z]*\|"warmup_s": [0-9.]*\|"train_s": [0-9.]*' | tr '\n' ' ') at ${SECONDS} s"
 done
