@@ -104,7 +104,8 @@ import corpora  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from block_recurrent_transformer_pytorch.config import BlockRecurrentConfig, feedforward_width  # noqa: E402
+from block_recurrent_transformer_pytorch.config import (  # noqa: E402
+    MIXING_OPTIONS, BlockRecurrentConfig, feedforward_width)
 from training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
 from training.config import PRESETS as TRAIN_PRESETS, SCHEDULES  # noqa: E402
 from training.documents import DocumentBatch, DocumentStreams  # noqa: E402  (train.py's --documents reader)
@@ -252,10 +253,9 @@ def parse_args(argv: Optional[list[str]] = None):
     if args.scalar_lr is not None:
         if not args.scalar_lr > 0:
             parser.error(f"--scalar-lr must be positive, got {args.scalar_lr}")
-        mixing = ("value_residual", "unet_skips", "embedding_mixing")
-        if args.model == "xl" or not any(ours_config(args).get(name) for name in mixing):
-            parser.error(f"--scalar-lr is the rate of ours' learned mixing weights ({', '.join(mixing)}), and this "
-                         f"run's model has none (--model {args.model}, --preset {args.preset})")
+        if args.model == "xl" or not any(ours_config(args).get(name) for name in MIXING_OPTIONS):
+            parser.error(f"--scalar-lr is the rate of ours' learned mixing weights ({', '.join(MIXING_OPTIONS)}), "
+                         f"and this run's model has none (--model {args.model}, --preset {args.preset})")
     if args.muon_split_qkv and args.model == "xl":
         parser.error("--muon-split-qkv is for ours, ours_nostate and ours_unread: the XL's queries, keys and values "
                      "are separate linear layers already")

@@ -59,6 +59,8 @@ _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_fla
                 "unet_skips", "zero_init_output_projections", "embedding_mixing")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life", "logit_softcap")  # None or a number, checked apart
+# the options that join earlier layers (or the embeddings) to later ones through learned mixing weights
+MIXING_OPTIONS = ("value_residual", "unet_skips", "embedding_mixing")
 _LAYER_FIELDS = frozenset(("recurrent_layers", "read_recurrent_layers", "knn_layers"))
 MAX_LOGIT_SOFTCAP = 1e4  # logit_softcap: far past any logit a model produces, far below float32's overflow
 MAX_GATE_HALF_LIFE = 1e6  # blocks; float32 keeps 1 - g = ln 2 / h apart from 0 up to about 1e7
@@ -272,7 +274,7 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
                                                or not 0 < self.logit_softcap <= MAX_LOGIT_SOFTCAP):
             raise ValueError(f"logit_softcap must be None (no cap) or a number in (0, {MAX_LOGIT_SOFTCAP:g}] (the "
                              f"largest size a logit may take; a larger cap never bites), got {self.logit_softcap!r}")
-        for name in ("value_residual", "unet_skips", "embedding_mixing"):
+        for name in MIXING_OPTIONS:
             if getattr(self, name) and self.depth < 2:
                 raise ValueError(f"{name}=True needs depth >= 2 (it joins the embeddings, the first layer or the first "
                                  f"half to later layers), got depth={self.depth}")
