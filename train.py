@@ -42,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, RecurrentTrainerWrapper, TrainStep
+from block_recurrent_transformer_pytorch.config import MIXING_OPTIONS
 # train.py's parts (training/), importable from here as before: train.TrainConfig, train.evaluate, ...
 from training.checkpoints import (CHECKPOINT, METRICS, PLOT, RunLog, load_checkpoint, read_records,  # noqa: F401
                                   rng_state, save_checkpoint, seed_rngs, set_rng_state, write_atomically)
@@ -124,9 +125,10 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
     if given.get("muon_lr") is not None and cfg.optimizer != "muon":
         raise TrainError(f"--muon-lr {given['muon_lr']} is Muon's rate, and this run's --optimizer is "
                          f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-lr out")
-    if cfg.scalar_lr is not None and not (cfg.value_residual or cfg.unet_skips):
-        raise TrainError(f"--scalar-lr {cfg.scalar_lr} is the rate of the learned mixing weights of --value-residual "
-                         f"and --unet-skips, and this run has neither: pass one, or leave --scalar-lr out")
+    if cfg.scalar_lr is not None and not any(getattr(cfg, option) for option in MIXING_OPTIONS):
+        raise TrainError(f"--scalar-lr {cfg.scalar_lr} is the rate of the learned mixing weights of --value-residual, "
+                         f"--unet-skips and --embedding-mixing, and this run has none: pass one, or leave --scalar-lr "
+                         f"out")
     return cfg
 
 

@@ -96,6 +96,8 @@ class AttentionBlock(nn.Module):
             nn.init.zeros_(self.to_out.weight)
         # value_residual, in every layer but the first: (a, b) of v = a * v + b * v_first
         self.value_mix = nn.Parameter(torch.full((2,), 0.5)) if mixes_first_values else None
+        # attention_gate: each head's output times 2 * sigmoid(head_gate[h] . x_normed), a gate of 1 at the start
+        self.head_gate = nn.Parameter(torch.zeros(config.heads, config.dim)) if config.attention_gate else None
         self.token_shift = config.token_shift
         self.knn_top_k = config.knn_top_k
         # groups of the store each query routes itself to (query_routed), None: the exact search
@@ -186,6 +188,11 @@ class AttentionBlock(nn.Module):
         mixed = joint_softmax(local.to(q.dtype), local_lse, memory.to(q.dtype), memory_lse)
         return rearrange(mixed, "b h n d -> b n (h d)")
 
-    def output(self, attn_out: Tensor, state_reads: list[Tensor]) -> Tensor:
-        """Concatenate the state reads to the attention output and project back to dim."""
+    def output(self, attn_out: Tensor, state_reads: list[Tensor], x_normed: Tensor) -> Tensor:
+        """The attention output (b, n, heads * d), each head gated by the normed input x_normed (b, n, dim)
+        (attention_gate), with the state reads concatenated, projected back to dim."""
+        if self.head_gate is not None:
+            gate = 2 * torch.sigmoid(F.linear(x_normed, self.head_gate)).to(attn_out.dtype)  # (b, n, heads)
+            heads = attn_out.unflatten(-1, (self.heads, self.dim_head))
+            attn_out = (heads * gate.unsqueeze(-1)).flatten(-2)
         return self.to_out(torch.cat((attn_out, *state_reads), dim=-1) if state_reads else attn_out)

@@ -56,7 +56,7 @@ _INT_FIELDS = frozenset((*_POSITIVE_INT_FIELDS, "num_state_vectors", "ignore_ind
 _BOOL_FIELDS = ("all_layers_qk_rmsnorm", "recurrent_layers_qk_rmsnorm", "use_flash_attn", "use_compressed_mem",
                 "state_update_bias", "memory_kv_from_inputs", "zero_init_state_reads", "detach_state_write_kv",
                 "detach_block_memories", "plain_output_init", "ff_glu", "token_shift", "value_residual",
-                "unet_skips", "zero_init_output_projections", "embedding_mixing")
+                "unet_skips", "zero_init_output_projections", "embedding_mixing", "attention_gate")
 _NUMBER_FIELDS = ("qk_rmsnorm_scale", "ff_mult", "rotary_theta", "embedding_init_std", "fixed_gate_retention")
 _OPTIONAL_NUMBER_FIELDS = ("fixed_gate_max_half_life", "logit_softcap")  # None or a number, checked apart
 # the options that join earlier layers (or the embeddings) to later ones through learned mixing weights
@@ -239,6 +239,15 @@ the seed: ``block_width`` keys/values per layer); the compressed memory, when on
     # seed's): torch's default for both. Measured 0.003 bits/byte worse in the long-documents preset
     # (bench/RESULTS.md, thirty-first session).
     zero_init_output_projections: bool = False
+    # True: each head's attention output is multiplied by 2 * sigmoid(w_h . x), where x is the layer's normed
+    # input at that token and w_h a learned vector per head starting at zero, before the output projection
+    # (Qiu et al. 2025, "Gated Attention for Large Language Models", their head-wise gate after the
+    # attention): a query-dependent gate that can silence a head where it finds nothing worth reading, and
+    # a non-linearity between the value and output projections, whose product is otherwise one low-rank
+    # linear map. heads * dim parameters a layer (4,096 at the seed's size), starting at a gate of exactly 1,
+    # none drawn at random, so the other weights keep their draw and the model starts as the one without.
+    # False (the seed's): the attention output as it is.
+    attention_gate: bool = False
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INT_FIELDS:

@@ -435,7 +435,7 @@ class Layer(nn.Module):
         else:
             out = attn.attend_block(q, keys, values, causal=block.causal, mask=mask)
         reads = [model.states[i].read(x_normed, block.view(i)) for i in model.reads_at[layer]]
-        h = h + attn.output(out, reads)
+        h = h + attn.output(out, reads, x_normed)
         written = None
         if full and layer in model.writes_at:
             i = model.writes_at[layer]

@@ -190,17 +190,19 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_i
     """fp32: every logit of graph-replayed decoding over 1100 tokens (two block ends, one segment end)
     equals the full forward's, the step compiled or not, also with memories projected from the layer
     inputs (from_inputs) and with token_shift (shift: the cache's latest inputs, zeros at a block's
-    start), and with value_residual, unet_skips, embedding_mixing and logit_softcap=2 (mixing). A
+    start), and with value_residual, unet_skips, embedding_mixing, attention_gate and logit_softcap=2 (mixing). A
     compiled step serves later decoders with other prompt lengths without compiling again, and after a
     second batch size any batch size."""
     from block_recurrent_transformer_pytorch.generation import CachedDecoder
 
     model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift,
-                   value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing,
+                   value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing, attention_gate=mixing,
                    logit_softcap=2.0 if mixing else None).eval()  # 2: small enough to bite
-    if mixing:  # mixes of their own, so that the embeddings reach every layer's input and what its memory keeps
-        with torch.no_grad():
+    if mixing:  # mixes of their own, so that the embeddings reach every layer's input and what its memory keeps,
+        with torch.no_grad():  # and gates of their own
             model.embedding_mix.copy_(torch.tensor([0.8, 0.3], device="cuda").repeat(len(model.layers) - 1))
+            for attn, _ in model.layers:
+                attn.head_gate.normal_()
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])
@@ -269,8 +271,8 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     eager is. preset_options: with the long-documents preset's model options too (memories projected
     from their inputs, half-rotary heads, 4 key/value heads), compiled as train.py runs it by default.
     blocks: xl_memory_blocks (two: a reset row sees none, one or both of its blocks).
-    mixing: value_residual, unet_skips, embedding_mixing and logit_softcap=15 too (float32 logits under bf16
-    autocast)."""
+    mixing: value_residual, unet_skips, embedding_mixing, attention_gate and logit_softcap=15 too (float32 logits
+    under bf16 autocast)."""
     import random
 
     from block_recurrent_transformer_pytorch import TrainStep
@@ -279,7 +281,7 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     # two layers, the second recurrent: compiling every graph of the seed's six took over 170 s per
     # compiled case on an H200 (bench/RESULTS.md, 2026-11-30, seventh session)
     model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), xl_memory_blocks=blocks,
-                   value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing,
+                   value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing, attention_gate=mixing,
                    logit_softcap=15.0 if mixing else None, **options)
     wrapper = RecurrentTrainerWrapper(model, 0.2, 0.2)
     g = torch.Generator().manual_seed(0)

@@ -105,8 +105,8 @@ def test_scalar_lr_trains_the_mixing_weights_at_their_own_rate(tmp_path):
 
 
 def test_mixing_weights_are_every_options_mixes_and_nothing_else():
-    """mixing_weights finds each option's learned mixes by name (embedding_mixing's too, which train.py has no flag
-    for), in a compiled model as in the model itself, and in a model without the options none."""
+    """mixing_weights finds each option's learned mixes by name (embedding_mixing's too), in a compiled model as in
+    the model itself, and in a model without the options none."""
     config = dict(num_tokens=64, dim=32, depth=4, dim_head=8, heads=4, max_seq_len=32, block_width=16,
                   num_state_vectors=8)
     model = train.BlockRecurrentTransformer(**config, value_residual=True, unet_skips=True, embedding_mixing=True)
@@ -118,7 +118,8 @@ def test_mixing_weights_are_every_options_mixes_and_nothing_else():
 
 def test_scalar_lr_without_mixing_weights_or_not_positive_is_refused(tmp_path):
     with pytest.raises(train.TrainError, match=r"--scalar-lr 0.05 is the rate of the learned mixing weights of "
-                                               r"--value-residual and --unet-skips, and this run has neither"):
+                                               r"--value-residual, --unet-skips and --embedding-mixing, and this run "
+                                               r"has none"):
         train.resolve_config(train.parse_args(["--scalar-lr", "0.05", "--out-dir", str(tmp_path)]))
     cfg = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
                                                  "--scalar-lr", "0.05", "--out-dir", str(tmp_path)]))

@@ -83,6 +83,11 @@ class TrainConfig:
                                        "(v = a * v + b * v_first, learned a and b; ResFormer's value residual)")
     unet_skips: bool = _opt(False, "the first half's layer outputs are added again, times learned weights, to the "
                                    "inputs of their mirror layers in the second half (U-net skips)")
+    embedding_mixing: bool = _opt(False, "every layer above the first takes a * h + b * x0, the residual stream h mixed "
+                                         "with the block's token embeddings x0 (learned a and b per layer, from 1 "
+                                         "and 0)")
+    attention_gate: bool = _opt(False, "each head's attention output times 2 * sigmoid(w . x), x the layer's normed "
+                                       "input, w learned per head from zero (a head-wise output gate)")
     logit_softcap: Optional[float] = _opt(None, "soft-cap the output logits at this size, c * tanh(logits / c) "
                                                 "(default: no cap, as the seed)")
     embedding_init_std: float = _opt(1.0, "standard deviation of the token embeddings' initial values (1.0: the "
@@ -119,8 +124,8 @@ class TrainConfig:
                                       "fused projection as matrices of their own, as for separate linear layers "
                                       "(--no-muon-split-qkv: each fused matrix whole, 0.022-0.030 bits/byte worse "
                                       "in the long-documents preset; no effect with --optimizer adamw)")
-    scalar_lr: Optional[float] = _opt(None, "AdamW's peak rate for the learned mixing weights of --value-residual "
-                                            "and --unet-skips (a few numbers a layer), on the same warmup and decay "
+    scalar_lr: Optional[float] = _opt(None, "AdamW's peak rate for the learned mixing weights of --value-residual, "
+                                            "--unet-skips and --embedding-mixing (a few numbers a layer), on the same warmup and decay "
                                             "(default: --learning-rate, with the other AdamW parameters)")
     grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")
     # evaluation, logging, checkpoints (an interval of 0 turns the thing off)

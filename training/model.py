@@ -35,7 +35,7 @@ def build_model(cfg: TrainConfig) -> BlockRecurrentTransformer:
             embedding_init_std=cfg.embedding_init_std, rotary_dim=cfg.rotary_dim,
             memory_kv_from_inputs=cfg.memory_kv_from_inputs, xl_memory_blocks=cfg.xl_memory_blocks,
             token_shift=cfg.token_shift, value_residual=cfg.value_residual, unet_skips=cfg.unet_skips,
-            logit_softcap=cfg.logit_softcap,
+            embedding_mixing=cfg.embedding_mixing, attention_gate=cfg.attention_gate, logit_softcap=cfg.logit_softcap,
             activation_checkpointing=cfg.activation_checkpointing,
         )
     except (TypeError, ValueError) as error:
