@@ -283,12 +283,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (with the value residual, U-net skips, the cap and qk-rmsnorm in every layer) 32 rows scored 0.0180 and 0.0127
     # worse than 16 at 100M tokens (0.7829 and 0.7828; still 0.002 and 0.006 ahead of the XL 1024 + 1024 and 0.063
     # and 0.070 ahead of the XL 512 + 512), and after 180 s 0.0033 better than 32 rows without qk-rmsnorm in every
-    # layer (0.7117, 1,122k tokens/s; thirty-second session): 16 rows at equal time on it are not yet measured.
+    # layer (0.7117, 1,122k tokens/s; thirty-second session). At equal time 32 rows win on it: after 180 s, with wsd,
+    # 0.7040 against 16 rows' 0.7118 (0.0078 better, 39 of 50 documents; 1,121.5k tokens/s against 1,022.1k;
+    # thirty-third session), so the preset keeps 32.
     # --batch-size 16 --grad-accum 2 takes the same steps in half the activation memory.
     # The warmup-stable-decay schedule (the peak rate held, then a linear decay over the last 40% of the steps after
     # the warmup) instead of the cosine: 0.0059 and 0.0051 better at seeds 0 and 1 (0.7590 and 0.7650 on 16 rows,
-    # 39 and 37 of 50 documents, paired; thirty-first and thirty-second sessions); not yet measured on 32 rows or at
-    # equal time.
+    # 39 and 37 of 50 documents, paired; thirty-first and thirty-second sessions). On 32 rows at 100M tokens, seed 0,
+    # compiled: 0.7696 against the cosine's 0.7829 (uncompiled; 46 of 50 documents), 0.0155 ahead of the XL 1024 +
+    # 1024 (42 of 50). After 180 s: 0.7040 against the cosine's 0.7117 (another call), 0.0762 ahead of the XL 1024 +
+    # 1024 on the same schedule in the same call (50 of 50; the XL scored 0.0034 worse with it than with the cosine).
+    # Muon at 4.2e-3 instead of 3e-3 on 32 rows: 0.0015 worse (seed 0; thirty-third session).
+    # The mixing weights at their own AdamW rate of 1e-2 (--scalar-lr) scored level on 16 rows (+0.0004, seed 0); with
+    # embedding_mixing too, 0.0056 better (32 of 50 documents): one seed, on 16 rows, not adopted (thirty-third).
     # Not with --fsdp: pass --optimizer adamw there.
     # The data must say where documents end: --doc-separator BYTE, or a --data-tokens directory.
     "long-documents": dict(embedding_init_std=0.02, xpos_scale_base=10 ** 9, block_width=1024, max_seq_len=2048,
