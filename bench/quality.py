@@ -434,7 +434,8 @@ class Ours:
         0 in ours_unread): whether training grows or shrinks what the reads add. Per state, its fixed
         gate's mean retention per block (None for an lstm gate, whose retention depends on its input).
         With value_residual, each layer's (a, b) of v = a * v + b * v_first; with unet_skips, the skips'
-        weights; with embedding_mixing, each layer's (a, b) of its input a * h + b * x0."""
+        weights; with embedding_mixing, each layer's (a, b) of its input a * h + b * x0; with attention_gate, each
+        layer's largest norm of a head's gate weights (0 at the start: how far a gate can swing from 1)."""
         mixing = {}
         if self.model.config.value_residual:
             mixing["value_mix"] = [[round(w, 4) for w in attention.value_mix.tolist()]
@@ -444,6 +445,9 @@ class Ours:
         if self.model.embedding_mix is not None:
             pairs = self.model.embedding_mix.view(-1, 2).tolist()
             mixing["embedding_mix"] = [[round(w, 4) for w in pair] for pair in pairs]
+        if self.model.config.attention_gate:
+            mixing["head_gate_norm"] = [round(attention.head_gate.norm(dim=1).max().item(), 4)
+                                        for attention, _ in self.model.layers]
         if not self.model.states:
             return mixing
         inner = self.model.config.heads * self.model.config.dim_head

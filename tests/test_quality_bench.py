@@ -147,6 +147,17 @@ def test_the_training_records_say_what_the_states_weights_do(tmp_path, model):
         assert 0.4 < retention < 0.6  # the seed's gate starts at 0.5 and moves little in 4 steps
 
 
+def test_the_training_records_carry_each_layers_gate_norm(tmp_path):
+    """With attention_gate, each training record carries every layer's largest gate norm, 0 at the start and
+    moved by training."""
+    records = quality.main(["--tiny", "--model", "ours", "--tokens", "2048", "--log-every", "1", "--eval-bytes", "1500",
+                            "--eval-max-doc", "1500", "--set", "attention_gate=true", "--out", str(tmp_path / "q.jsonl")])
+    train = [r for r in records if r["kind"] == "train"]
+    assert records[0]["config"]["attention_gate"] is True
+    assert all(len(r["head_gate_norm"]) == records[0]["config"]["depth"] for r in train)
+    assert all(norm > 0 for norm in train[-1]["head_gate_norm"])
+
+
 def test_the_training_records_carry_the_learned_mixes(tmp_path):
     """With value_residual, unet_skips and embedding_mixing, each training record carries every layer's mixes and
     the skips' weights as they stand, which training moves from where they start."""
