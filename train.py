@@ -126,9 +126,9 @@ def resolve_config(passed: dict[str, Any]) -> TrainConfig:
         raise TrainError(f"--muon-lr {given['muon_lr']} is Muon's rate, and this run's --optimizer is "
                          f"{cfg.optimizer}: pass --optimizer muon, or leave --muon-lr out")
     if cfg.scalar_lr is not None and not any(getattr(cfg, option) for option in MIXING_OPTIONS):
-        raise TrainError(f"--scalar-lr {cfg.scalar_lr} is the rate of the learned mixing weights of --value-residual, "
-                         f"--unet-skips and --embedding-mixing, and this run has none: pass one, or leave --scalar-lr "
-                         f"out")
+        flags = ", ".join("--" + option.replace("_", "-") for option in MIXING_OPTIONS)
+        raise TrainError(f"--scalar-lr {cfg.scalar_lr} is the rate of the learned mixing weights of {flags}, and this "
+                         f"run has none of them: pass one, or leave --scalar-lr out")
     return cfg
 
 

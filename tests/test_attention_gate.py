@@ -9,9 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
-from training.optimizer import hidden_matrices, param_groups
+from training.optimizer import param_groups
 
 from .helpers import (assert_causal, assert_train_step_equals_wrapper_backward, decode_each_step, run_segments,
                       small_model, tokens)
@@ -20,7 +19,8 @@ RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
 PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9, value_residual=True,
               unet_skips=True, all_layers_qk_rmsnorm=True, logit_softcap=15.0)
 KNN = dict(knn_layers=(3,), knn_memory_size=24, knn_top_k=4)
-CASES = [(False, {}), (True, {}), (False, PRESET), (True, dict(PRESET, xl_memory_blocks=2)), (False, dict(PRESET, **KNN))]
+CASES = [(False, {}), (True, {}), (False, PRESET), (True, dict(PRESET, xl_memory_blocks=2)),
+         (False, dict(PRESET, **KNN))]
 CASE_IDS = ["seed", "compressed", "preset", "preset-2-blocks-compressed", "preset-knn"]
 
 
@@ -101,13 +101,40 @@ def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, pref
 
 
 @pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
-def test_train_step_equals_wrapper_backward_and_every_gate_learns(options):
-    """TrainStep's loss and gradients equal the wrapper's backward, dropout on; every head's gate gets a
-    gradient from the start (at zero too: the gate's slope there is 1/2)."""
-    model = small_model(use_compressed_mem=True, attention_gate=True, **RECURRENT, **options).train()
+def test_train_step_equals_wrapper_backward_with_gates_of_their_own(options):
+    """TrainStep's loss and gradients equal the wrapper's backward, dropout on, every gate away from 1."""
+    model = gated(small_model(use_compressed_mem=True, attention_gate=True, **RECURRENT, **options)).train()
+    assert_train_step_equals_wrapper_backward(model)
+
+
+def test_every_gate_learns_from_the_start():
+    """At zero each head's gate weights get a gradient (the gate's slope there is 1/2), in every layer."""
+    model = small_model(use_compressed_mem=True, attention_gate=True, **RECURRENT, **PRESET).train()
     assert_train_step_equals_wrapper_backward(model)
     for attn, _ in model.layers:
         assert attn.head_gate.grad is not None and torch.all(attn.head_gate.grad.abs().sum(dim=1) > 0)
+
+
+def test_the_gate_reads_the_layers_normed_input():
+    """The gate of each token comes from its layer's input after the attention's norm (the token's own, not
+    token-shifted, as the state reads take it)."""
+    model = gated(small_model(attention_gate=True, token_shift=True, **RECURRENT))
+    inputs, gate_inputs = [], []
+    for layer in model.layers:
+        layer.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+        attn = layer[0]
+
+        def output(out, reads, x_normed, original=attn.output):
+            gate_inputs.append(x_normed)
+            return original(out, reads, x_normed)
+
+        attn.output = output
+    with torch.no_grad():
+        model(tokens(2, 16))
+    assert len(inputs) == len(gate_inputs) == 2 * len(model.layers)  # two blocks, each through every layer
+    norms = [layer[0].norm for layer in model.layers] * 2
+    for norm, h, x_normed in zip(norms, inputs, gate_inputs):
+        torch.testing.assert_close(x_normed, norm(h), rtol=0, atol=0)
 
 
 def test_a_flag_that_is_not_a_bool_is_refused():
@@ -115,22 +142,11 @@ def test_a_flag_that_is_not_a_bool_is_refused():
         small_model(attention_gate="yes")
 
 
-def test_the_gates_train_with_adamw_undecayed_not_muon():
-    """A gate is a vector a head, not a linear map between hidden layers: AdamW trains it, without weight
-    decay (decay would pull every gate towards 1 rather than towards no gate)."""
+def test_the_gates_train_with_adamw_without_weight_decay_not_muon():
+    """A gate's weights are a vector a head, not a linear map between hidden layers that Muon orthogonalises:
+    AdamW trains them, without weight decay, as every parameter that is not a linear or embedding weight."""
     model = small_model(attention_gate=True, **RECURRENT)
     gates = {id(attn.head_gate) for attn, _ in model.layers}
     groups, matrices = param_groups(model, weight_decay=0.1, muon=True)
-    assert not gates & {id(p) for p in matrices}
+    assert matrices and not gates & {id(p) for p in matrices}
     assert gates <= {id(p) for p in groups[1]["params"]} and groups[1]["weight_decay"] == 0.0
-    assert len(hidden_matrices(model)) == len(matrices)
-
-
-@pytest.mark.parametrize("flag, field", [("--attention-gate", "attention_gate"),
-                                         ("--embedding-mixing", "embedding_mixing")])
-def test_train_py_builds_the_model_with_each_flag(flag, field):
-    """train.py's flag reaches the model's config, and the model is built without it by default."""
-    for argv, expected in (([flag], True), ([], False)):
-        cfg = train.resolve_config(train.parse_args(["--dim", "32", "--depth", "2", "--heads", "2", "--dim-head", "16",
-                                                     *argv]))
-        assert getattr(train.build_model(cfg).config, field) is expected

@@ -32,6 +32,13 @@ def _model(**overrides) -> BlockRecurrentTransformer:
     return BlockRecurrentTransformer(**{**SEED_CONFIG, **overrides}).cuda()
 
 
+def _gates_of_their_own(model: BlockRecurrentTransformer) -> None:
+    """attention_gate: every head's gate weights drawn at the scale that spreads its gate over (0, 2) (logits
+    of about unit size), rather than the gate of exactly 1 it starts with."""
+    for attention, _ in model.layers:
+        attention.head_gate.normal_(std=model.config.dim ** -0.5)
+
+
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().float(), b.detach().float()
     return float((a - b).norm() / b.norm())
@@ -198,11 +205,10 @@ def test_cuda_graph_decoding_equals_the_full_forward(compressed, compile, from_i
     model = _model(use_compressed_mem=compressed, memory_kv_from_inputs=from_inputs, token_shift=shift,
                    value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing, attention_gate=mixing,
                    logit_softcap=2.0 if mixing else None).eval()  # 2: small enough to bite
-    if mixing:  # mixes of their own, so that the embeddings reach every layer's input and what its memory keeps,
-        with torch.no_grad():  # and gates of their own
+    if mixing:  # mixes and gates of their own: the embeddings reach every layer's input and what its memory keeps
+        with torch.no_grad():
             model.embedding_mix.copy_(torch.tensor([0.8, 0.3], device="cuda").repeat(len(model.layers) - 1))
-            for attn, _ in model.layers:
-                attn.head_gate.normal_()
+            _gates_of_their_own(model)
     x = torch.randint(0, 256, (5, 1100), device="cuda")
     with torch.no_grad():
         first, memories, states = model(x[:, :1024])
@@ -283,6 +289,9 @@ def test_cuda_graph_train_step_reading_documents_matches_eager(compile, preset_o
     model = _model(use_compressed_mem=compressed, depth=2, recurrent_layers=(2,), xl_memory_blocks=blocks,
                    value_residual=mixing, unet_skips=mixing, embedding_mixing=mixing, attention_gate=mixing,
                    logit_softcap=15.0 if mixing else None, **options)
+    if mixing:
+        with torch.no_grad():
+            _gates_of_their_own(model)
     wrapper = RecurrentTrainerWrapper(model, 0.2, 0.2)
     g = torch.Generator().manual_seed(0)
     batches = []

@@ -118,9 +118,12 @@ def test_mixing_weights_are_every_options_mixes_and_nothing_else():
 
 def test_scalar_lr_without_mixing_weights_or_not_positive_is_refused(tmp_path):
     with pytest.raises(train.TrainError, match=r"--scalar-lr 0.05 is the rate of the learned mixing weights of "
-                                               r"--value-residual, --unet-skips and --embedding-mixing, and this run "
-                                               r"has none"):
+                                               r"--value-residual, --unet-skips, --embedding-mixing, and this run "
+                                               r"has none of them"):
         train.resolve_config(train.parse_args(["--scalar-lr", "0.05", "--out-dir", str(tmp_path)]))
+    for option in ("--value-residual", "--unet-skips", "--embedding-mixing"):  # any one of them takes it
+        cfg = train.resolve_config(train.parse_args([option, "--scalar-lr", "0.05", "--out-dir", str(tmp_path)]))
+        assert cfg.scalar_lr == 0.05
     cfg = train.resolve_config(train.parse_args(["--preset", "long-documents", "--doc-separator", "0",
                                                  "--scalar-lr", "0.05", "--out-dir", str(tmp_path)]))
     assert cfg.scalar_lr == 0.05 and cfg.value_residual  # the preset's mixing weights

@@ -151,7 +151,8 @@ def test_the_training_records_carry_each_layers_gate_norm(tmp_path):
     """With attention_gate, each training record carries every layer's largest gate norm, 0 at the start and
     moved by training."""
     records = quality.main(["--tiny", "--model", "ours", "--tokens", "2048", "--log-every", "1", "--eval-bytes", "1500",
-                            "--eval-max-doc", "1500", "--set", "attention_gate=true", "--out", str(tmp_path / "q.jsonl")])
+                            "--eval-max-doc", "1500", "--set", "attention_gate=true",
+                            "--out", str(tmp_path / "q.jsonl")])
     train = [r for r in records if r["kind"] == "train"]
     assert records[0]["config"]["attention_gate"] is True
     assert all(len(r["head_gate_norm"]) == records[0]["config"]["depth"] for r in train)

@@ -677,6 +677,8 @@ def test_fast_path_flags_parse():
     (["--token-shift"], "token_shift", True, False),
     (["--value-residual"], "value_residual", True, False),
     (["--unet-skips"], "unet_skips", True, False),
+    (["--embedding-mixing"], "embedding_mixing", True, False),
+    (["--attention-gate"], "attention_gate", True, False),
     (["--logit-softcap", "30"], "logit_softcap", 30.0, None),
 ])
 def test_model_flags_reach_the_model(flags, field, value, default):

@@ -83,9 +83,9 @@ class TrainConfig:
                                        "(v = a * v + b * v_first, learned a and b; ResFormer's value residual)")
     unet_skips: bool = _opt(False, "the first half's layer outputs are added again, times learned weights, to the "
                                    "inputs of their mirror layers in the second half (U-net skips)")
-    embedding_mixing: bool = _opt(False, "every layer above the first takes a * h + b * x0, the residual stream h mixed "
-                                         "with the block's token embeddings x0 (learned a and b per layer, from 1 "
-                                         "and 0)")
+    embedding_mixing: bool = _opt(False, "every layer above the first takes a * h + b * x0, the residual stream h "
+                                         "mixed with the block's token embeddings x0 (learned a and b per layer, "
+                                         "from 1 and 0)")
     attention_gate: bool = _opt(False, "each head's attention output times 2 * sigmoid(w . x), x the layer's normed "
                                        "input, w learned per head from zero (a head-wise output gate)")
     logit_softcap: Optional[float] = _opt(None, "soft-cap the output logits at this size, c * tanh(logits / c) "
@@ -125,8 +125,9 @@ class TrainConfig:
                                       "(--no-muon-split-qkv: each fused matrix whole, 0.022-0.030 bits/byte worse "
                                       "in the long-documents preset; no effect with --optimizer adamw)")
     scalar_lr: Optional[float] = _opt(None, "AdamW's peak rate for the learned mixing weights of --value-residual, "
-                                            "--unet-skips and --embedding-mixing (a few numbers a layer), on the same warmup and decay "
-                                            "(default: --learning-rate, with the other AdamW parameters)")
+                                            "--unet-skips and --embedding-mixing (a few numbers a layer), on the same "
+                                            "warmup and decay (default: --learning-rate, with the other AdamW "
+                                            "parameters)")
     grad_clip: float = _opt(0.5, "clip the global gradient norm to this (0: off)")
     # evaluation, logging, checkpoints (an interval of 0 turns the thing off)
     eval_interval: int = _opt(100, "steps between validation estimates")

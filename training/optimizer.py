@@ -45,9 +45,10 @@ def mixing_weights(model: nn.Module) -> list[nn.Parameter]:
 def param_groups(model: nn.Module, weight_decay: float, muon: bool, scalar_lr: Optional[float] = None
                  ) -> tuple[list[dict[str, Any]], list[nn.Parameter]]:
     """(AdamW's param groups, Muon's matrices). Weight decay only on linear and embedding weights, not on
-    norms, gates' biases or learned states; with muon, the hidden matrices go to Muon, not to AdamW. With
-    scalar_lr, the mixing weights form a third group of their own at that peak rate ("lr"; never decayed);
-    without it they stay in the second, so that a checkpoint's optimizer state has the groups it had."""
+    norms, gates' biases, attention_gate's head gates (a vector a head) or learned states; with muon, the hidden
+    matrices go to Muon, not to AdamW. With scalar_lr, the mixing weights form a third group of their own at that
+    peak rate ("lr"; never decayed); without it they stay in the second, so that a checkpoint's optimizer state
+    has the groups it had."""
     matrices = hidden_matrices(model) if muon else []
     scalars = mixing_weights(model) if scalar_lr is not None else []
     apart = {id(p) for p in matrices + scalars}

@@ -5,7 +5,10 @@
 #   the XL 1024 + 1024 like for like on 32 x 1024 (6 untimed steps) with the cosine, its better schedule (with wsd
 #   0.4 it scored 0.0034 worse at 180 s: thirty-third session);
 #   the preset (qk-rmsnorm in every layer, wsd 0.4) on 32 x 2048 with embedding_mixing and attention_gate, and
-#   OURS_FLAGS (default "--scalar-lr 1e-2": embedding mixing was measured with it; pass OURS_FLAGS= for none).
+#   OURS_FLAGS (default "--scalar-lr 1e-2": embedding mixing was measured with it; pass OURS_FLAGS= for none; the
+#   rate reaches the mixing weights alone, not the gates, which train at --lr with the other AdamW parameters).
+# --xl-match-params matches the XL to the preset without the two options (19,927,524 parameters, as in the thirty-second
+# and thirty-third sessions, so that xl.bin serves it): ours has 24,586 more (19,953,303: 0.13%).
 # In the thirty-third session the preset without the two options led the XL (on wsd) by 0.0762 at seed 0 (0.7040
 # against 0.7802), and the XL's cosine run of the thirty-second session by 0.0728. Goal 2 asks 0.10.
 # About 500 s. Run from the repository root as .runs/s34_callB.sh, carrying .whl, .corpora/xz, .runs and .compile_cache.
