@@ -65,6 +65,37 @@ def assert_projected_memories_equal_cached(cached: BlockRecurrentTransformer,
     torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=1e-5, atol=1e-5)
 
 
+def assert_whole_run_equals_segments(whole: BlockRecurrentTransformer, chunked: BlockRecurrentTransformer) -> None:
+    """chunked (segments of 16 tokens), given the weights of whole (one segment of 64), computes whole's logits,
+    memories and states over 64 tokens run segment by segment, memories and states carried."""
+    chunked.load_state_dict(whole.state_dict())
+    x = tokens(2, 64)
+    expected, want_mem, want_states = whole(x)
+    got, mem, states = run_segments(chunked, x, 16)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(states, want_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def assert_starts_as_the_model_without(model: BlockRecurrentTransformer, without: BlockRecurrentTransformer,
+                                       added: set[str]) -> None:
+    """model (an option on, at one seed) is ``without`` (the option off, the same seed) with the parameters
+    ``added`` and nothing else: every other weight at its draw, and exactly the same logits, memories and
+    states over three segments of 16 tokens, one row reset at the second."""
+    assert set(model.state_dict()) - set(without.state_dict()) == added
+    for name, weight in without.state_dict().items():
+        assert torch.equal(model.state_dict()[name], weight), name
+    x = tokens(2, 48)
+    resets = {1: torch.tensor([True, False])}
+    want, want_mem, want_states = run_segments(without, x, 16, resets=resets)
+    got, mem, states = run_segments(model, x, 16, resets=resets)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=0, atol=0)
+    for a, b in zip(states, want_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def assert_train_step_equals_wrapper_backward(model: BlockRecurrentTransformer) -> list[torch.Tensor]:
     """TrainStep (eager, fp32) over 5 segments of 16 tokens gives the loss and gradients of
     (wrapper(x) * 0.25).backward(), memory and state dropout 0.4 (the same Python draws); returns those
@@ -92,6 +123,17 @@ def decode_each_step(decoder, x: torch.Tensor, prefill: int) -> torch.Tensor:
     with torch.no_grad():
         got = [decoder.append(x[:, :prefill])] + [decoder.append(x[:, t:t + 1]) for t in range(prefill, x.shape[1])]
     return torch.stack(got, dim=1)
+
+
+def assert_decoding_equals_the_full_forward(model: BlockRecurrentTransformer, decoder_cls: type,
+                                            prefill: int) -> None:
+    """A decoder of decoder_cls over 44 tokens (blocks of 8, segments of 16: five block boundaries and two
+    segment boundaries), fed x[:, :prefill] and then one token at a time, gives at every step the logits
+    the model gives run segment by segment."""
+    x = tokens(2, 44)
+    expected, _, _ = run_segments(model, x, 16)
+    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
+    torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
 
 
 # Layouts of a store a search runs over (``search_case``): which slots each row reaches.

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 from training.optimizer import param_groups
 
-from .helpers import (assert_causal, assert_train_step_equals_wrapper_backward, decode_each_step, run_segments,
-                      small_model, tokens)
+from .helpers import (assert_causal, assert_decoding_equals_the_full_forward, assert_starts_as_the_model_without,
+                      assert_train_step_equals_wrapper_backward, assert_whole_run_equals_segments, small_model, tokens)
 
 RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
 PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9, value_residual=True,
@@ -38,18 +38,9 @@ def test_the_gate_starts_at_one_keeps_the_initial_draw_and_the_model_without_it(
     memories and states over segments with resets, as the model without the option."""
     off = small_model(use_compressed_mem=True, **RECURRENT, **PRESET)
     on = small_model(use_compressed_mem=True, attention_gate=True, **RECURRENT, **PRESET)
-    assert set(on.state_dict()) - set(off.state_dict()) == {f"layers.{i}.0.head_gate" for i in range(len(on.layers))}
-    for name, weight in off.state_dict().items():
-        assert torch.equal(on.state_dict()[name], weight), name
-    x = tokens(2, 48)
-    resets = {1: torch.tensor([True, False])}
-    want, want_mem, want_states = run_segments(off, x, 16, resets=resets)
-    got, mem, states = run_segments(on, x, 16, resets=resets)
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=0, atol=0)
-    for a, b in zip(states, want_states):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert not torch.allclose(gated(on)(x[:, :16])[0], off(x[:, :16])[0], atol=1e-3)
+    assert_starts_as_the_model_without(on, off, {f"layers.{i}.0.head_gate" for i in range(len(on.layers))})
+    x = tokens(2, 16)
+    assert not torch.allclose(gated(on)(x)[0], off(x)[0], atol=1e-3)
 
 
 def test_each_head_is_scaled_by_its_gate_before_the_output_projection():
@@ -72,11 +63,7 @@ def test_whole_run_equals_segment_by_segment(compressed, options):
     whole = gated(small_model(max_seq_len=64, use_compressed_mem=compressed, attention_gate=True, **RECURRENT,
                               **options))
     chunked = small_model(use_compressed_mem=compressed, attention_gate=True, **RECURRENT, **options)
-    chunked.load_state_dict(whole.state_dict())
-    x = tokens(2, 64)
-    expected, _, _ = whole(x)
-    got, _, _ = run_segments(chunked, x, 16)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert_whole_run_equals_segments(whole, chunked)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -94,10 +81,7 @@ def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, pref
     """Token by token after a prefill that ends mid-block, at a block's end or after its first token, each new
     token gated as the full forward gates it."""
     model = gated(small_model(use_compressed_mem=compressed, attention_gate=True, **RECURRENT, **options))
-    x = tokens(2, 44)
-    expected, _, _ = run_segments(model, x, 16)
-    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
-    torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
+    assert_decoding_equals_the_full_forward(model, decoder_cls, prefill)
 
 
 @pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])

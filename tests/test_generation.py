@@ -9,7 +9,7 @@ from block_recurrent_transformer_pytorch import RecurrentTrainerWrapper
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 from block_recurrent_transformer_pytorch.sampling import check_sampling, sample
 
-from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
+from .helpers import VOCAB, assert_decoding_equals_the_full_forward, decode_each_step, run_segments, small_model, tokens
 
 # two recurrent layers, one read below its write layer
 RECURRENT = dict(recurrent_layers=(2, 3), read_recurrent_layers=(1, 3))
@@ -21,10 +21,7 @@ RECURRENT = dict(recurrent_layers=(2, 3), read_recurrent_layers=(1, 3))
 def test_every_step_equals_the_full_forward(decoder_cls, compressed, prefill):
     """44 tokens: five block boundaries and two segment boundaries (blocks of 8, segments of 16)."""
     model = small_model(use_compressed_mem=compressed, **RECURRENT)
-    x = tokens(2, 44)
-    expected, _, _ = run_segments(model, x, 16)
-    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
-    torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
+    assert_decoding_equals_the_full_forward(model, decoder_cls, prefill)
 
 
 def test_recurrent_layers_without_qk_rmsnorm_decode_as_their_full_forward():

@@ -15,7 +15,8 @@ from block_recurrent_transformer_pytorch.knn_memory import (KNNMemory, fused_sea
                                                             reference_search, routed_search, search)
 from block_recurrent_transformer_pytorch.top_k import grouped_top_k, masked_top_k
 
-from .helpers import VOCAB, decode_each_step, run_segments, small_model, tokens
+from .helpers import (VOCAB, assert_whole_run_equals_segments, decode_each_step, run_segments,
+                      small_model, tokens)
 
 KNN = dict(knn_layers=(3,), knn_memory_size=24, knn_top_k=4)
 
@@ -532,9 +533,7 @@ def test_causality_with_knn_layers(retrieval):
 def test_whole_run_equals_segment_by_segment_with_knn(retrieval):
     whole = small_model(max_seq_len=64, use_compressed_mem=True, **_knn(retrieval))
     chunked = small_model(max_seq_len=16, use_compressed_mem=True, **_knn(retrieval))
-    chunked.load_state_dict(whole.state_dict())
-    x = tokens(2, 64)
-    torch.testing.assert_close(run_segments(chunked, x, 16)[0], whole(x)[0], rtol=1e-5, atol=1e-5)
+    assert_whole_run_equals_segments(whole, chunked)
 
 
 @RETRIEVALS

@@ -14,7 +14,8 @@ from block_recurrent_transformer_pytorch import BlockRecurrentTransformer, Memor
 from block_recurrent_transformer_pytorch.generation import CachedDecoder
 from block_recurrent_transformer_pytorch.positions import RotaryEmbedding, apply_rotary
 
-from .helpers import VOCAB, assert_causal, decode_each_step, run_segments, small_model, tokens
+from .helpers import (VOCAB, assert_causal, assert_whole_run_equals_segments, decode_each_step, run_segments,
+                      small_model, tokens)
 
 
 def test_seed_usage_runs_unchanged():
@@ -73,14 +74,7 @@ def test_whole_run_equals_segment_by_segment(compressed, flash, options):
                         recurrent_layers=(1, 3), read_recurrent_layers=(1, 2), **options)
     chunked = small_model(max_seq_len=16, use_compressed_mem=compressed, use_flash_attn=flash,
                           recurrent_layers=(1, 3), read_recurrent_layers=(1, 2), **options)
-    chunked.load_state_dict(whole.state_dict())
-    x = tokens(2, 64)
-    expected, mem_a, states_a = whole(x)
-    got, mem_b, states_b = run_segments(chunked, x, 16)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(mem_b.keys_values(), mem_a.keys_values(), rtol=1e-5, atol=1e-5)
-    for a, b in zip(states_a, states_b):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert_whole_run_equals_segments(whole, chunked)
 
 
 @pytest.mark.parametrize("compressed", [False, True])

@@ -11,8 +11,8 @@ import torch
 
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 
-from .helpers import (assert_projected_memories_equal_cached, assert_train_step_equals_wrapper_backward,
-                      decode_each_step, run_segments, small_model, tokens)
+from .helpers import (assert_decoding_equals_the_full_forward, assert_projected_memories_equal_cached,
+                      assert_train_step_equals_wrapper_backward, decode_each_step, small_model, tokens)
 
 RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
 PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9)
@@ -61,10 +61,7 @@ def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, pref
     the cache carries each layer's input of the latest token into the next token's shift, and
     shifts in zeros at every block's start."""
     model = small_model(use_compressed_mem=compressed, token_shift=True, **RECURRENT, **options)
-    x = tokens(2, 44)
-    expected, _, _ = run_segments(model, x, 16)
-    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
-    torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
+    assert_decoding_equals_the_full_forward(model, decoder_cls, prefill)
 
 
 @pytest.mark.parametrize("shift", [False, True])

@@ -11,8 +11,9 @@ import torch
 
 from block_recurrent_transformer_pytorch.generation import CachedDecoder, ReferenceDecoder
 
-from .helpers import (assert_causal, assert_projected_memories_equal_cached, assert_train_step_equals_wrapper_backward,
-                      decode_each_step, run_segments, small_model, tokens)
+from .helpers import (assert_causal, assert_decoding_equals_the_full_forward, assert_projected_memories_equal_cached,
+                      assert_starts_as_the_model_without, assert_train_step_equals_wrapper_backward,
+                      assert_whole_run_equals_segments, run_segments, small_model, tokens)
 
 RECURRENT = dict(recurrent_layers=(1, 3), read_recurrent_layers=(1, 2))
 PRESET = dict(memory_kv_from_inputs=True, rotary_dim=4, kv_heads=2, xpos_scale_base=10 ** 9)
@@ -52,18 +53,8 @@ def test_embedding_mixing_starts_as_the_model_without_it_and_keeps_the_initial_d
     the same logits, memories and states over segments with resets, memories projected from inputs."""
     off = small_model(use_compressed_mem=True, **RECURRENT, **PRESET)
     on = small_model(use_compressed_mem=True, embedding_mixing=True, **RECURRENT, **PRESET)
-    assert set(on.state_dict()) - set(off.state_dict()) == {"embedding_mix"}
     assert on.embedding_mix.tolist() == [1.0, 0.0] * (len(on.layers) - 1)  # (a, b) per layer above the first
-    for name, weight in off.state_dict().items():
-        assert torch.equal(on.state_dict()[name], weight), name
-    x = tokens(2, 48)
-    resets = {1: torch.tensor([True, False])}
-    want, want_mem, want_states = run_segments(off, x, 16, resets=resets)
-    got, mem, states = run_segments(on, x, 16, resets=resets)
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    torch.testing.assert_close(mem.keys_values(), want_mem.keys_values(), rtol=0, atol=0)
-    for a, b in zip(states, want_states):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert_starts_as_the_model_without(on, off, {"embedding_mix"})
 
 
 def test_each_layer_above_the_first_takes_its_mix_of_the_stream_and_the_embeddings():
@@ -174,11 +165,7 @@ def test_whole_run_equals_segment_by_segment(compressed, options):
     whatever the mixes and skips weigh (with compressed memories, xl_memory_blocks, token_shift, kNN layers)."""
     whole = uneven(small_model(max_seq_len=64, use_compressed_mem=compressed, **BOTH, **RECURRENT, **options))
     chunked = small_model(use_compressed_mem=compressed, **BOTH, **RECURRENT, **options)
-    chunked.load_state_dict(whole.state_dict())
-    x = tokens(2, 64)
-    expected, _, _ = whole(x)
-    got, _, _ = run_segments(chunked, x, 16)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert_whole_run_equals_segments(whole, chunked)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -197,10 +184,7 @@ def test_decoding_equals_the_full_forward(decoder_cls, compressed, options, pref
     each step mixes its new tokens' values with the first layer's of the same tokens, and the cache's
     memories as the full forward mixes them (mixes and skips of their own in every layer)."""
     model = uneven(small_model(use_compressed_mem=compressed, **BOTH, **RECURRENT, **options))
-    x = tokens(2, 44)
-    expected, _, _ = run_segments(model, x, 16)
-    got = decode_each_step(decoder_cls(model, *model.prepare(2)), x, prefill)
-    torch.testing.assert_close(got, expected[:, prefill - 1:], rtol=1e-5, atol=1e-5)
+    assert_decoding_equals_the_full_forward(model, decoder_cls, prefill)
 
 
 @pytest.mark.parametrize("options", [{}, PRESET], ids=["seed", "preset"])
