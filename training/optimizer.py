@@ -8,6 +8,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from block_recurrent_transformer_pytorch.config import MIXING_OPTIONS
+
 from .config import SCHEDULES, TrainConfig
 
 # Muon's momentum, as in Keller Jordan's Muon and torch.optim.Muon's default
@@ -59,7 +61,7 @@ def param_groups(model: nn.Module, weight_decay: float, muon: bool, scalar_lr: O
     if scalar_lr is not None:
         if not scalars:
             raise ValueError(f"scalar_lr={scalar_lr} is the rate of the learned mixing weights {MIXING_WEIGHTS}, "
-                             f"and this model has none (value_residual, unet_skips and embedding_mixing are off)")
+                             f"and this model has none ({', '.join(MIXING_OPTIONS)} are off)")
         groups.append({"params": scalars, "weight_decay": 0.0, "lr": scalar_lr})
     return groups, matrices
 
